@@ -1,0 +1,36 @@
+# ppkit — the two set-up commands of a fresh Debian machine are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/ppkit
+# End-to-end tests (real stg, real QEMU, real kernel) carry the e2e build tag; `go test ./...`
+# without it stays fast.
+E2E_TIMEOUT ?= 85m
+
+.PHONY: all deps build check unit test run clean
+
+all: build
+
+deps:
+	./harness/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ppkit
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files --others --exclude-standard '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+
+unit:
+	$(GO) test ./...
+
+# The whole suite: installs what is missing, then unit and end-to-end tests.
+test: deps check build
+	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) ./...
+
+# Installs what is missing, builds, and runs `ppkit test` on the shipped series.
+run: deps build
+	./$(BIN) test
+
+clean:
+	rm -rf bin

@@ -1,0 +1,142 @@
+// Command ppkit drives the page_pool-return-hook-via-SKB kernel series: it manages the stg
+// series, builds and boots the arm64 kernel on an emulated mvneta NIC, runs the traffic
+// procedures, and checks what the kernel did against a Go reference model of page_pool.
+//
+// This package only parses flags and calls the ppkit packages; each subcommand lives in a file of
+// its own and registers itself with register().
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// command is one ppkit subcommand.
+type command struct {
+	name    string
+	summary string // one line for `ppkit help`
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) {
+	if _, dup := commands[c.name]; dup {
+		panic("ppkit: command registered twice: " + c.name)
+	}
+	commands[c.name] = c
+}
+
+// exitError makes run return a specific exit code. Usage errors exit 2, a failed verdict 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErrorf reports bad command-line input (exit 2).
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// failf reports a completed run whose verdict is negative (exit 1) with a message.
+func failf(format string, args ...any) error {
+	return &exitError{code: 1, err: fmt.Errorf(format, args...)}
+}
+
+// silentFailure reports exit 1 when the output already explained why.
+var silentFailure = &exitError{code: 1, err: errors.New("")}
+
+// newFlagSet returns a flag set that reports errors instead of exiting and prints usage to stderr.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ppkit "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args, turning flag errors into usage errors. It accepts flags after
+// positional arguments too (`ppkit model run FILE --json`), as kernel developers type them;
+// everything after a literal "--" is positional.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return &exitError{code: 0, err: errors.New("")}
+			}
+			return &exitError{code: 2, err: errors.New("")} // flag already printed the error
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if len(rest) == 0 || (consumed > 0 && args[consumed-1] == "--") {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	return fs.Parse(append([]string{"--"}, positional...))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: ppkit COMMAND [ARGS]")
+	fmt.Fprintln(w, "")
+	fmt.Fprintln(w, "ppkit builds, boots and model-checks the page_pool return-hook-via-SKB series.")
+	fmt.Fprintln(w, "")
+	fmt.Fprintln(w, "commands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "")
+	fmt.Fprintln(w, "Run 'ppkit COMMAND -h' for a command's flags.")
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "ppkit: unknown command %q; run 'ppkit help' for the list\n", args[0])
+		return 2
+	}
+	err := c.run(ctx, args[1:], stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	if msg := strings.TrimSpace(err.Error()); msg != "" {
+		fmt.Fprintf(stderr, "ppkit %s: %s\n", c.name, msg)
+	}
+	return code
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
