@@ -1,0 +1,1095 @@
+/*
+ * Marvell Armada 3700 NETA (mvneta) Ethernet controller model
+ *
+ * Part of ppkit (github.com/ppkit/ppkit, mvneta-emu/).  The specification is
+ * what the Linux 5.10 mvneta driver (drivers/net/ethernet/marvell/mvneta.c)
+ * relies on, for the armada-3700 variant with software buffer management:
+ *
+ *  - 8 RX and 8 TX descriptor rings of 32-byte descriptors, driven by counter
+ *    registers (RXQ occupied/non-occupied, TXQ pending/sent);
+ *  - RX writes the 2-byte Marvell header, the frame and a 4-byte FCS at
+ *    buf_phys_addr, spanning FIRST..LAST descriptors of the configured buffer
+ *    size; checksum-OK bits are set when the IPv4 and TCP/UDP sums verify;
+ *  - TX gathers FIRST..LAST descriptors and performs the requested IPv4 header
+ *    and TCP/UDP (IPv4 and IPv6) checksum insertion;
+ *  - one level-triggered interrupt: NEW_CAUSE is derived from the queue
+ *    counters (the driver never acknowledges it) and masked by NEW_MASK;
+ *  - RX coalescing by frame count and by time;
+ *  - DA filtering: unicast MAC + unicast table, promiscuous mode, broadcast,
+ *    special (01:00:5e:00:00:xx) and CRC-8 indexed multicast tables;
+ *  - read-to-clear MIB counters; a fixed 1000/full link in GMAC_STATUS.
+ *
+ * Every other register is plain storage.  Guest mistakes are logged with
+ * LOG_GUEST_ERROR and never stop the emulator.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/log.h"
+#include "qemu/module.h"
+#include "qemu/timer.h"
+#include "qapi/error.h"
+#include "hw/irq.h"
+#include "hw/qdev-properties.h"
+#include "hw/net/mvneta.h"
+#include "migration/vmstate.h"
+#include "net/checksum.h"
+#include "net/eth.h"
+#include "sysemu/dma.h"
+#include <zlib.h>
+
+/* Registers (byte offsets) */
+#define REG_RXQ_CONFIG(q)       (0x1400 + (q) * 4)
+#define REG_RXQ_BASE(q)         (0x1480 + (q) * 4)
+#define REG_RXQ_SIZE(q)         (0x14a0 + (q) * 4)
+#define REG_RXQ_THRESHOLD(q)    (0x14c0 + (q) * 4)
+#define REG_RXQ_STATUS(q)       (0x14e0 + (q) * 4)
+#define REG_RXQ_STATUS_UPDATE(q) (0x1500 + (q) * 4)
+#define REG_PORT_RX_RESET       0x1cc0
+#define REG_PORT_CONFIG         0x2400
+#define REG_MAC_ADDR_LOW        0x2414
+#define REG_MAC_ADDR_HIGH       0x2418
+#define REG_PORT_STATUS         0x2444
+#define REG_TXQ_CMD             0x2448
+#define REG_RX_DISCARD          0x2484
+#define REG_RX_OVERRUN          0x2488
+#define REG_RXQ_TIME_COAL(q)    (0x2580 + (q) * 4)
+#define REG_INTR_NEW_CAUSE      0x25a0
+#define REG_INTR_NEW_MASK       0x25a4
+#define REG_INTR_OLD_CAUSE      0x25a8
+#define REG_INTR_MISC_CAUSE     0x25b0
+#define REG_INTR_MISC_MASK      0x25b4
+#define REG_RXQ_CMD             0x2680
+#define REG_GMAC_CTRL_0         0x2c00
+#define REG_GMAC_CTRL_2         0x2c08
+#define REG_GMAC_AUTONEG        0x2c0c
+#define REG_GMAC_STATUS         0x2c10
+#define REG_MIB_BASE            0x3000
+#define REG_MIB_END             0x3080
+#define REG_DA_SPEC_MCAST       0x3400
+#define REG_DA_OTH_MCAST        0x3500
+#define REG_DA_UCAST            0x3600
+#define REG_TXQ_BASE(q)         (0x3c00 + (q) * 4)
+#define REG_TXQ_SIZE(q)         (0x3c20 + (q) * 4)
+#define REG_TXQ_STATUS(q)       (0x3c40 + (q) * 4)
+#define REG_TXQ_UPDATE(q)       (0x3c60 + (q) * 4)
+#define REG_PORT_TX_RESET       0x3cf0
+
+#define RING_SIZE_MASK          0x3fff
+#define RXQ_BUF_SIZE_SHIFT      19
+#define RXQ_PKT_OFFSET(v)       ((((v) >> 8) & 0xf) * 8)
+#define TXQ_SENT_THRESH(v)      (((v) >> 16) & 0x3fff)
+#define PORT_CONFIG_UPM         BIT(0)
+#define PORT_CONFIG_DEF_RXQ(v)  (((v) >> 1) & 7)
+#define PORT_STATUS_FIFO_EMPTY  BIT(8)
+#define GMAC0_PORT_ENABLE       BIT(0)
+#define GMAC2_PORT_RESET        BIT(6)
+#define GMAC_AN_FORCE_LINK_DOWN BIT(0)
+#define GMAC_STAT_LINK_UP       BIT(0)
+#define GMAC_STAT_SPEED_1000    BIT(1)
+#define GMAC_STAT_FULL_DUPLEX   BIT(3)
+#define GMAC_STAT_AN_COMPLETE   BIT(11)
+#define GMAC_STAT_SYNC_OK       BIT(14)
+#define NEW_CAUSE_MISC          BIT(31)
+#define MISC_CAUSE_LINK_CHANGE  BIT(1)
+
+/* Descriptors: 32 bytes, little-endian */
+#define DESC_SIZE               32
+#define TXD_UDP                 BIT(16)
+#define TXD_IP6                 BIT(17)
+#define TXD_IP_CSUM             BIT(18)
+#define TXD_Z_PAD               BIT(19)
+#define TXD_LAST                BIT(20)
+#define TXD_FIRST               BIT(21)
+#define TXD_L4_CSUM_FULL        BIT(30)
+#define TXD_L4_CSUM_NOT         BIT(31)
+#define RXD_L3_IP4              BIT(25)
+#define RXD_LAST                BIT(26)
+#define RXD_FIRST               BIT(27)
+#define RXD_L4_CSUM_OK          BIT(30)
+
+#define MH_SIZE                 2       /* Marvell header in front of RX data */
+#define FCS_SIZE                4
+#define MIN_FRAME               60
+#define MAX_FRAME               16384
+
+#define REG(s, off)             ((s)->regs[(off) >> 2])
+
+static uint32_t mvneta_ring_size(MvnetaState *s, hwaddr size_reg)
+{
+    return REG(s, size_reg) & RING_SIZE_MASK;
+}
+
+static bool mvneta_port_enabled(MvnetaState *s)
+{
+    return REG(s, REG_GMAC_CTRL_0) & GMAC0_PORT_ENABLE;
+}
+
+static bool mvneta_link_up(MvnetaState *s)
+{
+    return !qemu_get_queue(s->nic)->link_down &&
+           !(REG(s, REG_GMAC_AUTONEG) & GMAC_AN_FORCE_LINK_DOWN);
+}
+
+static uint32_t mvneta_new_cause(MvnetaState *s)
+{
+    uint32_t cause = 0;
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        MvnetaTxQueue *txq = &s->txq[q];
+        MvnetaRxQueue *rxq = &s->rxq[q];
+        uint32_t tx_thresh = TXQ_SENT_THRESH(REG(s, REG_TXQ_SIZE(q)));
+        uint32_t rx_coal = REG(s, REG_RXQ_THRESHOLD(q)) & RING_SIZE_MASK;
+
+        if (txq->sent && txq->sent >= MAX(tx_thresh, 1)) {
+            cause |= BIT(q);
+        }
+        if (rxq->occupied &&
+            (rxq->occupied >= rx_coal || rxq->time_fired)) {
+            cause |= BIT(8 + q);
+        }
+    }
+    if (s->misc_cause & REG(s, REG_INTR_MISC_MASK)) {
+        cause |= NEW_CAUSE_MISC;
+    }
+    return cause;
+}
+
+static void mvneta_update_irq(MvnetaState *s)
+{
+    qemu_set_irq(s->irq,
+                 (mvneta_new_cause(s) & REG(s, REG_INTR_NEW_MASK)) != 0);
+}
+
+/* ---- RX ---------------------------------------------------------------- */
+
+static void mvneta_rx_reset_queue(MvnetaState *s, int q)
+{
+    MvnetaRxQueue *rxq = &s->rxq[q];
+
+    rxq->occupied = 0;
+    rxq->non_occupied = 0;
+    rxq->index = 0;
+    rxq->time_fired = false;
+    timer_del(rxq->coal_timer);
+}
+
+static void mvneta_rx_coal_timer_cb(void *opaque)
+{
+    MvnetaState *s = opaque;
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        MvnetaRxQueue *rxq = &s->rxq[q];
+        if (rxq->occupied && !timer_pending(rxq->coal_timer)) {
+            rxq->time_fired = true;
+        }
+    }
+    mvneta_update_irq(s);
+}
+
+static void mvneta_rx_arm_coal_timer(MvnetaState *s, int q)
+{
+    MvnetaRxQueue *rxq = &s->rxq[q];
+    uint64_t cycles = REG(s, REG_RXQ_TIME_COAL(q));
+    uint64_t ns;
+
+    if (rxq->time_fired || timer_pending(rxq->coal_timer)) {
+        return;
+    }
+    if (!cycles || !s->clock_frequency) {
+        rxq->time_fired = true;
+        return;
+    }
+    ns = muldiv64(cycles, NANOSECONDS_PER_SECOND, s->clock_frequency);
+    timer_mod(rxq->coal_timer,
+              qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) + ns);
+}
+
+static int mvneta_rx_queue_for(MvnetaState *s, const uint8_t *da)
+{
+    uint32_t port_config = REG(s, REG_PORT_CONFIG);
+    int def_q = PORT_CONFIG_DEF_RXQ(port_config);
+    uint8_t entry;
+
+    if (is_broadcast_ether_addr(da)) {
+        return def_q;
+    }
+    if (is_multicast_ether_addr(da)) {
+        static const uint8_t special[5] = { 0x01, 0x00, 0x5e, 0x00, 0x00 };
+        if (memcmp(da, special, 5) == 0) {
+            entry = REG(s, REG_DA_SPEC_MCAST + (da[5] & ~3)) >>
+                    (8 * (da[5] & 3));
+        } else {
+            int crc = 0, i, j;
+
+            /* CRC-8 (x^8 + x^2 + x + 1) over the address, as the driver */
+            for (i = 0; i < ETH_ALEN; i++) {
+                crc = (crc ^ da[i]) << 8;
+                for (j = 7; j >= 0; j--) {
+                    if (crc & (0x100 << j)) {
+                        crc ^= 0x107 << j;
+                    }
+                }
+            }
+            entry = REG(s, REG_DA_OTH_MCAST + (crc & ~3)) >> (8 * (crc & 3));
+        }
+        return (entry & 1) ? (entry >> 1) & 7 : -1;
+    }
+    if (port_config & PORT_CONFIG_UPM) {
+        return def_q;
+    }
+    {
+        uint32_t high = REG(s, REG_MAC_ADDR_HIGH);
+        uint32_t low = REG(s, REG_MAC_ADDR_LOW);
+        int nib = da[5] & 0xf;
+
+        if (da[0] != (high >> 24 & 0xff) || da[1] != (high >> 16 & 0xff) ||
+            da[2] != (high >> 8 & 0xff) || da[3] != (high & 0xff) ||
+            da[4] != (low >> 8 & 0xff) || (da[5] >> 4) != (low >> 4 & 0xf)) {
+            return -1;
+        }
+        entry = REG(s, REG_DA_UCAST + (nib & ~3)) >> (8 * (nib & 3));
+        return (entry & 1) ? (entry >> 1) & 7 : -1;
+    }
+}
+
+/* Status bits for the FIRST descriptor: L3/L4 checksum verdicts. */
+static uint32_t mvneta_rx_csum_status(const uint8_t *buf, size_t len)
+{
+    size_t l3 = ETH_HLEN;
+    uint16_t type;
+    uint8_t *ip;
+    unsigned ihl, tot, proto;
+    uint32_t status = 0;
+
+    if (len < ETH_HLEN + 20) {
+        return 0;
+    }
+    type = lduw_be_p(buf + 12);
+    if (type == ETH_P_VLAN && len >= ETH_HLEN + 4 + 20) {
+        type = lduw_be_p(buf + 16);
+        l3 += 4;
+    }
+    if (type != ETH_P_IP) {
+        return 0;
+    }
+    ip = (uint8_t *)buf + l3;
+    ihl = (ip[0] & 0xf) * 4;
+    tot = lduw_be_p(ip + 2);
+    if ((ip[0] >> 4) != 4 || ihl < 20 || tot < ihl || l3 + tot > len) {
+        return 0;
+    }
+    if (net_raw_checksum(ip, ihl) != 0) {
+        return 0;
+    }
+    status |= RXD_L3_IP4;
+    if (lduw_be_p(ip + 6) & 0x3fff) {
+        return status;          /* fragment: no L4 verdict */
+    }
+    proto = ip[9];
+    if (proto == IP_PROTO_UDP && tot - ihl >= 8 &&
+        lduw_be_p(ip + ihl + 6) == 0) {
+        return status | RXD_L4_CSUM_OK;
+    }
+    if ((proto == IP_PROTO_TCP && tot - ihl >= 20) ||
+        (proto == IP_PROTO_UDP && tot - ihl >= 8)) {
+        if (net_checksum_tcpudp(tot - ihl, proto, ip + 12, ip + ihl) == 0) {
+            status |= RXD_L4_CSUM_OK;
+        }
+    }
+    return status;
+}
+
+static void mvneta_mib_count_rx(MvnetaState *s, const uint8_t *buf, size_t len)
+{
+    size_t wire = len + FCS_SIZE;
+
+    s->mib[0] += wire;                          /* good_octets_received */
+    s->mib[0x10 / 4]++;                         /* good_frames_received */
+    if (is_broadcast_ether_addr(buf)) {
+        s->mib[0x18 / 4]++;
+    } else if (is_multicast_ether_addr(buf)) {
+        s->mib[0x1c / 4]++;
+    }
+    if (wire <= 64) {
+        s->mib[0x20 / 4]++;
+    } else if (wire <= 127) {
+        s->mib[0x24 / 4]++;
+    } else if (wire <= 255) {
+        s->mib[0x28 / 4]++;
+    } else if (wire <= 511) {
+        s->mib[0x2c / 4]++;
+    } else if (wire <= 1023) {
+        s->mib[0x30 / 4]++;
+    } else {
+        s->mib[0x34 / 4]++;
+    }
+}
+
+static bool mvneta_can_receive(NetClientState *nc)
+{
+    MvnetaState *s = qemu_get_nic_opaque(nc);
+    int q = PORT_CONFIG_DEF_RXQ(REG(s, REG_PORT_CONFIG));
+
+    if (!mvneta_port_enabled(s) || !(s->rxq_enabled & BIT(q))) {
+        return true;            /* frames are dropped, as on the wire */
+    }
+    return s->rxq[q].non_occupied > 0;
+}
+
+static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
+                              size_t size)
+{
+    MvnetaState *s = qemu_get_nic_opaque(nc);
+    MvnetaRxQueue *rxq;
+    uint32_t ring, buf_size, offset, status, base, ndesc, total, done, idx;
+    size_t len = size;
+    uint8_t *frame = s->rx_frame;
+    uint32_t crc;
+    int q;
+
+    if (!mvneta_port_enabled(s) || !mvneta_link_up(s) || size < ETH_HLEN) {
+        return size;
+    }
+    if (size > MAX_FRAME) {
+        s->mib[0x68 / 4]++;     /* oversize_received */
+        return size;
+    }
+    q = mvneta_rx_queue_for(s, buf);
+    if (q < 0) {
+        return size;            /* filtered out */
+    }
+    if (!(s->rxq_enabled & BIT(q))) {
+        s->rx_discard++;
+        return size;
+    }
+    rxq = &s->rxq[q];
+    ring = mvneta_ring_size(s, REG_RXQ_SIZE(q));
+    buf_size = (REG(s, REG_RXQ_SIZE(q)) >> RXQ_BUF_SIZE_SHIFT) << 3;
+    offset = RXQ_PKT_OFFSET(REG(s, REG_RXQ_CONFIG(q)));
+    base = REG(s, REG_RXQ_BASE(q));
+    if (ring == 0 || buf_size <= offset) {
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "mvneta: RXQ%d enabled with ring size %u, buffer size %u"
+                      ": frame dropped\n", q, ring, buf_size);
+        s->rx_discard++;
+        return size;
+    }
+    buf_size -= offset;
+
+    /* Marvell header, frame padded to the minimum, FCS */
+    memset(frame, 0, MH_SIZE);
+    memcpy(frame + MH_SIZE, buf, len);
+    if (len < MIN_FRAME) {
+        memset(frame + MH_SIZE + len, 0, MIN_FRAME - len);
+        len = MIN_FRAME;
+    }
+    crc = cpu_to_le32(crc32(0, frame + MH_SIZE, len));
+    memcpy(frame + MH_SIZE + len, &crc, FCS_SIZE);
+    total = MH_SIZE + len + FCS_SIZE;
+
+    ndesc = DIV_ROUND_UP(total, buf_size);
+    if (ndesc > rxq->non_occupied) {
+        if (ndesc > ring) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: a %zu-byte frame "
+                          "needs %u buffers, the ring has %u\n",
+                          q, size, ndesc, ring);
+        }
+        s->rx_discard++;
+        return size;            /* no buffers: resource drop */
+    }
+
+    status = mvneta_rx_csum_status(frame + MH_SIZE, len);
+    idx = rxq->index % ring;
+    for (done = 0; done < total; ) {
+        hwaddr desc = (hwaddr)base + (hwaddr)idx * DESC_SIZE;
+        uint32_t chunk = MIN(buf_size, total - done);
+        uint32_t buf_addr;
+        uint32_t d_status = 0;
+        uint16_t d_size;
+
+        if (dma_memory_read(&address_space_memory, desc + 8, &buf_addr, 4,
+                            MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u at "
+                          "0x%" HWADDR_PRIx " is not in memory\n",
+                          q, idx, desc);
+            s->rx_discard++;
+            return size;
+        }
+        buf_addr = le32_to_cpu(buf_addr);
+        if (dma_memory_write(&address_space_memory,
+                             (hwaddr)buf_addr + offset, frame + done, chunk,
+                             MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d buffer 0x%x of "
+                          "descriptor %u is not in memory\n",
+                          q, buf_addr, idx);
+        }
+        if (done == 0) {
+            d_status |= RXD_FIRST | status;
+            d_size = total;
+        } else {
+            d_size = chunk;
+        }
+        done += chunk;
+        if (done == total) {
+            d_status |= RXD_LAST;
+        }
+        {
+            uint8_t head[8];
+
+            stl_le_p(head, d_status);
+            stw_le_p(head + 4, 0);
+            stw_le_p(head + 6, d_size);
+            if (dma_memory_write(&address_space_memory, desc, head, 8,
+                                 MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u "
+                              "at 0x%" HWADDR_PRIx " is not writable\n",
+                              q, idx, desc);
+            }
+        }
+        idx = (idx + 1) % ring;
+        rxq->non_occupied--;
+        rxq->occupied++;
+    }
+    rxq->index = idx;
+    rxq->occupied = MIN(rxq->occupied, RING_SIZE_MASK);
+    mvneta_mib_count_rx(s, buf, len);
+
+    mvneta_rx_arm_coal_timer(s, q);
+    mvneta_update_irq(s);
+    return size;
+}
+
+/* ---- TX ---------------------------------------------------------------- */
+
+static void mvneta_tx_checksum(uint8_t *frame, size_t len, uint32_t cmd)
+{
+    size_t l3 = cmd & 0x7f;
+    size_t hlen = ((cmd >> 8) & 0x1f) * 4;
+    size_t l4 = l3 + hlen;
+    bool udp = cmd & TXD_UDP;
+    bool ip6 = cmd & TXD_IP6;
+    size_t l4_len, csum_off = udp ? 6 : 16;
+    uint32_t sum;
+    uint16_t csum;
+    uint8_t pseudo[8];
+
+    if (hlen < 20 || l4 > len) {
+        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TX checksum request with L3 "
+                      "offset %zu, IP header %zu on a %zu-byte frame\n",
+                      l3, hlen, len);
+        return;
+    }
+    if ((cmd & TXD_IP_CSUM) && !ip6) {
+        stw_be_p(frame + l3 + 10, 0);
+        stw_be_p(frame + l3 + 10, net_raw_checksum(frame + l3, hlen));
+    }
+    if (!(cmd & TXD_L4_CSUM_FULL) || (cmd & TXD_L4_CSUM_NOT)) {
+        return;
+    }
+    if (ip6) {
+        l4_len = lduw_be_p(frame + l3 + 4) + 40 - hlen;
+    } else {
+        l4_len = lduw_be_p(frame + l3 + 2) - hlen;
+    }
+    if (l4 + l4_len > len || l4_len < csum_off + 2) {
+        l4_len = len - l4;
+        if (l4_len < csum_off + 2) {
+            return;
+        }
+    }
+    stw_be_p(frame + l4 + csum_off, 0);
+    if (ip6) {
+        sum = net_checksum_add_cont(32, frame + l3 + 8, 0);
+    } else {
+        sum = net_checksum_add_cont(8, frame + l3 + 12, 0);
+    }
+    stl_be_p(pseudo, l4_len);
+    stl_be_p(pseudo + 4, udp ? IP_PROTO_UDP : IP_PROTO_TCP);
+    sum += net_checksum_add_cont(8, pseudo, 0);
+    sum += net_checksum_add_cont(l4_len, frame + l4, 0);
+    csum = net_checksum_finish(sum);
+    if (udp && csum == 0) {
+        csum = 0xffff;
+    }
+    stw_be_p(frame + l4 + csum_off, csum);
+}
+
+static void mvneta_mib_count_tx(MvnetaState *s, const uint8_t *buf, size_t len)
+{
+    s->mib[0x38 / 4] += len + FCS_SIZE;         /* good_octets_sent */
+    s->mib[0x40 / 4]++;                         /* good_frames_sent */
+    if (is_broadcast_ether_addr(buf)) {
+        s->mib[0x4c / 4]++;
+    } else if (is_multicast_ether_addr(buf)) {
+        s->mib[0x48 / 4]++;
+    }
+}
+
+static void mvneta_tx_queue(MvnetaState *s, int q)
+{
+    MvnetaTxQueue *txq = &s->txq[q];
+    uint32_t ring = mvneta_ring_size(s, REG_TXQ_SIZE(q));
+    uint32_t base = REG(s, REG_TXQ_BASE(q));
+    uint32_t sent_before = txq->sent;
+
+    if (!mvneta_port_enabled(s) || !(s->txq_enabled & BIT(q))) {
+        return;
+    }
+    if (ring == 0) {
+        if (txq->pending) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d has %u pending "
+                          "descriptors and ring size 0\n", q, txq->pending);
+            txq->pending = 0;
+        }
+        return;
+    }
+
+    while (txq->pending) {
+        uint32_t n, idx = txq->index % ring, cmd = 0;
+        size_t len = 0;
+        bool complete = false, bad = false;
+        uint8_t *frame = s->tx_frame;
+
+        /* Gather FIRST..LAST; stop if LAST is not pending yet. */
+        for (n = 0; n < txq->pending; n++) {
+            hwaddr desc = (hwaddr)base +
+                          (hwaddr)((idx + n) % ring) * DESC_SIZE;
+            uint8_t d[16];
+            uint32_t d_cmd, d_buf;
+            uint16_t d_len;
+
+            if (dma_memory_read(&address_space_memory, desc, d, sizeof(d),
+                                MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d descriptor at "
+                              "0x%" HWADDR_PRIx " is not in memory\n",
+                              q, desc);
+                bad = true;
+                n++;
+                break;
+            }
+            d_cmd = ldl_le_p(d);
+            d_len = lduw_le_p(d + 6);
+            d_buf = ldl_le_p(d + 8);
+            if (n == 0) {
+                if (!(d_cmd & TXD_FIRST)) {
+                    qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d descriptor"
+                                  " %u lacks FIRST; skipped\n", q, idx);
+                    bad = true;
+                    n++;
+                    break;
+                }
+                cmd = d_cmd;
+            } else if (d_cmd & TXD_FIRST) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d frame at "
+                              "descriptor %u has no LAST; dropped\n", q, idx);
+                bad = true;
+                break;          /* the new FIRST starts the next frame */
+            }
+            if (!bad && len + d_len > MAX_FRAME) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d frame longer "
+                              "than %d bytes; dropped\n", q, MAX_FRAME);
+                bad = true;
+            }
+            if (!bad && d_len &&
+                dma_memory_read(&address_space_memory, d_buf, frame + len,
+                                d_len, MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d buffer 0x%x "
+                              "(%u bytes) is not in memory\n",
+                              q, d_buf, d_len);
+                bad = true;
+            }
+            if (!bad) {
+                len += d_len;
+            }
+            if (d_cmd & TXD_LAST) {
+                complete = true;
+                n++;
+                break;
+            }
+        }
+        if (!complete && !bad) {
+            if (n >= ring) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d: no LAST "
+                              "descriptor in the whole ring\n", q);
+                n = txq->pending;
+                bad = true;
+            } else {
+                break;          /* wait for the rest of the frame */
+            }
+        }
+        if (complete && !bad) {
+            if (cmd & (TXD_IP_CSUM | TXD_L4_CSUM_FULL)) {
+                mvneta_tx_checksum(frame, len, cmd);
+            }
+            if (len < MIN_FRAME) {
+                memset(frame + len, 0, MIN_FRAME - len);
+                len = MIN_FRAME;
+            }
+            if (len >= ETH_HLEN) {
+                mvneta_mib_count_tx(s, frame, len);
+                if (mvneta_link_up(s)) {
+                    qemu_send_packet(qemu_get_queue(s->nic), frame, len);
+                }
+            }
+        }
+        txq->index = (idx + n) % ring;
+        txq->pending -= n;
+        txq->sent = MIN(txq->sent + n, RING_SIZE_MASK);
+    }
+    if (txq->sent != sent_before) {
+        mvneta_update_irq(s);
+    }
+}
+
+static void mvneta_tx_all(MvnetaState *s)
+{
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        if (s->txq[q].pending) {
+            mvneta_tx_queue(s, q);
+        }
+    }
+}
+
+/* ---- Registers --------------------------------------------------------- */
+
+static void mvneta_flush_rx(MvnetaState *s)
+{
+    if (mvneta_can_receive(qemu_get_queue(s->nic))) {
+        qemu_flush_queued_packets(qemu_get_queue(s->nic));
+    }
+}
+
+static uint64_t mvneta_read(void *opaque, hwaddr addr, unsigned size)
+{
+    MvnetaState *s = opaque;
+    uint32_t val;
+    int q;
+
+    switch (addr) {
+    case REG_RXQ_STATUS(0) ... REG_RXQ_STATUS(7):
+        q = (addr - REG_RXQ_STATUS(0)) / 4;
+        return s->rxq[q].occupied | (s->rxq[q].non_occupied << 16);
+    case REG_RXQ_STATUS_UPDATE(0) ... REG_RXQ_STATUS_UPDATE(7):
+    case REG_TXQ_UPDATE(0) ... REG_TXQ_UPDATE(7):
+        return 0;               /* write-only */
+    case REG_TXQ_STATUS(0) ... REG_TXQ_STATUS(7):
+        q = (addr - REG_TXQ_STATUS(0)) / 4;
+        return (s->txq[q].sent << 16) | (s->txq[q].pending & RING_SIZE_MASK);
+    case REG_PORT_STATUS:
+        return PORT_STATUS_FIFO_EMPTY;
+    case REG_TXQ_CMD:
+        return s->txq_enabled;
+    case REG_RXQ_CMD:
+        return s->rxq_enabled;
+    case REG_INTR_NEW_CAUSE:
+        return mvneta_new_cause(s);
+    case REG_INTR_MISC_CAUSE:
+        return s->misc_cause;
+    case REG_GMAC_CTRL_2:
+        return REG(s, addr) & ~GMAC2_PORT_RESET;
+    case REG_GMAC_STATUS:
+        val = GMAC_STAT_SPEED_1000 | GMAC_STAT_FULL_DUPLEX |
+              GMAC_STAT_AN_COMPLETE | GMAC_STAT_SYNC_OK;
+        if (mvneta_link_up(s)) {
+            val |= GMAC_STAT_LINK_UP;
+        }
+        return val;
+    case REG_RX_DISCARD:
+        val = s->rx_discard;
+        s->rx_discard = 0;
+        return val;
+    case REG_RX_OVERRUN:
+        val = s->rx_overrun;
+        s->rx_overrun = 0;
+        return val;
+    case REG_MIB_BASE ... REG_MIB_END - 1:
+        q = (addr - REG_MIB_BASE) / 4;
+        if (q == 0 || q == 0x38 / 4) {          /* 64-bit: low, latch high */
+            val = (uint32_t)s->mib[q];
+            s->mib_high_latch[q ? 1 : 0] = s->mib[q] >> 32;
+            s->mib[q] = 0;
+            return val;
+        }
+        if (q == 1 || q == 0x3c / 4) {
+            val = s->mib_high_latch[q == 1 ? 0 : 1];
+            s->mib_high_latch[q == 1 ? 0 : 1] = 0;
+            return val;
+        }
+        val = (uint32_t)s->mib[q];
+        s->mib[q] = 0;
+        return val;
+    default:
+        return REG(s, addr);
+    }
+}
+
+static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
+                         unsigned size)
+{
+    MvnetaState *s = opaque;
+    uint32_t val = val64;
+    uint32_t ring, n;
+    int q;
+
+    switch (addr) {
+    case REG_RXQ_BASE(0) ... REG_RXQ_BASE(7):
+        q = (addr - REG_RXQ_BASE(0)) / 4;
+        REG(s, addr) = val;
+        mvneta_rx_reset_queue(s, q);
+        mvneta_update_irq(s);
+        break;
+    case REG_RXQ_SIZE(0) ... REG_RXQ_SIZE(7):
+        q = (addr - REG_RXQ_SIZE(0)) / 4;
+        REG(s, addr) = val;
+        ring = val & RING_SIZE_MASK;
+        if (ring == 0 && val != 0) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d size register "
+                          "0x%x: ring size 0 (valid 1..16383)\n", q, val);
+        }
+        break;
+    case REG_RXQ_STATUS_UPDATE(0) ... REG_RXQ_STATUS_UPDATE(7): {
+        MvnetaRxQueue *rxq;
+        uint32_t done = val & 0xff, add = (val >> 16) & 0xff;
+
+        q = (addr - REG_RXQ_STATUS_UPDATE(0)) / 4;
+        rxq = &s->rxq[q];
+        ring = mvneta_ring_size(s, REG_RXQ_SIZE(q));
+        if (done > rxq->occupied) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: %u descriptors "
+                          "returned, only %u occupied\n",
+                          q, done, rxq->occupied);
+            done = rxq->occupied;
+        }
+        rxq->occupied -= done;
+        rxq->non_occupied += add;
+        if (rxq->occupied + rxq->non_occupied > ring) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: %u occupied + %u "
+                          "free descriptors exceed the ring size %u\n",
+                          q, rxq->occupied, rxq->non_occupied, ring);
+            rxq->non_occupied = ring > rxq->occupied ?
+                                ring - rxq->occupied : 0;
+        }
+        if (rxq->occupied == 0) {
+            rxq->time_fired = false;
+            timer_del(rxq->coal_timer);
+        }
+        mvneta_update_irq(s);
+        if (add) {
+            mvneta_flush_rx(s);
+        }
+        break;
+    }
+    case REG_RXQ_THRESHOLD(0) ... REG_RXQ_THRESHOLD(7):
+        REG(s, addr) = val;
+        mvneta_update_irq(s);
+        break;
+    case REG_RXQ_STATUS(0) ... REG_RXQ_STATUS(7):
+    case REG_TXQ_STATUS(0) ... REG_TXQ_STATUS(7):
+    case REG_PORT_STATUS:
+    case REG_GMAC_STATUS:
+    case REG_MIB_BASE ... REG_MIB_END - 1:
+    case REG_RX_DISCARD:
+    case REG_RX_OVERRUN:
+        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: write 0x%x to read-only "
+                      "register 0x%" HWADDR_PRIx "\n", val, addr);
+        break;
+    case REG_PORT_RX_RESET:
+        REG(s, addr) = val;
+        if (val & 1) {
+            for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+                mvneta_rx_reset_queue(s, q);
+            }
+            mvneta_update_irq(s);
+        }
+        break;
+    case REG_PORT_TX_RESET:
+        REG(s, addr) = val;
+        if (val & 1) {
+            for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+                s->txq[q].pending = 0;
+                s->txq[q].sent = 0;
+                s->txq[q].index = 0;
+            }
+            mvneta_update_irq(s);
+        }
+        break;
+    case REG_TXQ_BASE(0) ... REG_TXQ_BASE(7):
+        q = (addr - REG_TXQ_BASE(0)) / 4;
+        REG(s, addr) = val;
+        s->txq[q].pending = 0;
+        s->txq[q].sent = 0;
+        s->txq[q].index = 0;
+        mvneta_update_irq(s);
+        break;
+    case REG_TXQ_SIZE(0) ... REG_TXQ_SIZE(7):
+        REG(s, addr) = val;
+        mvneta_update_irq(s);
+        break;
+    case REG_TXQ_UPDATE(0) ... REG_TXQ_UPDATE(7): {
+        MvnetaTxQueue *txq;
+        uint32_t dec = (val >> 16) & 0xff;
+
+        q = (addr - REG_TXQ_UPDATE(0)) / 4;
+        txq = &s->txq[q];
+        ring = mvneta_ring_size(s, REG_TXQ_SIZE(q));
+        if (dec) {
+            if (dec > txq->sent) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d: %u sent "
+                              "descriptors released, only %u sent\n",
+                              q, dec, txq->sent);
+                dec = txq->sent;
+            }
+            txq->sent -= dec;
+        }
+        n = val & 0xff;
+        if (n) {
+            if (txq->pending + n + txq->sent > ring) {
+                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d: %u pending + "
+                              "%u sent descriptors exceed the ring size %u\n",
+                              q, txq->pending + n, txq->sent, ring);
+                n = ring > txq->pending + txq->sent ?
+                    ring - txq->pending - txq->sent : 0;
+            }
+            txq->pending += n;
+            mvneta_tx_queue(s, q);
+        }
+        mvneta_update_irq(s);
+        break;
+    }
+    case REG_TXQ_CMD:
+        s->txq_enabled = (s->txq_enabled | (val & 0xff)) & ~(val >> 8 & 0xff);
+        mvneta_tx_all(s);
+        break;
+    case REG_RXQ_CMD:
+        s->rxq_enabled = (s->rxq_enabled | (val & 0xff)) & ~(val >> 8 & 0xff);
+        mvneta_flush_rx(s);
+        break;
+    case REG_INTR_NEW_CAUSE:
+    case REG_INTR_OLD_CAUSE:
+        /* Level-derived from the queue counters; writes have no effect. */
+        break;
+    case REG_INTR_NEW_MASK:
+    case REG_INTR_MISC_MASK:
+        REG(s, addr) = val;
+        mvneta_update_irq(s);
+        break;
+    case REG_INTR_MISC_CAUSE:
+        s->misc_cause &= val;
+        mvneta_update_irq(s);
+        break;
+    case REG_RXQ_TIME_COAL(0) ... REG_RXQ_TIME_COAL(7):
+        REG(s, addr) = val;
+        break;
+    case REG_GMAC_CTRL_0:
+        REG(s, addr) = val;
+        mvneta_tx_all(s);
+        mvneta_flush_rx(s);
+        break;
+    case REG_GMAC_AUTONEG:
+        REG(s, addr) = val;
+        mvneta_flush_rx(s);
+        break;
+    default:
+        REG(s, addr) = val;
+        break;
+    }
+}
+
+static const MemoryRegionOps mvneta_ops = {
+    .read = mvneta_read,
+    .write = mvneta_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 4,
+        .max_access_size = 4,
+    },
+    .impl.min_access_size = 4,
+    .impl.max_access_size = 4,
+};
+
+/* ---- Device ------------------------------------------------------------ */
+
+static void mvneta_set_link(NetClientState *nc)
+{
+    MvnetaState *s = qemu_get_nic_opaque(nc);
+
+    s->misc_cause |= MISC_CAUSE_LINK_CHANGE;
+    mvneta_update_irq(s);
+}
+
+static NetClientInfo net_mvneta_info = {
+    .type = NET_CLIENT_DRIVER_NIC,
+    .size = sizeof(NICState),
+    .can_receive = mvneta_can_receive,
+    .receive = mvneta_receive,
+    .link_status_changed = mvneta_set_link,
+};
+
+static void mvneta_reset(DeviceState *dev)
+{
+    MvnetaState *s = MVNETA(dev);
+    const uint8_t *mac = s->conf.macaddr.a;
+    int q;
+
+    memset(s->regs, 0, sizeof(s->regs));
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        mvneta_rx_reset_queue(s, q);
+        s->txq[q].pending = 0;
+        s->txq[q].sent = 0;
+        s->txq[q].index = 0;
+    }
+    s->rxq_enabled = 0;
+    s->txq_enabled = 0;
+    s->misc_cause = 0;
+    memset(s->mib, 0, sizeof(s->mib));
+    memset(s->mib_high_latch, 0, sizeof(s->mib_high_latch));
+    s->rx_discard = 0;
+    s->rx_overrun = 0;
+    /* The MAC a boot loader would leave behind (the driver may use it). */
+    REG(s, REG_MAC_ADDR_HIGH) = mac[0] << 24 | mac[1] << 16 | mac[2] << 8 |
+                                mac[3];
+    REG(s, REG_MAC_ADDR_LOW) = mac[4] << 8 | mac[5];
+    qemu_set_irq(s->irq, 0);
+}
+
+static void mvneta_init(Object *obj)
+{
+    MvnetaState *s = MVNETA(obj);
+    SysBusDevice *sbd = SYS_BUS_DEVICE(obj);
+
+    memory_region_init_io(&s->iomem, obj, &mvneta_ops, s, TYPE_MVNETA,
+                          MVNETA_MMIO_SIZE);
+    sysbus_init_mmio(sbd, &s->iomem);
+    sysbus_init_irq(sbd, &s->irq);
+}
+
+static void mvneta_realize(DeviceState *dev, Error **errp)
+{
+    MvnetaState *s = MVNETA(dev);
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        s->rxq[q].coal_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL,
+                                            mvneta_rx_coal_timer_cb, s);
+    }
+    qemu_macaddr_default_if_unset(&s->conf.macaddr);
+    s->nic = qemu_new_nic(&net_mvneta_info, &s->conf,
+                          object_get_typename(OBJECT(dev)), dev->id,
+                          &dev->mem_reentrancy_guard, s);
+    qemu_format_nic_info_str(qemu_get_queue(s->nic), s->conf.macaddr.a);
+}
+
+static void mvneta_unrealize(DeviceState *dev)
+{
+    MvnetaState *s = MVNETA(dev);
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        timer_free(s->rxq[q].coal_timer);
+    }
+    qemu_del_nic(s->nic);
+}
+
+static int mvneta_post_load(void *opaque, int version_id)
+{
+    MvnetaState *s = opaque;
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        if (s->rxq[q].occupied && !s->rxq[q].time_fired) {
+            mvneta_rx_arm_coal_timer(s, q);
+        }
+    }
+    mvneta_update_irq(s);
+    return 0;
+}
+
+static const VMStateDescription vmstate_mvneta_rxq = {
+    .name = "mvneta-rxq",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (VMStateField[]) {
+        VMSTATE_UINT32(occupied, MvnetaRxQueue),
+        VMSTATE_UINT32(non_occupied, MvnetaRxQueue),
+        VMSTATE_UINT32(index, MvnetaRxQueue),
+        VMSTATE_BOOL(time_fired, MvnetaRxQueue),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
+static const VMStateDescription vmstate_mvneta_txq = {
+    .name = "mvneta-txq",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (VMStateField[]) {
+        VMSTATE_UINT32(pending, MvnetaTxQueue),
+        VMSTATE_UINT32(sent, MvnetaTxQueue),
+        VMSTATE_UINT32(index, MvnetaTxQueue),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
+static const VMStateDescription vmstate_mvneta = {
+    .name = TYPE_MVNETA,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = mvneta_post_load,
+    .fields = (VMStateField[]) {
+        VMSTATE_UINT32_ARRAY(regs, MvnetaState, MVNETA_NUM_REGS),
+        VMSTATE_STRUCT_ARRAY(rxq, MvnetaState, MVNETA_NUM_QUEUES, 1,
+                             vmstate_mvneta_rxq, MvnetaRxQueue),
+        VMSTATE_STRUCT_ARRAY(txq, MvnetaState, MVNETA_NUM_QUEUES, 1,
+                             vmstate_mvneta_txq, MvnetaTxQueue),
+        VMSTATE_UINT32(rxq_enabled, MvnetaState),
+        VMSTATE_UINT32(txq_enabled, MvnetaState),
+        VMSTATE_UINT32(misc_cause, MvnetaState),
+        VMSTATE_UINT64_ARRAY(mib, MvnetaState, MVNETA_NUM_MIB),
+        VMSTATE_UINT32_ARRAY(mib_high_latch, MvnetaState, 2),
+        VMSTATE_UINT32(rx_discard, MvnetaState),
+        VMSTATE_UINT32(rx_overrun, MvnetaState),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
+static Property mvneta_properties[] = {
+    DEFINE_NIC_PROPERTIES(MvnetaState, conf),
+    DEFINE_PROP_UINT32("clock-frequency", MvnetaState, clock_frequency,
+                       24000000),
+    DEFINE_PROP_END_OF_LIST(),
+};
+
+static void mvneta_class_init(ObjectClass *klass, void *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+
+    dc->desc = "Marvell Armada 3700 NETA Ethernet controller";
+    dc->realize = mvneta_realize;
+    dc->unrealize = mvneta_unrealize;
+    dc->reset = mvneta_reset;
+    dc->vmsd = &vmstate_mvneta;
+    /* Created with -device on machines with a platform bus (virt). */
+    dc->user_creatable = true;
+    set_bit(DEVICE_CATEGORY_NETWORK, dc->categories);
+    device_class_set_props(dc, mvneta_properties);
+}
+
+static const TypeInfo mvneta_info = {
+    .name           = TYPE_MVNETA,
+    .parent         = TYPE_SYS_BUS_DEVICE,
+    .instance_size  = sizeof(MvnetaState),
+    .instance_init  = mvneta_init,
+    .class_init     = mvneta_class_init,
+};
+
+static void mvneta_register_types(void)
+{
+    type_register_static(&mvneta_info);
+}
+
+type_init(mvneta_register_types)
