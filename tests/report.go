@@ -1,0 +1,359 @@
+package tests
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// WriteTable prints one line per result: verdict, figures, model prediction, reasons.
+func WriteTable(w io.Writer, results []*Result) {
+	fmt.Fprintf(w, "%-10s %-9s %-5s %10s %11s %9s %9s %9s %s\n",
+		"PROCEDURE", "KERNEL", "VERD", "PACKETS", "THROUGHPUT", "SLOW/1K", "SKB-RET", "RELEASES", "MODEL SLOW/1K|SKB-RET|RELEASES")
+	for _, r := range results {
+		verdict := "PASS"
+		if !r.Pass {
+			verdict = "FAIL"
+		}
+		model := "-"
+		if r.Model != nil {
+			p := r.Model.Predicted
+			model = fmt.Sprintf("%.1f|%d|%d", p.SlowPathPer1000, p.SKBReturns, p.Releases)
+		}
+		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, kernelShort(r.Kernel), verdict,
+			r.Figures.Packets, FormatBitRate(r.Figures.BitsPerSecond), r.Figures.SlowPathPer1000,
+			r.Figures.SKBReturns, r.Figures.Releases, model)
+		for _, reason := range r.Reasons {
+			fmt.Fprintf(w, "    %s\n", reason)
+		}
+	}
+}
+
+func kernelShort(k string) string {
+	if k == "baseline" {
+		return k
+	}
+	return "series"
+}
+
+// WriteComparison prints the ratio series/baseline of each figure.
+func WriteComparison(w io.Writer, lines []ComparisonLine) {
+	fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", "PROCEDURE", "FIGURE", "BASELINE", "SERIES", "SERIES/BASE")
+	for _, l := range lines {
+		ratio := "n/a"
+		if l.Baseline != 0 {
+			ratio = strconv.FormatFloat(l.Ratio, 'f', 3, 64) + "x"
+			if l.Ratio > 0 && l.Ratio < 1 {
+				ratio += fmt.Sprintf(" (%.1fx lower)", 1/l.Ratio)
+			}
+		}
+		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, trimFloat(l.Baseline), trimFloat(l.Series), ratio)
+	}
+}
+
+func trimFloat(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// FormatBitRate prints bits/s with an SI prefix ("941.2 Mbit/s").
+func FormatBitRate(bps float64) string {
+	switch {
+	case bps >= 1e9:
+		return fmt.Sprintf("%.2f Gbit/s", bps/1e9)
+	case bps >= 1e6:
+		return fmt.Sprintf("%.1f Mbit/s", bps/1e6)
+	case bps >= 1e3:
+		return fmt.Sprintf("%.1f kbit/s", bps/1e3)
+	}
+	return fmt.Sprintf("%.0f bit/s", bps)
+}
+
+// WriteJSON writes the summary as indented JSON.
+func WriteJSON(w io.Writer, s *Summary) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// JUnit XML, in the schema Jenkins, GitLab and GitHub reporters read.
+type junitSuites struct {
+	XMLName  xml.Name     `xml:"testsuites"`
+	Tests    int          `xml:"tests,attr"`
+	Failures int          `xml:"failures,attr"`
+	Errors   int          `xml:"errors,attr"`
+	Suites   []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Errors   int         `xml:"errors,attr"`
+	Time     string      `xml:"time,attr"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	ClassName string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr"`
+	Failure   *junitMessage `xml:"failure,omitempty"`
+	Error     *junitMessage `xml:"error,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitMessage struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr"`
+	Text    string `xml:",chardata"`
+}
+
+// WriteJUnit writes one test suite per kernel and one test case per procedure. A procedure that
+// could not be judged (infrastructure or model error only) is an <error>, any other failure a
+// <failure>.
+func WriteJUnit(w io.Writer, results []*Result) error {
+	suites := junitSuites{}
+	index := map[string]int{}
+	for _, r := range results {
+		i, ok := index[r.Kernel]
+		if !ok {
+			i = len(suites.Suites)
+			index[r.Kernel] = i
+			suites.Suites = append(suites.Suites, junitSuite{Name: "ppkit test " + r.Kernel})
+		}
+		s := &suites.Suites[i]
+		c := junitCase{Name: r.Procedure, ClassName: "ppkit." + kernelShort(r.Kernel),
+			Time: strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
+		c.SystemOut = fmt.Sprintf("packets=%d throughput_bps=%.0f slow_path_per_1000=%.3f skb_returns=%d releases=%d\n",
+			r.Figures.Packets, r.Figures.BitsPerSecond, r.Figures.SlowPathPer1000, r.Figures.SKBReturns, r.Figures.Releases)
+		if !r.Pass {
+			var text []string
+			onlyInfra := true
+			for _, reason := range r.Reasons {
+				text = append(text, reason.String())
+				if reason.Kind != ReasonInfra && reason.Kind != ReasonModelError {
+					onlyInfra = false
+				}
+			}
+			msg := &junitMessage{Message: firstLine(strings.Join(text, "\n")), Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
+			if onlyInfra {
+				c.Error = msg
+				s.Errors++
+				suites.Errors++
+			} else {
+				c.Failure = msg
+				s.Failures++
+				suites.Failures++
+			}
+		}
+		s.Tests++
+		suites.Tests++
+		secs, _ := strconv.ParseFloat(s.Time, 64)
+		s.Time = strconv.FormatFloat(secs+r.Duration.Seconds(), 'f', 3, 64)
+	}
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("", "  ")
+	if err := enc.Encode(suites); err != nil {
+		return fmt.Errorf("write JUnit XML: %w", err)
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+// InflightSVG draws each pool's inflight over time as an inline SVG line chart (no script).
+func InflightSVG(pools []PoolResult, width, height int) string {
+	const left, right, top, bottom = 60, 10, 10, 30
+	var tmin, tmax = math.Inf(1), math.Inf(-1)
+	var vmax int64 = 1
+	for _, p := range pools {
+		for _, pt := range p.Timeline {
+			tmin, tmax = math.Min(tmin, pt.Time), math.Max(tmax, pt.Time)
+			if pt.Inflight > vmax {
+				vmax = pt.Inflight
+			}
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img">`, width, height, width, height)
+	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#888"/>`, left, top, width-left-right, height-top-bottom)
+	if math.IsInf(tmin, 1) {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="12">no page_pool events</text></svg>`, left+10, top+20)
+		return b.String()
+	}
+	if tmax == tmin {
+		tmax = tmin + 1
+	}
+	pw, ph := float64(width-left-right), float64(height-top-bottom)
+	x := func(t float64) float64 { return float64(left) + (t-tmin)/(tmax-tmin)*pw }
+	y := func(v int64) float64 { return float64(top) + ph - float64(v)/float64(vmax)*ph }
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">%d</text>`, left-4, top+10, vmax)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">0</text>`, left-4, top+int(ph))
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11">%.3f s</text>`, left, height-10, tmin)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">%.3f s</text>`, width-right, height-10, tmax)
+	colors := []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
+	for i, p := range pools {
+		pts := downsample(p.Timeline, int(pw))
+		if len(pts) == 0 {
+			continue
+		}
+		var path strings.Builder
+		for j, pt := range pts {
+			if j > 0 {
+				path.WriteByte(' ')
+			}
+			fmt.Fprintf(&path, "%.1f,%.1f", x(pt.Time), y(pt.Inflight))
+		}
+		c := colors[i%len(colors)]
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"><title>pool %s</title></polyline>`,
+			c, path.String(), template.HTMLEscapeString(p.Pool))
+	}
+	b.WriteString(`</svg>`)
+	return b.String()
+}
+
+// downsample keeps at most about 2n points, preserving each bucket's minimum and maximum so
+// spikes stay visible, plus the last point.
+func downsample(pts []InflightPoint, n int) []InflightPoint {
+	if n < 1 || len(pts) <= 2*n {
+		return pts
+	}
+	t0, t1 := pts[0].Time, pts[len(pts)-1].Time
+	if t1 == t0 {
+		return []InflightPoint{pts[0], pts[len(pts)-1]}
+	}
+	out := make([]InflightPoint, 0, 2*n+1)
+	bucket := -1
+	var lo, hi InflightPoint
+	flush := func() {
+		if bucket < 0 {
+			return
+		}
+		if lo.Time <= hi.Time {
+			out = append(out, lo, hi)
+		} else {
+			out = append(out, hi, lo)
+		}
+	}
+	for _, p := range pts {
+		bk := int((p.Time - t0) / (t1 - t0) * float64(n-1))
+		if bk != bucket {
+			flush()
+			bucket, lo, hi = bk, p, p
+			continue
+		}
+		if p.Inflight < lo.Inflight {
+			lo = p
+		}
+		if p.Inflight > hi.Inflight {
+			hi = p
+		}
+	}
+	flush()
+	return append(out, pts[len(pts)-1])
+}
+
+var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
+	"rate":  FormatBitRate,
+	"f1":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"svg":   func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
+	"ratio": func(l ComparisonLine) string { return ratioText(l) },
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ppkit test report</title>
+<style>
+body{font-family:sans-serif;margin:2em;max-width:60em}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
+th{background:#eee}td.l,th.l{text-align:left}.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}
+pre{background:#f6f6f6;padding:.5em;overflow:auto}
+</style></head><body>
+<h1>ppkit test: {{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
+<table><tr><th class="l">procedure</th><th class="l">kernel</th><th class="l">verdict</th><th>packets</th><th>throughput</th>
+<th>slow-path / 1000 pkts</th><th>SKB-hook returns</th><th>releases</th><th>model: slow-path / 1000</th><th>model: SKB returns</th><th>model: releases</th></tr>
+{{range .All}}<tr><td class="l"><a href="#{{.Kernel}}-{{.Procedure}}">{{.Procedure}}</a></td><td class="l">{{.Kernel}}</td>
+<td class="l">{{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</td>
+<td>{{.Figures.Packets}}</td><td>{{rate .Figures.BitsPerSecond}}</td><td>{{f1 .Figures.SlowPathPer1000}}</td>
+<td>{{.Figures.SKBReturns}}</td><td>{{.Figures.Releases}}</td>
+{{with .Model}}<td>{{f1 .Predicted.SlowPathPer1000}}</td><td>{{.Predicted.SKBReturns}}</td><td>{{.Predicted.Releases}}</td>{{else}}<td>–</td><td>–</td><td>–</td>{{end}}</tr>
+{{end}}</table>
+{{if .Comparison}}<h2>Series against baseline</h2>
+<table><tr><th class="l">procedure</th><th class="l">figure</th><th>baseline</th><th>series</th><th>series / baseline</th></tr>
+{{range .Comparison}}<tr><td class="l">{{.Procedure}}</td><td class="l">{{.Figure}}</td><td>{{.Baseline}}</td><td>{{.Series}}</td><td>{{ratio .}}</td></tr>
+{{end}}</table>{{end}}
+{{range .All}}<h2 id="{{.Kernel}}-{{.Procedure}}">{{.Procedure}} — {{.Kernel}}</h2>
+<p>{{.Description}}. Paths: {{range $i, $p := .Paths}}{{if $i}}, {{end}}<code>{{$p}}</code>{{end}}.</p>
+{{if .Reasons}}<ul>{{range .Reasons}}<li class="fail">{{.Kind}}: {{.Detail}}</li>{{end}}</ul>{{end}}
+<h3>Inflight per pool over time</h3>
+{{svg .Pools}}
+<table><tr><th class="l">pool</th><th>holds</th><th>releases</th><th>SKB returns</th><th class="l">destroyed</th><th>final inflight</th></tr>
+{{range .Pools}}<tr><td class="l"><code>{{.Pool}}</code></td><td>{{.Holds}}</td><td>{{.Releases}}</td><td>{{.SKBReturns}}</td><td class="l">{{.Destroyed}}</td><td>{{.FinalInflight}}</td></tr>
+{{end}}</table>
+{{if .Traffic.Notes}}<pre>{{range .Traffic.Notes}}{{.}}
+{{end}}</pre>{{end}}
+{{range .Console}}<h3>Console: {{.Title}}</h3><pre>{{.Report}}</pre>{{end}}
+{{with .Model}}{{range .Violations}}<h3>Model: {{.Name}}</h3><pre>{{.Detail}}</pre>{{end}}{{end}}
+{{if .Artifacts}}<p>Artifacts: <code>{{.Artifacts}}</code></p>{{end}}
+{{end}}
+</body></html>
+`))
+
+func ratioText(l ComparisonLine) string {
+	if l.Baseline == 0 {
+		return "n/a"
+	}
+	s := strconv.FormatFloat(l.Ratio, 'f', 3, 64) + "×"
+	if l.Ratio > 0 && l.Ratio < 1 {
+		s += fmt.Sprintf(" (%.1f× lower)", 1/l.Ratio)
+	}
+	return s
+}
+
+// WriteHTML writes the offline report page.
+func WriteHTML(w io.Writer, s *Summary) error {
+	data := struct {
+		*Summary
+		All []*Result
+	}{s, append(append([]*Result{}, s.Baseline...), s.Results...)}
+	if err := reportTemplate.Execute(w, data); err != nil {
+		return fmt.Errorf("write HTML report: %w", err)
+	}
+	return nil
+}
+
+// WriteReportDir writes dir/index.html, dir/results.json and dir/junit.xml (artifacts of each
+// procedure are already in their own subdirectories).
+func WriteReportDir(dir string, s *Summary) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("report directory: %w", err)
+	}
+	write := func(name string, fn func(io.Writer) error) error {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		if err := fn(f); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	if err := write("index.html", func(w io.Writer) error { return WriteHTML(w, s) }); err != nil {
+		return err
+	}
+	if err := write("results.json", func(w io.Writer) error { return WriteJSON(w, s) }); err != nil {
+		return err
+	}
+	all := append(append([]*Result{}, s.Baseline...), s.Results...)
+	return write("junit.xml", func(w io.Writer) error { return WriteJUnit(w, all) })
+}

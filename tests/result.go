@@ -1,0 +1,231 @@
+package tests
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Figures are what a procedure reports, measured from the kernel's own counters and trace.
+type Figures struct {
+	// Packets received by the board's test NIC in the traffic window (interface statistics).
+	Packets int64 `json:"packets"`
+	// BitsPerSecond is the receiver's throughput as its tool reported it.
+	BitsPerSecond float64 `json:"bits_per_second"`
+	// SlowPathAllocs are page_pool_state_hold events in the traffic window;
+	// SlowPathPer1000 is that per 1000 received packets.
+	SlowPathAllocs  int64   `json:"slow_path_allocs"`
+	SlowPathPer1000 float64 `json:"slow_path_per_1000"`
+	// SKBReturns are pages returned through the series' SKB hook (page_pool_skb_return);
+	// Releases are page_pool_state_release events; Holds all page_pool_state_hold, over the
+	// whole trace.
+	SKBReturns int64 `json:"skb_returns"`
+	Releases   int64 `json:"releases"`
+	Holds      int64 `json:"holds"`
+}
+
+// Reason kinds: why a procedure failed.
+const (
+	ReasonViolation  = "model-violation"
+	ReasonConsole    = "console-report"
+	ReasonInflight   = "inflight-leak"
+	ReasonNoTraffic  = "no-traffic"
+	ReasonTraceLost  = "trace-incomplete"
+	ReasonInfra      = "infrastructure"
+	ReasonProcedure  = "procedure-error"
+	ReasonModelError = "model-error"
+)
+
+// Reason is one ground for a failed verdict.
+type Reason struct {
+	Kind   string `json:"kind"`
+	Detail string `json:"detail"`
+}
+
+func (r Reason) String() string { return r.Kind + ": " + r.Detail }
+
+// PoolResult is one pool's trace figures.
+type PoolResult struct {
+	Pool          string          `json:"pool"`
+	Holds         int64           `json:"holds"`
+	Releases      int64           `json:"releases"`
+	SKBReturns    int64           `json:"skb_returns"`
+	Destroyed     bool            `json:"destroyed"`
+	FinalInflight int64           `json:"final_inflight"`
+	Timeline      []InflightPoint `json:"-"`
+}
+
+// Result is one procedure on one kernel.
+type Result struct {
+	Procedure   string          `json:"procedure"`
+	Description string          `json:"description"`
+	Paths       []string        `json:"paths"`
+	Kernel      string          `json:"kernel"`
+	Started     time.Time       `json:"started"`
+	Duration    time.Duration   `json:"duration_ns"`
+	Figures     Figures         `json:"figures"`
+	Model       *ModelReport    `json:"model,omitempty"`
+	Traffic     Traffic         `json:"traffic"`
+	Pools       []PoolResult    `json:"pools"`
+	Console     []ConsoleReport `json:"console_reports,omitempty"`
+	LostEvents  int64           `json:"lost_events"`
+	Notes       []string        `json:"notes,omitempty"`
+	Artifacts   string          `json:"artifacts,omitempty"`
+	Pass        bool            `json:"pass"`
+	Reasons     []Reason        `json:"reasons,omitempty"`
+}
+
+// Evidence is everything a verdict rests on, gathered by the runner.
+type Evidence struct {
+	Traffic    Traffic
+	Before     Snapshot
+	After      Snapshot
+	Trace      *TraceFigures
+	Overrun    int64
+	Console    []ConsoleReport
+	Model      *ModelReport
+	ModelErr   error
+	Procedure  error // Setup/Run/Collect failure
+	InfraError error // the run could not complete (boot, SSH, tracing)
+}
+
+// Judge computes the figures and the verdict. The procedure fails on any model violation, any
+// console report, a pool whose inflight does not reach 0 once destroyed (or that is never
+// destroyed), a procedure that moved no traffic, an incomplete trace, and — because a run that
+// cannot be judged must never pass — any infrastructure or model error.
+func Judge(res *Result, ev Evidence) {
+	res.Traffic = ev.Traffic
+	res.Console = ev.Console
+	fail := func(kind, format string, args ...any) {
+		res.Reasons = append(res.Reasons, Reason{Kind: kind, Detail: fmt.Sprintf(format, args...)})
+	}
+	if ev.InfraError != nil {
+		fail(ReasonInfra, "%v", ev.InfraError)
+	}
+	if ev.Procedure != nil {
+		fail(ReasonProcedure, "%v", ev.Procedure)
+	}
+	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
+	if rx < 0 {
+		rx = 0
+	}
+	res.Figures.Packets = rx
+	res.Figures.BitsPerSecond = ev.Traffic.BitsPerSecond
+	if ev.Trace != nil {
+		t := ev.Trace
+		res.Figures.SlowPathAllocs = t.HoldsInWindow
+		res.Figures.SKBReturns, res.Figures.Releases, res.Figures.Holds = t.SKBReturns, t.Releases, t.Holds
+		if rx > 0 {
+			res.Figures.SlowPathPer1000 = float64(t.HoldsInWindow) * 1000 / float64(rx)
+		}
+		res.LostEvents = t.LostEvents + ev.Overrun
+		for _, p := range t.Pools {
+			res.Pools = append(res.Pools, PoolResult{Pool: p.Pool, Holds: p.Holds, Releases: p.Releases,
+				SKBReturns: p.SKBReturns, Destroyed: p.Destroyed, FinalInflight: p.FinalInflight, Timeline: p.Timeline})
+		}
+	}
+	// Traffic: the NIC must have received packets and the receiving tool must have seen data.
+	if ev.InfraError == nil && ev.Procedure == nil {
+		switch {
+		case rx == 0:
+			fail(ReasonNoTraffic, "the board's NIC received no packet during the run")
+		case ev.Traffic.Bytes == 0:
+			fail(ReasonNoTraffic, "the receiver on the board reported 0 bytes (%d packets reached the NIC)", rx)
+		}
+	}
+	if ev.Trace != nil {
+		if res.LostEvents > 0 {
+			fail(ReasonTraceLost, "the trace lost %d events; raise TraceBufferKB or lower the rate", res.LostEvents)
+		}
+		if len(ev.Trace.Pools) == 0 && ev.InfraError == nil {
+			fail(ReasonTraceLost, "no page_pool event in the trace: is the NIC under test using page_pool?")
+		}
+		for _, p := range ev.Trace.Pools {
+			switch {
+			case !p.Destroyed && p.Holds > 0:
+				fail(ReasonInflight, "pool %s was never destroyed (holds %d, releases %d)", p.Pool, p.Holds, p.Releases)
+			case p.Destroyed && p.FinalInflight != 0:
+				fail(ReasonInflight, "pool %s still had %d pages inflight %s after it was destroyed",
+					p.Pool, p.FinalInflight, PoolDrainTimeout)
+			}
+		}
+	} else if ev.InfraError == nil && ev.Procedure == nil {
+		fail(ReasonTraceLost, "no trace was collected")
+	}
+	for _, c := range ev.Console {
+		fail(ReasonConsole, "%s", c.Title)
+	}
+	switch {
+	case ev.ModelErr != nil:
+		fail(ReasonModelError, "%v", ev.ModelErr)
+	case ev.Model != nil:
+		res.Model = ev.Model
+		for _, v := range ev.Model.Violations {
+			fail(ReasonViolation, "%s: %s", v.Name, firstLine(v.Detail))
+		}
+	case ev.InfraError == nil:
+		fail(ReasonModelError, "the model was not run")
+	}
+	res.Pass = len(res.Reasons) == 0
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+// Summary is the outcome of a whole `ppkit test` invocation.
+type Summary struct {
+	Results []*Result `json:"results"`
+	// Comparison is set with --compare baseline: the baseline's results are in Baseline.
+	Baseline   []*Result        `json:"baseline,omitempty"`
+	Comparison []ComparisonLine `json:"comparison,omitempty"`
+	Pass       bool             `json:"pass"`
+}
+
+// ComparisonLine is one figure of one procedure, baseline against series.
+type ComparisonLine struct {
+	Procedure string  `json:"procedure"`
+	Figure    string  `json:"figure"`
+	Baseline  float64 `json:"baseline"`
+	Series    float64 `json:"series"`
+	// Ratio is Series/Baseline; 0 with a zero baseline.
+	Ratio float64 `json:"ratio"`
+}
+
+// comparedFigures are the figures --compare reports, in order.
+var comparedFigures = []struct {
+	name string
+	get  func(Figures) float64
+}{
+	{"packets", func(f Figures) float64 { return float64(f.Packets) }},
+	{"throughput_bps", func(f Figures) float64 { return f.BitsPerSecond }},
+	{"slow_path_per_1000", func(f Figures) float64 { return f.SlowPathPer1000 }},
+	{"skb_returns", func(f Figures) float64 { return float64(f.SKBReturns) }},
+	{"releases", func(f Figures) float64 { return float64(f.Releases) }},
+}
+
+// Compare pairs baseline and series results by procedure.
+func Compare(baseline, series []*Result) []ComparisonLine {
+	byName := map[string]*Result{}
+	for _, r := range baseline {
+		byName[r.Procedure] = r
+	}
+	var out []ComparisonLine
+	for _, s := range series {
+		b, ok := byName[s.Procedure]
+		if !ok {
+			continue
+		}
+		for _, f := range comparedFigures {
+			l := ComparisonLine{Procedure: s.Procedure, Figure: f.name, Baseline: f.get(b.Figures), Series: f.get(s.Figures)}
+			if l.Baseline != 0 {
+				l.Ratio = l.Series / l.Baseline
+			}
+			out = append(out, l)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Procedure < out[j].Procedure })
+	return out
+}

@@ -1,0 +1,258 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// Config is one `ppkit test` invocation.
+type Config struct {
+	Procedures []string // names; DefaultProcedures when empty
+	Kernel     Kernel   // the series (or the baseline) under test
+	// CompareBaseline also runs every procedure on the baseline kernel first and compares.
+	CompareBaseline bool
+	Options         Options
+	// ArtifactDir receives one subdirectory per kernel and procedure (trace, counters, tool
+	// output, console).
+	ArtifactDir string
+	Launcher    Launcher
+	Model       ModelChecker
+	// CacheRoot holds the guest helpers' build cache (CacheRoot() by default).
+	CacheRoot string
+	Progress  io.Writer
+}
+
+// Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
+// the summary. An error means nothing could be judged (bad configuration); everything else,
+// including a board that failed to boot, is a failed Result in the summary.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	procs, err := LookupProcedures(cfg.Procedures)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Launcher == nil {
+		return nil, errors.New("no launcher: the harness must provide one")
+	}
+	if cfg.Model == nil {
+		cfg.Model = CheckTraceWithModel
+	}
+	if cfg.Options.Duration <= 0 || cfg.Options.RateMbit <= 0 {
+		return nil, fmt.Errorf("options: duration %s and rate %d Mbit/s must be positive", cfg.Options.Duration, cfg.Options.RateMbit)
+	}
+	if cfg.CacheRoot == "" {
+		if cfg.CacheRoot, err = CacheRoot(); err != nil {
+			return nil, err
+		}
+	}
+	r := &runner{cfg: cfg, helpers: map[string]map[string]string{}}
+	s := &Summary{}
+	if cfg.CompareBaseline {
+		s.Baseline = r.runKernel(ctx, Kernel{Baseline: true}, procs)
+	}
+	s.Results = r.runKernel(ctx, cfg.Kernel, procs)
+	if cfg.CompareBaseline {
+		s.Comparison = Compare(s.Baseline, s.Results)
+	}
+	s.Pass = true
+	for _, res := range append(append([]*Result{}, s.Baseline...), s.Results...) {
+		s.Pass = s.Pass && res.Pass
+	}
+	return s, nil
+}
+
+type runner struct {
+	cfg     Config
+	helpers map[string]map[string]string // arch → helper name → host path
+}
+
+func (r *runner) progressf(format string, args ...any) {
+	if r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, format+"\n", args...)
+	}
+}
+
+// runKernel boots a fresh testbed per procedure, so each runs alone on a clean board.
+func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*Result {
+	var out []*Result
+	for _, fresh := range procs {
+		p := Procedures()[fresh.Name()] // a fresh instance: procedures keep per-run state
+		dir := filepath.Join(r.cfg.ArtifactDir, kernelShort(k.String()), p.Name())
+		res := &Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
+			Started: time.Now(), Artifacts: dir}
+		out = append(out, res)
+		if err := ctx.Err(); err != nil {
+			Judge(res, Evidence{InfraError: err})
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			Judge(res, Evidence{InfraError: fmt.Errorf("artifact directory: %w", err)})
+			continue
+		}
+		r.progressf("%s: booting the %s kernel", p.Name(), k)
+		tb, err := r.cfg.Launcher.Launch(ctx, k, r.cfg.Progress)
+		if err != nil {
+			Judge(res, Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
+			res.Duration = time.Since(res.Started)
+			continue
+		}
+		helpers, herr := r.helpersFor(ctx, tb.Board().Arch(), p.Helpers())
+		RunProcedure(ctx, tb, p, res, ProcedureConfig{Options: r.cfg.Options, Dir: dir, Helpers: helpers,
+			HelperErr: herr, Model: r.cfg.Model, Kernel: k, Log: r.cfg.Progress})
+		if err := tb.Close(); err != nil {
+			res.Notes = append(res.Notes, "testbed close: "+err.Error())
+		}
+		verdict := "PASS"
+		if !res.Pass {
+			verdict = "FAIL"
+		}
+		r.progressf("%s: %s (%s)", p.Name(), verdict, res.Duration.Round(time.Second))
+	}
+	return out
+}
+
+func (r *runner) helpersFor(ctx context.Context, arch string, names []string) (map[string]string, error) {
+	if len(names) == 0 {
+		return map[string]string{}, nil
+	}
+	cc, err := HelperCompiler(arch, runtime.GOARCH)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]string, 0, len(GuestHelpers))
+	for n := range GuestHelpers {
+		all = append(all, n)
+	}
+	if r.helpers[arch] == nil {
+		h, err := BuildGuestHelpers(ctx, cc, arch, r.cfg.CacheRoot, all)
+		if err != nil {
+			return nil, err
+		}
+		r.helpers[arch] = h
+	}
+	return r.helpers[arch], nil
+}
+
+// ProcedureConfig is what RunProcedure needs besides the testbed.
+type ProcedureConfig struct {
+	Options   Options
+	Dir       string
+	Helpers   map[string]string // name → host path of the built helpers
+	HelperErr error             // why the helpers could not be built, if they could not
+	Model     ModelChecker
+	Kernel    Kernel
+	Log       io.Writer
+}
+
+// RunProcedure runs one procedure on a booted testbed and judges it into res: trace on, link
+// up, Setup, counters and begin marker, Run, end marker and counters, Collect, link down and
+// pool drain, trace off, console, model, verdict.
+func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc ProcedureConfig) {
+	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{}, Log: pc.Log}
+	ev := Evidence{}
+	c := &collector{env: env, name: p.Name()}
+	defer func() {
+		saveConsole(env)
+		ev.Console = env.Board.ConsoleReports()
+		Judge(res, ev)
+	}()
+
+	if len(p.Helpers()) > 0 {
+		if pc.HelperErr != nil {
+			ev.InfraError = pc.HelperErr
+			return
+		}
+		for _, name := range p.Helpers() {
+			remote := guestRunDir + "/bin/" + name
+			if _, err := env.Board.Run(ctx, "mkdir -p "+guestRunDir+"/bin"); err != nil {
+				ev.InfraError = fmt.Errorf("prepare the board: %w", err)
+				return
+			}
+			if err := env.Board.CopyTo(ctx, pc.Helpers[name], remote, 0o755); err != nil {
+				ev.InfraError = fmt.Errorf("copy helper %s to the board: %w", name, err)
+				return
+			}
+			env.Helpers[name] = remote
+		}
+	}
+	if err := c.startTracing(ctx); err != nil {
+		ev.InfraError = err
+		return
+	}
+	traceStopped := false
+	defer func() {
+		if !traceStopped { // an early failure: still stop the reader and keep what was traced
+			c.finish(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := topologyUp(ctx, env); err != nil {
+		ev.InfraError = err
+		return
+	}
+	if err := p.Setup(ctx, env); err != nil {
+		ev.Procedure = fmt.Errorf("setup: %w", err)
+		return
+	}
+	var notes []string
+	var err error
+	if ev.Before, notes, err = c.snapshot(ctx, "before"); err != nil {
+		ev.InfraError = err
+		return
+	}
+	res.Notes = append(res.Notes, notes...)
+	if err := c.mark(ctx, "begin"); err != nil {
+		ev.InfraError = err
+		return
+	}
+	runErr := p.Run(ctx, env)
+	if err := c.mark(ctx, "end"); err != nil && runErr == nil {
+		runErr = err
+	}
+	if ev.After, notes, err = c.snapshot(ctx, "after"); err != nil {
+		ev.InfraError = err
+		return
+	}
+	res.Notes = append(res.Notes, notes...)
+	traffic, collectErr := p.Collect(ctx, env)
+	ev.Traffic = traffic
+	switch {
+	case runErr != nil:
+		ev.Procedure = fmt.Errorf("run: %w", runErr)
+	case collectErr != nil:
+		ev.Procedure = fmt.Errorf("collect: %w", collectErr)
+	}
+	traceStopped = true
+	overrun, err := c.finish(ctx)
+	ev.Overrun = overrun
+	if err != nil {
+		ev.InfraError = err
+		return
+	}
+	f, err := os.Open(c.trace)
+	if err != nil {
+		ev.InfraError = fmt.Errorf("open the trace: %w", err)
+		return
+	}
+	ev.Trace, err = ParseTraceFigures(f, p.Name())
+	f.Close()
+	if err != nil {
+		ev.InfraError = fmt.Errorf("read the trace: %w", err)
+		return
+	}
+	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
+	ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx})
+}
+
+// saveConsole writes the board's console log next to the other artifacts.
+func saveConsole(env *Env) {
+	if log := env.Board.ConsoleLog(); len(log) > 0 {
+		os.WriteFile(filepath.Join(env.Dir, "console.txt"), log, 0o644)
+	}
+}

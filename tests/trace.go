@@ -1,0 +1,186 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Trace event names this package counts. The first four are Linux 5.10's page_pool events; the
+// series adds page_pool_skb_return when the SKB hook hands a page back to its pool.
+const (
+	EventStateHold    = "page_pool_state_hold"
+	EventStateRelease = "page_pool_state_release"
+	EventPoolRelease  = "page_pool_release"
+	EventSKBReturn    = "page_pool_skb_return"
+	EventMarker       = "tracing_mark_write"
+)
+
+// TraceFigures are the figures read straight from a guest's ftrace text, without the model:
+// what the kernel reported, per pool and in total.
+type TraceFigures struct {
+	Pools []*PoolTrace `json:"pools"` // in order of first appearance
+	// Totals over the whole trace.
+	Holds      int64 `json:"holds"`
+	Releases   int64 `json:"releases"`
+	SKBReturns int64 `json:"skb_returns"`
+	// HoldsInWindow counts page_pool_state_hold between the procedure's begin and end markers:
+	// the slow-path allocations caused by its traffic, without the ring fill at open.
+	HoldsInWindow int64   `json:"holds_in_window"`
+	WindowStart   float64 `json:"window_start,omitempty"`
+	WindowEnd     float64 `json:"window_end,omitempty"`
+	// Events counts every event by name; LostEvents sums ftrace's "[LOST N EVENTS]" notes.
+	Events     map[string]int64 `json:"events"`
+	LostEvents int64            `json:"lost_events"`
+	Lines      int64            `json:"lines"`
+}
+
+// PoolTrace is one page_pool as seen in the trace (pools are named by the hashed %p pointer
+// the kernel prints).
+type PoolTrace struct {
+	Pool       string `json:"pool"`
+	Holds      int64  `json:"holds"`
+	Releases   int64  `json:"releases"`
+	SKBReturns int64  `json:"skb_returns"`
+	// Destroyed is true once a page_pool_release event (printed by every destroy attempt) was
+	// seen; FinalInflight is the inflight the last one printed.
+	Destroyed     bool  `json:"destroyed"`
+	FinalInflight int64 `json:"final_inflight"`
+	// Timeline is inflight (holds − releases) after each hold or release, and the kernel's own
+	// figure at each page_pool_release.
+	Timeline []InflightPoint `json:"-"`
+}
+
+// InflightPoint is a pool's inflight at a trace timestamp (seconds since boot).
+type InflightPoint struct {
+	Time     float64
+	Inflight int64
+}
+
+// ftrace line: "  <comm>-<pid> [(<tgid>)] [<cpu>] [<flags>] <secs>.<usecs>: <event>: <fields>".
+var (
+	traceLineRE = regexp.MustCompile(`^\s*(.*?)-(\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(\d+)\]\s+(?:\S{4,5}\s+)?(\d+\.\d+):\s+(\w+):\s?(.*)$`)
+	traceLostRE = regexp.MustCompile(`^CPU:\d+ \[LOST (\d+) EVENTS\]`)
+)
+
+// markerText is what the runner writes to trace_marker around a procedure's traffic.
+func markerText(procedure, edge string) string { return "ppkit: " + procedure + " " + edge }
+
+// ParseTraceFigures reads ftrace text (from trace or trace_pipe) and counts the page_pool events
+// per pool. procedure names the markers ("ppkit: NAME begin"/"end") that delimit the traffic
+// window; with no markers, HoldsInWindow stays 0. Lines that are not trace events (headers,
+// comments) are skipped; a line that looks like an event but has a malformed field is an error.
+func ParseTraceFigures(r io.Reader, procedure string) (*TraceFigures, error) {
+	f := &TraceFigures{Events: map[string]int64{}}
+	pools := map[string]*PoolTrace{}
+	begin, end := markerText(procedure, "begin"), markerText(procedure, "end")
+	inWindow := false
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for lineNo := int64(1); sc.Scan(); lineNo++ {
+		line := sc.Text()
+		f.Lines++
+		if m := traceLostRE.FindStringSubmatch(line); m != nil {
+			n, err := strconv.ParseInt(m[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("trace line %d: lost-events count: %w", lineNo, err)
+			}
+			f.LostEvents += n
+			continue
+		}
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		m := traceLineRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		ts, err := strconv.ParseFloat(m[4], 64)
+		if err != nil {
+			return nil, fmt.Errorf("trace line %d: timestamp %q: %w", lineNo, m[4], err)
+		}
+		name, fields := m[5], m[6]
+		f.Events[name]++
+		if name == EventMarker {
+			switch strings.TrimSpace(fields) {
+			case begin:
+				inWindow, f.WindowStart = true, ts
+			case end:
+				inWindow, f.WindowEnd = false, ts
+			}
+			continue
+		}
+		if !strings.HasPrefix(name, "page_pool_") {
+			continue
+		}
+		kv := traceFields(fields)
+		id, ok := kv["page_pool"]
+		if !ok {
+			return nil, fmt.Errorf("trace line %d: %s without page_pool=", lineNo, name)
+		}
+		p := pools[id]
+		if p == nil {
+			p = &PoolTrace{Pool: id}
+			pools[id] = p
+			f.Pools = append(f.Pools, p)
+		}
+		switch name {
+		case EventStateHold:
+			p.Holds++
+			f.Holds++
+			if inWindow {
+				f.HoldsInWindow++
+			}
+			p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
+		case EventStateRelease:
+			p.Releases++
+			f.Releases++
+			p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
+		case EventSKBReturn:
+			p.SKBReturns++
+			f.SKBReturns++
+		case EventPoolRelease:
+			v, ok := kv["inflight"]
+			if !ok {
+				return nil, fmt.Errorf("trace line %d: page_pool_release without inflight=", lineNo)
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("trace line %d: inflight %q: %w", lineNo, v, err)
+			}
+			p.Destroyed, p.FinalInflight = true, n
+			p.Timeline = append(p.Timeline, InflightPoint{ts, n})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read trace: %w", err)
+	}
+	return f, nil
+}
+
+// traceFields splits "a=1 b=2" into a map.
+func traceFields(s string) map[string]string {
+	kv := map[string]string{}
+	for _, w := range strings.Fields(s) {
+		if k, v, ok := strings.Cut(w, "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv
+}
+
+// Undestroyed returns the pools that took pages but were never destroyed in the trace.
+func (f *TraceFigures) Undestroyed() []string {
+	var out []string
+	for _, p := range f.Pools {
+		if !p.Destroyed && p.Holds > 0 {
+			out = append(out, p.Pool)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
