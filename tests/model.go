@@ -53,3 +53,7 @@ var ErrModelNotWired = errors.New("model not wired: gomodel has no Go API to che
 func CheckTraceWithModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
 	return nil, &InfraError{Err: ErrModelNotWired}
 }
+
+// ModelReady says whether CheckTraceWithModel can judge a trace, so `ppkit test` can refuse to
+// boot anything when it cannot.
+func ModelReady() error { return ErrModelNotWired }

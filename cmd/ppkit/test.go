@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ppkit/ppkit/tests"
+)
+
+func init() {
+	register(&command{
+		name:    "test",
+		summary: "boot the series on the emulated mvneta board, run the traffic procedures, model-check the traces",
+		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			return runTest(ctx, args, stdout, stderr, defaultTestDeps())
+		},
+	})
+}
+
+// testDeps are the pieces `ppkit test` joins; tests of this file replace them.
+type testDeps struct {
+	// launcher returns the harness's board launcher, or an error naming what is missing.
+	launcher func() (tests.Launcher, error)
+	// modelReady says whether the model can judge a trace.
+	modelReady func() error
+	model      tests.ModelChecker
+}
+
+// errNoLauncher is what `ppkit test` says until the harness can boot the mvneta board.
+var errNoLauncher = errors.New("the harness cannot boot the board yet: no tests.Launcher " +
+	"(harness boot over QMP/SSH with the mvneta QEMU model and a client netns, issues 4 and 5)")
+
+func defaultTestDeps() testDeps {
+	return testDeps{
+		launcher:   func() (tests.Launcher, error) { return nil, errNoLauncher },
+		modelReady: tests.ModelReady,
+		model:      tests.CheckTraceWithModel,
+	}
+}
+
+// testOptions are `ppkit test`'s parsed command line.
+type testOptions struct {
+	procedures []string
+	kernel     tests.Kernel
+	compare    bool
+	junit      string
+	json       bool
+	report     string
+	options    tests.Options
+}
+
+func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
+	fs := newFlagSet("test", stderr)
+	series := fs.String("series", "", "series directory to test (default patches/)")
+	baseline := fs.Bool("baseline", false, "test the kernel without the series")
+	junit := fs.String("junit", "", "write JUnit XML to `FILE`")
+	jsonOut := fs.Bool("json", false, "print the results as JSON instead of a table")
+	report := fs.String("report", "", "write an HTML report, results.json, junit.xml and the artifacts to `DIR`")
+	compare := fs.String("compare", "", "also run `baseline` and print the ratio of each figure")
+	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`: 10s, 1m, or seconds)")
+	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R]")
+		fmt.Fprintln(stderr, "procedures: "+strings.Join(tests.DefaultProcedures, ", ")+" (default: all)")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	o := &testOptions{procedures: fs.Args(), junit: *junit, json: *jsonOut, report: *report}
+	if _, err := tests.LookupProcedures(o.procedures); err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	switch {
+	case *series != "" && *baseline:
+		return nil, usageErrorf("--series and --baseline exclude each other; give one")
+	case *compare != "" && *compare != "baseline":
+		return nil, usageErrorf("--compare %q: only --compare baseline is supported", *compare)
+	case *compare != "" && *baseline:
+		return nil, usageErrorf("--compare baseline compares a series with the baseline; drop --baseline")
+	}
+	o.compare = *compare == "baseline"
+	if *baseline {
+		o.kernel = tests.Kernel{Baseline: true}
+	} else {
+		dir := *series
+		if dir == "" {
+			dir = "patches"
+		}
+		if _, err := os.Stat(filepath.Join(dir, "series")); err != nil {
+			return nil, usageErrorf("no stg series in %s (want %s); pass --series DIR or run from the ppkit checkout", dir, filepath.Join(dir, "series"))
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, usageErrorf("--series %s: %v", dir, err)
+		}
+		o.kernel = tests.Kernel{Series: abs}
+	}
+	d, err := parseTestDuration(*timeFlag)
+	if err != nil {
+		return nil, usageErrorf("--time %q: %v", *timeFlag, err)
+	}
+	r, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSuffix(*rate, "M"), "m"))
+	if err != nil || r <= 0 {
+		return nil, usageErrorf("--rate %q: want a positive number of Mbit/s, e.g. 1000", *rate)
+	}
+	o.options = tests.Options{Duration: d, RateMbit: r}
+	return o, nil
+}
+
+// parseTestDuration accepts a Go duration ("10s", "1m") or a bare number of seconds.
+func parseTestDuration(s string) (time.Duration, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		s = strconv.Itoa(n) + "s"
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("want a duration such as 10s or 30")
+	}
+	if d < time.Second {
+		return 0, fmt.Errorf("want at least 1s")
+	}
+	return d, nil
+}
+
+func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps testDeps) error {
+	o, err := parseTestArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	// Refuse to start when a piece is missing: never boot a board whose run cannot be judged.
+	var missing []string
+	launcher, lerr := deps.launcher()
+	if lerr != nil {
+		missing = append(missing, lerr.Error())
+	}
+	if err := deps.modelReady(); err != nil {
+		missing = append(missing, err.Error())
+	}
+	if len(missing) > 0 {
+		return failf("cannot run: %s", strings.Join(missing, "; "))
+	}
+	artifacts := o.report
+	if artifacts == "" {
+		if artifacts, err = os.MkdirTemp("", "ppkit-test-"); err != nil {
+			return fmt.Errorf("artifact directory: %w", err)
+		}
+	}
+	sum, err := tests.Run(ctx, tests.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
+		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, Progress: stderr})
+	if err != nil {
+		return err
+	}
+	if o.json {
+		if err := tests.WriteJSON(stdout, sum); err != nil {
+			return err
+		}
+	} else {
+		all := append(append([]*tests.Result{}, sum.Baseline...), sum.Results...)
+		tests.WriteTable(stdout, all)
+		if len(sum.Comparison) > 0 {
+			fmt.Fprintln(stdout)
+			tests.WriteComparison(stdout, sum.Comparison)
+		}
+	}
+	if o.junit != "" {
+		f, err := os.Create(o.junit)
+		if err != nil {
+			return fmt.Errorf("--junit: %w", err)
+		}
+		werr := tests.WriteJUnit(f, append(append([]*tests.Result{}, sum.Baseline...), sum.Results...))
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return fmt.Errorf("--junit: %w", werr)
+		}
+	}
+	if o.report != "" {
+		if err := tests.WriteReportDir(o.report, sum); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "report: %s\n", filepath.Join(o.report, "index.html"))
+	}
+	if !sum.Pass {
+		if o.report == "" {
+			fmt.Fprintf(stderr, "artifacts kept in %s\n", artifacts)
+		}
+		return silentFailure
+	}
+	if o.report == "" {
+		os.RemoveAll(artifacts)
+	}
+	return nil
+}
