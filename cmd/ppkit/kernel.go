@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/ppkit/ppkit/harness"
+)
+
+func init() {
+	register(&command{name: "kernel", summary: "build the arm64 guest kernel with the series (cached by input hash)", run: runKernel})
+}
+
+// kernelFlags are the flags that choose a kernel, shared by kernel build, boot and bench.
+type kernelFlags struct {
+	tree     string
+	series   string
+	baseline bool
+	upto     int
+	debug    bool
+	jobs     int
+}
+
+func (k *kernelFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&k.tree, "kernel", "", "user kernel git tree to build (read-only; default: git config ppkit.kernel, else Debian's linux-source-5.10)")
+	fs.StringVar(&k.series, "series", "", "stg-exported series directory to apply")
+	fs.BoolVar(&k.baseline, "baseline", false, "build without any series")
+	fs.IntVar(&k.upto, "upto", 0, "apply only the first N patches of the series")
+	fs.BoolVar(&k.debug, "debug", false, "add KASAN, DEBUG_VM, PAGE_OWNER and lockdep (harness/config/debug.config)")
+	fs.IntVar(&k.jobs, "j", 0, "parallel make jobs (default: number of CPUs)")
+}
+
+func (k *kernelFlags) options(ctx context.Context, progress io.Writer) (harness.KernelOptions, error) {
+	if k.baseline && k.series != "" {
+		return harness.KernelOptions{}, usageErrorf("--baseline and --series exclude each other")
+	}
+	if k.upto != 0 && k.series == "" {
+		return harness.KernelOptions{}, usageErrorf("--upto needs --series DIR")
+	}
+	if k.upto < 0 {
+		return harness.KernelOptions{}, usageErrorf("--upto must be positive")
+	}
+	tree := k.tree
+	if tree == "" {
+		tree = harness.ConfiguredKernelTree(ctx)
+	}
+	return harness.KernelOptions{Tree: tree, Series: k.series, Upto: k.upto, Debug: k.debug, Jobs: k.jobs, Progress: progress}, nil
+}
+
+func runKernel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "build" {
+		return usageErrorf("usage: ppkit kernel build [--series DIR | --baseline] [--upto N] [--debug] [--kernel DIR]")
+	}
+	fs := newFlagSet("kernel build", stderr)
+	var kf kernelFlags
+	kf.register(fs)
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("kernel build: unexpected argument %q", fs.Arg(0))
+	}
+	opts, err := kf.options(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	k, err := harness.BuildKernel(ctx, opts)
+	if err != nil {
+		return err
+	}
+	state := "built"
+	if k.Cached {
+		state = "cached"
+	}
+	fmt.Fprintf(stderr, "kernel: %s in %s (%d patches)\n", state, k.Elapsed.Round(1e6), len(k.Patches))
+	fmt.Fprintln(stdout, k.Image)
+	return nil
+}

@@ -1,0 +1,371 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+)
+
+//go:embed config/ppkit.config
+var ppkitConfig []byte
+
+//go:embed config/debug.config
+var debugConfig []byte
+
+// kernelRecipe changes whenever the way ppkit builds a kernel changes, invalidating cached builds.
+const kernelRecipe = "ppkit-kernel-1 arm64 tinyconfig+fragment Image"
+
+// KernelOptions says which kernel to build.
+type KernelOptions struct {
+	// Tree is a user's kernel git tree (its HEAD is built, read-only). Empty: Debian's
+	// linux-source-5.10 tarball (Tarball, default DefaultKernelTarball).
+	Tree    string
+	Tarball string
+	// Series is an stg-exported series directory; empty builds the baseline.
+	Series string
+	// Upto applies only the first Upto patches of the series (0: all).
+	Upto int
+	// Debug adds config/debug.config (KASAN, DEBUG_VM, PAGE_OWNER, lockdep).
+	Debug bool
+	// Jobs is make's -j (default: the number of CPUs).
+	Jobs int
+	// Cache is the cache root (default CacheDir()).
+	Cache string
+	// Progress receives human-readable progress lines (nil: discarded).
+	Progress io.Writer
+}
+
+// Kernel is a built kernel, cached under Cache/kernel/<Key>.
+type Kernel struct {
+	Key       string
+	Dir       string
+	Image     string // arch/arm64/boot/Image
+	Config    string // the final .config
+	SystemMap string
+	BuildLog  string
+	Patches   []string // applied patch names, in order
+	Cached    bool     // true when nothing was built
+	Elapsed   time.Duration
+}
+
+// BuildKernel builds (or finds in the cache) the arm64 kernel for opts. An unchanged input returns
+// at once; a changed series rebuilds incrementally in the build directory shared by all builds of
+// the same source and config.
+func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
+	start := time.Now()
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	cache := opts.Cache
+	if cache == "" {
+		var err error
+		if cache, err = CacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	var src *kernelSource
+	var err error
+	if opts.Tree != "" {
+		src, err = userKernelSource(ctx, opts.Tree)
+	} else {
+		tarball := opts.Tarball
+		if tarball == "" {
+			tarball = DefaultKernelTarball
+		}
+		src, err = tarballKernelSource(ctx, cache, tarball, progress)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: %w", err)
+	}
+	var patches []Patch
+	if opts.Series != "" {
+		all, err := ReadSeries(opts.Series)
+		if err != nil {
+			return nil, fmt.Errorf("build kernel: %w", err)
+		}
+		if opts.Upto < 0 || opts.Upto > len(all) {
+			return nil, fmt.Errorf("build kernel: --upto %d: the series has %d patches", opts.Upto, len(all))
+		}
+		patches = all
+		if opts.Upto > 0 {
+			patches = all[:opts.Upto]
+		}
+	}
+	fragment := KernelConfigFragment(opts.Debug)
+	cfgKey, cfgSum := newHasher()
+	cfgKey.add("recipe", []byte(kernelRecipe))
+	cfgKey.add("source", []byte(src.id))
+	cfgKey.add("fragment", fragment)
+	buildDir := filepath.Join(cache, "build", src.id+"-"+cfgSum())
+
+	key, keySum := newHasher()
+	key.add("recipe", []byte(kernelRecipe))
+	key.add("commit", []byte(src.commit))
+	key.add("fragment", fragment)
+	names := make([]string, len(patches))
+	for i, p := range patches {
+		key.add("patch", p.Data)
+		names[i] = p.Name
+	}
+	k := &Kernel{Key: keySum(), Patches: names}
+	k.Dir = filepath.Join(cache, "kernel", k.Key)
+	k.Image = filepath.Join(k.Dir, "Image")
+	k.Config = filepath.Join(k.Dir, "config")
+	k.SystemMap = filepath.Join(k.Dir, "System.map")
+	k.BuildLog = filepath.Join(k.Dir, "build.log")
+	if _, err := os.Stat(k.Image); err == nil {
+		k.Cached = true
+		k.Elapsed = time.Since(start)
+		fmt.Fprintf(progress, "kernel: cached %s (%d patches)\n", k.Dir, len(patches))
+		return k, nil
+	}
+
+	lock, err := lockFile(filepath.Join(cache, "work", src.id+".lock"), progress)
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: %w", err)
+	}
+	defer lock.Unlock()
+	if _, err := os.Stat(k.Image); err == nil { // built while we waited
+		k.Cached = true
+		k.Elapsed = time.Since(start)
+		return k, nil
+	}
+	work, err := prepareWorkTree(ctx, cache, src, patches, progress)
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: %w", err)
+	}
+	stage, err := os.MkdirTemp(filepath.Join(cache, "kernel"), ".build-")
+	if err != nil {
+		if err := os.MkdirAll(filepath.Join(cache, "kernel"), 0o755); err != nil {
+			return nil, err
+		}
+		if stage, err = os.MkdirTemp(filepath.Join(cache, "kernel"), ".build-"); err != nil {
+			return nil, err
+		}
+	}
+	defer os.RemoveAll(stage)
+	logf, err := os.Create(filepath.Join(stage, "build.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	b := &kernelBuild{ctx: ctx, work: work, dir: buildDir, cache: cache, jobs: opts.Jobs, log: logf, progress: progress}
+	if err := b.configure(fragment); err != nil {
+		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
+	}
+	fmt.Fprintf(progress, "kernel: building %s with %d patches in %s\n", src.id, len(patches), buildDir)
+	if err := b.make("Image"); err != nil {
+		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
+	}
+	for from, to := range map[string]string{
+		"arch/arm64/boot/Image": "Image", ".config": "config", "System.map": "System.map",
+	} {
+		if err := copyFile(filepath.Join(buildDir, from), filepath.Join(stage, to)); err != nil {
+			return nil, fmt.Errorf("build kernel: %w", err)
+		}
+	}
+	logf.Close()
+	if err := os.Rename(stage, k.Dir); err != nil {
+		return nil, fmt.Errorf("build kernel: %w", err)
+	}
+	k.Elapsed = time.Since(start)
+	fmt.Fprintf(progress, "kernel: built %s in %s\n", k.Image, k.Elapsed.Round(time.Second))
+	return k, nil
+}
+
+// KernelConfigFragment returns the config fragment applied on top of tinyconfig.
+func KernelConfigFragment(debug bool) []byte {
+	f := append([]byte(nil), ppkitConfig...)
+	if debug {
+		f = append(append(f, '\n'), debugConfig...)
+	}
+	return f
+}
+
+// MergeKconfig returns base (a .config) with every symbol that fragment sets replaced by the
+// fragment's line, as scripts/kconfig/merge_config.sh does; olddefconfig then resolves it.
+func MergeKconfig(base, fragment []byte) ([]byte, error) {
+	want, err := ParseKconfig(fragment)
+	if err != nil {
+		return nil, err
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(base), "\n") {
+		if sym := kconfigLineSymbol(line); sym != "" {
+			if _, ok := want[sym]; ok {
+				continue
+			}
+		}
+		if line != "" {
+			out.WriteString(line + "\n")
+		}
+	}
+	out.WriteString("# ppkit fragment\n")
+	out.Write(fragment)
+	if len(fragment) > 0 && fragment[len(fragment)-1] != '\n' {
+		out.WriteString("\n")
+	}
+	return []byte(out.String()), nil
+}
+
+var kconfigSymRe = regexp.MustCompile(`^(?:# )?(CONFIG_[A-Za-z0-9_]+)(?:=| is not set$)`)
+
+func kconfigLineSymbol(line string) string {
+	if m := kconfigSymRe.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+type kernelBuild struct {
+	ctx      context.Context
+	work     string
+	dir      string
+	cache    string
+	jobs     int
+	log      *os.File
+	progress io.Writer
+}
+
+func (b *kernelBuild) keepLog(k *Kernel) string {
+	failed := filepath.Join(filepath.Dir(k.Dir), k.Key+".failed.log")
+	b.log.Sync()
+	copyFile(b.log.Name(), failed)
+	return failed
+}
+
+// configure writes the build directory's .config once per (source, fragment): tinyconfig, the
+// fragment merged in, olddefconfig, then the check that every wanted setting survived.
+func (b *kernelBuild) configure(fragment []byte) error {
+	stamp := filepath.Join(b.dir, ".ppkit-config-fragment")
+	if old, err := os.ReadFile(stamp); err == nil && string(old) == string(fragment) {
+		return nil
+	}
+	if err := os.MkdirAll(b.dir, 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.progress, "kernel: configuring (tinyconfig + harness/config fragment)\n")
+	if err := b.make("tinyconfig"); err != nil {
+		return err
+	}
+	dotconfig := filepath.Join(b.dir, ".config")
+	base, err := os.ReadFile(dotconfig)
+	if err != nil {
+		return err
+	}
+	merged, err := MergeKconfig(base, fragment)
+	if err != nil {
+		return fmt.Errorf("config fragment: %w", err)
+	}
+	if err := os.WriteFile(dotconfig, merged, 0o644); err != nil {
+		return err
+	}
+	if err := b.make("olddefconfig"); err != nil {
+		return err
+	}
+	final, err := os.ReadFile(dotconfig)
+	if err != nil {
+		return err
+	}
+	want, _ := ParseKconfig(fragment)
+	got, err := ParseKconfig(final)
+	if err != nil {
+		return err
+	}
+	if missing := MissingKconfig(want, got); len(missing) > 0 {
+		return fmt.Errorf("Kconfig dropped %d wanted option(s) (unmet dependencies; fix harness/config): %s",
+			len(missing), strings.Join(missing, ", "))
+	}
+	return os.WriteFile(stamp, fragment, 0o644)
+}
+
+// make runs one kernel make target, niced, with ccache when present, copying its output to the
+// build log and printing a progress line every few seconds.
+func (b *kernelBuild) make(target string) error {
+	jobs := b.jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	cc := "aarch64-linux-gnu-gcc"
+	if _, err := exec.LookPath(cc); err != nil {
+		return fmt.Errorf("cross compiler %s not found (run harness/install-deps.sh kernel)", cc)
+	}
+	if _, err := exec.LookPath("ccache"); err == nil {
+		cc = "ccache " + cc
+	}
+	args := []string{"-n", "10", "make", "-C", b.work, "O=" + b.dir, "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-",
+		"CC=" + cc, "LOCALVERSION=", fmt.Sprintf("-j%d", jobs), target}
+	cmd := exec.CommandContext(b.ctx, "nice", args...)
+	cmd.Env = append(os.Environ(), "CCACHE_DIR="+filepath.Join(b.cache, "ccache"),
+		"KBUILD_BUILD_USER=ppkit", "KBUILD_BUILD_HOST=ppkit", "KBUILD_BUILD_TIMESTAMP=2024-08-10")
+	pr, pw := io.Pipe()
+	cmd.Stdout = pw
+	cmd.Stderr = pw
+	fmt.Fprintf(b.log, "$ nice %s\n", strings.Join(args, " "))
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("make %s: %w", target, err)
+	}
+	done := make(chan struct{})
+	var tail []string
+	go func() {
+		defer close(done)
+		start := time.Now()
+		last := start
+		objects := 0
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(b.log, line)
+			tail = append(tail, line)
+			if len(tail) > 20 {
+				tail = tail[1:]
+			}
+			if f := strings.Fields(line); len(f) == 2 && (f[0] == "CC" || f[0] == "AS" || f[0] == "LD" || f[0] == "AR") {
+				objects++
+			}
+			if time.Since(last) >= 5*time.Second {
+				last = time.Now()
+				fmt.Fprintf(b.progress, "kernel: %s %5s, %d steps: %s\n", target,
+					time.Since(start).Round(time.Second), objects, strings.TrimSpace(line))
+			}
+		}
+	}()
+	err := cmd.Wait()
+	pw.Close()
+	<-done
+	if err != nil {
+		if b.ctx.Err() != nil {
+			return fmt.Errorf("make %s: %w", target, b.ctx.Err())
+		}
+		return fmt.Errorf("make %s: %w:\n%s", target, err, strings.Join(tail, "\n"))
+	}
+	return nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,105 @@
+package harness
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// testNet is the network namespace holding the host ends of a VM's test NICs. Each tap is
+// created inside the namespace by opening /dev/net/tun from a thread that entered it, and the
+// file descriptor is handed to QEMU (-netdev tap,fd=N). The tap therefore never exists in the
+// host's namespace, and it disappears by itself when QEMU closes the descriptor.
+type testNet struct {
+	name  string
+	taps  []string
+	files []*os.File
+}
+
+// newTestNet creates a namespace named ppkit-<random> with n tap devices tap0…tapN-1 (down; the
+// tests configure them with `ip -n NS`). On error everything created is removed.
+func newTestNet(n int) (*testNet, error) {
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	t := &testNet{name: "ppkit-" + hex.EncodeToString(rnd[:])}
+	if out, err := exec.Command("ip", "netns", "add", t.name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", t.name, err, strings.TrimSpace(string(out)))
+	}
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("tap%d", i)
+		f, err := openTapInNetns(t.name, name)
+		if err != nil {
+			t.close()
+			return nil, err
+		}
+		t.taps = append(t.taps, name)
+		t.files = append(t.files, f)
+	}
+	return t, nil
+}
+
+func openTapInNetns(netns, name string) (*os.File, error) {
+	nsf, err := os.Open("/run/netns/" + netns)
+	if err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", netns, err)
+	}
+	defer nsf.Close()
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// A locked thread that never returns to the host namespace is discarded by the runtime
+		// when the goroutine exits without unlocking.
+		runtime.LockOSThread()
+		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("setns %s: %w", netns, err)}
+			return
+		}
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{nil, fmt.Errorf("open /dev/net/tun: %w", err)}
+			return
+		}
+		var req [unix.IFNAMSIZ + 64]byte
+		copy(req[:], name)
+		*(*uint16)(unsafe.Pointer(&req[unix.IFNAMSIZ])) = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&req[0]))); errno != 0 {
+			unix.Close(fd)
+			ch <- result{nil, fmt.Errorf("TUNSETIFF %s in %s: %w", name, netns, errno)}
+			return
+		}
+		ch <- result{os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil}
+	}()
+	r := <-ch
+	return r.f, r.err
+}
+
+// releaseFiles closes ppkit's copies of the tap descriptors once QEMU holds its own.
+func (t *testNet) releaseFiles() {
+	for _, f := range t.files {
+		f.Close()
+	}
+	t.files = nil
+}
+
+func (t *testNet) close() error {
+	if t == nil {
+		return nil
+	}
+	t.releaseFiles()
+	if out, err := exec.Command("ip", "netns", "del", t.name).CombinedOutput(); err != nil {
+		if _, statErr := os.Stat("/run/netns/" + t.name); statErr == nil {
+			return fmt.Errorf("ip netns del %s: %w: %s", t.name, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}

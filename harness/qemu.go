@@ -1,0 +1,146 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// DefaultQEMU is the QEMU binary used unless BootOptions.QEMU says otherwise.
+const DefaultQEMU = "qemu-system-aarch64"
+
+// MaxMemoryMB is the guest RAM limit: mvneta's DMA mask is 32-bit, and above 3 GiB of RAM the
+// guest would bounce its DMA through swiotlb.
+const MaxMemoryMB = 3072
+
+// NIC is one extra test NIC: a QEMU device model attached to a tap device inside the VM's test
+// network namespace.
+type NIC struct {
+	Model string // QEMU -device model, e.g. "mvneta" or "virtio-net-pci"
+	MAC   string // default 52:54:00:12:35:0N
+}
+
+// BootOptions says how to boot a guest.
+type BootOptions struct {
+	Kernel *Kernel // or KernelImage
+	Image  *Image
+
+	KernelImage string // an Image file, when Kernel is nil
+	QEMU        string // binary (default DefaultQEMU); the mvneta-emu build passes its own
+	CPU         string // default cortex-a57
+	SMP         int    // default 2
+	MemoryMB    int    // default 1024, at most MaxMemoryMB
+	Append      string // extra kernel command line
+	NICs        []NIC
+
+	BootTimeout    time.Duration // QEMU start to SSH ready (default 90s)
+	CommandTimeout time.Duration // default timeout of Run/CopyTo/CopyFrom when ctx has none (default 10m)
+	QMPTimeout     time.Duration // per QMP command (default 10s)
+
+	// Console receives a live copy of the serial console (nil: none). It is always kept in
+	// memory and in console.log in the VM's directory as well.
+	Console  io.Writer
+	Progress io.Writer
+}
+
+func (o *BootOptions) defaults() {
+	if o.QEMU == "" {
+		o.QEMU = DefaultQEMU
+	}
+	if o.CPU == "" {
+		o.CPU = "cortex-a57"
+	}
+	if o.SMP == 0 {
+		o.SMP = 2
+	}
+	if o.MemoryMB == 0 {
+		o.MemoryMB = 1024
+	}
+	if o.BootTimeout == 0 {
+		o.BootTimeout = 90 * time.Second
+	}
+	if o.CommandTimeout == 0 {
+		o.CommandTimeout = 10 * time.Minute
+	}
+	if o.QMPTimeout == 0 {
+		o.QMPTimeout = 10 * time.Second
+	}
+	if o.KernelImage == "" && o.Kernel != nil {
+		o.KernelImage = o.Kernel.Image
+	}
+}
+
+// qemuLaunch is what the command line depends on besides the options: paths and ports chosen at
+// boot time.
+type qemuLaunch struct {
+	qmpSocket string
+	sshPort   int
+	tapFDs    []int // file descriptor numbers in QEMU, one per NIC
+}
+
+// KernelCommandLine is the guest kernel's command line: PL011 console, and a panic that makes
+// QEMU exit at once (panic=-1 with -no-reboot) so that the report is the console's last word.
+func KernelCommandLine(extra string) string {
+	cl := "console=ttyAMA0 panic=-1 rdinit=/init"
+	if extra = strings.TrimSpace(extra); extra != "" {
+		cl += " " + extra
+	}
+	return cl
+}
+
+// qemuArgs returns QEMU's arguments (without the binary).
+func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
+	if o.MemoryMB > MaxMemoryMB {
+		return nil, fmt.Errorf("guest memory %d MiB is above %d MiB (mvneta's 32-bit DMA mask)", o.MemoryMB, MaxMemoryMB)
+	}
+	if o.KernelImage == "" {
+		return nil, fmt.Errorf("no kernel image to boot")
+	}
+	if o.Image == nil || o.Image.Initramfs == "" {
+		return nil, fmt.Errorf("no guest image to boot")
+	}
+	if len(l.tapFDs) != len(o.NICs) {
+		return nil, fmt.Errorf("internal: %d tap descriptors for %d NICs", len(l.tapFDs), len(o.NICs))
+	}
+	args := []string{
+		"-M", "virt", "-cpu", o.CPU, "-smp", fmt.Sprint(o.SMP), "-accel", "tcg,thread=multi",
+		"-m", fmt.Sprint(o.MemoryMB), "-nographic", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(o.Append),
+		"-qmp", "unix:" + l.qmpSocket + ",server=on,wait=off",
+		"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort),
+		"-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:56,romfile=",
+		"-device", "virtio-rng-pci",
+	}
+	for i, nic := range o.NICs {
+		if nic.Model == "" {
+			return nil, fmt.Errorf("test NIC %d: no device model", i)
+		}
+		mac := nic.MAC
+		if mac == "" {
+			mac = fmt.Sprintf("52:54:00:12:35:%02x", i)
+		}
+		args = append(args,
+			"-netdev", fmt.Sprintf("tap,id=t%d,fd=%d", i, l.tapFDs[i]),
+			"-device", fmt.Sprintf("%s,netdev=t%d,mac=%s", nic.Model, i, mac))
+	}
+	return args, nil
+}
+
+// shellQuote quotes a word for a POSIX shell, so that printed command lines can be pasted.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func shellJoin(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = shellQuote(w)
+	}
+	return strings.Join(q, " ")
+}

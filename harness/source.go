@@ -1,0 +1,280 @@
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultKernelTarball is Debian's linux-source-5.10 package, the default kernel source.
+const DefaultKernelTarball = "/usr/src/linux-source-5.10.tar.xz"
+
+// kernelSource is a pristine kernel tree that ppkit reads: a git repository and the commit to
+// build. The Debian tarball is extracted once into the cache and committed there; a user's tree
+// is only ever read (cloned with --shared, so not even its .git is written).
+type kernelSource struct {
+	id     string // stable name: work tree and build directories are named after it
+	repo   string // git repository to clone/fetch from
+	commit string // commit to build
+}
+
+// git runs git with a clean environment (no GIT_* from the caller, no user hooks or signing).
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	full := append([]string{"-c", "commit.gpgsign=false", "-c", "user.name=ppkit", "-c", "user.email=ppkit@localhost",
+		"-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"}, args...)
+	cmd := exec.CommandContext(ctx, "git", full...)
+	cmd.Dir = dir
+	cmd.Env = cleanGitEnv()
+	var out, errb bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func cleanGitEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GIT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// userKernelSource resolves a user's kernel git tree to the commit at its HEAD. Uncommitted
+// changes in that tree are not built (say so rather than copying them half-way).
+func userKernelSource(ctx context.Context, dir string) (*kernelSource, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(abs, "Makefile")); err != nil {
+		return nil, fmt.Errorf("kernel tree %s: no top-level Makefile; pass a Linux source tree to --kernel", abs)
+	}
+	commit, err := git(ctx, abs, "rev-parse", "--verify", "HEAD^{commit}")
+	if err != nil {
+		return nil, fmt.Errorf("kernel tree %s is not a git tree with a commit (ppkit builds its HEAD): %w", abs, err)
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return &kernelSource{id: "user-" + filepath.Base(abs) + "-" + hex.EncodeToString(sum[:])[:12], repo: abs, commit: commit}, nil
+}
+
+// ConfiguredKernelTree returns the user's kernel tree from `git config ppkit.kernel`, or "".
+func ConfiguredKernelTree(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "config", "--get", "ppkit.kernel").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// tarballKernelSource extracts the Debian source tarball once into cache/src/<id> and commits it
+// to a git repository there, atomically (extract into a temporary directory, then rename).
+func tarballKernelSource(ctx context.Context, cache, tarball string, progress io.Writer) (*kernelSource, error) {
+	sum, err := tarballDigest(cache, tarball)
+	if err != nil {
+		return nil, fmt.Errorf("kernel source %s: %w (install it with harness/install-deps.sh kernel)", tarball, err)
+	}
+	name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(tarball), ".xz"), ".tar")
+	id := name + "-" + sum[:12]
+	repo := filepath.Join(cache, "src", id)
+	if commit, err := git(ctx, repo, "rev-parse", "--verify", "HEAD^{commit}"); err == nil {
+		return &kernelSource{id: id, repo: repo, commit: commit}, nil
+	}
+	lock, err := lockFile(filepath.Join(cache, "src", id+".lock"), progress)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if commit, err := git(ctx, repo, "rev-parse", "--verify", "HEAD^{commit}"); err == nil {
+		return &kernelSource{id: id, repo: repo, commit: commit}, nil
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(cache, "src"), ".extract-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintf(progress, "kernel: extracting %s (once)\n", tarball)
+	tar := exec.CommandContext(ctx, "nice", "-n", "10", "tar", "-xf", tarball, "-C", tmp)
+	if out, err := tar.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("extract %s: %w: %s", tarball, err, lastLines(out, 5))
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil || len(entries) != 1 || !entries[0].IsDir() {
+		return nil, fmt.Errorf("extract %s: expected one top-level directory", tarball)
+	}
+	tree := filepath.Join(tmp, entries[0].Name())
+	fmt.Fprintf(progress, "kernel: committing the pristine tree to git (once)\n")
+	if _, err := git(ctx, tree, "init", "-q"); err != nil {
+		return nil, err
+	}
+	// Debian's .gitignore ignores the whole top level ("/*"): force-add.
+	if _, err := git(ctx, tree, "add", "-f", "."); err != nil {
+		return nil, err
+	}
+	if _, err := git(ctx, tree, "commit", "-q", "-m", "pristine "+filepath.Base(tarball)); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tree, repo); err != nil {
+		return nil, fmt.Errorf("kernel source: %w", err)
+	}
+	commit, err := git(ctx, repo, "rev-parse", "HEAD")
+	if err != nil {
+		return nil, err
+	}
+	return &kernelSource{id: id, repo: repo, commit: commit}, nil
+}
+
+// tarballDigest returns the tarball's sha256, remembered by (path, size, mtime) so that a cached
+// build does not rehash 120 MB.
+func tarballDigest(cache, tarball string) (string, error) {
+	st, err := os.Stat(tarball)
+	if err != nil {
+		return "", err
+	}
+	memo := filepath.Join(cache, "src", "digests.json")
+	key := fmt.Sprintf("%s|%d|%d", tarball, st.Size(), st.ModTime().UnixNano())
+	known := map[string]string{}
+	if data, err := os.ReadFile(memo); err == nil {
+		json.Unmarshal(data, &known)
+	}
+	if d, ok := known[key]; ok {
+		return d, nil
+	}
+	f, err := os.Open(tarball)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	d := hex.EncodeToString(h.Sum(nil))
+	known[key] = d
+	if data, err := json.Marshal(known); err == nil {
+		os.MkdirAll(filepath.Dir(memo), 0o755)
+		writeFileAtomic(memo, data, 0o644)
+	}
+	return d, nil
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	tmp.Close()
+	os.Chmod(tmp.Name(), perm)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// Patch is one patch of a series, in application order.
+type Patch struct {
+	Name string
+	Path string
+	Data []byte
+}
+
+// ReadSeries reads an stg-exported series directory: its "series" file names the patch files in
+// order (comments and blank lines ignored).
+func ReadSeries(dir string) ([]Patch, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "series"))
+	if err != nil {
+		return nil, fmt.Errorf("series %s: %w (expected an stg-exported series with a \"series\" file)", dir, err)
+	}
+	var patches []Patch
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		p := filepath.Join(dir, line)
+		body, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("series %s: patch %q: %w", dir, line, err)
+		}
+		patches = append(patches, Patch{Name: line, Path: p, Data: body})
+	}
+	return patches, sc.Err()
+}
+
+// prepareWorkTree makes ppkit's own work tree for src hold exactly src.commit plus patches. Only
+// files whose content changes are rewritten, so the out-of-tree build stays incremental. The
+// caller holds the work tree lock.
+func prepareWorkTree(ctx context.Context, cache string, src *kernelSource, patches []Patch, progress io.Writer) (string, error) {
+	work := filepath.Join(cache, "work", src.id)
+	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
+		fmt.Fprintf(progress, "kernel: creating work tree %s (once)\n", work)
+		os.RemoveAll(work)
+		if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
+			return "", err
+		}
+		if _, err := git(ctx, "", "clone", "-q", "--shared", "--no-checkout", src.repo, work); err != nil {
+			return "", fmt.Errorf("work tree: %w", err)
+		}
+	}
+	if _, err := git(ctx, work, "cat-file", "-e", src.commit+"^{commit}"); err != nil {
+		if _, err := git(ctx, work, "fetch", "-q", src.repo, src.commit); err != nil {
+			return "", fmt.Errorf("work tree: fetch %s: %w", src.commit, err)
+		}
+	}
+	if err := resetWorkTree(ctx, work, src.commit); err != nil {
+		return "", err
+	}
+	for i, p := range patches {
+		if err := applyPatch(ctx, work, p); err != nil {
+			resetWorkTree(ctx, work, src.commit)
+			return "", fmt.Errorf("patch %d/%d %s does not apply: %w", i+1, len(patches), p.Name, err)
+		}
+	}
+	return work, nil
+}
+
+func resetWorkTree(ctx context.Context, work, commit string) error {
+	if _, err := git(ctx, work, "checkout", "-q", "--force", "--detach", commit); err != nil {
+		return fmt.Errorf("work tree: %w", err)
+	}
+	if _, err := git(ctx, work, "clean", "-q", "-f", "-d", "-x"); err != nil {
+		return fmt.Errorf("work tree: %w", err)
+	}
+	return nil
+}
+
+// applyPatch applies one patch to the work tree. It is a variable so that the stg-driven
+// application of the stgit package can replace it; today it is `git apply`, which understands
+// stg's export format (a mail header, then the diff).
+var applyPatch = func(ctx context.Context, work string, p Patch) error {
+	_, err := git(ctx, work, "apply", "--whitespace=nowarn", p.Path)
+	return err
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

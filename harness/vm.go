@@ -1,0 +1,638 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	scp "github.com/bramvdbogaerde/go-scp"
+	"golang.org/x/crypto/ssh"
+)
+
+// GuestError reports that the guest failed: the kernel crashed or reported a bug, the guest hung,
+// or it never became ready. It is the verdict on the kernel, as opposed to an InfraError.
+type GuestError struct {
+	Title       string  // the report's title, or "guest hung: ..." / "boot failed: ..."
+	Report      *Report // the first kernel report, if the console has one
+	ConsoleTail string
+	CommandLine string // copy-pasteable QEMU command line
+	Err         error
+}
+
+func (e *GuestError) Error() string {
+	if e.Err != nil {
+		return e.Title + ": " + e.Err.Error()
+	}
+	return e.Title
+}
+func (e *GuestError) Unwrap() error { return e.Err }
+
+// Details is the text a developer needs: the report (or the console tail) and the QEMU command.
+func (e *GuestError) Details() string {
+	var b strings.Builder
+	if e.Report != nil {
+		fmt.Fprintf(&b, "--- kernel report ---\n%s", e.Report.Text)
+	} else if e.ConsoleTail != "" {
+		fmt.Fprintf(&b, "--- console tail ---\n%s\n", strings.TrimRight(e.ConsoleTail, "\n"))
+	}
+	if e.CommandLine != "" {
+		fmt.Fprintf(&b, "--- QEMU command line ---\n%s\n", e.CommandLine)
+	}
+	return b.String()
+}
+
+// InfraError reports that the harness or the host failed (QEMU missing, port in use, ...): the
+// run says nothing about the kernel.
+type InfraError struct {
+	Err         error
+	CommandLine string
+}
+
+func (e *InfraError) Error() string { return e.Err.Error() }
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// Details returns the QEMU command line, when there was one.
+func (e *InfraError) Details() string {
+	if e.CommandLine == "" {
+		return ""
+	}
+	return "--- QEMU command line ---\n" + e.CommandLine + "\n"
+}
+
+// CommandError is a guest command that ran and exited with a non-zero status.
+type CommandError struct {
+	Command string
+	Status  int
+	Stderr  []byte
+}
+
+func (e *CommandError) Error() string {
+	msg := fmt.Sprintf("guest command %q exited with status %d", e.Command, e.Status)
+	if s := strings.TrimSpace(string(e.Stderr)); s != "" {
+		msg += ": " + lastLines([]byte(s), 5)
+	}
+	return msg
+}
+
+// VM is a booted guest. All its methods are safe for concurrent use; Close removes everything the
+// VM created (QEMU, network namespace, taps, temporary directory) and may be called repeatedly.
+type VM struct {
+	opts     BootOptions
+	dir      string
+	args     []string
+	cmd      *exec.Cmd
+	qmp      *qmpClient
+	ssh      *ssh.Client
+	sshPort  int
+	net      *testNet
+	console  *consoleBuffer
+	stderr   bytes.Buffer
+	exited   chan struct{}
+	exitErr  error
+	closeMu  sync.Mutex
+	closed   bool
+	closeErr error
+
+	// BootTime is the time from starting QEMU to the first successful SSH login.
+	BootTime time.Duration
+}
+
+// Boot starts QEMU and returns once the guest answers over SSH. On failure nothing is left.
+func Boot(ctx context.Context, opts BootOptions) (vm *VM, err error) {
+	opts.defaults()
+	progress := opts.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	if _, err := exec.LookPath(opts.QEMU); err != nil {
+		return nil, &InfraError{Err: fmt.Errorf("boot: QEMU binary %q not found (install qemu-system-arm with harness/install-deps.sh, or pass --qemu PATH)", opts.QEMU)}
+	}
+	vm = &VM{opts: opts, exited: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			vm.Close()
+		}
+	}()
+	if vm.dir, err = os.MkdirTemp("", "ppkit-vm-"); err != nil {
+		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
+	}
+	if vm.sshPort, err = freeLoopbackPort(); err != nil {
+		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
+	}
+	launch := qemuLaunch{qmpSocket: filepath.Join(vm.dir, "qmp.sock"), sshPort: vm.sshPort}
+	var extra []*os.File
+	if len(opts.NICs) > 0 {
+		if vm.net, err = newTestNet(len(opts.NICs)); err != nil {
+			return nil, &InfraError{Err: fmt.Errorf("boot: test network: %w", err)}
+		}
+		for i, f := range vm.net.files {
+			extra = append(extra, f)
+			launch.tapFDs = append(launch.tapFDs, 3+i)
+		}
+	}
+	args, err := qemuArgs(&vm.opts, launch)
+	if err != nil {
+		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
+	}
+	vm.args = append([]string{opts.QEMU}, args...)
+	consoleFile, err := os.Create(filepath.Join(vm.dir, "console.log"))
+	if err != nil {
+		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
+	}
+	vm.console = newConsoleBuffer(consoleFile, opts.Console)
+	vm.cmd = exec.Command(opts.QEMU, args...)
+	vm.cmd.ExtraFiles = extra
+	vm.cmd.Stdin = nil
+	stdout, err := vm.cmd.StdoutPipe()
+	if err != nil {
+		return nil, &InfraError{Err: err}
+	}
+	vm.cmd.Stderr = &lockedWriter{w: &vm.stderr}
+	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	if err := vm.cmd.Start(); err != nil {
+		return nil, &InfraError{Err: fmt.Errorf("boot: start %s: %w", opts.QEMU, err), CommandLine: vm.CommandLine()}
+	}
+	fmt.Fprintf(progress, "boot: QEMU pid %d, ssh on 127.0.0.1:%d\n", vm.cmd.Process.Pid, vm.sshPort)
+	if vm.net != nil {
+		vm.net.releaseFiles()
+	}
+	copied := make(chan struct{})
+	go func() { vm.console.copyFrom(stdout); close(copied) }()
+	go func() {
+		<-copied
+		vm.exitErr = vm.cmd.Wait()
+		vm.console.close()
+		close(vm.exited)
+	}()
+
+	deadline := start.Add(opts.BootTimeout)
+	bootCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if err := vm.connectQMP(bootCtx, launch.qmpSocket); err != nil {
+		return nil, vm.failure(ctx, "boot failed: QMP", err)
+	}
+	if err := vm.console.waitFor(bootCtx, []byte(ReadyMarker), vm.exited); err != nil {
+		return nil, vm.failure(ctx, "boot failed: no readiness marker on the console", err)
+	}
+	if err := vm.dialSSH(bootCtx); err != nil {
+		return nil, vm.failure(ctx, "boot failed: SSH", err)
+	}
+	vm.BootTime = time.Since(start)
+	fmt.Fprintf(progress, "boot: guest ready over SSH after %s\n", vm.BootTime.Round(time.Millisecond))
+	return vm, nil
+}
+
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free loopback port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (vm *VM) connectQMP(ctx context.Context, socket string) error {
+	for {
+		if _, err := os.Stat(socket); err == nil {
+			c, err := dialQMP(socket, vm.opts.QMPTimeout)
+			if err != nil {
+				return err
+			}
+			vm.qmp = c
+			return nil
+		}
+		select {
+		case <-vm.exited:
+			return errors.New("QEMU exited before opening its QMP socket")
+		case <-ctx.Done():
+			return fmt.Errorf("QMP socket did not appear: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (vm *VM) sshConfig() *ssh.ClientConfig {
+	return &ssh.ClientConfig{
+		User:            "root",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(vm.opts.Image.ClientKey)},
+		HostKeyCallback: ssh.FixedHostKey(vm.opts.Image.HostKey),
+		Timeout:         10 * time.Second,
+	}
+}
+
+// dialSSH logs in, retrying while the guest's SSH server is still starting.
+func (vm *VM) dialSSH(ctx context.Context) error {
+	addr := fmt.Sprintf("127.0.0.1:%d", vm.sshPort)
+	var last error
+	for {
+		type res struct {
+			c   *ssh.Client
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			c, err := ssh.Dial("tcp", addr, vm.sshConfig())
+			ch <- res{c, err}
+		}()
+		select {
+		case r := <-ch:
+			if r.err == nil {
+				vm.ssh = r.c
+				return nil
+			}
+			last = r.err
+			if strings.Contains(r.err.Error(), "host key mismatch") || strings.Contains(r.err.Error(), "unable to authenticate") {
+				return r.err // retrying cannot help
+			}
+		case <-ctx.Done():
+			go func() {
+				if r := <-ch; r.c != nil {
+					r.c.Close()
+				}
+			}()
+			if last != nil {
+				return fmt.Errorf("%w (last attempt: %v)", ctx.Err(), last)
+			}
+			return ctx.Err()
+		case <-vm.exited:
+			return errors.New("QEMU exited")
+		}
+		select {
+		case <-ctx.Done():
+		case <-vm.exited:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// failure turns an error during boot or a command into the right verdict: a kernel report on
+// the console wins; a live but unresponsive QEMU is a hang; a QEMU that never ran is an infra
+// error. It kills QEMU when the guest cannot be trusted any more.
+func (vm *VM) failure(ctx context.Context, what string, err error) error {
+	if ctx.Err() == context.Canceled {
+		vm.Close()
+		return fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+	// A guest that panics makes QEMU exit (panic=-1, -no-reboot): give the console a moment.
+	select {
+	case <-vm.exited:
+	case <-time.After(2 * time.Second):
+	}
+	console := vm.console.bytes()
+	if reports := ParseReports(console); len(reports) > 0 {
+		vm.Close()
+		r := reports[0]
+		return &GuestError{Title: r.Title, Report: &r, Err: fmt.Errorf("%s: %v", what, err), ConsoleTail: tail(console, 40), CommandLine: vm.CommandLine()}
+	}
+	select {
+	case <-vm.exited:
+		stderr := strings.TrimSpace(vm.stderrString())
+		vm.Close()
+		if len(bytes.TrimSpace(console)) == 0 || stderr != "" {
+			return &InfraError{Err: fmt.Errorf("%s: QEMU exited (%v): %s", what, vm.exitErr, stderr), CommandLine: vm.CommandLine()}
+		}
+		return &GuestError{Title: what + ": guest stopped (QEMU exited)", Err: err, ConsoleTail: tail(console, 40), CommandLine: vm.CommandLine()}
+	default:
+	}
+	state := "unknown"
+	if vm.qmp != nil {
+		if s, qerr := vm.qmp.status(2 * time.Second); qerr == nil {
+			state = s
+		} else {
+			state = "QMP unresponsive"
+		}
+	}
+	vm.Close()
+	return &GuestError{Title: "guest hung: " + what, Err: fmt.Errorf("%v (VM state: %s)", err, state),
+		ConsoleTail: tail(console, 40), CommandLine: vm.CommandLine()}
+}
+
+func (vm *VM) stderrString() string {
+	lw := vm.cmd.Stderr.(*lockedWriter)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return vm.stderr.String()
+}
+
+func tail(b []byte, n int) string { return lastLines(b, n) }
+
+func (vm *VM) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, vm.opts.CommandTimeout)
+}
+
+// Exec runs a shell command line in the guest with the given streams and returns its exit
+// status. A guest that does not finish within ctx's deadline (or CommandTimeout) is a hang.
+func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	ctx, cancel := vm.withTimeout(ctx)
+	defer cancel()
+	sess, err := vm.newSession(ctx)
+	if err != nil {
+		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
+	done := make(chan error, 1)
+	if err := sess.Start(command); err != nil {
+		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
+	}
+	go func() { done <- sess.Wait() }()
+	select {
+	case err := <-done:
+		var exit *ssh.ExitError
+		if err == nil {
+			return 0, nil
+		}
+		if errors.As(err, &exit) {
+			return exit.ExitStatus(), nil
+		}
+		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
+	case <-ctx.Done():
+		sess.Close()
+		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), fmt.Errorf("no answer: %w", ctx.Err()))
+	}
+}
+
+func (vm *VM) newSession(ctx context.Context) (*ssh.Session, error) {
+	if vm.ssh == nil {
+		return nil, errors.New("no SSH connection")
+	}
+	type res struct {
+		s   *ssh.Session
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		s, err := vm.ssh.NewSession()
+		ch <- res{s, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, fmt.Errorf("open SSH session: %w", ctx.Err())
+	}
+}
+
+// Run runs a shell command line in the guest and returns its standard output; a non-zero exit
+// status is a *CommandError carrying its standard error.
+func (vm *VM) Run(ctx context.Context, command string) ([]byte, error) {
+	var out, errb bytes.Buffer
+	status, err := vm.Exec(ctx, command, nil, &out, &errb)
+	if err != nil {
+		return out.Bytes(), err
+	}
+	if status != 0 {
+		return out.Bytes(), &CommandError{Command: command, Status: status, Stderr: errb.Bytes()}
+	}
+	return out.Bytes(), nil
+}
+
+// Process is a guest command started in the background.
+type Process struct {
+	done chan struct{}
+	err  error
+}
+
+// Wait waits for the command and returns nil, a *CommandError or the failure.
+func (p *Process) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Start runs a guest command in the background, copying its output to stdout and stderr.
+// Cancelling ctx abandons it (and, past a deadline, reports the guest as hung).
+func (vm *VM) Start(ctx context.Context, command string, stdout, stderr io.Writer) (*Process, error) {
+	if vm.ssh == nil {
+		return nil, errors.New("no SSH connection")
+	}
+	p := &Process{done: make(chan struct{})}
+	var errb bytes.Buffer
+	var w io.Writer = &errb
+	if stderr != nil {
+		w = io.MultiWriter(stderr, &errb)
+	}
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	go func() {
+		defer close(p.done)
+		status, err := vm.Exec(ctx, command, nil, stdout, w)
+		if err == nil && status != 0 {
+			err = &CommandError{Command: command, Status: status, Stderr: errb.Bytes()}
+		}
+		p.err = err
+	}()
+	return p, nil
+}
+
+// CopyTo copies a host file to the guest with SCP; mode is the remote file's permission bits.
+func (vm *VM) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
+	ctx, cancel := vm.withTimeout(ctx)
+	defer cancel()
+	f, err := os.Open(local)
+	if err != nil {
+		return fmt.Errorf("copy to guest: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("copy to guest: %w", err)
+	}
+	c, err := scp.NewClientBySSH(vm.ssh)
+	if err != nil {
+		return fmt.Errorf("copy to guest: %w", err)
+	}
+	if err := c.Copy(ctx, f, remote, fmt.Sprintf("%04o", mode&0o7777), st.Size()); err != nil {
+		return vm.scpError(ctx, fmt.Sprintf("copy %s to guest:%s", local, remote), err)
+	}
+	return nil
+}
+
+// CopyFrom copies a guest file to the host with SCP (written atomically).
+func (vm *VM) CopyFrom(ctx context.Context, remote, local string) error {
+	ctx, cancel := vm.withTimeout(ctx)
+	defer cancel()
+	tmp, err := os.CreateTemp(filepath.Dir(local), ".ppkit-scp-")
+	if err != nil {
+		return fmt.Errorf("copy from guest: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	c, err := scp.NewClientBySSH(vm.ssh)
+	if err != nil {
+		tmp.Close()
+		return fmt.Errorf("copy from guest: %w", err)
+	}
+	if err := c.CopyFromRemote(ctx, tmp, remote); err != nil {
+		tmp.Close()
+		return vm.scpError(ctx, fmt.Sprintf("copy guest:%s to %s", remote, local), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("copy from guest: %w", err)
+	}
+	return os.Rename(tmp.Name(), local)
+}
+
+func (vm *VM) scpError(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return vm.failure(ctx, what, err)
+	}
+	if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "EOF") {
+		return fmt.Errorf("%s: %w (the guest's scp failed or is missing: the image must carry OpenSSH's scp)", what, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// QMP runs a QMP command (e.g. "stop", "cont", "query-status") and returns its reply.
+func (vm *VM) QMP(command string, args any) (json.RawMessage, error) {
+	if vm.qmp == nil {
+		return nil, errors.New("qmp: not connected")
+	}
+	return vm.qmp.run(command, args, vm.opts.QMPTimeout)
+}
+
+// Status returns QEMU's run state through QMP ("running", "paused", ...).
+func (vm *VM) Status() (string, error) {
+	if vm.qmp == nil {
+		return "", errors.New("qmp: not connected")
+	}
+	return vm.qmp.status(vm.opts.QMPTimeout)
+}
+
+// Poweroff asks the guest to power off (QMP system_powerdown, the virt board's power key) and
+// waits for QEMU to exit; a guest that ignores it is stopped with QMP quit, then killed, and that
+// is reported as an error. Everything is cleaned up either way.
+func (vm *VM) Poweroff(ctx context.Context) error {
+	var result error
+	if _, err := vm.QMP("system_powerdown", nil); err != nil {
+		result = fmt.Errorf("poweroff: %w", err)
+	} else {
+		select {
+		case <-vm.exited:
+		case <-time.After(30 * time.Second):
+			result = errors.New("poweroff: the guest ignored system_powerdown for 30s")
+		case <-ctx.Done():
+			result = fmt.Errorf("poweroff: %w", ctx.Err())
+		}
+	}
+	if result != nil {
+		vm.QMP("quit", nil)
+		select {
+		case <-vm.exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	if err := vm.Close(); err != nil && result == nil {
+		result = err
+	}
+	return result
+}
+
+// Exited is closed when QEMU has exited.
+func (vm *VM) Exited() <-chan struct{} { return vm.exited }
+
+// Close kills QEMU if it still runs and removes the network namespace, the taps (they die with
+// QEMU's descriptors) and the VM's temporary directory.
+func (vm *VM) Close() error {
+	vm.closeMu.Lock()
+	defer vm.closeMu.Unlock()
+	if vm.closed {
+		return vm.closeErr
+	}
+	vm.closed = true
+	var errs []error
+	if vm.ssh != nil {
+		vm.ssh.Close()
+	}
+	if vm.qmp != nil {
+		vm.qmp.close()
+	}
+	if vm.cmd != nil && vm.cmd.Process != nil {
+		select {
+		case <-vm.exited:
+		default:
+			syscall.Kill(-vm.cmd.Process.Pid, syscall.SIGKILL)
+			vm.cmd.Process.Kill()
+			select {
+			case <-vm.exited:
+			case <-time.After(10 * time.Second):
+				errs = append(errs, fmt.Errorf("QEMU pid %d did not exit after SIGKILL", vm.cmd.Process.Pid))
+			}
+		}
+	}
+	if err := vm.net.close(); err != nil {
+		errs = append(errs, err)
+	}
+	if vm.dir != "" {
+		if err := os.RemoveAll(vm.dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	vm.closeErr = errors.Join(errs...)
+	return vm.closeErr
+}
+
+// CommandLine is the copy-pasteable QEMU command line (tap descriptors appear as fd=N; rerun
+// without test NICs or recreate the taps by hand).
+func (vm *VM) CommandLine() string { return shellJoin(vm.args) }
+
+// SSHCommand is a command line that logs into the running guest by hand.
+func (vm *VM) SSHCommand() string {
+	return fmt.Sprintf("ssh -p %d -i %s -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no root@127.0.0.1",
+		vm.sshPort, filepath.Join(vm.opts.Image.Dir, "id_ed25519"))
+}
+
+// SSHClient is the VM's SSH connection (for callers that need more than Run and Copy*).
+func (vm *VM) SSHClient() *ssh.Client { return vm.ssh }
+
+// NetNS is the name of the network namespace holding the test NICs' taps ("" without NICs).
+func (vm *VM) NetNS() string {
+	if vm.net == nil {
+		return ""
+	}
+	return vm.net.name
+}
+
+// Taps are the test NICs' tap devices inside NetNS, in NIC order.
+func (vm *VM) Taps() []string {
+	if vm.net == nil {
+		return nil
+	}
+	return append([]string(nil), vm.net.taps...)
+}
+
+// ConsoleLog returns the serial console captured since QEMU started.
+func (vm *VM) ConsoleLog() []byte { return vm.console.bytes() }
+
+// ConsoleReports returns the kernel reports in the console so far.
+func (vm *VM) ConsoleReports() []Report { return ParseReports(vm.console.bytes()) }
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
