@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ppkit/ppkit/gomodel"
+)
+
+func init() {
+	register(&command{
+		name:    "model",
+		summary: "run, explore or trace-check the page_pool / SKB return-hook reference model",
+		run:     runModel,
+	})
+}
+
+const modelUsage = `usage:
+  ppkit model run FILE [--variant V] [--coalesce C] [--json]
+  ppkit model explore --variant V [--coalesce C] [--ops N] [--seed S] [--json]
+  ppkit model check-trace FILE [--packets N] [--json]
+
+variants: none, prerfc, rfc, upstream; coalesce strategies (rfc only): unhandled (default),
+release, fraglist, reject. The scenario language is described in gomodel/README.md.`
+
+func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(stderr, modelUsage)
+		if len(args) == 0 {
+			return usageErrorf("")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "run":
+		return modelRun(args[1:], stdout, stderr)
+	case "explore":
+		return modelExplore(ctx, args[1:], stdout, stderr)
+	case "check-trace":
+		return modelCheckTrace(args[1:], stdout, stderr)
+	}
+	return usageErrorf("unknown model subcommand %q: use run, explore or check-trace", args[0])
+}
+
+func modelWriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// modelLineError turns a gomodel.LineError into exit 2 with its file:line message.
+func modelLineError(err error) error {
+	var le *gomodel.LineError
+	if errors.As(err, &le) {
+		return usageErrorf("%s", le.Error())
+	}
+	return err
+}
+
+func modelRun(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("model run", stderr)
+	variant := fs.String("variant", "", "run under this variant, overriding the file's `variant` line")
+	coalesce := fs.String("coalesce", "", "rfc coalesce strategy: unhandled, release, fraglist, reject")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErrorf("model run takes one scenario FILE, got %d arguments", fs.NArg())
+	}
+	file := fs.Arg(0)
+	f, err := os.Open(file)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	defer f.Close()
+	sc, err := gomodel.ParseScenario(f, file)
+	if err != nil {
+		return modelLineError(err)
+	}
+	cfg := sc.Config
+	source := "from the file's variant line"
+	switch {
+	case *variant != "":
+		if cfg, err = gomodel.ParseVariant(*variant, *coalesce); err != nil {
+			return usageErrorf("%v", err)
+		}
+		source = "from --variant"
+		if sc.Pinned && cfg != sc.Config {
+			source = fmt.Sprintf("from --variant, overriding the file's %s", sc.Config)
+		}
+	case *coalesce != "":
+		if !sc.Pinned {
+			return usageErrorf("--coalesce needs a variant: add --variant rfc")
+		}
+		if cfg, err = gomodel.ParseVariant(sc.Config.Variant.String(), *coalesce); err != nil {
+			return usageErrorf("%v", err)
+		}
+		source = fmt.Sprintf("the file's variant with --coalesce, overriding %s", sc.Config)
+	case !sc.Pinned:
+		return usageErrorf("%s: no variant: add a line such as `variant rfc release` at the top, or pass --variant", file)
+	}
+	res, err := gomodel.Run(sc, cfg)
+	if err != nil {
+		return modelLineError(err)
+	}
+	if *asJSON {
+		if err := modelWriteJSON(stdout, res); err != nil {
+			return err
+		}
+	} else {
+		modelPrintRun(stdout, res, source)
+	}
+	if !res.Passed {
+		return silentFailure
+	}
+	return nil
+}
+
+func modelPrintViolations(w io.Writer, vs []gomodel.Violation) {
+	for _, v := range vs {
+		fmt.Fprintf(w, "  line %d: %s: %s\n", v.Line, v.Name, v.Detail)
+		fmt.Fprintf(w, "    caused by: %s\n", v.Op)
+		if v.Page != "" {
+			fmt.Fprintf(w, "    history of %s:\n", v.Page)
+			for _, h := range v.History {
+				fmt.Fprintf(w, "      %s\n", h)
+			}
+		}
+	}
+}
+
+func modelPrintRun(w io.Writer, res *gomodel.Result, source string) {
+	fmt.Fprintf(w, "scenario %s, variant %s (%s)\n", res.File, res.Variant, source)
+	if len(res.Violations) == 0 {
+		fmt.Fprintln(w, "violations: none")
+	} else {
+		fmt.Fprintf(w, "violations: %d\n", len(res.Violations))
+		modelPrintViolations(w, res.Violations)
+	}
+	fmt.Fprintln(w, "pools:")
+	for _, p := range res.Pools {
+		state := "alive"
+		if p.Freed {
+			state = "destroyed and freed"
+		} else if p.Destroyed {
+			state = "destroyed, shutdown deferred"
+		}
+		fmt.Fprintf(w, "  %s: hold %d release %d inflight %d, alloc cache %d, ptr_ring %d, %s\n",
+			p.Name, p.Hold, p.Release, p.Inflight, p.Cache, p.Ring, state)
+		for _, x := range append(append([]string{}, p.Warnings...), p.CritErrors...) {
+			fmt.Fprintf(w, "    kernel log: %s\n", x)
+		}
+	}
+	failed := 0
+	fmt.Fprintln(w, "expectations:")
+	for _, e := range res.Expectations {
+		if e.OK {
+			fmt.Fprintf(w, "  ok    line %d: %s\n", e.Line, e.Text)
+		} else {
+			failed++
+			fmt.Fprintf(w, "  FAIL  line %d: %s (got %s)\n", e.Line, e.Text, e.Got)
+		}
+	}
+	if failed == 0 {
+		fmt.Fprintf(w, "PASS: all %d expectations hold\n", len(res.Expectations))
+	} else {
+		fmt.Fprintf(w, "FAIL: %d of %d expectations do not hold\n", failed, len(res.Expectations))
+	}
+}
+
+func modelExplore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("model explore", stderr)
+	variant := fs.String("variant", "", "variant to explore: none, prerfc, rfc, upstream (required)")
+	coalesce := fs.String("coalesce", "", "rfc coalesce strategy: unhandled (default), release, fraglist, reject")
+	ops := fs.Int("ops", 1_000_000, "operations to run before giving up")
+	seed := fs.Int64("seed", 0, "PRNG seed (default: from the clock; always printed)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErrorf("model explore takes no arguments, got %q", strings.Join(fs.Args(), " "))
+	}
+	if *variant == "" {
+		return usageErrorf("model explore needs --variant none|prerfc|rfc|upstream")
+	}
+	cfg, err := gomodel.ParseVariant(*variant, *coalesce)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	if *ops <= 0 {
+		return usageErrorf("--ops must be positive, not %d", *ops)
+	}
+	seedSet := false
+	fs.Visit(func(f *flag.Flag) { seedSet = seedSet || f.Name == "seed" })
+	if !seedSet {
+		*seed = time.Now().UnixNano() & 0x7fffffff
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "exploring variant %s, seed %d, up to %d operations\n", cfg, *seed, *ops)
+	}
+	start := time.Now()
+	res := gomodel.Explore(gomodel.ExploreOptions{Config: cfg, Ops: *ops, Seed: *seed})
+	elapsed := time.Since(start)
+	if *asJSON {
+		if err := modelWriteJSON(stdout, res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "ran %d operations in %d episodes (%.2fs, %.2f M ops/s), seed %d\n",
+			res.Ops, res.Episodes, elapsed.Seconds(), float64(res.Ops)/elapsed.Seconds()/1e6, res.Seed)
+		if !res.Found {
+			fmt.Fprintf(stdout, "no violation found in variant %s\n", cfg)
+		} else {
+			fmt.Fprintf(stdout, "found %d kind(s) of violation, most severe first\n", len(res.Findings))
+			for i, f := range res.Findings {
+				fmt.Fprintf(stdout, "\n[%d] VIOLATION %s, first in episode %d (%d operations), minimal scenario of %d operations:\n",
+					i+1, f.Target, f.Episode, f.FoundAfter, f.Minimal)
+				modelPrintViolations(stdout, f.Violations)
+				fmt.Fprintln(stdout, "--- minimal scenario (save it; `ppkit model run FILE` exits 1 on it) ---")
+				fmt.Fprint(stdout, f.Scenario)
+				fmt.Fprintln(stdout, "--- end ---")
+			}
+		}
+	}
+	if res.Found {
+		return silentFailure
+	}
+	return nil
+}
+
+func modelCheckTrace(args []string, stdout, stderr io.Writer) error {
+	return usageErrorf("check-trace: not implemented yet")
+}
