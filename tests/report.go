@@ -156,6 +156,7 @@ func WriteJUnit(w io.Writer, results []*Result) error {
 				suites.Failures++
 			}
 		}
+		s.Cases = append(s.Cases, c)
 		s.Tests++
 		suites.Tests++
 		secs, _ := strconv.ParseFloat(s.Time, 64)

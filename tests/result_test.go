@@ -1,0 +1,100 @@
+package tests
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func cleanEvidence() Evidence {
+	return Evidence{
+		Traffic: Traffic{Bytes: 1 << 20, BitsPerSecond: 9e8, Datagrams: 700},
+		Before:  Snapshot{Interface: InterfaceCounters{RxPackets: 100}},
+		After:   Snapshot{Interface: InterfaceCounters{RxPackets: 2100}},
+		Trace: &TraceFigures{Holds: 520, Releases: 520, SKBReturns: 1990, HoldsInWindow: 8, Pools: []*PoolTrace{
+			{Pool: "p1", Holds: 520, Releases: 520, SKBReturns: 1990, Destroyed: true, FinalInflight: 0},
+		}},
+		Model: &ModelReport{Predicted: ModelFigures{HoldsInWindow: 8, SlowPathPer1000: 4, SKBReturns: 1990, Releases: 520}},
+	}
+}
+
+func TestJudge(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Evidence)
+		kinds []string // reasons expected, in order; none means pass
+	}{
+		{"clean", func(*Evidence) {}, nil},
+		{"no packets at the NIC", func(e *Evidence) { e.After.Interface.RxPackets = 100 }, []string{ReasonNoTraffic}},
+		{"receiver saw nothing", func(e *Evidence) { e.Traffic.Bytes = 0 }, []string{ReasonNoTraffic}},
+		{"console report", func(e *Evidence) {
+			e.Console = []ConsoleReport{{Title: "WARNING: CPU: 0 PID: 9 at net/core/page_pool.c:277 page_pool_inflight"}}
+		}, []string{ReasonConsole}},
+		{"inflight after destroy", func(e *Evidence) { e.Trace.Pools[0].FinalInflight = 3 }, []string{ReasonInflight}},
+		{"pool never destroyed", func(e *Evidence) { e.Trace.Pools[0].Destroyed = false }, []string{ReasonInflight}},
+		{"model violation", func(e *Evidence) {
+			e.Model.Violations = []ModelViolation{{Name: "foreign-page-returned", Detail: "page 7 returned to p1\nhistory: …"}}
+		}, []string{ReasonViolation}},
+		{"model not wired", func(e *Evidence) { e.Model, e.ModelErr = nil, ErrModelNotWired }, []string{ReasonModelError}},
+		{"model not run", func(e *Evidence) { e.Model = nil }, []string{ReasonModelError}},
+		{"lost events", func(e *Evidence) { e.Overrun = 12 }, []string{ReasonTraceLost}},
+		{"no page_pool at all", func(e *Evidence) { e.Trace.Pools = nil }, []string{ReasonTraceLost}},
+		{"no trace", func(e *Evidence) { e.Trace = nil }, []string{ReasonTraceLost}},
+		{"procedure error", func(e *Evidence) { e.Procedure = errors.New("setup: ethtool: not found") }, []string{ReasonProcedure}},
+		{"infrastructure", func(e *Evidence) {
+			*e = Evidence{InfraError: errors.New("launch the board: qemu exited")}
+		}, []string{ReasonInfra}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := cleanEvidence()
+			tc.edit(&ev)
+			res := &Result{Procedure: "multicast"}
+			Judge(res, ev)
+			var kinds []string
+			for _, r := range res.Reasons {
+				kinds = append(kinds, r.Kind)
+			}
+			if strings.Join(kinds, ",") != strings.Join(tc.kinds, ",") {
+				t.Errorf("reasons %v, want %v", res.Reasons, tc.kinds)
+			}
+			if res.Pass != (len(tc.kinds) == 0) {
+				t.Errorf("pass %v with reasons %v", res.Pass, res.Reasons)
+			}
+		})
+	}
+}
+
+func TestJudgeFigures(t *testing.T) {
+	res := &Result{}
+	Judge(res, cleanEvidence())
+	f := res.Figures
+	if f.Packets != 2000 || f.SlowPathAllocs != 8 || f.SlowPathPer1000 != 4 || f.SKBReturns != 1990 || f.Releases != 520 || f.BitsPerSecond != 9e8 {
+		t.Errorf("figures %+v", f)
+	}
+	if len(res.Pools) != 1 || res.Model == nil {
+		t.Errorf("pools %v model %v", res.Pools, res.Model)
+	}
+}
+
+func TestCompare(t *testing.T) {
+	base := []*Result{{Procedure: "multicast", Figures: Figures{Packets: 1000, SlowPathPer1000: 1000, Releases: 1000}},
+		{Procedure: "tcp", Figures: Figures{Packets: 10}}}
+	series := []*Result{{Procedure: "multicast", Figures: Figures{Packets: 1100, SlowPathPer1000: 20, SKBReturns: 1090, Releases: 10}}}
+	lines := Compare(base, series)
+	if len(lines) != len(comparedFigures) {
+		t.Fatalf("%d lines", len(lines))
+	}
+	got := map[string]ComparisonLine{}
+	for _, l := range lines {
+		got[l.Figure] = l
+	}
+	if r := got["slow_path_per_1000"].Ratio; r != 0.02 {
+		t.Errorf("slow-path ratio %v, want 0.02", r)
+	}
+	if r := got["packets"].Ratio; r != 1.1 {
+		t.Errorf("packets ratio %v", r)
+	}
+	if l := got["skb_returns"]; l.Ratio != 0 || l.Baseline != 0 || l.Series != 1090 {
+		t.Errorf("skb returns %+v: a zero baseline has no ratio", l)
+	}
+}
