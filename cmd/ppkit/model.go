@@ -238,5 +238,72 @@ func modelExplore(ctx context.Context, args []string, stdout, stderr io.Writer) 
 }
 
 func modelCheckTrace(args []string, stdout, stderr io.Writer) error {
-	return usageErrorf("check-trace: not implemented yet")
+	fs := newFlagSet("model check-trace", stderr)
+	packets := fs.Int64("packets", 0, "packets the traced run received: report slow-path allocations and skb returns per 1000 packets")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErrorf("model check-trace takes one trace FILE (a copy of /sys/kernel/tracing/trace), got %d arguments", fs.NArg())
+	}
+	if *packets < 0 {
+		return usageErrorf("--packets must not be negative, not %d", *packets)
+	}
+	file := fs.Arg(0)
+	f, err := os.Open(file)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	defer f.Close()
+	rep, err := gomodel.CheckTrace(f, gomodel.TraceOptions{File: file, Packets: *packets})
+	if err != nil {
+		return modelLineError(err)
+	}
+	if *asJSON {
+		if err := modelWriteJSON(stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		modelPrintTrace(stdout, rep)
+	}
+	if !rep.Passed {
+		return silentFailure
+	}
+	return nil
+}
+
+func modelPrintTrace(w io.Writer, rep *gomodel.TraceReport) {
+	fmt.Fprintf(w, "trace %s: %d lines, %d page_pool/kmem events replayed, %d other lines ignored\n",
+		rep.File, rep.Lines, rep.Events, rep.Ignored)
+	fmt.Fprintln(w, "pools:")
+	if len(rep.Pools) == 0 {
+		fmt.Fprintln(w, "  none (no page_pool events: is the page_pool:* tracepoint group enabled?)")
+	}
+	for _, p := range rep.Pools {
+		state := "alive"
+		if p.Freed {
+			state = "destroyed and freed"
+		} else if p.Destroyed {
+			state = "destroyed, shutdown not finished"
+		}
+		complete := "traced from its first allocation"
+		if !p.Complete {
+			complete = "trace started after its first allocation"
+		}
+		fmt.Fprintf(w, "  %s: %d slow-path allocations (hold events), %d releases, inflight %d (hold_cnt %d, release_cnt %d), %d skb returns, %d pages held at the end, %d freed while held; %s; %s\n",
+			p.Pool, p.Holds, p.Releases, p.Inflight, p.HoldCounter, p.ReleaseCounter, p.SkbReturns, p.Held, p.FreedWhileHeld, state, complete)
+	}
+	if rep.Packets > 0 {
+		fmt.Fprintf(w, "per 1000 packets (%d packets): %.2f slow-path allocations, %.2f skb returns\n", rep.Packets, rep.SlowPathPer1k, rep.ReturnsPer1k)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	if len(rep.Violations) == 0 {
+		fmt.Fprintln(w, "PASS: no violation")
+		return
+	}
+	fmt.Fprintf(w, "FAIL: %d violation(s)\n", len(rep.Violations))
+	modelPrintViolations(w, rep.Violations)
 }

@@ -1,0 +1,667 @@
+package gomodel
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Trace events CheckTrace understands. Formats are the TP_printk strings of 5.10's
+// include/trace/events/page_pool.h and kmem.h, plus the series' page_pool_skb_return.
+const (
+	evHold            = iota + 1 // page_pool_state_hold: page_pool=%p page=%p pfn=%lu hold=%u
+	evRelease                    // page_pool_state_release: page_pool=%p page=%p pfn=%lu release=%u
+	evPoolRelease                // page_pool_release: page_pool=%p inflight=%d hold=%u release=%u cnt=%llu
+	evUpdateNid                  // page_pool_update_nid: page_pool=%p pool_nid=%d new_nid=%d
+	evSkbReturn                  // page_pool_skb_return: page_pool=%p page=%p pfn=%lu (the series)
+	evPageFree                   // mm_page_free: page=%p pfn=%lu order=%d (5.10; later kernels print pfn=0x%lx)
+	evPageFreeBatched            // mm_page_free_batched: page=%p pfn=%lu order=0
+)
+
+var traceEventNames = [...]string{"", "page_pool_state_hold", "page_pool_state_release", "page_pool_release",
+	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched"}
+
+// traceEvent is one parsed event.
+type traceEvent struct {
+	kind     uint8
+	order    uint8
+	line     int32
+	pool     int32 // interned page_pool pointer
+	pfn      uint64
+	count    uint32 // hold= or release=
+	inflight int32
+	hold     uint32
+	release  uint32
+	cnt      uint64
+}
+
+// TraceOptions configures CheckTrace.
+type TraceOptions struct {
+	// File names the trace in errors and reports.
+	File string
+	// Packets is the number of packets the traced run received (0 if unknown); it turns
+	// slow-path allocations and skb returns into rates per 1000 packets.
+	Packets int64
+}
+
+// PoolTrace is one page_pool as the trace shows it. A pool address that is reused after the
+// pool was freed is a new pool, named with a "#2" suffix.
+type PoolTrace struct {
+	Pool string `json:"pool"` // the hashed %p pointer
+	// Complete says the trace saw the pool's first slow-path allocation (hold=1), so every
+	// page it holds is known; otherwise pages held before tracing started are trusted.
+	Complete       bool   `json:"complete"`
+	Holds          uint64 `json:"holds"`    // page_pool_state_hold events: slow-path allocations
+	Releases       uint64 `json:"releases"` // page_pool_state_release events
+	HoldCounter    uint32 `json:"hold_counter"`
+	ReleaseCounter uint32 `json:"release_counter"`
+	// Inflight is the pool's own count, pages_state_hold_cnt - pages_state_release_cnt, from
+	// the last counters the trace shows.
+	Inflight       int64  `json:"inflight"`
+	Held           int    `json:"held_at_end"` // pages the trace shows held and not released
+	SkbReturns     uint64 `json:"skb_returns"`
+	FreedWhileHeld int    `json:"freed_while_held"`
+	Destroyed      bool   `json:"destroyed"`
+	Freed          bool   `json:"freed"`
+	// LastRelease is the pool's last page_pool_release event (page_pool_destroy and its
+	// deferred retries), if any.
+	LastRelease *PoolReleaseEvent `json:"last_release,omitempty"`
+}
+
+// PoolReleaseEvent is one page_pool_release tracepoint.
+type PoolReleaseEvent struct {
+	Line     int    `json:"line"`
+	Inflight int32  `json:"inflight"`
+	Hold     uint32 `json:"hold"`
+	Release  uint32 `json:"release"`
+	Cnt      uint64 `json:"cnt"`
+}
+
+// TraceReport is what CheckTrace found.
+type TraceReport struct {
+	File          string      `json:"file"`
+	Lines         int         `json:"lines"`
+	Events        int         `json:"events"`  // events of the kinds above
+	Ignored       int         `json:"ignored"` // other events and non-event lines
+	LostEvents    int         `json:"lost_event_markers"`
+	Pools         []PoolTrace `json:"pools"`
+	Violations    []Violation `json:"violations"`
+	Notes         []string    `json:"notes,omitempty"`
+	Packets       int64       `json:"packets,omitempty"`
+	SlowPathPer1k float64     `json:"slow_path_allocs_per_1000_packets,omitempty"`
+	ReturnsPer1k  float64     `json:"skb_returns_per_1000_packets,omitempty"`
+	Passed        bool        `json:"passed"` // no violation
+}
+
+type poolTraceState struct {
+	PoolTrace
+	seen      bool
+	holdGap   bool
+	relGap    bool
+	culprit   uint64 // a pfn freed while held
+	hasCulp   bool
+	preTraced int
+}
+
+type histEntry struct {
+	line int32
+	kind uint8
+	pool int32
+}
+
+type pfnState struct {
+	holder   int32 // pool holding page_pool state, -1
+	released int32 // pool that released it last and has not held it since, -1
+	freed    bool  // freed by the page allocator and not held since
+	nh       uint8
+	hist     [8]histEntry
+}
+
+// traceChecker replays events: per pool its counters, per pfn which pool holds it.
+type traceChecker struct {
+	rep    *TraceReport
+	ptrs   map[string]int32 // pointer -> current pool
+	pools  []poolTraceState
+	pfnIdx map[uint64]int32
+	pfns   []pfnState
+	line   []byte // the current raw line, for violation reports
+	lineNo int
+}
+
+func newTraceChecker(opts TraceOptions) *traceChecker {
+	return &traceChecker{
+		rep:    &TraceReport{File: opts.File, Packets: opts.Packets},
+		ptrs:   map[string]int32{},
+		pfnIdx: map[uint64]int32{},
+	}
+}
+
+// CheckTrace replays a text ftrace (the format of /sys/kernel/tracing/trace) of
+// page_pool_state_hold, page_pool_state_release, page_pool_release, page_pool_update_nid,
+// page_pool_skb_return, mm_page_free and mm_page_free_batched, and reports violations:
+//   - dma-mapped-page-freed: the page allocator frees (or hands out again) a page a pool still
+//     holds (a hold without a release);
+//   - foreign-page-returned: a pool releases, or the return hook hands it, a page it does not hold;
+//   - double-return: a pool releases, or is handed, a page it already released;
+//   - use-after-free: a pool releases, or is handed, a page already freed;
+//   - inflight-leak: a pool's last page_pool_release event, after page_pool_destroy, shows
+//     inflight != 0.
+//
+// Other events are ignored. A malformed line of a known event is a *LineError. Capture the
+// trace after the traffic stopped and the pools were destroyed, so that the last
+// page_pool_release of each pool is final.
+func CheckTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
+	c := newTraceChecker(opts)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	var ev traceEvent
+	for sc.Scan() {
+		c.lineNo++
+		b := sc.Bytes()
+		c.line = b
+		ok, err := c.parse(b, &ev)
+		if err != nil {
+			return nil, &LineError{File: opts.File, Line: c.lineNo, Msg: err.Error()}
+		}
+		if !ok {
+			continue
+		}
+		ev.line = int32(c.lineNo)
+		c.replay(&ev)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, &LineError{File: opts.File, Line: c.lineNo + 1, Msg: fmt.Sprintf("read: %v (lines are limited to 1 MiB)", err)}
+	}
+	return c.finish(), nil
+}
+
+// ---- parsing ----
+
+var lostMarker = []byte("EVENTS]")
+
+// parse parses one line. It returns false for lines that are not events CheckTrace replays.
+func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
+	c.rep.Lines++
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	if i == len(b) || b[i] == '#' {
+		return false, nil
+	}
+	name, fields, ok := splitEventLine(b)
+	if !ok {
+		if bytes.Contains(b, lostMarker) && bytes.Contains(b, []byte("[LOST ")) {
+			c.rep.LostEvents++
+			return false, nil
+		}
+		// Not an event line. If it mentions a known event, it is a mangled one.
+		for _, n := range traceEventNames[1:] {
+			if k := bytes.Index(b, []byte(n+": ")); k >= 0 {
+				return false, fmt.Errorf("a %s line without the ftrace prefix `TASK-PID [CPU] FLAGS TIMESTAMP: `; copy the trace file unmodified", n)
+			}
+		}
+		c.rep.Ignored++
+		return false, nil
+	}
+	*ev = traceEvent{pool: -1}
+	switch string(name) {
+	case "page_pool_state_hold":
+		ev.kind = evHold
+	case "page_pool_state_release":
+		ev.kind = evRelease
+	case "page_pool_release":
+		ev.kind = evPoolRelease
+	case "page_pool_update_nid":
+		ev.kind = evUpdateNid
+	case "page_pool_skb_return":
+		ev.kind = evSkbReturn
+	case "mm_page_free":
+		ev.kind = evPageFree
+	case "mm_page_free_batched":
+		ev.kind = evPageFreeBatched
+	default:
+		c.rep.Ignored++
+		return false, nil
+	}
+	f := fieldParser{b: fields, event: traceEventNames[ev.kind]}
+	switch ev.kind {
+	case evHold, evRelease:
+		ev.pool = c.intern(f.ptr("page_pool"))
+		f.ptr("page")
+		ev.pfn = f.uint("pfn", 64)
+		if ev.kind == evHold {
+			ev.count = uint32(f.uint("hold", 32))
+		} else {
+			ev.count = uint32(f.uint("release", 32))
+		}
+	case evPoolRelease:
+		ev.pool = c.intern(f.ptr("page_pool"))
+		ev.inflight = int32(f.int("inflight"))
+		ev.hold = uint32(f.uint("hold", 32))
+		ev.release = uint32(f.uint("release", 32))
+		ev.cnt = f.uint("cnt", 64)
+	case evUpdateNid:
+		ev.pool = c.intern(f.ptr("page_pool"))
+		f.int("pool_nid")
+		f.int("new_nid")
+	case evSkbReturn:
+		ev.pool = c.intern(f.ptr("page_pool"))
+		f.ptr("page")
+		ev.pfn = f.uint("pfn", 64)
+	case evPageFree, evPageFreeBatched:
+		f.ptr("page")
+		ev.pfn = f.uint("pfn", 64)
+		o := f.uint("order", 8)
+		if o > 20 {
+			f.fail("order=%d is not a page order", o)
+		}
+		ev.order = uint8(o)
+	}
+	if f.err == nil && len(f.b) > 0 {
+		f.fail("unexpected %q after the last field", string(f.b))
+	}
+	if f.err != nil {
+		return false, f.err
+	}
+	c.rep.Events++
+	return true, nil
+}
+
+// splitEventLine splits "TASK-PID [CPU] FLAGS TIMESTAMP: EVENT: FIELDS" into EVENT and FIELDS.
+// FLAGS (irqs-off, need-resched, hardirq/softirq, preempt-depth) and a "(TGID)" column are
+// optional, as ftrace's options make them.
+func splitEventLine(b []byte) (name, fields []byte, ok bool) {
+	// the CPU column: '[' digits ']'
+	cpuEnd := -1
+	for i := 0; i < len(b); i++ {
+		if b[i] != '[' {
+			continue
+		}
+		j := i + 1
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j > i+1 && j < len(b) && b[j] == ']' {
+			cpuEnd = j + 1
+			break
+		}
+	}
+	if cpuEnd < 0 {
+		return nil, nil, false
+	}
+	rest := b[cpuEnd:]
+	k := bytes.Index(rest, []byte(": "))
+	if k < 0 {
+		return nil, nil, false
+	}
+	// the timestamp: digits and at most one '.', right before ": "
+	t := k
+	for t > 0 && (rest[t-1] >= '0' && rest[t-1] <= '9' || rest[t-1] == '.') {
+		t--
+	}
+	if t == k || (t > 0 && rest[t-1] != ' ') {
+		return nil, nil, false
+	}
+	rest = rest[k+2:]
+	e := bytes.IndexByte(rest, ':')
+	if e <= 0 {
+		return nil, nil, false
+	}
+	name = rest[:e]
+	rest = rest[e+1:]
+	if len(rest) > 0 && rest[0] == ' ' {
+		rest = rest[1:]
+	}
+	return name, rest, true
+}
+
+// fieldParser reads "key=value key=value" in the order of the TP_printk format.
+type fieldParser struct {
+	b     []byte
+	event string
+	err   error
+}
+
+func (f *fieldParser) fail(format string, args ...any) {
+	if f.err == nil {
+		f.err = fmt.Errorf("%s: %s", f.event, fmt.Sprintf(format, args...))
+	}
+}
+
+func (f *fieldParser) next(key string) []byte {
+	if f.err != nil {
+		return nil
+	}
+	if len(f.b) < len(key)+1 || string(f.b[:len(key)]) != key || f.b[len(key)] != '=' {
+		got := f.b
+		if sp := bytes.IndexByte(got, ' '); sp >= 0 {
+			got = got[:sp]
+		}
+		f.fail("want field %s= here, got %q; the format is `%s`", key, string(got), traceFormats[f.event])
+		return nil
+	}
+	v := f.b[len(key)+1:]
+	end := bytes.IndexByte(v, ' ')
+	if end < 0 {
+		f.b = nil
+	} else {
+		f.b = v[end+1:]
+		v = v[:end]
+	}
+	if len(v) == 0 {
+		f.fail("empty %s=", key)
+	}
+	return v
+}
+
+func (f *fieldParser) ptr(key string) []byte { return f.next(key) }
+
+func (f *fieldParser) uint(key string, bits int) uint64 {
+	v := f.next(key)
+	if f.err != nil {
+		return 0
+	}
+	base := uint64(10)
+	if len(v) > 2 && v[0] == '0' && (v[1] == 'x' || v[1] == 'X') {
+		base, v = 16, v[2:]
+	}
+	var n uint64
+	for _, ch := range v {
+		var d uint64
+		switch {
+		case ch >= '0' && ch <= '9':
+			d = uint64(ch - '0')
+		case base == 16 && ch >= 'a' && ch <= 'f':
+			d = uint64(ch-'a') + 10
+		case base == 16 && ch >= 'A' && ch <= 'F':
+			d = uint64(ch-'A') + 10
+		default:
+			f.fail("%s=%s is not a number", key, string(v))
+			return 0
+		}
+		if n > (^uint64(0)-d)/base {
+			f.fail("%s=%s overflows", key, string(v))
+			return 0
+		}
+		n = n*base + d
+	}
+	if bits < 64 && n >= 1<<uint(bits) {
+		f.fail("%s=%d does not fit in %d bits", key, n, bits)
+		return 0
+	}
+	return n
+}
+
+func (f *fieldParser) int(key string) int64 {
+	v := f.next(key)
+	if f.err != nil {
+		return 0
+	}
+	neg := len(v) > 1 && v[0] == '-'
+	if neg {
+		v = v[1:]
+	}
+	var n int64
+	for _, ch := range v {
+		if ch < '0' || ch > '9' || n > (1<<31) {
+			f.fail("%s=%s is not a 32-bit integer", key, string(v))
+			return 0
+		}
+		n = n*10 + int64(ch-'0')
+	}
+	if neg {
+		n = -n
+	}
+	if n > 1<<31-1 || n < -(1<<31) {
+		f.fail("%s=%d does not fit in 32 bits", key, n)
+	}
+	return n
+}
+
+var traceFormats = map[string]string{
+	"page_pool_state_hold":    "page_pool=%p page=%p pfn=%lu hold=%u",
+	"page_pool_state_release": "page_pool=%p page=%p pfn=%lu release=%u",
+	"page_pool_release":       "page_pool=%p inflight=%d hold=%u release=%u cnt=%llu",
+	"page_pool_update_nid":    "page_pool=%p pool_nid=%d new_nid=%d",
+	"page_pool_skb_return":    "page_pool=%p page=%p pfn=%lu",
+	"mm_page_free":            "page=%p pfn=%lu order=%d",
+	"mm_page_free_batched":    "page=%p pfn=%lu order=0",
+}
+
+// intern maps a pointer to the current pool with that address.
+func (c *traceChecker) intern(ptr []byte) int32 {
+	if ptr == nil {
+		return -1
+	}
+	if id, ok := c.ptrs[string(ptr)]; ok {
+		return id
+	}
+	return c.newPool(string(ptr))
+}
+
+func (c *traceChecker) newPool(ptr string) int32 {
+	name := ptr
+	gen := 1
+	for _, p := range c.pools {
+		if strings.SplitN(p.Pool, "#", 2)[0] == ptr {
+			gen++
+		}
+	}
+	if gen > 1 {
+		name = fmt.Sprintf("%s#%d", ptr, gen)
+	}
+	c.pools = append(c.pools, poolTraceState{PoolTrace: PoolTrace{Pool: name}})
+	id := int32(len(c.pools) - 1)
+	c.ptrs[ptr] = id
+	return id
+}
+
+// ---- replay ----
+
+func (c *traceChecker) pfn(pfn uint64, create bool) *pfnState {
+	if i, ok := c.pfnIdx[pfn]; ok {
+		return &c.pfns[i]
+	}
+	if !create {
+		return nil
+	}
+	c.pfns = append(c.pfns, pfnState{holder: -1, released: -1})
+	c.pfnIdx[pfn] = int32(len(c.pfns) - 1)
+	return &c.pfns[len(c.pfns)-1]
+}
+
+func (st *pfnState) record(ev *traceEvent) {
+	st.hist[st.nh%8] = histEntry{line: ev.line, kind: ev.kind, pool: ev.pool}
+	st.nh++
+}
+
+func (c *traceChecker) violate(name string, ev *traceEvent, st *pfnState, format string, args ...any) {
+	v := Violation{Name: name, Line: int(ev.line), Op: strings.TrimSpace(string(c.line)), Detail: fmt.Sprintf(format, args...)}
+	if st != nil {
+		v.Page = fmt.Sprintf("pfn %d", ev.pfn)
+		v.History = c.pfnHistory(st)
+	}
+	c.rep.Violations = append(c.rep.Violations, v)
+}
+
+func (c *traceChecker) pfnHistory(st *pfnState) []string {
+	var out []string
+	n := int(st.nh)
+	start := 0
+	if n > 8 {
+		start = n - 8
+		out = append(out, fmt.Sprintf("(%d earlier events not kept)", start))
+	}
+	for i := start; i < n; i++ {
+		h := st.hist[i%8]
+		s := fmt.Sprintf("line %d: %s", h.line, traceEventNames[h.kind])
+		if h.pool >= 0 {
+			s += " page_pool=" + c.pools[h.pool].Pool
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (c *traceChecker) poolName(i int32) string { return c.pools[i].Pool }
+
+func (c *traceChecker) replay(ev *traceEvent) {
+	switch ev.kind {
+	case evHold:
+		pl := ev.pool
+		if c.pools[pl].Freed { // the address was reused by a new pool
+			pl = c.newPool(strings.SplitN(c.pools[pl].Pool, "#", 2)[0])
+			ev.pool = pl
+		}
+		p := &c.pools[pl]
+		if !p.seen {
+			p.seen, p.Complete = true, ev.count == 1
+		} else if ev.count != p.HoldCounter+1 && !p.holdGap {
+			p.holdGap = true
+			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("line %d: pool %s hold counter jumps from %d to %d: events were lost", ev.line, p.Pool, p.HoldCounter, ev.count))
+		}
+		p.Holds++
+		p.HoldCounter = ev.count
+		st := c.pfn(ev.pfn, true)
+		st.record(ev)
+		if st.holder >= 0 {
+			old := &c.pools[st.holder]
+			old.Held--
+			old.FreedWhileHeld++
+			if !old.hasCulp {
+				old.culprit, old.hasCulp = ev.pfn, true
+			}
+			c.violate(DMAMappedPageFreed, ev, st, "the page allocator handed out pfn %d again while pool %s still holds it (no page_pool_state_release): it was freed while DMA-mapped", ev.pfn, old.Pool)
+		}
+		st.holder, st.released, st.freed = pl, -1, false
+		p.Held++
+	case evRelease:
+		p := &c.pools[ev.pool]
+		if p.relSeen() && ev.count != p.ReleaseCounter+1 && !p.relGap {
+			p.relGap = true
+			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("line %d: pool %s release counter jumps from %d to %d: events were lost", ev.line, p.Pool, p.ReleaseCounter, ev.count))
+		}
+		p.Releases++
+		p.ReleaseCounter = ev.count
+		st := c.pfn(ev.pfn, p.Complete)
+		if st == nil { // a page held before tracing started
+			p.preTraced++
+			return
+		}
+		st.record(ev)
+		switch {
+		case st.holder == ev.pool:
+			p.Held--
+			st.holder, st.released = -1, ev.pool
+		case st.holder >= 0:
+			c.violate(ForeignPageReturned, ev, st, "pool %s releases pfn %d, which pool %s holds", p.Pool, ev.pfn, c.poolName(st.holder))
+		case st.freed:
+			c.violate(UseAfterFree, ev, st, "pool %s releases pfn %d, already freed by the page allocator", p.Pool, ev.pfn)
+		case st.released == ev.pool:
+			c.violate(DoubleReturn, ev, st, "pool %s releases pfn %d a second time", p.Pool, ev.pfn)
+		case p.Complete:
+			c.violate(ForeignPageReturned, ev, st, "pool %s releases pfn %d, which it never held", p.Pool, ev.pfn)
+		default:
+			p.preTraced++
+		}
+	case evSkbReturn:
+		p := &c.pools[ev.pool]
+		p.SkbReturns++
+		st := c.pfn(ev.pfn, p.Complete)
+		if st == nil {
+			return
+		}
+		st.record(ev)
+		switch {
+		case st.holder == ev.pool:
+		case st.holder >= 0:
+			c.violate(ForeignPageReturned, ev, st, "the return hook hands pfn %d to pool %s, but pool %s holds it", ev.pfn, p.Pool, c.poolName(st.holder))
+		case st.freed:
+			c.violate(UseAfterFree, ev, st, "the return hook hands pfn %d to pool %s after the page allocator freed it", ev.pfn, p.Pool)
+		case st.released == ev.pool:
+			c.violate(DoubleReturn, ev, st, "the return hook hands pfn %d to pool %s, which already released it", ev.pfn, p.Pool)
+		case p.Complete:
+			c.violate(ForeignPageReturned, ev, st, "the return hook hands pfn %d to pool %s, which never held it", ev.pfn, p.Pool)
+		}
+	case evPageFree, evPageFreeBatched:
+		n := uint64(1) << ev.order
+		for pfn := ev.pfn; pfn < ev.pfn+n; pfn++ {
+			i, ok := c.pfnIdx[pfn]
+			if !ok {
+				continue
+			}
+			st := &c.pfns[i]
+			st.record(ev)
+			if st.holder >= 0 {
+				p := &c.pools[st.holder]
+				p.Held--
+				p.FreedWhileHeld++
+				if !p.hasCulp {
+					p.culprit, p.hasCulp = pfn, true
+				}
+				e := *ev
+				e.pfn = pfn
+				c.violate(DMAMappedPageFreed, &e, st, "pfn %d is freed while pool %s still holds it (no page_pool_state_release): freed while DMA-mapped", pfn, p.Pool)
+			}
+			st.holder, st.released, st.freed = -1, -1, true
+		}
+	case evPoolRelease:
+		p := &c.pools[ev.pool]
+		p.Destroyed = true
+		p.LastRelease = &PoolReleaseEvent{Line: int(ev.line), Inflight: ev.inflight, Hold: ev.hold, Release: ev.release, Cnt: ev.cnt}
+		p.HoldCounter, p.ReleaseCounter = ev.hold, ev.release
+		if ev.inflight == 0 {
+			p.Freed = true
+		}
+	case evUpdateNid:
+	}
+}
+
+func (p *poolTraceState) relSeen() bool { return p.Releases > 0 || p.LastRelease != nil }
+
+func (c *traceChecker) finish() *TraceReport {
+	rep := c.rep
+	var holds, returns uint64
+	for i := range c.pools {
+		p := &c.pools[i]
+		p.Inflight = int64(int32(p.HoldCounter - p.ReleaseCounter))
+		holds += p.Holds
+		returns += p.SkbReturns
+		if p.preTraced > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d releases of pages held before the trace started", p.Pool, p.preTraced))
+		}
+		if p.Destroyed && !p.Freed {
+			lr := p.LastRelease
+			v := Violation{Name: InflightLeak, Line: lr.Line, Op: "page_pool_release",
+				Detail: fmt.Sprintf("pool %s: the last page_pool_release after page_pool_destroy shows inflight=%d (hold=%d release=%d, attempt %d); the trace shows %d pages still held and %d freed while held",
+					p.Pool, lr.Inflight, lr.Hold, lr.Release, lr.Cnt, p.Held, p.FreedWhileHeld)}
+			if p.hasCulp {
+				v.Page = fmt.Sprintf("pfn %d", p.culprit)
+				v.History = c.pfnHistory(&c.pfns[c.pfnIdx[p.culprit]])
+			}
+			rep.Violations = append(rep.Violations, v)
+		}
+		rep.Pools = append(rep.Pools, p.PoolTrace)
+	}
+	if rep.LostEvents > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d [LOST EVENTS] markers: the ring buffer overflowed; enlarge buffer_size_kb and trace again", rep.LostEvents))
+	}
+	if rep.Packets > 0 {
+		rep.SlowPathPer1k = float64(holds) * 1000 / float64(rep.Packets)
+		rep.ReturnsPer1k = float64(returns) * 1000 / float64(rep.Packets)
+	}
+	if rep.Pools == nil {
+		rep.Pools = []PoolTrace{}
+	}
+	if rep.Violations == nil {
+		rep.Violations = []Violation{}
+	}
+	rep.Passed = len(rep.Violations) == 0
+	return rep
+}
