@@ -31,7 +31,17 @@ type Env struct {
 	Dir     string
 	// Helpers maps a helper name (see GuestHelpers) to its path on the board.
 	Helpers map[string]string
-	Log     io.Writer
+	// RunDir is the board directory for pid files and scratch files (DefaultRunDir if empty).
+	RunDir string
+	Log    io.Writer
+}
+
+// runDir is where pid files and scratch files go on the board.
+func (e *Env) runDir() string {
+	if e.RunDir == "" {
+		return DefaultRunDir
+	}
+	return e.RunDir
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -109,15 +119,16 @@ func LookupProcedures(names []string) ([]Procedure, error) {
 	return out, nil
 }
 
-// guestRunDir holds pid files and scratch files on the board.
-const guestRunDir = "/tmp/ppkit"
+// DefaultRunDir holds pid files and scratch files on the board.
+const DefaultRunDir = "/tmp/ppkit"
 
 // guestProcess is a background command on the board that records its pid so it can be stopped
 // without relying on SSH signals.
 type guestProcess struct {
-	name string
-	proc Process
-	out  *os.File
+	name    string
+	proc    Process
+	out     *os.File
+	pidfile string
 }
 
 // startGuest starts cmd on the board in the background, its output going to dir/name.txt.
@@ -126,21 +137,21 @@ func startGuest(ctx context.Context, env *Env, name, cmd string) (*guestProcess,
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	pidfile := guestRunDir + "/" + name + ".pid"
-	wrapped := fmt.Sprintf("mkdir -p %s && echo $$ > %s && exec %s", guestRunDir, pidfile, cmd)
+	pidfile := env.runDir() + "/" + name + ".pid"
+	wrapped := fmt.Sprintf("mkdir -p %s && echo $$ > %s && exec %s", shellQuote(env.runDir()), shellQuote(pidfile), cmd)
 	env.logf("board: %s", cmd)
 	p, err := env.Board.Start(ctx, wrapped, out, out)
 	if err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start %s on the board: %w", name, err)
 	}
-	return &guestProcess{name: name, proc: p, out: out}, nil
+	return &guestProcess{name: name, proc: p, out: out, pidfile: pidfile}, nil
 }
 
 // stop sends SIGTERM (then SIGKILL after 5 s) to the board process and waits for it. It
 // returns the process's output file's path.
 func (g *guestProcess) stop(ctx context.Context, env *Env) (string, error) {
-	pidfile := guestRunDir + "/" + g.name + ".pid"
+	pidfile := shellQuote(g.pidfile)
 	done := make(chan error, 1)
 	go func() { done <- g.proc.Wait() }()
 	_, killErr := env.Board.Run(ctx, fmt.Sprintf("kill -TERM $(cat %s) 2>/dev/null; true", pidfile))
@@ -366,7 +377,7 @@ func (p *TCP) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer os.Remove(local)
-	remote := guestRunDir + "/scp-payload"
+	remote := env.runDir() + "/scp-payload"
 	env.logf("client: scp %d bytes to %s:%s", p.SCPBytes, BoardIP, remote)
 	start := time.Now()
 	if err := env.Client.CopyToBoard(ctx, local, remote); err != nil {

@@ -170,8 +170,8 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 			return
 		}
 		for _, name := range p.Helpers() {
-			remote := guestRunDir + "/bin/" + name
-			if _, err := env.Board.Run(ctx, "mkdir -p "+guestRunDir+"/bin"); err != nil {
+			remote := env.runDir() + "/bin/" + name
+			if _, err := env.Board.Run(ctx, "mkdir -p "+shellQuote(env.runDir()+"/bin")); err != nil {
 				ev.InfraError = fmt.Errorf("prepare the board: %w", err)
 				return
 			}

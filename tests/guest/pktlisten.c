@@ -18,6 +18,10 @@ int main(int argc, char **argv)
 	long fd = sys(NR_socket, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL), 0, 0, 0);
 	if (fd < 0)
 		die(me, "socket(AF_PACKET)", fd);
+	/* A large receive buffer, so the listener keeps up with line rate (root may force it). */
+	int rcvbuf = 8 << 20;
+	if (sys(NR_setsockopt, fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf), 0) < 0)
+		sys(NR_setsockopt, fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf), 0);
 	struct ifreq ifr = {0};
 	memcpy(ifr.name, argv[1], str_len(argv[1]));
 	long r = sys(NR_ioctl, fd, SIOCGIFINDEX, &ifr, 0, 0, 0);
