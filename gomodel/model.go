@@ -191,6 +191,10 @@ type Model struct {
 
 	Violations []Violation
 	anyDestroy bool
+
+	// tracer, when set, receives the tracepoints the kernel would emit (tests compare the
+	// model with CheckTrace through it).
+	tracer func(ev traceEvent)
 }
 
 // Violation is one broken invariant.
@@ -334,6 +338,9 @@ func (m *Model) putPage(pg int32, why string) {
 		return
 	}
 	p.where = StateFreed
+	if m.tracer != nil {
+		m.tracer(traceEvent{kind: evPageFree, pool: -1, pfn: p.pfn})
+	}
 	m.note(pg, "put_page (%s): refcount 0, page freed", why)
 	if p.mapped {
 		m.violate(DMAMappedPageFreed, pg, "page freed by put_page() (%s) while still DMA-mapped by pool %s", why, m.poolName(p.pool))
@@ -399,6 +406,9 @@ func (m *Model) poolAlloc(pl int32, sym int32) int32 {
 	pp.mapped = p.dma
 	pp.where = StateInFlight
 	p.hold++
+	if m.tracer != nil {
+		m.tracer(traceEvent{kind: evHold, pool: pl, pfn: pp.pfn, count: p.hold})
+	}
 	if sym >= 0 {
 		pp.name = sym
 		m.bind(sym, int(pg))
@@ -445,6 +455,9 @@ func (m *Model) poolReleasePage(pl, pg int32, why string) {
 		pp.where = StateInUse
 	}
 	m.pools[pl].release++
+	if m.tracer != nil {
+		m.tracer(traceEvent{kind: evRelease, pool: pl, pfn: pp.pfn, count: m.pools[pl].release})
+	}
 	m.note(pg, "page_pool_release_page (%s): unmapped, pool %s release=%d", why, m.poolName(pl), m.pools[pl].release)
 }
 
@@ -559,6 +572,9 @@ func (m *Model) poolRelease(pl int32) int32 {
 	}
 	p.ring, p.ringHead = p.ring[:0], 0
 	in := p.inflight()
+	if m.tracer != nil { // page_pool_inflight() emits page_pool_release
+		m.tracer(traceEvent{kind: evPoolRelease, pool: pl, inflight: in, hold: p.hold, release: p.release, cnt: uint64(p.destroyCnt)})
+	}
 	if in == 0 {
 		p.freed = true // page_pool_free()
 	}

@@ -502,6 +502,7 @@ func (m *Model) fragUnref(s, f int32) {
 	if m.cfg.Variant == VariantUpstream && m.skbs[s].ppRecycle {
 		if p := &m.pages[f]; p.kind == memPage && p.pool >= 0 && p.ref > 0 {
 			p.returned++
+			m.traceReturn(p.pool, f)
 			m.poolPutPage(p.pool, f, false, "page_pool_return_skb_page (frag)")
 			return
 		}
@@ -520,6 +521,7 @@ func (m *Model) skbFreeHead(s int32) {
 		// with page_pool_put_full_page(pool, page, false).
 		if sk.mem >= 0 {
 			m.pages[h].returned++
+			m.traceReturn(sk.mem, h)
 			m.poolPutPage(sk.mem, h, false, "skb_free_head return hook")
 			return
 		}
@@ -527,6 +529,7 @@ func (m *Model) skbFreeHead(s int32) {
 		// 5.14: if (skb->head_frag && skb_pp_recycle(skb, head)) return;
 		if p := &m.pages[h]; d.headFrag && sk.ppRecycle && p.kind == memPage && p.pool >= 0 && p.ref > 0 {
 			p.returned++
+			m.traceReturn(p.pool, h)
 			m.poolPutPage(p.pool, h, false, "page_pool_return_skb_page (head)")
 			return
 		}
@@ -535,5 +538,12 @@ func (m *Model) skbFreeHead(s int32) {
 		m.putPage(h, "skb_free_head: skb_free_frag")
 	} else {
 		m.kfreeArea(h)
+	}
+}
+
+// traceReturn emits the series' page_pool_skb_return tracepoint.
+func (m *Model) traceReturn(pl, pg int32) {
+	if m.tracer != nil {
+		m.tracer(traceEvent{kind: evSkbReturn, pool: pl, pfn: m.pages[pg].pfn})
 	}
 }
