@@ -127,7 +127,7 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	_, downErr := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down")
 	deadline := time.Now().Add(PoolDrainTimeout)
 	for downErr == nil && time.Now().Before(deadline) {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 		if drained(c.trace, c.name) {
 			break
 		}
@@ -136,7 +136,7 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 		return 0, fmt.Errorf("stop tracing: %w", err)
 	}
 	overrun, oerr := readOverrun(ctx, b)
-	waitStable(c.trace, 500*time.Millisecond, 10*time.Second)
+	waitStable(c.trace, traceQuiet, 10*time.Second)
 	if _, err := c.reader.stop(ctx, c.env); err != nil {
 		return overrun, err
 	}
@@ -165,6 +165,9 @@ func drained(trace, name string) bool {
 	}
 	return true
 }
+
+// traceQuiet is how long the streamed trace must stop growing before the reader is stopped.
+var traceQuiet = 500 * time.Millisecond
 
 // waitStable waits until path stops growing for quiet, at most max.
 func waitStable(path string, quiet, max time.Duration) {

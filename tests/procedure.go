@@ -119,6 +119,9 @@ func LookupProcedures(names []string) ([]Procedure, error) {
 	return out, nil
 }
 
+// serverSettle is how long a UDP procedure waits after its client for the server's total.
+var serverSettle = time.Second
+
 // DefaultRunDir holds pid files and scratch files on the board.
 const DefaultRunDir = "/tmp/ppkit"
 
@@ -295,7 +298,7 @@ func (m *Multicast) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	time.Sleep(time.Second) // the server prints its total a moment after the last datagram
+	time.Sleep(serverSettle) // the server prints its total a moment after the last datagram
 	return clientErrors("iperf client", out)
 }
 

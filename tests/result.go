@@ -164,7 +164,7 @@ func Judge(res *Result, ev Evidence) {
 		for _, v := range ev.Model.Violations {
 			fail(ReasonViolation, "%s: %s", v.Name, firstLine(v.Detail))
 		}
-	case ev.InfraError == nil:
+	case ev.InfraError == nil && ev.Procedure == nil:
 		fail(ReasonModelError, "the model was not run")
 	}
 	res.Pass = len(res.Reasons) == 0

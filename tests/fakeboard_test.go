@@ -1,0 +1,393 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeBoard is a scripted stand-in for the QEMU guest (syzkaller's "test" VM pattern): it
+// answers the runner's commands the way a 5.10 guest with one mvneta pool would, so the
+// orchestration in RunProcedure and Run is tested without QEMU. The real back-end is covered by
+// the end-to-end tests.
+type fakeBoard struct {
+	mu        sync.Mutex
+	rx        uint64
+	traceOut  io.Writer // the running trace_pipe reader's stdout
+	traceDone chan struct{}
+	procs     map[string]*fakeProc // by pid file
+	ran       []string
+	clock     float64
+	// Behaviour knobs.
+	leak     int64 // inflight the pool reports after destroy
+	packets  uint64
+	holdsRun int
+	console  []ConsoleReport
+}
+
+type fakeProc struct {
+	cmd    string
+	stdout io.Writer
+	done   chan struct{}
+	once   sync.Once
+}
+
+func (p *fakeProc) Wait() error { <-p.done; return nil }
+
+func newFakeBoard() *fakeBoard {
+	return &fakeBoard{procs: map[string]*fakeProc{}, packets: 2000, holdsRun: 6, clock: 100}
+}
+
+const fakePool = "00000000feed0001"
+
+func (b *fakeBoard) emit(event, fields string) {
+	b.clock += 0.001
+	if b.traceOut != nil {
+		fmt.Fprintf(b.traceOut, "%16s-%-7d [%03d] %s %12.6f: %s: %s\n", "<idle>", 0, 0, "..s.", b.clock, event, fields)
+	}
+}
+
+var (
+	startRE = regexp.MustCompile(`echo \$\$ > (\S+) && exec (.*)$`)
+	killRE  = regexp.MustCompile(`kill -(TERM|KILL) \$\(cat (\S+)\)`)
+)
+
+func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ran = append(b.ran, cmd)
+	switch {
+	case strings.Contains(cmd, "buffer_size_kb"):
+		return nil, nil
+	case strings.HasPrefix(cmd, "ip link set dev eth1 down"):
+		if b.traceOut != nil { // destroy: one release event per retry, as 5.10 does
+			b.emit(EventPoolRelease, fmt.Sprintf("page_pool=%s inflight=%d hold=%d release=%d cnt=0", fakePool, b.leak, 64+b.holdsRun, 64+int64(b.holdsRun)-b.leak))
+		}
+		return nil, nil
+	case strings.Contains(cmd, "ip addr flush dev eth1"):
+		for i := 0; i < 64; i++ { // ring fill at open
+			b.emit(EventStateHold, fmt.Sprintf("page_pool=%s page=0000000000%06x pfn=%d hold=%d", fakePool, i, 4096+i, i+1))
+		}
+		return nil, nil
+	case strings.Contains(cmd, "operstate"):
+		return []byte("up\n"), nil
+	case strings.Contains(cmd, "/statistics"):
+		return []byte(fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500)), nil
+	case cmd == "cat /proc/net/snmp":
+		return os.ReadFile("testdata/snmp/host-6.18-netns.txt")
+	case strings.HasPrefix(cmd, "ethtool -S"):
+		return nil, errors.New("sh: ethtool: not found")
+	case strings.HasPrefix(cmd, "ethtool -K"):
+		return nil, nil
+	case strings.Contains(cmd, "trace_marker"):
+		m := regexp.MustCompile(`ppkit: \S+ (begin|end)`).FindString(cmd)
+		b.emit(EventMarker, m)
+		if strings.HasSuffix(m, "begin") {
+			for i := 0; i < b.holdsRun; i++ {
+				b.emit(EventStateHold, fmt.Sprintf("page_pool=%s page=00000000aa%06x pfn=%d hold=%d", fakePool, i, 9000+i, 65+i))
+			}
+			for i := 0; i < 10; i++ {
+				b.emit(EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000bb pfn=4100", fakePool))
+				b.emit("kfree_skb", "skbaddr=00000000cc protocol=2048 location=00000000dd")
+			}
+			b.rx += b.packets
+		}
+		return nil, nil
+	case strings.HasPrefix(cmd, "cat /proc/net/"):
+		state := "07" // UDP sockets are "closed"; TCP listeners are 0A
+		if strings.HasSuffix(cmd, "tcp") {
+			state = "0A"
+		}
+		return []byte("  sl  local_address rem_address   st\n  1: 00000000:1389 00000000:0000 " + state + " 00000000:00000000\n"), nil
+	case strings.Contains(cmd, "tracing_on"):
+		return nil, nil
+	case strings.Contains(cmd, "per_cpu"):
+		return []byte("entries: 0\noverrun: 0\n"), nil
+	case strings.HasPrefix(cmd, "wc -c"):
+		return []byte("8388608\n"), nil
+	case strings.HasPrefix(cmd, "command -v iptables"):
+		return nil, errors.New("exit status 1")
+	case strings.HasPrefix(cmd, "mkdir -p"):
+		return nil, nil
+	}
+	if m := killRE.FindStringSubmatch(cmd); m != nil {
+		if p := b.procs[strings.Trim(m[2], "'")]; p != nil {
+			p.once.Do(func() {
+				switch {
+				case strings.Contains(p.cmd, "iperf -s"):
+					data, _ := os.ReadFile("testdata/iperf/udp-mcast-server.txt")
+					p.stdout.Write(data)
+				case strings.Contains(p.cmd, "pktlisten"):
+					fmt.Fprintln(p.stdout, "pktlisten: packets=2010 bytes=3000000")
+				case strings.Contains(p.cmd, "trace_pipe"):
+					b.traceOut = nil
+				}
+				close(p.done)
+			})
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("fake board: unexpected command %q", cmd)
+}
+
+func (b *fakeBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ran = append(b.ran, cmd)
+	m := startRE.FindStringSubmatch(cmd)
+	if m == nil {
+		return nil, fmt.Errorf("fake board: start without a pid file: %q", cmd)
+	}
+	p := &fakeProc{cmd: m[2], stdout: stdout, done: make(chan struct{})}
+	b.procs[strings.Trim(m[1], "'")] = p
+	if strings.Contains(m[2], "trace_pipe") {
+		b.traceOut = stdout
+	}
+	return p, nil
+}
+
+func (b *fakeBoard) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
+	if _, err := os.Stat(local); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.ran = append(b.ran, "copy "+remote)
+	b.mu.Unlock()
+	return nil
+}
+func (b *fakeBoard) CopyFrom(ctx context.Context, remote, local string) error {
+	return errors.New("not used")
+}
+func (b *fakeBoard) Interface() string { return "eth1" }
+func (b *fakeBoard) Arch() string      { return runtime.GOARCH }
+func (b *fakeBoard) ConsoleLog() []byte {
+	return []byte("[    0.000000] Booting Linux on physical CPU 0x0\n")
+}
+func (b *fakeBoard) ConsoleReports() []ConsoleReport { return b.console }
+
+type fakeClient struct{ scpErr error }
+
+func (c *fakeClient) Run(ctx context.Context, argv ...string) ([]byte, error) {
+	if len(argv) > 1 && argv[0] == "iperf" && argv[1] == "-c" {
+		if argv[2] == MulticastGroup {
+			return os.ReadFile("testdata/iperf/udp-mcast-client.txt")
+		}
+		return os.ReadFile("testdata/iperf/tcp-client.txt")
+	}
+	return nil, nil
+}
+func (c *fakeClient) Start(ctx context.Context, argv []string, stdout, stderr io.Writer) (Process, error) {
+	return nil, errors.New("not used")
+}
+func (c *fakeClient) Interface() string { return "tap0" }
+func (c *fakeClient) CopyToBoard(ctx context.Context, local, remote string) error {
+	return c.scpErr
+}
+
+type fakeTestbed struct {
+	board  *fakeBoard
+	client *fakeClient
+	closed bool
+}
+
+func (t *fakeTestbed) Board() Board   { return t.board }
+func (t *fakeTestbed) Client() Client { return t.client }
+func (t *fakeTestbed) Close() error   { t.closed = true; return nil }
+
+// okModel is a model that found nothing and predicts what the trace shows.
+func okModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
+	f, err := os.Open(in.TracePath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tf, err := ParseTraceFigures(f, in.Procedure)
+	if err != nil {
+		return nil, err
+	}
+	return &ModelReport{Predicted: ModelFigures{HoldsInWindow: tf.HoldsInWindow, SKBReturns: tf.SKBReturns, Releases: tf.Releases}}, nil
+}
+
+func runFake(t *testing.T, b *fakeBoard, p Procedure, model ModelChecker) *Result {
+	t.Helper()
+	fastTimers(t)
+	tb := &fakeTestbed{board: b, client: &fakeClient{}}
+	dir := t.TempDir()
+	helpers := map[string]string{}
+	for _, h := range p.Helpers() {
+		helpers[h] = filepath.Join(dir, "helper-"+h)
+		os.WriteFile(helpers[h], []byte("x"), 0o755)
+	}
+	res := &Result{Procedure: p.Name()}
+	RunProcedure(context.Background(), tb, p, res, ProcedureConfig{Options: Options{Duration: time.Second, RateMbit: 10},
+		Dir: dir, Helpers: helpers, Model: model, Kernel: Kernel{Series: "/src/patches"}})
+	artifacts := []string{"trace.txt", "console.txt"}
+	if len(res.Reasons) == 0 || res.Reasons[0].Kind != ReasonProcedure {
+		artifacts = append(artifacts, "before-snmp.txt", "after-interface.txt")
+	}
+	for _, f := range artifacts {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("artifact %s missing: %v", f, err)
+		}
+	}
+	return res
+}
+
+// fastTimers shortens the runner's waits for the scripted board, which answers at once.
+func fastTimers(t *testing.T) {
+	drain, quiet, settle := PoolDrainTimeout, traceQuiet, serverSettle
+	PoolDrainTimeout, traceQuiet, serverSettle = 500*time.Millisecond, 50*time.Millisecond, 0
+	t.Cleanup(func() { PoolDrainTimeout, traceQuiet, serverSettle = drain, quiet, settle })
+}
+
+func TestRunProcedureClean(t *testing.T) {
+	b := newFakeBoard()
+	res := runFake(t, b, &Multicast{}, okModel)
+	if !res.Pass {
+		t.Fatalf("reasons %v", res.Reasons)
+	}
+	f := res.Figures
+	if f.Packets != 2000 || f.SlowPathAllocs != 6 || f.SlowPathPer1000 != 3 || f.SKBReturns != 10 || f.Holds != 70 {
+		t.Errorf("figures %+v", f)
+	}
+	if res.Traffic.Datagrams != 26753-22 || len(res.Pools) != 1 || !res.Pools[0].Destroyed {
+		t.Errorf("traffic %+v pools %+v", res.Traffic, res.Pools)
+	}
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "ethtool -S eth1") {
+		t.Errorf("the missing ethtool is not noted: %v", res.Notes)
+	}
+	// Order: helpers copied, link down before tracing, trace reader, link up, listener and
+	// server, begin marker, end marker, link down, tracing off.
+	order := []string{"copy ", "ip link set dev eth1 down", "buffer_size_kb", "trace_pipe", "ip addr flush dev eth1",
+		"pktlisten", "iperf -s -u -B 226.94.1.1 -i 1", "multicast begin", "multicast end", "ip link set dev eth1 down", "echo 0 > /sys/kernel/tracing/tracing_on"}
+	i := 0
+	for _, cmd := range b.ran {
+		if i < len(order) && strings.Contains(cmd, order[i]) {
+			i++
+		}
+	}
+	if i != len(order) {
+		t.Errorf("step %q not reached in order; commands:\n%s", order[i], strings.Join(b.ran, "\n"))
+	}
+}
+
+func TestRunProcedureVerdicts(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(*fakeBoard)
+		model ModelChecker
+		proc  Procedure
+		kind  string
+	}{
+		{"inflight leak", func(b *fakeBoard) { b.leak = 2 }, okModel, &Multicast{}, ReasonInflight},
+		{"console report", func(b *fakeBoard) {
+			b.console = []ConsoleReport{{Title: "BUG: Bad page state in process swapper/0", Report: "BUG: Bad page state…"}}
+		}, okModel, &Multicast{}, ReasonConsole},
+		{"model not wired", func(*fakeBoard) {}, CheckTraceWithModel, &Multicast{}, ReasonModelError},
+		{"model violation", func(*fakeBoard) {}, func(ctx context.Context, in ModelInput) (*ModelReport, error) {
+			return &ModelReport{Violations: []ModelViolation{{Name: "foreign-page-returned", Detail: "pfn 4100"}}}, nil
+		}, &Multicast{}, ReasonViolation},
+		{"no traffic", func(b *fakeBoard) { b.packets = 0 }, okModel, &Multicast{}, ReasonNoTraffic},
+		{"copy without iptables", func(*fakeBoard) {}, okModel, &Copy{}, ReasonProcedure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFakeBoard()
+			tc.setup(b)
+			res := runFake(t, b, tc.proc, tc.model)
+			if res.Pass {
+				t.Fatal("passed")
+			}
+			found := false
+			for _, r := range res.Reasons {
+				found = found || r.Kind == tc.kind
+			}
+			if !found {
+				t.Errorf("reasons %v lack %s", res.Reasons, tc.kind)
+			}
+			// The trace reader is always stopped, even after an early failure.
+			if b.traceOut != nil {
+				t.Error("trace reader left running")
+			}
+		})
+	}
+}
+
+type fakeLauncher struct {
+	boards []*fakeTestbed
+	fail   error
+}
+
+func (l *fakeLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
+	if l.fail != nil {
+		return nil, l.fail
+	}
+	tb := &fakeTestbed{board: newFakeBoard(), client: &fakeClient{}}
+	if k.Baseline { // the baseline kernel allocates a page per packet
+		tb.board.holdsRun = 2000
+	}
+	l.boards = append(l.boards, tb)
+	return tb, nil
+}
+
+func TestRunCompareBaseline(t *testing.T) {
+	fastTimers(t)
+	l := &fakeLauncher{}
+	sum, err := Run(context.Background(), Config{Procedures: []string{"tcp"}, Kernel: Kernel{Series: "/src/patches"},
+		CompareBaseline: true, Options: Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
+		Launcher: l, Model: okModel, CacheRoot: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.boards) != 2 || !l.boards[0].closed || !l.boards[1].closed {
+		t.Errorf("testbeds %d, closed %v", len(l.boards), l.boards)
+	}
+	if !sum.Pass || len(sum.Baseline) != 1 || len(sum.Results) != 1 {
+		t.Fatalf("summary pass=%v baseline=%d results=%d: %v %v", sum.Pass, len(sum.Baseline), len(sum.Results),
+			sum.Baseline[0].Reasons, sum.Results[0].Reasons)
+	}
+	var slow *ComparisonLine
+	for i := range sum.Comparison {
+		if sum.Comparison[i].Figure == "slow_path_per_1000" {
+			slow = &sum.Comparison[i]
+		}
+	}
+	if slow == nil || slow.Baseline != 1000 || slow.Series != 3 {
+		t.Errorf("slow-path comparison %+v", slow)
+	}
+	if !strings.Contains(strings.Join(sum.Results[0].Traffic.Notes, " "), "scp: 8388608 bytes") {
+		t.Errorf("the scp step did not run: %v", sum.Results[0].Traffic.Notes)
+	}
+}
+
+func TestRunLaunchFailure(t *testing.T) {
+	sum, err := Run(context.Background(), Config{Procedures: []string{"multicast", "tcp"}, Kernel: Kernel{Baseline: true},
+		Options: DefaultOptions, ArtifactDir: t.TempDir(), Launcher: &fakeLauncher{fail: errors.New("qemu: no mvneta device")},
+		Model: okModel, CacheRoot: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Pass || len(sum.Results) != 2 || sum.Results[0].Reasons[0].Kind != ReasonInfra || len(sum.Results[0].Reasons) != 1 {
+		t.Errorf("summary %+v / %v", sum, sum.Results[0].Reasons)
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"unknown procedure": {Procedures: []string{"nope"}, Launcher: &fakeLauncher{}, Options: DefaultOptions},
+		"no launcher":       {Options: DefaultOptions},
+		"zero duration":     {Launcher: &fakeLauncher{}, Options: Options{RateMbit: 1}},
+	} {
+		if _, err := Run(context.Background(), cfg); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
