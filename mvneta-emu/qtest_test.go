@@ -1,0 +1,873 @@
+package mvnetaemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// This file drives the model through QEMU's qtest protocol: no guest, no kernel. QEMU runs the
+// virt machine with the qtest accelerator, one mvneta on the platform bus, and a UDP socket
+// netdev whose other end is this test, so every frame the model sends arrives here and every
+// frame the test sends lands in the model's RX rings.
+
+const (
+	nicBase   = 0x0c000000 // first device on virt's platform bus
+	nicIRQ    = 112        // virt's platform bus SPIs start at 112; GIC input number
+	ramBase   = 0x40000000
+	rxRing    = ramBase + 0x100000
+	txRing    = ramBase + 0x110000
+	rxBufBase = ramBase + 0x200000
+	txBufBase = ramBase + 0x400000
+	notRAM    = 0xfff00000 // nothing is mapped there on virt with 256 MiB of RAM
+)
+
+// Register offsets used by the tests (the model's names, from the 5.10 driver).
+const (
+	rRXQConfig    = 0x1400
+	rRXQBase      = 0x1480
+	rRXQSize      = 0x14a0
+	rRXQThreshold = 0x14c0
+	rRXQStatus    = 0x14e0
+	rRXQUpdate    = 0x1500
+	rPortRXReset  = 0x1cc0
+	rPortConfig   = 0x2400
+	rMACLow       = 0x2414
+	rMACHigh      = 0x2418
+	rPortStatus   = 0x2444
+	rTXQCmd       = 0x2448
+	rRXTimeCoal   = 0x2580
+	rNewCause     = 0x25a0
+	rNewMask      = 0x25a4
+	rMiscCause    = 0x25b0
+	rMiscMask     = 0x25b4
+	rRXQCmd       = 0x2680
+	rGMACCtrl0    = 0x2c00
+	rGMACCtrl2    = 0x2c08
+	rGMACStatus   = 0x2c10
+	rMIB          = 0x3000
+	rSpecMcast    = 0x3400
+	rOthMcast     = 0x3500
+	rUcast        = 0x3600
+	rTXQBase      = 0x3c00
+	rTXQSize      = 0x3c20
+	rTXQStatus    = 0x3c40
+	rTXQUpdate    = 0x3c60
+	rPortTXReset  = 0x3cf0
+)
+
+var nicMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0xab, 0xcd, 0x05}
+
+// qemuBinary returns the mvneta QEMU for the tests: the cached build, or (with the e2e tag)
+// a fresh build. Without a binary the test skips, except under CI=true where it fails.
+func qemuBinary(t *testing.T) string {
+	t.Helper()
+	if p, ok := CachedBinary(""); ok {
+		return p
+	}
+	if buildQEMUInTests {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+		defer cancel()
+		p, err := Build(ctx, Options{Progress: testWriter{t}})
+		if err != nil {
+			t.Fatalf("build the mvneta QEMU: %v", err)
+		}
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no mvneta QEMU in the cache: run 'ppkit qemu build' (or the e2e tests) first")
+	}
+	t.Skip("no mvneta QEMU in the cache; run 'ppkit qemu build' first (the e2e tests build it)")
+	return ""
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// qtest is a running QEMU under the qtest accelerator.
+type qtest struct {
+	t      *testing.T
+	proc   *exec.Cmd
+	conn   net.Conn
+	rd     *bufio.Reader
+	udp    *net.UDPConn // receives what the NIC sends
+	nicUDP *net.UDPAddr // where the NIC receives
+	stderr *lockedBuffer
+	exited chan struct{}
+
+	mu  sync.Mutex
+	irq map[int]bool
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeUDPPort(t *testing.T) int {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func startQtest(t *testing.T) *qtest {
+	t.Helper()
+	bin := qemuBinary(t)
+	dir := t.TempDir()
+	qtSock := filepath.Join(dir, "qtest.sock")
+	qmpSock := filepath.Join(dir, "qmp.sock")
+	qtL, err := net.Listen("unix", qtSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qtL.Close()
+	qmpL, err := net.Listen("unix", qmpSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qmpL.Close()
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nicPort := freeUDPPort(t)
+	q := &qtest{t: t, udp: udp, irq: map[int]bool{}, stderr: &lockedBuffer{}, exited: make(chan struct{}),
+		nicUDP: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: nicPort}}
+	q.proc = exec.Command(bin,
+		"-M", "virt", "-cpu", "cortex-a57", "-m", "256", "-display", "none", "-nodefaults",
+		"-accel", "qtest", "-qtest", "unix:"+qtSock,
+		"-chardev", "socket,path="+qmpSock+",id=qmp", "-mon", "chardev=qmp,mode=control",
+		"-d", "guest_errors",
+		"-netdev", fmt.Sprintf("socket,id=n0,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d",
+			udp.LocalAddr().(*net.UDPAddr).Port, nicPort),
+		"-device", "mvneta,netdev=n0,id=nic0,mac="+nicMAC.String())
+	q.proc.Stderr = q.stderr
+	q.proc.Stdout = q.stderr
+	if err := q.proc.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() { q.proc.Wait(); close(q.exited) }()
+	t.Cleanup(q.close)
+
+	accept := func(l net.Listener) net.Conn {
+		type res struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() { c, err := l.Accept(); ch <- res{c, err} }()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			return r.c
+		case <-q.exited:
+			t.Fatalf("QEMU exited at start: %s", q.stderr.String())
+		case <-time.After(30 * time.Second):
+			t.Fatal("QEMU did not connect")
+		}
+		return nil
+	}
+	// QEMU connects the qtest chardev first, during option parsing, then the monitor.
+	q.conn = accept(qtL)
+	q.rd = bufio.NewReader(q.conn)
+	qmp := accept(qmpL)
+	gic := findGIC(t, qmp)
+	qmp.Close()
+	q.cmdOK("irq_intercept_in " + gic)
+	return q
+}
+
+// findGIC asks QMP for the QOM path of the GIC, whose inputs the test intercepts.
+func findGIC(t *testing.T, c net.Conn) string {
+	t.Helper()
+	dec := json.NewDecoder(c)
+	var greeting map[string]any
+	if err := dec.Decode(&greeting); err != nil {
+		t.Fatalf("QMP greeting: %v", err)
+	}
+	call := func(cmd string, args any) json.RawMessage {
+		req := map[string]any{"execute": cmd}
+		if args != nil {
+			req["arguments"] = args
+		}
+		if err := json.NewEncoder(c).Encode(req); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			var resp struct {
+				Return json.RawMessage `json:"return"`
+				Error  any             `json:"error"`
+				Event  string          `json:"event"`
+			}
+			if err := dec.Decode(&resp); err != nil {
+				t.Fatalf("QMP %s: %v", cmd, err)
+			}
+			if resp.Event != "" {
+				continue
+			}
+			if resp.Error != nil {
+				t.Fatalf("QMP %s: %v", cmd, resp.Error)
+			}
+			return resp.Return
+		}
+	}
+	call("qmp_capabilities", nil)
+	var props []struct{ Name, Type string }
+	if err := json.Unmarshal(call("qom-list", map[string]string{"path": "/machine/unattached"}), &props); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range props {
+		if strings.HasPrefix(p.Type, "child<arm_gic") {
+			return "/machine/unattached/" + p.Name
+		}
+	}
+	t.Fatal("no GIC under /machine/unattached")
+	return ""
+}
+
+func (q *qtest) close() {
+	if q.conn != nil {
+		q.conn.Close()
+	}
+	q.udp.Close()
+	if q.proc.Process != nil {
+		q.proc.Process.Kill()
+		<-q.exited
+	}
+}
+
+// cmd sends one qtest command and returns its reply, recording IRQ events on the way.
+func (q *qtest) do(line string) string {
+	q.t.Helper()
+	q.conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := fmt.Fprintf(q.conn, "%s\n", line); err != nil {
+		q.t.Fatalf("qtest %q: %v (QEMU alive: %v)\n%s", line, err, q.alive(), q.stderr.String())
+	}
+	for {
+		resp, err := q.rd.ReadString('\n')
+		if err != nil {
+			q.t.Fatalf("qtest %q: %v (QEMU alive: %v)\n%s", line, err, q.alive(), q.stderr.String())
+		}
+		resp = strings.TrimSpace(resp)
+		if f := strings.Fields(resp); len(f) == 3 && f[0] == "IRQ" {
+			n, _ := strconv.Atoi(f[2])
+			q.mu.Lock()
+			q.irq[n] = f[1] == "raise"
+			q.mu.Unlock()
+			continue
+		}
+		return resp
+	}
+}
+
+func (q *qtest) cmdOK(line string) string {
+	q.t.Helper()
+	r := q.do(line)
+	if !strings.HasPrefix(r, "OK") {
+		q.t.Fatalf("qtest %q: %s", line, r)
+	}
+	return strings.TrimSpace(strings.TrimPrefix(r, "OK"))
+}
+
+func (q *qtest) alive() bool {
+	select {
+	case <-q.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (q *qtest) readl(addr uint64) uint32 {
+	q.t.Helper()
+	v, err := strconv.ParseUint(q.cmdOK(fmt.Sprintf("readl 0x%x", addr)), 0, 32)
+	if err != nil {
+		q.t.Fatal(err)
+	}
+	return uint32(v)
+}
+
+func (q *qtest) writel(addr uint64, v uint32) {
+	q.t.Helper()
+	q.cmdOK(fmt.Sprintf("writel 0x%x 0x%x", addr, v))
+}
+
+func (q *qtest) reg(off uint64) uint32       { q.t.Helper(); return q.readl(nicBase + off) }
+func (q *qtest) setReg(off uint64, v uint32) { q.t.Helper(); q.writel(nicBase+off, v) }
+func (q *qtest) memWrite(addr uint64, b []byte) {
+	q.t.Helper()
+	q.cmdOK(fmt.Sprintf("write 0x%x 0x%x 0x%x", addr, len(b), b))
+}
+func (q *qtest) clockStep(ns int64) { q.t.Helper(); q.cmdOK(fmt.Sprintf("clock_step %d", ns)) }
+func (q *qtest) memRead(addr uint64, n int) []byte {
+	q.t.Helper()
+	s := q.cmdOK(fmt.Sprintf("read 0x%x 0x%x", addr, n))
+	b, err := hex.DecodeString(strings.TrimPrefix(s, "0x"))
+	if err != nil {
+		q.t.Fatalf("read: %v", err)
+	}
+	return b
+}
+
+// irqLevel returns the NIC's interrupt line as the GIC sees it; a readl first flushes events.
+func (q *qtest) irqLevel() bool {
+	q.t.Helper()
+	q.reg(rPortStatus)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.irq[nicIRQ]
+}
+
+// rxDesc / txDesc are the 32-byte descriptors of the 5.10 driver.
+func rxDescBytes(buf uint32) []byte {
+	d := make([]byte, 32)
+	binary.LittleEndian.PutUint32(d[8:], buf)
+	return d
+}
+
+func txDescBytes(cmd uint32, size uint16, buf uint32) []byte {
+	d := make([]byte, 32)
+	binary.LittleEndian.PutUint32(d[0:], cmd)
+	binary.LittleEndian.PutUint16(d[6:], size)
+	binary.LittleEndian.PutUint32(d[8:], buf)
+	return d
+}
+
+const (
+	rxdL3IP4   = 1 << 25
+	rxdLast    = 1 << 26
+	rxdFirst   = 1 << 27
+	rxdL4OK    = 1 << 30
+	txdIPCsum  = 1 << 18
+	txdZPad    = 1 << 19
+	txdLast    = 1 << 20
+	txdFirst   = 1 << 21
+	txdL4Full  = 1 << 30
+	txdUDP     = 1 << 16
+	newMaskAll = 0x8000ffff
+)
+
+// setupPort does what the driver's open does: rings, buffers, MAC, filters, port enable.
+func (q *qtest) setupPort(rxSize, bufSize uint32, nbufs int) {
+	q.t.Helper()
+	q.setReg(rMACHigh, uint32(nicMAC[0])<<24|uint32(nicMAC[1])<<16|uint32(nicMAC[2])<<8|uint32(nicMAC[3]))
+	q.setReg(rMACLow, uint32(nicMAC[4])<<8|uint32(nicMAC[5]))
+	nib := uint64(nicMAC[5] & 0xf)
+	q.setReg(rUcast+nib/4*4, 1<<(8*(nib%4)))
+	q.setReg(rPortConfig, 0)
+	q.setReg(rRXQBase, rxRing)
+	q.setReg(rRXQSize, rxSize|(bufSize>>3)<<19)
+	q.setReg(rRXQConfig, 0)
+	q.setReg(rRXQThreshold, 1)
+	for i := 0; i < int(rxSize); i++ {
+		q.memWrite(rxRing+uint64(i)*32, rxDescBytes(uint32(rxBufBase+i*0x1000)))
+	}
+	if nbufs > 0 {
+		q.setReg(rRXQUpdate, uint32(nbufs)<<16)
+	}
+	q.setReg(rTXQBase, txRing)
+	q.setReg(rTXQSize, 64)
+	q.setReg(rGMACCtrl0, q.reg(rGMACCtrl0)|1)
+	q.setReg(rRXQCmd, 1)
+	q.setReg(rTXQCmd, 1)
+	q.setReg(rNewMask, newMaskAll)
+}
+
+// sendFrame hands a frame to the NIC's wire.
+func (q *qtest) sendFrame(f []byte) {
+	q.t.Helper()
+	if _, err := q.udp.WriteToUDP(f, q.nicUDP); err != nil {
+		q.t.Fatal(err)
+	}
+}
+
+// waitOccupied polls RXQ0's occupied count until it reaches want.
+func (q *qtest) waitOccupied(want uint32) {
+	q.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := q.reg(rRXQStatus) & 0x3fff
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			q.t.Fatalf("RXQ0 occupied = %d, want %d", got, want)
+		}
+		q.clockStep(1000)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// recvFrame returns the next frame the NIC sent, or nil after the timeout.
+func (q *qtest) recvFrame(timeout time.Duration) []byte {
+	q.t.Helper()
+	buf := make([]byte, 65536)
+	q.udp.SetReadDeadline(time.Now().Add(timeout))
+	n, _, err := q.udp.ReadFromUDP(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+// udpFrame builds an Ethernet/IPv4/UDP frame with correct checksums.
+func udpFrame(dst net.HardwareAddr, payload []byte) []byte {
+	f := make([]byte, 14+20+8+len(payload))
+	copy(f[0:6], dst)
+	copy(f[6:12], []byte{0x02, 0, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	ip[8] = 64
+	ip[9] = 17
+	copy(ip[12:16], net.IPv4(192, 168, 200, 1).To4())
+	copy(ip[16:20], net.IPv4(192, 168, 200, 2).To4())
+	binary.BigEndian.PutUint16(ip[10:], inetChecksum(ip, 0))
+	udp := f[34:]
+	binary.BigEndian.PutUint16(udp[0:], 5000)
+	binary.BigEndian.PutUint16(udp[2:], 5001)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	copy(udp[8:], payload)
+	binary.BigEndian.PutUint16(udp[6:], udpChecksum(ip, udp))
+	return f
+}
+
+func inetChecksum(b []byte, sum uint32) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+func udpChecksum(ip, udp []byte) uint16 {
+	var sum uint32
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	sum += 17 + uint32(len(udp))
+	c := inetChecksum(udp, sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	return c
+}
+
+func TestQtestIdleRegisters(t *testing.T) {
+	q := startQtest(t)
+	if v := q.reg(rPortStatus); v&(1<<8) == 0 {
+		t.Errorf("PORT_STATUS = %#x, want TX FIFO empty (bit 8): mvneta_port_down waits 10 s for it", v)
+	}
+	if v := q.reg(rGMACStatus); v&0xb != 0xb {
+		t.Errorf("GMAC_STATUS = %#x, want link up, 1000, full duplex", v)
+	}
+	q.setReg(rGMACCtrl2, 1<<6|1<<4)
+	if v := q.reg(rGMACCtrl2); v&(1<<6) != 0 || v&(1<<4) == 0 {
+		t.Errorf("GMAC_CTRL_2 = %#x: PORT_RESET must read 0 (mac_config spins on it), other bits stored", v)
+	}
+	mac := uint32(nicMAC[0])<<24 | uint32(nicMAC[1])<<16 | uint32(nicMAC[2])<<8 | uint32(nicMAC[3])
+	if v := q.reg(rMACHigh); v != mac {
+		t.Errorf("MAC_ADDR_HIGH at reset = %#x, want the device's MAC %#x", v, mac)
+	}
+	q.setReg(rRXQCmd, 0xff)
+	q.setReg(rTXQCmd, 0x0f)
+	if v := q.reg(rRXQCmd); v != 0xff {
+		t.Errorf("RXQ_CMD after enabling all = %#x", v)
+	}
+	q.setReg(rRXQCmd, 0xff00)
+	q.setReg(rTXQCmd, 0x0f00)
+	if v, w := q.reg(rRXQCmd), q.reg(rTXQCmd); v != 0 || w != 0 {
+		t.Errorf("after disabling: RXQ_CMD = %#x, TXQ_CMD = %#x; port_down waits until both read 0", v, w)
+	}
+	q.setReg(0x2500, 0x1234) // ACC_MODE: plain storage
+	if v := q.reg(0x2500); v != 0x1234 {
+		t.Errorf("plain register 0x2500 = %#x, want 0x1234", v)
+	}
+	if q.irqLevel() {
+		t.Error("interrupt raised on an idle device")
+	}
+}
+
+func TestQtestReceive(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	if q.irqLevel() {
+		t.Fatal("interrupt before any frame")
+	}
+	frame := udpFrame(nicMAC, []byte("hello mvneta"))
+	q.sendFrame(frame)
+	q.waitOccupied(1)
+	if !q.irqLevel() {
+		t.Error("no interrupt with one occupied descriptor and threshold 1")
+	}
+	if c := q.reg(rNewCause); c&(1<<8) == 0 {
+		t.Errorf("NEW_CAUSE = %#x, want RXQ0 (bit 8)", c)
+	}
+	d := q.memRead(rxRing, 32)
+	status := binary.LittleEndian.Uint32(d[0:])
+	size := binary.LittleEndian.Uint16(d[6:])
+	if status&(rxdFirst|rxdLast) != rxdFirst|rxdLast {
+		t.Errorf("RX status %#x lacks FIRST|LAST", status)
+	}
+	if status&(rxdL3IP4|rxdL4OK) != rxdL3IP4|rxdL4OK {
+		t.Errorf("RX status %#x: checksums are right, want L3_IP4|L4_CSUM_OK", status)
+	}
+	if status&(1<<16) != 0 {
+		t.Errorf("RX status %#x has the error summary bit", status)
+	}
+	wantLen := 60 // padded to the Ethernet minimum
+	if int(size) != 2+wantLen+4 {
+		t.Errorf("data_size = %d, want 2 + %d + 4", size, wantLen)
+	}
+	if got := binary.LittleEndian.Uint32(d[8:]); got != rxBufBase {
+		t.Errorf("buf_phys_addr overwritten: %#x, want %#x", got, rxBufBase)
+	}
+	data := q.memRead(rxBufBase, 2+len(frame))
+	if data[0] != 0 || data[1] != 0 || !bytes.Equal(data[2:], frame) {
+		t.Errorf("buffer = %x, want 0000 + %x", data, frame)
+	}
+	// The driver returns the descriptor and refills it: the line drops.
+	q.setReg(rRXQUpdate, 1|1<<16)
+	if q.irqLevel() {
+		t.Error("interrupt still raised after RXQ_STATUS_UPDATE emptied the queue")
+	}
+	if v := q.reg(rRXQStatus); v&0x3fff != 0 || v>>16 != 16 {
+		t.Errorf("RXQ_STATUS = %#x, want 0 occupied, 16 free", v)
+	}
+	// A bad IPv4 header checksum loses the checksum bits but is delivered.
+	bad := udpFrame(nicMAC, []byte("bad checksum"))
+	bad[14+10] ^= 0xff
+	q.sendFrame(bad)
+	q.waitOccupied(1)
+	if st := binary.LittleEndian.Uint32(q.memRead(rxRing+32, 4)); st&(rxdL3IP4|rxdL4OK) != 0 {
+		t.Errorf("RX status %#x for a broken IP header, want no checksum bits", st)
+	}
+	// MIB counters: two good frames, read-to-clear, 64-bit low then high.
+	if v := q.reg(rMIB + 0x10); v != 2 {
+		t.Errorf("good_frames_received = %d, want 2", v)
+	}
+	if v := q.reg(rMIB + 0x10); v != 0 {
+		t.Errorf("good_frames_received after a read = %d, want 0 (read-to-clear)", v)
+	}
+	if lo, hi := q.reg(rMIB), q.reg(rMIB+4); lo != 2*64 || hi != 0 {
+		t.Errorf("good_octets_received = %d/%d, want 128/0", lo, hi)
+	}
+}
+
+func TestQtestReceiveJumboSpansDescriptors(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 512, 16)
+	payload := bytes.Repeat([]byte{0xa5}, 1400)
+	frame := udpFrame(nicMAC, payload)
+	total := 2 + len(frame) + 4
+	ndesc := (total + 511) / 512
+	q.sendFrame(frame)
+	q.waitOccupied(uint32(ndesc))
+	var got []byte
+	for i := 0; i < ndesc; i++ {
+		d := q.memRead(rxRing+uint64(i)*32, 8)
+		st := binary.LittleEndian.Uint32(d)
+		if (st&rxdFirst != 0) != (i == 0) || (st&rxdLast != 0) != (i == ndesc-1) {
+			t.Errorf("descriptor %d status %#x: FIRST only on the first, LAST only on the last", i, st)
+		}
+		if i == 0 && int(binary.LittleEndian.Uint16(d[6:])) != total {
+			t.Errorf("FIRST data_size = %d, want the whole %d", binary.LittleEndian.Uint16(d[6:]), total)
+		}
+		n := 512
+		if i == ndesc-1 {
+			n = total - 512*i
+		}
+		got = append(got, q.memRead(rxBufBase+uint64(i)*0x1000, n)...)
+	}
+	if !bytes.Equal(got[2:2+len(frame)], frame) {
+		t.Error("frame spread over the buffers differs from the one sent")
+	}
+}
+
+func TestQtestReceiveTimeCoalescing(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	q.setReg(rRXQThreshold, 32)
+	q.setReg(rRXTimeCoal, 2400) // 100 us at 24 MHz
+	q.sendFrame(udpFrame(nicMAC, []byte("one")))
+	deadline := time.Now().Add(5 * time.Second)
+	for q.reg(rRXQStatus)&0x3fff != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("frame not received")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if q.irqLevel() {
+		t.Fatal("interrupt before the count or the time threshold was reached")
+	}
+	q.clockStep(150000)
+	if !q.irqLevel() {
+		t.Fatal("no interrupt 150 us after the frame with 100 us time coalescing")
+	}
+	q.setReg(rNewMask, 0) // the ISR masks, the poll unmasks
+	if q.irqLevel() {
+		t.Error("NEW_MASK = 0 does not lower the line")
+	}
+	q.setReg(rRXQUpdate, 1|1<<16)
+	q.setReg(rNewMask, newMaskAll)
+	if q.irqLevel() {
+		t.Error("line raised after the queue was emptied and unmasked")
+	}
+}
+
+func TestQtestFiltering(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	other := net.HardwareAddr{0x52, 0x54, 0x00, 0x99, 0x99, 0x99}
+	q.sendFrame(udpFrame(other, []byte("not for us")))
+	q.sendFrame(udpFrame(net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, []byte("broadcast")))
+	q.waitOccupied(1)
+	time.Sleep(50 * time.Millisecond)
+	if v := q.reg(rRXQStatus) & 0x3fff; v != 1 {
+		t.Fatalf("occupied = %d: a frame for another MAC was accepted", v)
+	}
+	// 224.0.0.251 (01:00:5e:00:00:fb) rejected until its special-table entry is set.
+	mdns := net.HardwareAddr{0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb}
+	q.sendFrame(udpFrame(mdns, []byte("mdns")))
+	time.Sleep(50 * time.Millisecond)
+	q.setReg(rSpecMcast+0xf8, 1<<24) // entry 0xfb: accept, queue 0
+	q.sendFrame(udpFrame(mdns, []byte("mdns")))
+	q.waitOccupied(2)
+	// Other multicast through the CRC-8 table.
+	v6 := net.HardwareAddr{0x33, 0x33, 0x00, 0x00, 0x00, 0x01}
+	crc := addrCRC8(v6)
+	q.setReg(rOthMcast+uint64(crc/4*4), 1<<(8*(crc%4)))
+	q.sendFrame(udpFrame(v6, []byte("all nodes")))
+	q.waitOccupied(3)
+	// Promiscuous: anything.
+	q.setReg(rPortConfig, 1)
+	q.sendFrame(udpFrame(other, []byte("promisc")))
+	q.waitOccupied(4)
+}
+
+func addrCRC8(a net.HardwareAddr) int {
+	crc := 0
+	for i := 0; i < 6; i++ {
+		crc = (crc ^ int(a[i])) << 8
+		for j := 7; j >= 0; j-- {
+			if crc&(0x100<<j) != 0 {
+				crc ^= 0x107 << j
+			}
+		}
+	}
+	return crc
+}
+
+func TestQtestTransmitGatherAndChecksum(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	frame := udpFrame(net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, bytes.Repeat([]byte("tx"), 300))
+	want := append([]byte(nil), frame...)
+	// Zero both checksums: the device must insert them.
+	frame[14+10], frame[14+11] = 0, 0
+	frame[34+6], frame[34+7] = 0, 0
+	head, tail := frame[:100], frame[100:]
+	q.memWrite(txBufBase, head)
+	q.memWrite(txBufBase+0x1000, tail)
+	cmd := uint32(14) | 5<<8 | txdUDP | txdIPCsum | txdL4Full
+	q.memWrite(txRing, txDescBytes(cmd|txdFirst, uint16(len(head)), txBufBase))
+	q.memWrite(txRing+32, txDescBytes(txdLast|txdZPad, uint16(len(tail)), txBufBase+0x1000))
+	q.setReg(rTXQUpdate, 2)
+	got := q.recvFrame(5 * time.Second)
+	if got == nil {
+		t.Fatal("no frame on the wire after TXQ_UPDATE")
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("sent frame differs:\n got %x\nwant %x", got, want)
+	}
+	if v := q.reg(rTXQStatus); v>>16&0x3fff != 2 {
+		t.Errorf("TXQ_STATUS = %#x, want 2 sent descriptors", v)
+	}
+	if !q.irqLevel() {
+		t.Error("no TX interrupt with sent descriptors")
+	}
+	d := q.memRead(txRing, 12)
+	if binary.LittleEndian.Uint16(d[6:]) != 100 || binary.LittleEndian.Uint32(d[8:]) != txBufBase {
+		t.Error("TX descriptor size/address modified by the device; the driver unmaps with them")
+	}
+	q.setReg(rTXQUpdate, 2<<16)
+	if q.irqLevel() {
+		t.Error("TX interrupt still raised after releasing every sent descriptor")
+	}
+	// A short frame is padded to 60 bytes.
+	short := make([]byte, 42)
+	copy(short, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06})
+	q.memWrite(txBufBase, short)
+	q.memWrite(txRing+64, txDescBytes(txdFirst|txdLast|txdZPad, 42, txBufBase))
+	q.setReg(rTXQUpdate, 1)
+	if got := q.recvFrame(5 * time.Second); len(got) != 60 {
+		t.Errorf("short frame sent as %d bytes, want 60", len(got))
+	}
+	if v := q.reg(rMIB + 0x40); v != 2 {
+		t.Errorf("good_frames_sent = %d, want 2", v)
+	}
+}
+
+// TestQtestGuestErrors drives every guest mistake the model must survive; after each QEMU must
+// still answer, and the mistake must be logged as a guest error.
+func TestQtestGuestErrors(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	cases := []struct {
+		name string
+		do   func()
+		log  string
+	}{
+		{"RX ring outside RAM", func() {
+			q.setReg(rRXQBase, notRAM)
+			q.setReg(rRXQUpdate, 16<<16)
+			q.sendFrame(udpFrame(nicMAC, []byte("x")))
+			time.Sleep(100 * time.Millisecond)
+		}, "not in memory"},
+		{"RX buffer outside RAM", func() {
+			q.setReg(rRXQBase, rxRing)
+			q.memWrite(rxRing, rxDescBytes(notRAM))
+			q.setReg(rRXQUpdate, 16<<16)
+			q.sendFrame(udpFrame(nicMAC, []byte("x")))
+			q.waitOccupied(1)
+		}, "buffer"},
+		{"RX with no buffers", func() {
+			q.setReg(rPortRXReset, 1)
+			q.setReg(rPortRXReset, 0)
+			for i := 0; i < 20; i++ {
+				q.sendFrame(udpFrame(nicMAC, []byte("no buffers")))
+			}
+			time.Sleep(100 * time.Millisecond)
+			if v := q.reg(rRXQStatus) & 0x3fff; v != 0 {
+				t.Errorf("occupied = %d with no buffers", v)
+			}
+		}, ""},
+		{"RX ring size 0", func() {
+			q.setReg(rRXQSize, 0|3520>>3<<19)
+			q.setReg(rRXQUpdate, 16<<16)
+			q.sendFrame(udpFrame(nicMAC, []byte("x")))
+			time.Sleep(100 * time.Millisecond)
+		}, "ring size 0"},
+		{"RX ring size above 16383", func() {
+			q.setReg(rRXQSize, 0xffffffff)
+			q.setReg(rRXQUpdate, 255<<16)
+			q.sendFrame(udpFrame(nicMAC, []byte("x")))
+			time.Sleep(100 * time.Millisecond)
+		}, ""},
+		{"RXQ_STATUS_UPDATE returning more than occupied", func() {
+			q.setReg(rRXQUpdate, 200)
+		}, "only"},
+		{"TX ring outside RAM", func() {
+			q.setReg(rTXQBase, notRAM)
+			q.setReg(rTXQSize, 64)
+			q.setReg(rTXQUpdate, 3)
+		}, "not in memory"},
+		{"TX buffer outside RAM", func() {
+			q.setReg(rTXQBase, txRing)
+			q.memWrite(txRing, txDescBytes(txdFirst|txdLast, 1500, notRAM))
+			q.setReg(rTXQUpdate, 1)
+		}, "not in memory"},
+		{"TX descriptor without FIRST", func() {
+			q.setReg(rTXQBase, txRing)
+			q.memWrite(txRing, txDescBytes(txdLast, 60, txBufBase))
+			q.setReg(rTXQUpdate, 1)
+		}, "lacks FIRST"},
+		{"TXQ_UPDATE larger than the ring", func() {
+			q.setReg(rTXQBase, txRing)
+			q.setReg(rTXQSize, 16)
+			for i := 0; i < 16; i++ {
+				q.memWrite(txRing+uint64(i)*32, txDescBytes(txdFirst, 60, txBufBase))
+			}
+			q.setReg(rTXQUpdate, 255)
+		}, "exceed the ring size"},
+		{"TX ring size 0", func() {
+			q.setReg(rTXQBase, txRing)
+			q.setReg(rTXQSize, 0)
+			q.setReg(rTXQUpdate, 5)
+		}, "ring size 0"},
+		{"TX release more than sent", func() {
+			q.setReg(rTXQBase, txRing)
+			q.setReg(rTXQUpdate, 200<<16)
+		}, "only"},
+		{"oversized TX frame", func() {
+			q.setReg(rTXQBase, txRing)
+			q.setReg(rTXQSize, 64)
+			for i := 0; i < 5; i++ {
+				q.memWrite(txRing+uint64(i)*32, txDescBytes(0, 0xffff, txBufBase))
+			}
+			q.memWrite(txRing, txDescBytes(txdFirst, 0xffff, txBufBase))
+			q.memWrite(txRing+4*32, txDescBytes(txdLast, 0xffff, txBufBase))
+			q.setReg(rTXQUpdate, 5)
+		}, "longer than"},
+		{"misaligned and unknown registers", func() {
+			q.setReg(0x3ffc, 0xffffffff)
+			q.reg(0x3ffc)
+			q.setReg(rNewCause, 0xffffffff)
+			q.setReg(rMiscCause, 0xffffffff)
+		}, ""},
+	}
+	for _, c := range cases {
+		before := len(q.stderr.String())
+		c.do()
+		if !q.alive() {
+			t.Fatalf("%s: QEMU died:\n%s", c.name, q.stderr.String())
+		}
+		if v := q.reg(rPortStatus); v&(1<<8) == 0 {
+			t.Errorf("%s: device no longer answers (PORT_STATUS %#x)", c.name, v)
+		}
+		if c.log != "" {
+			time.Sleep(20 * time.Millisecond)
+			if logged := q.stderr.String()[before:]; !strings.Contains(logged, c.log) {
+				t.Errorf("%s: no guest-error log containing %q; got %q", c.name, c.log, logged)
+			}
+		}
+	}
+	// After all that, a reset port works again.
+	q.setReg(rPortRXReset, 1)
+	q.setReg(rPortRXReset, 0)
+	q.setReg(rPortTXReset, 1)
+	q.setReg(rPortTXReset, 0)
+	q.setupPort(16, 3520, 16)
+	q.sendFrame(udpFrame(nicMAC, []byte("alive")))
+	q.waitOccupied(1)
+}
