@@ -115,6 +115,9 @@ func (m *Model) apply(op Op) error {
 		if m.skbs[b].owner >= 0 {
 			return invalidf("skb %s is already on a frag_list", m.syms.Name(op.B))
 		}
+		if m.reaches(b, a) {
+			return invalidf("skb %s is on the frag_list of %s: appending would make a cycle", m.syms.Name(op.A), m.syms.Name(op.B))
+		}
 		m.fragListAppend(a, b)
 	case OpSplice:
 		if !m.splice(op.A, b, int(op.N)) {

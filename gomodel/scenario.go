@@ -224,7 +224,7 @@ func ParseScenario(r io.Reader, file string) (*Scenario, error) {
 		return nil, &LineError{File: file, Line: p.line + 1, Msg: fmt.Sprintf("read: %v (lines are limited to 1 MiB)", err)}
 	}
 	if len(p.sc.Ops) == 0 {
-		return nil, &LineError{File: file, Line: p.line, Msg: "no operations: a scenario needs at least one line such as `pool rxq`"}
+		return nil, &LineError{File: file, Line: max(p.line, 1), Msg: "no operations: a scenario needs at least one line such as `pool rxq`"}
 	}
 	return p.sc, nil
 }

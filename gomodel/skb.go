@@ -462,9 +462,9 @@ func (m *Model) kfreeSkb(s int32, why string) {
 
 // kfreeSkbNow mirrors __kfree_skb() (skbuff.c:691-697), which ignores skb->users.
 func (m *Model) kfreeSkbNow(s int32, why string) {
-	m.releaseData(s)
-	m.skbs[s].alive = false
+	m.skbs[s].alive = false // before releasing: a frag_list that leads back here is a use-after-free, not a loop
 	m.skbs[s].users = 0
+	m.releaseData(s)
 }
 
 // releaseData mirrors skb_release_data() (skbuff.c:608-626): only the last dataref frees the
@@ -546,4 +546,17 @@ func (m *Model) traceReturn(pl, pg int32) {
 	if m.tracer != nil {
 		m.tracer(traceEvent{kind: evSkbReturn, pool: pl, pfn: m.pages[pg].pfn})
 	}
+}
+
+// reaches reports whether target is s or on the frag_list tree below s.
+func (m *Model) reaches(s, target int32) bool {
+	if s == target {
+		return true
+	}
+	for _, l := range m.datas[m.skbs[s].data].fragList {
+		if l == s || m.reaches(l, target) {
+			return true
+		}
+	}
+	return false
 }

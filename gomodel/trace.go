@@ -591,7 +591,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		}
 	case evPageFree, evPageFreeBatched:
 		n := uint64(1) << ev.order
-		for pfn := ev.pfn; pfn < ev.pfn+n; pfn++ {
+		for k := uint64(0); k < n; k++ {
+			pfn := ev.pfn + k
 			i, ok := c.pfnIdx[pfn]
 			if !ok {
 				continue

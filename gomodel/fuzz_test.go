@@ -1,0 +1,71 @@
+package gomodel
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var allConfigs = []Config{{Variant: VariantNone}, {Variant: VariantPreRFC}, {Variant: VariantRFC, Coalesce: CoalesceUnhandled},
+	{Variant: VariantRFC, Coalesce: CoalesceRelease}, {Variant: VariantRFC, Coalesce: CoalesceFragList},
+	{Variant: VariantRFC, Coalesce: CoalesceReject}, {Variant: VariantUpstream}}
+
+func addFiles(f *testing.F, pattern string) {
+	files, _ := filepath.Glob(pattern)
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+}
+
+// FuzzParseScenario: any input either parses (and then runs under every variant) or is a
+// one-line *LineError; never a panic.
+func FuzzParseScenario(f *testing.F) {
+	addFiles(f, "testdata/scenarios/*.scn")
+	f.Add([]byte("variant rfc\npool p size 1\nrx a p frags 2\nrx b p\nfrag_list a b\nfrag_list b a\nkfree a\n"))
+	f.Add([]byte("variant upstream\npool p\nrx a p\npskb_copy c a\nfrag_list c a\nkfree c\nwait 3\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sc, err := ParseScenario(bytes.NewReader(data), "fuzz.scn")
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) || strings.Contains(le.Msg, "\n") || le.Line < 1 {
+				t.Fatalf("not a one-line LineError: %#v", err)
+			}
+			return
+		}
+		for _, cfg := range allConfigs {
+			if _, err := Run(sc, cfg); err != nil {
+				var le *LineError
+				if !errors.As(err, &le) || strings.Contains(le.Msg, "\n") {
+					t.Fatalf("%s: not a one-line LineError: %#v", cfg, err)
+				}
+			}
+		}
+	})
+}
+
+// FuzzCheckTrace: any input is either a report or a one-line *LineError; never a panic.
+func FuzzCheckTrace(f *testing.F) {
+	addFiles(f, "testdata/traces/*.trace")
+	f.Add([]byte(ctx + "page_pool_release: page_pool=00000000aa inflight=-1 hold=0 release=1 cnt=1\n"))
+	f.Add([]byte(ctx + "mm_page_free: page=00000000bb pfn=0xffffffffffffffff order=10\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := CheckTrace(bytes.NewReader(data), TraceOptions{File: "fuzz.trace", Packets: 10})
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) || strings.Contains(le.Msg, "\n") || le.Line < 1 {
+				t.Fatalf("not a one-line LineError: %#v", err)
+			}
+			return
+		}
+		if rep.Events+rep.Ignored+rep.LostEvents > rep.Lines {
+			t.Fatalf("more events than lines: %+v", rep)
+		}
+	})
+}
