@@ -292,7 +292,10 @@ func TestRunProcedureVerdicts(t *testing.T) {
 		{"console report", func(b *fakeBoard) {
 			b.console = []ConsoleReport{{Title: "BUG: Bad page state in process swapper/0", Report: "BUG: Bad page state…"}}
 		}, okModel, &Multicast{}, ReasonConsole},
-		{"model not wired", func(*fakeBoard) {}, CheckTraceWithModel, &Multicast{}, ReasonModelError},
+		{"model error", func(*fakeBoard) {}, func(ctx context.Context, in ModelInput) (*ModelReport, error) {
+			return nil, errors.New("model: trace line 9: malformed")
+		}, &Multicast{}, ReasonModelError},
+		{"model sees the leak", func(b *fakeBoard) { b.leak = 1 }, CheckTraceWithModel, &Multicast{}, ReasonViolation},
 		{"model violation", func(*fakeBoard) {}, func(ctx context.Context, in ModelInput) (*ModelReport, error) {
 			return &ModelReport{Violations: []ModelViolation{{Name: "foreign-page-returned", Detail: "pfn 4100"}}}, nil
 		}, &Multicast{}, ReasonViolation},

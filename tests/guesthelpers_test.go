@@ -11,6 +11,30 @@ import (
 	"time"
 )
 
+// helperCacheDir is one build cache for the whole test binary, so the helpers are compiled
+// once per arch; TestMain removes it.
+var helperCacheDir string
+
+func helperCache(t *testing.T) string {
+	t.Helper()
+	if helperCacheDir == "" {
+		d, err := os.MkdirTemp("", "ppkit-helpers-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		helperCacheDir = d
+	}
+	return helperCacheDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if helperCacheDir != "" {
+		os.RemoveAll(helperCacheDir)
+	}
+	os.Exit(code)
+}
+
 // needCompiler returns the compiler for arch, failing under CI=true when it is missing.
 func needCompiler(t *testing.T, arch string) string {
 	t.Helper()
@@ -29,7 +53,7 @@ func TestBuildGuestHelpers(t *testing.T) {
 	for _, arch := range []string{"arm64", runtime.GOARCH} {
 		t.Run(arch, func(t *testing.T) {
 			cc := needCompiler(t, arch)
-			cache := t.TempDir()
+			cache := helperCache(t)
 			names := []string{"pktlisten", "splicerecv", "zcrecv"}
 			paths, err := BuildGuestHelpers(context.Background(), cc, arch, cache, names)
 			if err != nil {
@@ -72,7 +96,7 @@ func TestBuildGuestHelpers(t *testing.T) {
 // interface exits 1 naming the failing step.
 func TestGuestHelpersUsage(t *testing.T) {
 	cc := needCompiler(t, runtime.GOARCH)
-	cache := t.TempDir()
+	cache := helperCache(t)
 	paths, err := BuildGuestHelpers(context.Background(), cc, runtime.GOARCH, cache, []string{"pktlisten", "splicerecv", "zcrecv"})
 	if err != nil {
 		t.Fatal(err)

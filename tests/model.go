@@ -2,7 +2,11 @@ package tests
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ppkit/ppkit/gomodel"
 )
 
 // ModelInput is what the reference model needs to judge one procedure.
@@ -43,17 +47,49 @@ type ModelFigures struct {
 // ModelChecker replays a procedure's trace through the reference model.
 type ModelChecker func(ctx context.Context, in ModelInput) (*ModelReport, error)
 
-// ErrModelNotWired is returned until gomodel offers a trace-checking API to call: a run can
-// then not be judged, and says so, instead of passing.
-var ErrModelNotWired = errors.New("model not wired: gomodel has no Go API to check a kernel trace yet " +
-	"(issue 2, check-trace); tests.CheckTraceWithModel must call it")
-
-// CheckTraceWithModel is the ModelChecker `ppkit test` uses: the trace goes through gomodel's
-// trace checker. It fails with ErrModelNotWired until that API exists.
+// CheckTraceWithModel is the ModelChecker `ppkit test` uses: the trace is replayed through
+// gomodel.CheckTrace, whose violations become the verdict and whose per-pool figures are the
+// model's account of the run. A trace the model cannot read is an error, never a pass.
 func CheckTraceWithModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
-	return nil, &InfraError{Err: ErrModelNotWired}
+	f, err := os.Open(in.TracePath)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	defer f.Close()
+	rep, err := gomodel.CheckTrace(f, gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets})
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	return modelReport(rep), nil
 }
 
-// ModelReady says whether CheckTraceWithModel can judge a trace, so `ppkit test` can refuse to
-// boot anything when it cannot.
-func ModelReady() error { return ErrModelNotWired }
+// modelReport converts gomodel's trace report.
+func modelReport(rep *gomodel.TraceReport) *ModelReport {
+	out := &ModelReport{Violations: []ModelViolation{}}
+	for _, v := range rep.Violations {
+		detail := v.Detail
+		if v.Page != "" {
+			detail = v.Page + ": " + detail
+		}
+		if v.Line > 0 {
+			detail = fmt.Sprintf("trace line %d: %s", v.Line, detail)
+		}
+		if len(v.History) > 0 {
+			detail += "\nhistory:\n  " + strings.Join(v.History, "\n  ")
+		}
+		out.Violations = append(out.Violations, ModelViolation{Name: v.Name, Detail: detail})
+	}
+	p := &out.Predicted
+	for _, pool := range rep.Pools {
+		p.Holds += int64(pool.Holds)
+		p.Releases += int64(pool.Releases)
+		p.SKBReturns += int64(pool.SkbReturns)
+		p.FinalInflight += pool.Inflight
+	}
+	// gomodel counts every slow-path allocation of the trace, the ring fill at open included.
+	p.SlowPathPer1000 = rep.SlowPathPer1k
+	return out
+}
+
+// ModelReady says whether CheckTraceWithModel can judge a trace.
+func ModelReady() error { return nil }

@@ -35,7 +35,7 @@ func TestJudge(t *testing.T) {
 		{"model violation", func(e *Evidence) {
 			e.Model.Violations = []ModelViolation{{Name: "foreign-page-returned", Detail: "page 7 returned to p1\nhistory: …"}}
 		}, []string{ReasonViolation}},
-		{"model not wired", func(e *Evidence) { e.Model, e.ModelErr = nil, ErrModelNotWired }, []string{ReasonModelError}},
+		{"model error", func(e *Evidence) { e.Model, e.ModelErr = nil, errors.New("model: trace line 3: bad pfn") }, []string{ReasonModelError}},
 		{"model not run", func(e *Evidence) { e.Model = nil }, []string{ReasonModelError}},
 		{"lost events", func(e *Evidence) { e.Overrun = 12 }, []string{ReasonTraceLost}},
 		{"no page_pool at all", func(e *Evidence) { e.Trace.Pools = nil }, []string{ReasonTraceLost}},

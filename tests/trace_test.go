@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func TestParseTraceFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tf.Holds != 14 || tf.Releases != 14 || tf.SKBReturns != 8 || tf.HoldsInWindow != 2 || tf.LostEvents != 3 {
+	if tf.Holds != 15 || tf.Releases != 14 || tf.SKBReturns != 8 || tf.HoldsInWindow != 2 || tf.LostEvents != 3 {
 		t.Errorf("totals holds=%d releases=%d skb=%d window=%d lost=%d", tf.Holds, tf.Releases, tf.SKBReturns, tf.HoldsInWindow, tf.LostEvents)
 	}
 	if tf.WindowStart == 0 || tf.WindowEnd <= tf.WindowStart {
@@ -36,7 +37,7 @@ func TestParseTraceFigures(t *testing.T) {
 	if p1.Pool != "00000000c0ffee01" || p1.Holds != 8 || p1.Releases != 8 || p1.SKBReturns != 8 || !p1.Destroyed || p1.FinalInflight != 0 {
 		t.Errorf("pool 1 %+v", *p1)
 	}
-	if p2.Holds != 6 || !p2.Destroyed || p2.FinalInflight != 1 {
+	if p2.Holds != 7 || p2.Releases != 6 || !p2.Destroyed || p2.FinalInflight != 1 {
 		t.Errorf("pool 2 %+v", *p2)
 	}
 	// The timeline peaks at 8 for pool 1 and ends with the kernel's figure.
@@ -118,4 +119,24 @@ func FuzzParseTraceFigures(f *testing.F) {
 			t.Fatalf("inconsistent totals %+v", tf)
 		}
 	})
+}
+
+// The same trace through the reference model: pool 2 is destroyed with a page still inflight,
+// and nothing else is wrong.
+func TestCheckTraceWithModelFixture(t *testing.T) {
+	rep, err := CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast",
+		TracePath: "testdata/trace/two-pools-5.10-format.txt", RxPackets: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Violations) != 1 || rep.Violations[0].Name != "inflight-leak" || !strings.Contains(rep.Violations[0].Detail, "c0ffee02") {
+		t.Fatalf("violations %+v", rep.Violations)
+	}
+	p := rep.Predicted
+	if p.Holds != 15 || p.Releases != 14 || p.SKBReturns != 8 || p.FinalInflight != 1 {
+		t.Errorf("predicted %+v", p)
+	}
+	if _, err := CheckTraceWithModel(context.Background(), ModelInput{TracePath: "testdata/nonexistent"}); err == nil {
+		t.Error("no error for a missing trace")
+	}
 }
