@@ -34,8 +34,8 @@ type testDeps struct {
 }
 
 // errNoLauncher is what `ppkit test` says until the harness can boot the mvneta board.
-var errNoLauncher = errors.New("the harness cannot boot the board yet: no tests.Launcher " +
-	"(harness boot over QMP/SSH with the mvneta QEMU model and a client netns, issues 4 and 5)")
+var errNoLauncher = errors.New("the harness cannot boot the test board yet: no tests.Launcher " +
+	"(QEMU guest with the mvneta NIC on a tap in a client netns, over SSH/SCP; issues 4 and 5)")
 
 func defaultTestDeps() testDeps {
 	return testDeps{

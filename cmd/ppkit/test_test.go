@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ppkit/ppkit/tests"
+)
+
+// seriesDir makes a directory that looks like an stg export.
+func seriesDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := os.WriteFile(filepath.Join(d, "series"), []byte("# empty\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestParseTestArgs(t *testing.T) {
+	series := seriesDir(t)
+	for _, tc := range []struct {
+		args     []string
+		wantErr  string // substring of a usage error; empty for success
+		check    func(*testOptions) bool
+		describe string
+	}{
+		{args: []string{"--series", series}, check: func(o *testOptions) bool {
+			return len(o.procedures) == 0 && o.kernel.Series == series && o.options == tests.Options{Duration: 30 * time.Second, RateMbit: 1000}
+		}, describe: "defaults"},
+		{args: []string{"multicast", "tcp", "--series", series, "--time", "10", "--rate", "500M", "--json", "--junit", "j.xml", "--report", "r"},
+			check: func(o *testOptions) bool {
+				return strings.Join(o.procedures, ",") == "multicast,tcp" && o.options.Duration == 10*time.Second &&
+					o.options.RateMbit == 500 && o.json && o.junit == "j.xml" && o.report == "r"
+			}, describe: "everything"},
+		{args: []string{"--baseline", "copy", "--time", "1m"}, check: func(o *testOptions) bool {
+			return o.kernel.Baseline && o.options.Duration == time.Minute
+		}, describe: "baseline"},
+		{args: []string{"--series", series, "--compare", "baseline"}, check: func(o *testOptions) bool { return o.compare }, describe: "compare"},
+		{args: []string{"--series", series, "frob"}, wantErr: `unknown procedure "frob"`},
+		{args: []string{"--series", series, "--baseline"}, wantErr: "exclude each other"},
+		{args: []string{"--baseline", "--compare", "baseline"}, wantErr: "drop --baseline"},
+		{args: []string{"--series", series, "--compare", "upstream"}, wantErr: "only --compare baseline"},
+		{args: []string{"--series", series, "--time", "0.5s"}, wantErr: "at least 1s"},
+		{args: []string{"--series", series, "--time", "soon"}, wantErr: "--time"},
+		{args: []string{"--series", series, "--rate", "-3"}, wantErr: "--rate"},
+		{args: []string{"--series", t.TempDir()}, wantErr: "no stg series"},
+	} {
+		o, err := parseTestArgs(tc.args, io.Discard)
+		if tc.wantErr != "" {
+			var ee *exitError
+			if err == nil || !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%v: err %v, want usage error with %q", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !tc.check(o) {
+			t.Errorf("%s %v: %+v, %v", tc.describe, tc.args, o, err)
+		}
+	}
+}
+
+// Until the harness provides a launcher, `ppkit test` fails at once with one line naming it.
+func TestRunTestNotWired(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"test", "--baseline"}, &out, &errb)
+	if code != 1 || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "no tests.Launcher") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	if out.Len() != 0 {
+		t.Errorf("stdout %q", out.String())
+	}
+}
+
+type failingLauncher struct{}
+
+func (failingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.Writer) (tests.Testbed, error) {
+	return nil, errors.New("qemu-system-aarch64: -device mvneta: not found")
+}
+
+// With a launcher that cannot boot, every procedure fails, the outputs are written, exit 1.
+func TestRunTestWritesOutputs(t *testing.T) {
+	dir := t.TempDir()
+	deps := testDeps{launcher: func() (tests.Launcher, error) { return failingLauncher{}, nil },
+		modelReady: func() error { return nil }, model: tests.CheckTraceWithModel}
+	junit, report := filepath.Join(dir, "junit.xml"), filepath.Join(dir, "report")
+	var out, errb bytes.Buffer
+	err := runTest(context.Background(), []string{"multicast", "tcp", "--series", seriesDir(t), "--compare", "baseline",
+		"--junit", junit, "--report", report, "--time", "2"}, &out, &errb, deps)
+	if err != silentFailure {
+		t.Fatalf("err %v", err)
+	}
+	table := out.String()
+	for _, want := range []string{"multicast  baseline  FAIL", "tcp        series    FAIL", "mvneta: not found", "SERIES/BASE"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	data, err := os.ReadFile(junit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var suites struct {
+		Tests  int `xml:"tests,attr"`
+		Errors int `xml:"errors,attr"`
+	}
+	if err := xml.Unmarshal(data, &suites); err != nil || suites.Tests != 4 || suites.Errors != 4 {
+		t.Errorf("junit %+v %v", suites, err)
+	}
+	for _, f := range []string{"index.html", "results.json", "junit.xml"} {
+		if _, err := os.Stat(filepath.Join(report, f)); err != nil {
+			t.Error(err)
+		}
+	}
+
+	// --json prints the summary instead of the table.
+	out.Reset()
+	if err := runTest(context.Background(), []string{"copy", "--baseline", "--json"}, &out, &errb, deps); err != silentFailure {
+		t.Fatalf("err %v", err)
+	}
+	var sum tests.Summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || len(sum.Results) != 1 || sum.Pass || sum.Results[0].Reasons[0].Kind != tests.ReasonInfra {
+		t.Errorf("json %v: %s", err, out.String())
+	}
+	if !strings.Contains(errb.String(), "artifacts kept in") {
+		t.Errorf("stderr %q", errb.String())
+	}
+	os.RemoveAll(strings.TrimSpace(errb.String()[strings.LastIndex(errb.String(), "artifacts kept in ")+len("artifacts kept in "):]))
+}
