@@ -26,7 +26,8 @@ func Require(t testing.TB, tools ...string) {
 }
 
 // Hermetic gives the test a HOME and global git config of its own, removes GIT_* and EDITOR
-// variables, and pins the author and committer identity and dates. It returns the HOME.
+// variables, and pins the author and committer identity. It returns the HOME. (Dates are not
+// pinned through GIT_AUTHOR_DATE: with it set, stg 0.19's `mail --mbox` silently drops messages.)
 func Hermetic(t testing.TB) string {
 	t.Helper()
 	Require(t, "git", "stg")
@@ -43,8 +44,6 @@ func Hermetic(t testing.TB) string {
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
 	t.Setenv("GIT_CONFIG_NOSYSTEM", "1")
 	t.Setenv("GIT_CONFIG_GLOBAL", filepath.Join(home, ".gitconfig"))
-	t.Setenv("GIT_AUTHOR_DATE", "2024-01-02T03:04:05+00:00")
-	t.Setenv("GIT_COMMITTER_DATE", "2024-01-02T03:04:05+00:00")
 	t.Setenv("TZ", "UTC")
 	t.Setenv("LC_ALL", "C")
 	Git(t, home, "config", "--global", "user.name", "Jane Dev")
@@ -106,7 +105,13 @@ func KernelRepo(t testing.TB) string {
 	WriteFile(t, dir, "net/core/page_pool.c", "// SPDX-License-Identifier: GPL-2.0\nint page_pool_users;\n")
 	WriteFile(t, dir, "MAINTAINERS", "NETWORKING [GENERAL]\nM:\t\"David S. Miller\" <davem@davemloft.net>\nL:\tnetdev@vger.kernel.org\nS:\tMaintained\nF:\tnet/\n")
 	Git(t, dir, "add", ".")
-	Git(t, dir, "commit", "-q", "-m", "Linux 5.10-scratch")
+	// A fixed date gives every scratch kernel the same base commit.
+	cmd := exec.Command("git", "commit", "-q", "-m", "Linux 5.10-scratch")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_DATE=2024-01-02T03:04:05+00:00", "GIT_COMMITTER_DATE=2024-01-02T03:04:05+00:00")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("git commit: %v\n%s", err, out)
+	}
 	return dir
 }
 
