@@ -115,7 +115,8 @@ for e in /sys/class/input/event*; do
 		(dd if=/dev/input/${e##*/} bs=24 count=1 >/dev/null 2>&1 && echo "ppkit: power button" >/dev/console && poweroff -f) &
 	fi
 done
-dropbear -s -r /etc/dropbear/dropbear_ed25519_host_key -p 22
+# Foreground (-F) in the background: its log (-E) stays readable in /var/log/dropbear.log.
+dropbear -F -E -s -r /etc/dropbear/dropbear_ed25519_host_key -p 22 >/var/log/dropbear.log 2>&1 &
 echo "` + ReadyMarker + ` after $(cut -d' ' -f1 /proc/uptime)s" > /dev/console
 `
 

@@ -101,7 +101,7 @@ var kasanAccessRe = regexp.MustCompile(`^(Read|Write) of size \d+`)
 
 // reportKinds is checked in order for every console line; the first match wins.
 var reportKinds = []reportKind{
-	{header: regexp.MustCompile(`^BUG: KASAN: ([a-z0-9-]+) in ([A-Za-z0-9_.]+)`), title: func(m, body []string) string {
+	{header: regexp.MustCompile(`^BUG: KASAN: ([a-z0-9 -]+?) in ([A-Za-z0-9_.]+)`), title: func(m, body []string) string {
 		t := "KASAN: " + m[1]
 		for _, l := range body {
 			if a := kasanAccessRe.FindStringSubmatch(l); a != nil {
@@ -125,7 +125,7 @@ var reportKinds = []reportKind{
 	{header: regexp.MustCompile(`^WARNING: suspicious RCU usage`), title: func(_, body []string) string {
 		return withFrame("suspicious RCU usage", body)
 	}},
-	{header: regexp.MustCompile(`^WARNING: (?:CPU: \d+ PID: \d+ )?at \S+ ([A-Za-z0-9_.]+)\+0x`), title: func(m, body []string) string {
+	{header: regexp.MustCompile(`^WARNING: (?:CPU: \d+ PID: \d+ )?at (?:\S+:\d+ )?([A-Za-z0-9_.]+)\+0x`), title: func(m, body []string) string {
 		if m[1] == "refcount_warn_saturate" {
 			return withFrame("refcount bug", body)
 		}

@@ -109,7 +109,7 @@ type VM struct {
 }
 
 // Boot starts QEMU and returns once the guest answers over SSH. On failure nothing is left.
-func Boot(ctx context.Context, opts BootOptions) (vm *VM, err error) {
+func Boot(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	opts.defaults()
 	progress := opts.Progress
 	if progress == nil {
@@ -118,7 +118,7 @@ func Boot(ctx context.Context, opts BootOptions) (vm *VM, err error) {
 	if _, err := exec.LookPath(opts.QEMU); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: QEMU binary %q not found (install qemu-system-arm with harness/install-deps.sh, or pass --qemu PATH)", opts.QEMU)}
 	}
-	vm = &VM{opts: opts, exited: make(chan struct{})}
+	vm := &VM{opts: opts, exited: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			vm.Close()
@@ -228,7 +228,10 @@ func (vm *VM) sshConfig() *ssh.ClientConfig {
 		User:            "root",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(vm.opts.Image.ClientKey)},
 		HostKeyCallback: ssh.FixedHostKey(vm.opts.Image.HostKey),
-		Timeout:         10 * time.Second,
+		// Offer only the pinned key's algorithm: dropbear 2022.83 picks rsa-sha2-* when offered
+		// and then fails an assertion, as it has no RSA host key.
+		HostKeyAlgorithms: []string{vm.opts.Image.HostKey.Type()},
+		Timeout:           10 * time.Second,
 	}
 }
 
