@@ -97,6 +97,7 @@ type TraceReport struct {
 
 type poolTraceState struct {
 	PoolTrace
+	ptr       string // the %p value, without the generation suffix
 	seen      bool
 	holdGap   bool
 	relGap    bool
@@ -128,6 +129,9 @@ type traceChecker struct {
 	pfns   []pfnState
 	line   []byte // the current raw line, for violation reports
 	lineNo int
+
+	lastPtr *string // the last interned pointer (events of one pool come in runs)
+	lastID  int32
 }
 
 func newTraceChecker(opts TraceOptions) *traceChecker {
@@ -280,9 +284,11 @@ func splitEventLine(b []byte) (name, fields []byte, ok bool) {
 	// the CPU column: '[' digits ']'
 	cpuEnd := -1
 	for i := 0; i < len(b); i++ {
-		if b[i] != '[' {
-			continue
+		k := bytes.IndexByte(b[i:], '[')
+		if k < 0 {
+			break
 		}
+		i += k
 		j := i + 1
 		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
 			j++
@@ -338,21 +344,24 @@ func (f *fieldParser) next(key string) []byte {
 	if f.err != nil {
 		return nil
 	}
-	if len(f.b) < len(key)+1 || string(f.b[:len(key)]) != key || f.b[len(key)] != '=' {
-		got := f.b
+	b, n := f.b, len(key)
+	if len(b) <= n || b[n] != '=' || string(b[:n]) != key {
+		got := b
 		if sp := bytes.IndexByte(got, ' '); sp >= 0 {
 			got = got[:sp]
 		}
 		f.fail("want field %s= here, got %q; the format is `%s`", key, string(got), traceFormats[f.event])
 		return nil
 	}
-	v := f.b[len(key)+1:]
-	end := bytes.IndexByte(v, ' ')
-	if end < 0 {
-		f.b = nil
+	j := n + 1
+	for j < len(b) && b[j] != ' ' { // values are short: a loop beats IndexByte's call
+		j++
+	}
+	v := b[n+1 : j]
+	if j < len(b) {
+		f.b = b[j+1:]
 	} else {
-		f.b = v[end+1:]
-		v = v[:end]
+		f.b = nil
 	}
 	if len(v) == 0 {
 		f.fail("empty %s=", key)
@@ -439,26 +448,33 @@ func (c *traceChecker) intern(ptr []byte) int32 {
 	if ptr == nil {
 		return -1
 	}
-	if id, ok := c.ptrs[string(ptr)]; ok {
-		return id
+	if c.lastPtr != nil && string(ptr) == *c.lastPtr {
+		return c.lastID
 	}
-	return c.newPool(string(ptr))
+	id, ok := c.ptrs[string(ptr)]
+	if !ok {
+		id = c.newPool(string(ptr))
+	}
+	p := c.pools[id].ptr
+	c.lastPtr, c.lastID = &p, id
+	return id
 }
 
 func (c *traceChecker) newPool(ptr string) int32 {
 	name := ptr
 	gen := 1
 	for _, p := range c.pools {
-		if strings.SplitN(p.Pool, "#", 2)[0] == ptr {
+		if p.ptr == ptr {
 			gen++
 		}
 	}
 	if gen > 1 {
 		name = fmt.Sprintf("%s#%d", ptr, gen)
 	}
-	c.pools = append(c.pools, poolTraceState{PoolTrace: PoolTrace{Pool: name}})
+	c.pools = append(c.pools, poolTraceState{PoolTrace: PoolTrace{Pool: name}, ptr: ptr})
 	id := int32(len(c.pools) - 1)
 	c.ptrs[ptr] = id
+	c.lastPtr = nil
 	return id
 }
 
@@ -516,7 +532,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 	case evHold:
 		pl := ev.pool
 		if c.pools[pl].Freed { // the address was reused by a new pool
-			pl = c.newPool(strings.SplitN(c.pools[pl].Pool, "#", 2)[0])
+			pl = c.newPool(c.pools[pl].ptr)
 			ev.pool = pl
 		}
 		p := &c.pools[pl]
