@@ -371,7 +371,7 @@ func (m *Model) poolCreate(sym int32, size int, dma bool) {
 	m.bind(sym, len(m.pools)-1)
 }
 
-// poolAlloc mirrors page_pool_alloc_pages() (page_pool.c:246-258).
+// poolAlloc mirrors page_pool_alloc_pages() (page_pool.c:247-259).
 func (m *Model) poolAlloc(pl int32, sym int32) int32 {
 	p := &m.pools[pl]
 	if p.freed {
@@ -399,7 +399,7 @@ func (m *Model) poolAlloc(pl int32, sym int32) int32 {
 		return m.handOut(pl, pg, sym, "refilled from the ptr_ring")
 	}
 	// __page_pool_alloc_pages_slow(): alloc_pages_node, dma_map_page_attrs, hold_cnt++ and the
-	// page_pool_state_hold tracepoint (page_pool.c:186-240).
+	// page_pool_state_hold tracepoint (page_pool.c:185-242).
 	pg := m.newPage(-1, memPage)
 	pp := &m.pages[pg]
 	pp.pool = pl
@@ -473,7 +473,7 @@ func (m *Model) ownerString(pg int32) string {
 	}
 }
 
-// poolReturnPage mirrors page_pool_return_page() (page_pool.c:313-322).
+// poolReturnPage mirrors page_pool_return_page() (page_pool.c:314-323).
 func (m *Model) poolReturnPage(pl, pg int32, why string) {
 	m.poolReleasePage(pl, pg, why)
 	m.putPage(pg, why)
@@ -547,7 +547,7 @@ func (m *Model) poolDestroy(pl int32) {
 	p.nextRetry = m.now + deferTimeMs
 }
 
-// poolRelease mirrors page_pool_release() (page_pool.c:459-469): page_pool_scrub() empties the
+// poolRelease mirrors page_pool_release() (page_pool.c:469-479): page_pool_scrub() empties the
 // alloc cache on the first attempt only (441-456) and the ptr_ring each time (413-426); the pool
 // is freed once inflight is 0.
 func (m *Model) poolRelease(pl int32) int32 {

@@ -123,7 +123,7 @@ func (m *Model) buildSkb(sym, pg int32) {
 	}
 	switch m.cfg.Variant {
 	case VariantNone:
-		// 5.10 mvneta: page_pool_release_page() right after build_skb() (mvneta.c:2316).
+		// 5.10 mvneta: page_pool_release_page() right after build_skb() (mvneta.c:2317).
 		m.poolReleasePage(p.pool, pg, "mvneta_swbm_build_skb")
 	case VariantPreRFC, VariantRFC:
 		// The series: the driver records the pool in the skb's xdp_mem_info.
@@ -137,7 +137,7 @@ func (m *Model) buildSkb(sym, pg int32) {
 
 // addRxFrag mirrors skb_add_rx_frag() (the caller's page reference moves into the frag) and
 // the driver's follow-up: 5.10's mvneta releases the page from its pool right after
-// (mvneta.c:2326-2329); 5.14 keeps page_pool state on frags and recycles them via pp_recycle.
+// (mvneta.c:2325-2330); 5.14 keeps page_pool state on frags and recycles them via pp_recycle.
 func (m *Model) addRxFrag(s, pg int32) bool {
 	if !m.live(s, "skb_add_rx_frag") {
 		return true
@@ -165,7 +165,7 @@ func (m *Model) addRxFrag(s, pg int32) bool {
 
 // ---- copies: net/core/skbuff.c ----
 
-// clone mirrors skb_clone()/__skb_clone() (skbuff.c:985-1020): same head and head_frag,
+// clone mirrors skb_clone()/__skb_clone() (skbuff.c:990-1020): same head and head_frag,
 // dataref++, both skbs marked cloned, no page reference. __copy_skb_header() copies prerfc's
 // xdp_mem_info; rfc's sits after head_frag and is copied explicitly; 5.14 copies pp_recycle.
 func (m *Model) clone(sym, s int32) {
@@ -183,7 +183,7 @@ func (m *Model) clone(sym, s int32) {
 	m.note(m.datas[o.data].head, "skb_clone: skb %s shares the head of %s, dataref %d", m.syms.Name(sym), m.skbName(s), m.datas[o.data].dataref)
 }
 
-// copyHeader mirrors what __copy_skb_header() (skbuff.c:939-979) carries into a copy that has
+// copyHeader mirrors what __copy_skb_header() (skbuff.c:938-984) carries into a copy that has
 // a new head: prerfc's xdp_mem_info lies inside headers_start..headers_end and is copied (the
 // prerfc bug); rfc's is not; pp_recycle lies before headers_start and is not either.
 func (m *Model) copyHeader(n, s int32) {
@@ -280,8 +280,9 @@ func (m *Model) tryCoalesce(to, from int32, fits bool) (bool, string) {
 	if m.skbs[to].cloned {
 		return false, "to is cloned"
 	}
+	// 5.14: "We can't coalesce skb that are allocated from slab and page_pool".
 	if m.cfg.Variant == VariantUpstream && m.skbs[to].ppRecycle != m.skbs[from].ppRecycle {
-		return false, "pp_recycle differs (5.14)"
+		return false, "pp_recycle differs"
 	}
 	if fits {
 		m.touch(from, "skb_try_coalesce")
@@ -331,8 +332,11 @@ func (m *Model) groReceive(p, s int32) (bool, string) {
 	if !m.live(p, "skb_gro_receive") || !m.live(s, "skb_gro_receive") {
 		return false, "freed skb"
 	}
+	// upstream: "Do not splice page pool based packets w/ non-page pool packets", the check
+	// skb_gro_receive() gained in 2023 ("skb: Do mix page pool and page referenced frags in
+	// GRO"); 5.14 itself lacked it. The model includes it: upstream is the design as it settled.
 	if m.cfg.Variant == VariantUpstream && m.skbs[p].ppRecycle != m.skbs[s].ppRecycle {
-		return false, "pp_recycle differs: -ETOOMANYREFS (5.14)"
+		return false, "pp_recycle differs: -ETOOMANYREFS"
 	}
 	lp := p // NAPI_GRO_CB(p)->last
 	if fl := m.datas[m.skbs[p].data].fragList; len(fl) > 0 {
@@ -430,7 +434,7 @@ func (m *Model) splice(refSym, s int32, frag int) bool {
 }
 
 // zerocopy mirrors tcp_zerocopy_receive() (tcp.c:1887): vm_insert_pages() takes a reference on
-// a full-page frag (tcp.c:1781-1794, 1869); munmap drops it.
+// a full-page frag (can_map_frag(), tcp.c:1781-1794; vm_insert_pages, tcp.c:1869); munmap drops it.
 func (m *Model) zerocopy(refSym, s int32, frag int) bool {
 	if !m.live(s, "tcp_zerocopy_receive") {
 		return true
@@ -447,7 +451,7 @@ func (m *Model) zerocopy(refSym, s int32, frag int) bool {
 
 // ---- freeing ----
 
-// kfreeSkb mirrors kfree_skb()/consume_skb() (skbuff.c:705-720, 836-848): drop skb->users and,
+// kfreeSkb mirrors kfree_skb()/consume_skb() (skbuff.c:705-712, 843-849): drop skb->users and,
 // at zero, __kfree_skb(): skb_release_all() -> skb_release_data().
 func (m *Model) kfreeSkb(s int32, why string) {
 	if !m.live(s, why) {
