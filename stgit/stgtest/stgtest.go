@@ -103,6 +103,13 @@ func KernelRepo(t testing.TB) string {
 	WriteFile(t, dir, BaseFile, b.String())
 	WriteFile(t, dir, "net/core/skbuff.h", "/* SPDX-License-Identifier: GPL-2.0 */\nextern int skb_counter_1;\n")
 	WriteFile(t, dir, "net/core/page_pool.c", "// SPDX-License-Identifier: GPL-2.0\nint page_pool_users;\n")
+	// What checkpatch.pl and get_maintainer.pl take for the top of a kernel tree.
+	for _, f := range []string{"COPYING", "CREDITS", "Kbuild", "README"} {
+		WriteFile(t, dir, f, "scratch kernel for ppkit tests\n")
+	}
+	for _, d := range []string{"Documentation", "arch", "include", "drivers", "fs", "init", "ipc", "kernel", "lib", "scripts"} {
+		WriteFile(t, dir, d+"/.gitignore", "")
+	}
 	WriteFile(t, dir, "MAINTAINERS", "NETWORKING [GENERAL]\nM:\t\"David S. Miller\" <davem@davemloft.net>\nL:\tnetdev@vger.kernel.org\nS:\tMaintained\nF:\tnet/\n")
 	Git(t, dir, "add", ".")
 	// A fixed date gives every scratch kernel the same base commit.
@@ -231,4 +238,61 @@ func Snapshot(t testing.TB, repo string, dirs ...string) string {
 		})
 	}
 	return b.String()
+}
+
+// KernelScripts are the scripts of linux-source-5.10 that ppkit runs from a kernel tree.
+var KernelScripts = []string{"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch", "scripts/get_maintainer.pl"}
+
+// LinuxSourceTarball is Debian's linux-source-5.10.
+const LinuxSourceTarball = "/usr/src/linux-source-5.10.tar.xz"
+
+// AddKernelScripts copies the real checkpatch.pl and get_maintainer.pl (with their data files)
+// of linux-source-5.10 into the scratch kernel and commits them. They are extracted once into
+// ~/.cache/ppkit/linux-5.10-scripts.
+func AddKernelScripts(t testing.TB, dir string) {
+	t.Helper()
+	cache := filepath.Join(os.Getenv("PPKIT_CACHE_DIR"), "linux-5.10-scripts")
+	if os.Getenv("PPKIT_CACHE_DIR") == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache = filepath.Join(home, ".cache", "ppkit", "linux-5.10-scripts")
+	}
+	if _, err := os.Stat(filepath.Join(cache, "scripts", "get_maintainer.pl")); err != nil {
+		if _, err := os.Stat(LinuxSourceTarball); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is required (harness/install-deps.sh installs linux-source-5.10): %v", LinuxSourceTarball, err)
+			}
+			t.Skipf("no %s: %v", LinuxSourceTarball, err)
+		}
+		tmp, err := os.MkdirTemp(filepath.Dir(cache), ".scripts-")
+		if err != nil {
+			if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tmp, err = os.MkdirTemp(filepath.Dir(cache), ".scripts-"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer os.RemoveAll(tmp)
+		args := []string{"-xJf", LinuxSourceTarball, "-C", tmp, "--strip-components=1", "--wildcards"}
+		for _, s := range KernelScripts {
+			args = append(args, "*/"+s)
+		}
+		Run(t, tmp, "tar", args...)
+		os.RemoveAll(cache)
+		if err := os.Rename(tmp, cache); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range KernelScripts {
+		data, err := os.ReadFile(filepath.Join(cache, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		WriteFile(t, dir, s, string(data))
+	}
+	Git(t, dir, "add", "scripts")
+	Git(t, dir, "commit", "-q", "-m", "scripts: add checkpatch.pl and get_maintainer.pl of Linux 5.10")
 }
