@@ -32,6 +32,7 @@ func newTestNet(n int) (*testNet, error) {
 	if out, err := exec.Command("ip", "netns", "add", t.name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", t.name, err, strings.TrimSpace(string(out)))
 	}
+	created.add(&created.netns, t.name)
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("tap%d", i)
 		f, err := openTapInNetns(t.name, name)

@@ -127,6 +127,7 @@ func Boot(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	if vm.dir, err = os.MkdirTemp("", "ppkit-vm-"); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
 	}
+	created.add(&created.dirs, vm.dir)
 	if vm.sshPort, err = freeLoopbackPort(); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
 	}
@@ -164,6 +165,7 @@ func Boot(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	if err := vm.cmd.Start(); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: start %s: %w", opts.QEMU, err), CommandLine: vm.CommandLine()}
 	}
+	created.add(&created.pids, fmt.Sprint(vm.cmd.Process.Pid))
 	fmt.Fprintf(progress, "boot: QEMU pid %d, ssh on 127.0.0.1:%d\n", vm.cmd.Process.Pid, vm.sshPort)
 	if vm.net != nil {
 		vm.net.releaseFiles()
@@ -628,6 +630,27 @@ func (vm *VM) ConsoleLog() []byte { return vm.console.bytes() }
 
 // ConsoleReports returns the kernel reports in the console so far.
 func (vm *VM) ConsoleReports() []Report { return ParseReports(vm.console.bytes()) }
+
+// created records every QEMU pid, network namespace and temporary directory this process made,
+// so that tests can check that each one is gone (other processes may run ppkit at the same time).
+var created resourceLog
+
+type resourceLog struct {
+	mu                sync.Mutex
+	pids, netns, dirs []string
+}
+
+func (r *resourceLog) add(list *[]string, v string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*list = append(*list, v)
+}
+
+func (r *resourceLog) snapshot() (pids, netns, dirs []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.pids...), append([]string(nil), r.netns...), append([]string(nil), r.dirs...)
+}
 
 type lockedWriter struct {
 	mu sync.Mutex

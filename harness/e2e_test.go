@@ -1,0 +1,334 @@
+//go:build e2e
+
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// leftovers lists what this process's harness runs left behind: QEMU processes still alive
+// (children of this process, or pids the harness started), network namespaces and temporary
+// directories the harness created. Taps live inside the namespaces and die with QEMU's
+// descriptors; tun devices left in the host namespace are checked by name as well.
+func leftovers() []string {
+	var out []string
+	if b, _ := exec.Command("pgrep", "-a", "-P", fmt.Sprint(os.Getpid()), "qemu").Output(); len(b) > 0 {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			out = append(out, "child process "+l)
+		}
+	}
+	pids, namespaces, dirs := created.snapshot()
+	for _, pid := range pids {
+		if data, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && strings.Contains(string(data), "qemu") {
+			out = append(out, "QEMU pid "+pid)
+		}
+	}
+	for _, ns := range namespaces {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			out = append(out, "netns "+ns)
+		}
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			out = append(out, "dir "+d)
+		}
+	}
+	if b, _ := exec.Command("ip", "-o", "link", "show", "type", "tun").Output(); len(b) > 0 {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if strings.Contains(l, ": tap") {
+				out = append(out, "tun/tap in the host namespace "+l)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if left := leftovers(); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "harness e2e: left behind after the tests:\n  %s\n", strings.Join(left, "\n  "))
+		code = 99
+	}
+	pids, namespaces, dirs := created.snapshot()
+	fmt.Fprintf(os.Stderr, "harness e2e: checked %d QEMU processes, %d namespaces, %d directories: all gone\n", len(pids), len(namespaces), len(dirs))
+	os.Exit(code)
+}
+
+// requireTool skips when a prerequisite is missing, except in CI where it fails.
+func requireTool(t *testing.T, tool string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found (run harness/install-deps.sh)", tool)
+		}
+		t.Skipf("%s not found (run harness/install-deps.sh)", tool)
+	}
+}
+
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var (
+	buildOnce sync.Once
+	builtK    *Kernel
+	builtImg  *Image
+	buildErr  error
+)
+
+// guest returns the default kernel and image, building them once (or reusing the cache).
+func guest(t *testing.T) (*Kernel, *Image) {
+	t.Helper()
+	requireTool(t, DefaultQEMU)
+	requireTool(t, "aarch64-linux-gnu-gcc")
+	buildOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+		defer cancel()
+		builtK, buildErr = BuildKernel(ctx, KernelOptions{Progress: testLog{t}})
+		if buildErr == nil {
+			builtImg, buildErr = BuildImage(ctx, ImageOptions{Progress: testLog{t}})
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtK, builtImg
+}
+
+func boot(t *testing.T, ctx context.Context, opts BootOptions) *VM {
+	t.Helper()
+	k, img := guest(t)
+	opts.Kernel, opts.Image = k, img
+	opts.Progress = testLog{t}
+	vm, err := Boot(ctx, opts)
+	if err != nil {
+		var ge *GuestError
+		if errors.As(err, &ge) {
+			t.Fatalf("boot: %v\n%s", err, ge.Details())
+		}
+		t.Fatalf("boot: %v", err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	t.Logf("SSH ready after %s", vm.BootTime)
+	return vm
+}
+
+func TestBootRunCopyPoweroff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := boot(t, ctx, BootOptions{})
+
+	out, err := vm.Run(ctx, "cat /proc/version")
+	if err != nil || !strings.Contains(string(out), "Linux version 5.10.") {
+		t.Fatalf("cat /proc/version = %q, %v", out, err)
+	}
+	_, err = vm.Run(ctx, "echo oops >&2; exit 3")
+	var ce *CommandError
+	if !errors.As(err, &ce) || ce.Status != 3 || strings.TrimSpace(string(ce.Stderr)) != "oops" {
+		t.Errorf("exit 3: err = %v, want a CommandError with status 3 and stderr oops", err)
+	}
+	// The tracepoints the model checker reads, and the tracefs/debugfs mounts.
+	if out, err := vm.Run(ctx, "ls -d /sys/kernel/tracing/events/page_pool /sys/kernel/tracing/events/skb /sys/kernel/tracing/events/kmem /sys/kernel/debug/tracing"); err != nil {
+		t.Errorf("tracepoints: %v (%s)", err, out)
+	}
+
+	// SCP both ways, with a file big enough to span many SSH packets.
+	dir := t.TempDir()
+	data := make([]byte, 3<<20+123)
+	rand.Read(data)
+	up := filepath.Join(dir, "up.bin")
+	if err := os.WriteFile(up, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.CopyTo(ctx, up, "/tmp/up.bin", 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out, err = vm.Run(ctx, "stat -c '%s %a' /tmp/up.bin && cp /tmp/up.bin /tmp/down.bin")
+	if err != nil || strings.TrimSpace(string(out)) != fmt.Sprintf("%d 640", len(data)) {
+		t.Fatalf("remote stat = %q, %v", out, err)
+	}
+	down := filepath.Join(dir, "down.bin")
+	if err := vm.CopyFrom(ctx, "/tmp/down.bin", down); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(down)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("round trip through the guest changed the file (%d bytes back, err %v)", len(got), err)
+	}
+	if err := vm.CopyFrom(ctx, "/tmp/missing", filepath.Join(dir, "x")); err == nil {
+		t.Error("copying a missing guest file succeeded")
+	}
+
+	if st, err := vm.Status(); err != nil || st != "running" {
+		t.Errorf("QMP status = %q, %v", st, err)
+	}
+	if r := vm.ConsoleReports(); len(r) > 0 {
+		t.Errorf("clean run has kernel reports: %+v", r)
+	}
+	if err := vm.Poweroff(ctx); err != nil {
+		t.Fatalf("poweroff: %v", err)
+	}
+	select {
+	case <-vm.Exited():
+	default:
+		t.Fatal("QEMU still running after Poweroff")
+	}
+	if !strings.Contains(string(vm.ConsoleLog()), "reboot: Power down") {
+		t.Errorf("guest did not power down cleanly; console tail:\n%s", tail(vm.ConsoleLog(), 10))
+	}
+}
+
+func TestPanicIsReported(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := boot(t, ctx, BootOptions{})
+	_, err := vm.Run(ctx, "echo c > /proc/sysrq-trigger")
+	var ge *GuestError
+	if !errors.As(err, &ge) {
+		t.Fatalf("err = %v, want a GuestError", err)
+	}
+	if want := "Kernel panic - not syncing: sysrq triggered crash"; ge.Title != want {
+		t.Errorf("title %q, want %q", ge.Title, want)
+	}
+	if ge.Report == nil || !strings.Contains(ge.Report.Text, "sysrq_handle_crash") && !strings.Contains(ge.Report.Text, "__handle_sysrq") {
+		t.Errorf("report lacks the call trace: %+v", ge.Report)
+	}
+	if !strings.Contains(ge.CommandLine, "qemu-system-aarch64 -M virt") {
+		t.Errorf("no reproducible command line: %q", ge.CommandLine)
+	}
+	select {
+	case <-vm.Exited():
+	case <-time.After(10 * time.Second):
+		t.Error("QEMU still running after the panic verdict")
+	}
+}
+
+func TestHangIsReported(t *testing.T) {
+	cases := []struct {
+		name    string
+		hang    func(ctx context.Context, vm *VM) error
+		command string
+	}{
+		{"vm stopped through QMP", func(ctx context.Context, vm *VM) error {
+			_, err := vm.QMP("stop", nil)
+			return err
+		}, "true"},
+		{"ssh server stopped in the guest", nil, "kill -STOP $(pidof dropbear)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			vm := boot(t, ctx, BootOptions{})
+			if tc.hang != nil {
+				if err := tc.hang(ctx, vm); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 8*time.Second)
+			defer rcancel()
+			start := time.Now()
+			_, err := vm.Run(rctx, tc.command)
+			var ge *GuestError
+			if !errors.As(err, &ge) || !strings.HasPrefix(ge.Title, "guest hung") {
+				t.Fatalf("err = %v, want a 'guest hung' GuestError", err)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("hang detected after %s, want about the 8s deadline", d)
+			}
+			if ge.ConsoleTail == "" || ge.CommandLine == "" {
+				t.Errorf("hang report lacks the console tail or the command line: %+v", ge)
+			}
+			select {
+			case <-vm.Exited():
+			case <-time.After(10 * time.Second):
+				t.Error("QEMU still running after the hang verdict")
+			}
+		})
+	}
+}
+
+func TestTestNICInNamespace(t *testing.T) {
+	requireTool(t, "ip")
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("test NICs need root")
+		}
+		t.Skip("test NICs need root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := boot(t, ctx, BootOptions{NICs: []NIC{{Model: "virtio-net-pci,romfile=", MAC: "52:54:00:aa:bb:01"}}})
+	ns, taps := vm.NetNS(), vm.Taps()
+	if ns == "" || len(taps) != 1 {
+		t.Fatalf("netns %q taps %v", ns, taps)
+	}
+	if out, err := exec.Command("ip", "link", "show", taps[0]).CombinedOutput(); err == nil {
+		t.Errorf("tap %s exists in the host namespace: %s", taps[0], out)
+	}
+	for _, args := range [][]string{
+		{"-n", ns, "addr", "add", "192.168.200.2/24", "dev", taps[0]},
+		{"-n", ns, "link", "set", taps[0], "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	dev, err := vm.Run(ctx, "grep -l 52:54:00:aa:bb:01 /sys/class/net/*/address | cut -d/ -f5")
+	if err != nil || strings.TrimSpace(string(dev)) == "" {
+		t.Fatalf("test NIC not found in the guest: %q %v", dev, err)
+	}
+	ifc := strings.TrimSpace(string(dev))
+	if out, err := vm.Run(ctx, fmt.Sprintf("ip addr add 192.168.200.1/24 dev %s && ip link set %s up && ping -c 2 -W 5 192.168.200.2", ifc, ifc)); err != nil {
+		t.Fatalf("ping across the test link: %v\n%s", err, out)
+	}
+	if err := vm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), ns) {
+		t.Errorf("netns %s left after Close", ns)
+	}
+}
+
+func TestCancelDuringBootCleansUp(t *testing.T) {
+	k, img := guest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	vm, err := Boot(ctx, BootOptions{Kernel: k, Image: img, NICs: []NIC{{Model: "virtio-net-pci,romfile="}}})
+	if err == nil {
+		vm.Close()
+		t.Fatal("boot succeeded within 300ms; cannot test cancellation")
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	// TestMain checks that the QEMU process, the namespace and the temporary directory are gone.
+}
+
+// A cached kernel build is only a hash of the inputs: it must not rebuild.
+func TestCachedKernelBuildDoesNotRebuild(t *testing.T) {
+	guest(t)
+	k, err := BuildKernel(context.Background(), KernelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.Cached {
+		t.Error("second build of an unchanged input was not a cache hit")
+	}
+}
