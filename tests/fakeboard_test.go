@@ -114,7 +114,7 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		return []byte("entries: 0\noverrun: 0\n"), nil
 	case strings.HasPrefix(cmd, "wc -c"):
 		return []byte("8388608\n"), nil
-	case strings.HasPrefix(cmd, "command -v iptables"):
+	case strings.Contains(cmd, "command -v iptables"):
 		return nil, errors.New("exit status 1")
 	case strings.HasPrefix(cmd, "mkdir -p"):
 		return nil, nil

@@ -672,7 +672,8 @@ func teeRule(iface string) []string {
 
 func (p *Copy) Setup(ctx context.Context, env *Env) error {
 	// Prefer the legacy backend: it needs only x_tables and xt_TEE in the kernel.
-	out, err := env.Board.Run(ctx, "command -v iptables-legacy || command -v iptables")
+	// iptables takes its lock in /run, which a busybox initramfs may lack.
+	out, err := env.Board.Run(ctx, "mkdir -p /run; command -v iptables-legacy || command -v iptables")
 	if err != nil || strings.TrimSpace(string(out)) == "" {
 		return fmt.Errorf("copy needs iptables in the guest image (iptables-legacy or iptables): %v", err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,20 +25,16 @@ func init() {
 
 // testDeps are the pieces `ppkit test` joins; tests of this file replace them.
 type testDeps struct {
-	// launcher returns the harness's board launcher, or an error naming what is missing.
+	// launcher returns the board launcher, or an error naming what is missing.
 	launcher func() (tests.Launcher, error)
 	// modelReady says whether the model can judge a trace.
 	modelReady func() error
 	model      tests.ModelChecker
 }
 
-// errNoLauncher is what `ppkit test` says until the harness can boot the mvneta board.
-var errNoLauncher = errors.New("the harness cannot boot the test board yet: no tests.Launcher " +
-	"(QEMU guest with the mvneta NIC on a tap in a client netns, over SSH/SCP; issues 4 and 5)")
-
 func defaultTestDeps() testDeps {
 	return testDeps{
-		launcher:   func() (tests.Launcher, error) { return nil, errNoLauncher },
+		launcher:   func() (tests.Launcher, error) { return &tests.HarnessLauncher{}, nil },
 		modelReady: tests.ModelReady,
 		model:      tests.CheckTraceWithModel,
 	}

@@ -69,15 +69,29 @@ func TestParseTestArgs(t *testing.T) {
 	}
 }
 
-// Until the harness provides a launcher, `ppkit test` fails at once with one line naming it.
-func TestRunTestNotWired(t *testing.T) {
-	var out, errb bytes.Buffer
-	code := run(context.Background(), []string{"test", "--baseline"}, &out, &errb)
-	if code != 1 || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "no tests.Launcher") {
-		t.Fatalf("exit %d, stderr %q", code, errb.String())
+// The real command boots through the harness and judges with gomodel.
+func TestDefaultTestDeps(t *testing.T) {
+	d := defaultTestDeps()
+	l, err := d.launcher()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if out.Len() != 0 {
-		t.Errorf("stdout %q", out.String())
+	if _, ok := l.(*tests.HarnessLauncher); !ok {
+		t.Errorf("launcher %T", l)
+	}
+	if err := d.modelReady(); err != nil || d.model == nil {
+		t.Errorf("model: %v", err)
+	}
+}
+
+// A missing piece stops `ppkit test` before anything boots, with one line naming it.
+func TestRunTestMissingPiece(t *testing.T) {
+	deps := testDeps{launcher: func() (tests.Launcher, error) { return nil, errors.New("no mvneta QEMU") },
+		modelReady: func() error { return errors.New("model not wired") }}
+	err := runTest(context.Background(), []string{"--baseline"}, io.Discard, io.Discard, deps)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 || err.Error() != "cannot run: no mvneta QEMU; model not wired" {
+		t.Fatalf("err %v", err)
 	}
 }
 

@@ -37,8 +37,8 @@ int main(int argc, char **argv)
 	long long packets = 0, bytes = 0;
 	while (wait_readable(me, (int)fd, sigfd)) {
 		long n = sys(NR_recvfrom, fd, buf, sizeof(buf), 0, 0, 0);
-		if (n == -EINTR || n == -EAGAIN)
-			continue;
+		if (n == -EINTR || n == -EAGAIN || n == -ENETDOWN)
+			continue; /* ENETDOWN: the link went down and up (an MTU change); keep counting */
 		if (n < 0)
 			die(me, "recv", n);
 		packets++;

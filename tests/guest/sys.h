@@ -58,9 +58,14 @@ __asm__(".text\n.global _start\n_start:\n\txor %rbp, %rbp\n\tmov %rsp, %rdi\n\ta
 
 #define sys(n, a, b, c, d, e, f) syscall6(n, (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
 
+/* A non-empty .data, so the writable segment has file contents and .bss follows it: Linux
+ * before 6.7 mishandles a segment that is all .bss (p_filesz 0 at an unaligned address) and the
+ * process dies with SIGSEGV right after exec. */
+__attribute__((used)) static volatile int data_anchor = 1;
+
 /* Constants shared by both architectures. */
 enum {
-	EINTR = 4, EAGAIN = 11,
+	EINTR = 4, EAGAIN = 11, ENETDOWN = 100,
 	AF_INET = 2, AF_PACKET = 17, SOCK_STREAM = 1, SOCK_RAW = 3, ETH_P_ALL = 0x0003,
 	SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_RCVBUF = 8, SO_RCVBUFFORCE = 33, IPPROTO_TCP = 6, TCP_ZEROCOPY_RECEIVE = 35,
 	SIOCGIFINDEX = 0x8933, O_WRONLY = 1, AT_FDCWD = -100,
