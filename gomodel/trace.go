@@ -302,9 +302,17 @@ func splitEventLine(b []byte) (name, fields []byte, ok bool) {
 		return nil, nil, false
 	}
 	rest := b[cpuEnd:]
-	k := bytes.Index(rest, []byte(": "))
-	if k < 0 {
-		return nil, nil, false
+	k := 0
+	for { // the first ": " after the CPU column
+		c := bytes.IndexByte(rest[k:], ':')
+		if c < 0 {
+			return nil, nil, false
+		}
+		k += c
+		if k+1 < len(rest) && rest[k+1] == ' ' {
+			break
+		}
+		k++
 	}
 	// the timestamp: digits and at most one '.', right before ": "
 	t := k
@@ -345,7 +353,11 @@ func (f *fieldParser) next(key string) []byte {
 		return nil
 	}
 	b, n := f.b, len(key)
-	if len(b) <= n || b[n] != '=' || string(b[:n]) != key {
+	ok := len(b) > n && b[n] == '='
+	for i := 0; ok && i < n; i++ { // keys are short: a loop beats memeqbody's call
+		ok = b[i] == key[i]
+	}
+	if !ok {
 		got := b
 		if sp := bytes.IndexByte(got, ' '); sp >= 0 {
 			got = got[:sp]
@@ -376,29 +388,40 @@ func (f *fieldParser) uint(key string, bits int) uint64 {
 	if f.err != nil {
 		return 0
 	}
-	base := uint64(10)
-	if len(v) > 2 && v[0] == '0' && (v[1] == 'x' || v[1] == 'X') {
-		base, v = 16, v[2:]
+	hex := len(v) > 2 && v[0] == '0' && (v[1] == 'x' || v[1] == 'X')
+	if hex {
+		v = v[2:]
 	}
 	var n uint64
-	for _, ch := range v {
-		var d uint64
-		switch {
-		case ch >= '0' && ch <= '9':
-			d = uint64(ch - '0')
-		case base == 16 && ch >= 'a' && ch <= 'f':
-			d = uint64(ch-'a') + 10
-		case base == 16 && ch >= 'A' && ch <= 'F':
-			d = uint64(ch-'A') + 10
-		default:
-			f.fail("%s=%s is not a number", key, string(v))
-			return 0
+	switch {
+	case !hex && len(v) <= 19: // cannot overflow: no check per digit
+		for _, ch := range v {
+			d := ch - '0'
+			if d > 9 {
+				f.fail("%s=%s is not a number", key, string(v))
+				return 0
+			}
+			n = n*10 + uint64(d)
 		}
-		if n > (^uint64(0)-d)/base {
-			f.fail("%s=%s overflows", key, string(v))
-			return 0
+	case hex && len(v) <= 16:
+		for _, ch := range v {
+			var d byte
+			switch {
+			case ch >= '0' && ch <= '9':
+				d = ch - '0'
+			case ch >= 'a' && ch <= 'f':
+				d = ch - 'a' + 10
+			case ch >= 'A' && ch <= 'F':
+				d = ch - 'A' + 10
+			default:
+				f.fail("%s=0x%s is not a hex number", key, string(v))
+				return 0
+			}
+			n = n<<4 | uint64(d)
 		}
-		n = n*base + d
+	default:
+		f.fail("%s=%s overflows 64 bits", key, string(v))
+		return 0
 	}
 	if bits < 64 && n >= 1<<uint(bits) {
 		f.fail("%s=%d does not fit in %d bits", key, n, bits)
