@@ -332,3 +332,77 @@ func TestCachedKernelBuildDoesNotRebuild(t *testing.T) {
 		t.Error("second build of an unchanged input was not a cache hit")
 	}
 }
+
+// writeProbeSeries writes a one-patch series (a comment added to net/core/page_pool.c, in stg
+// export form) made against the pristine source, and a second series whose patch cannot apply.
+func writeProbeSeries(t *testing.T, srcRepo string) (good, bad string) {
+	t.Helper()
+	orig, err := git(context.Background(), srcRepo, "show", "HEAD:net/core/page_pool.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a", "net", "core"), filepath.Join(dir, "b", "net", "core")
+	os.MkdirAll(a, 0o755)
+	os.MkdirAll(b, 0o755)
+	os.WriteFile(filepath.Join(a, "page_pool.c"), []byte(orig+"\n"), 0o644)
+	changed := strings.Replace(orig+"\n", "#include", "/* ppkit e2e: incremental build probe */\n#include", 1)
+	os.WriteFile(filepath.Join(b, "page_pool.c"), []byte(changed), 0o644)
+	cmd := exec.Command("git", "diff", "--no-index", "--no-prefix", "a/net/core/page_pool.c", "b/net/core/page_pool.c")
+	cmd.Dir = dir
+	diff, _ := cmd.Output() // exit status 1: files differ
+	if !bytes.Contains(diff, []byte("@@")) {
+		t.Fatalf("no diff: %s", diff)
+	}
+	patch := "page_pool: incremental build probe\n\nFrom: ppkit <ppkit@localhost>\n\nA comment only.\n\n" +
+		"Signed-off-by: ppkit <ppkit@localhost>\n---\n" + string(diff)
+	good = filepath.Join(dir, "good")
+	bad = filepath.Join(dir, "bad")
+	for _, d := range []string{good, bad} {
+		os.MkdirAll(d, 0o755)
+		os.WriteFile(filepath.Join(d, "series"), []byte("probe.patch\n"), 0o644)
+	}
+	os.WriteFile(filepath.Join(good, "probe.patch"), []byte(patch), 0o644)
+	os.WriteFile(filepath.Join(bad, "probe.patch"), []byte(strings.Replace(patch, " #include <linux/types.h>", " #include <linux/no-such.h>", 1)), 0o644)
+	return good, bad
+}
+
+func TestSeriesBuildIsIncrementalAndCached(t *testing.T) {
+	baseline, _ := guest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	cache, err := CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad := writeProbeSeries(t, src.repo)
+
+	k, err := BuildKernel(ctx, KernelOptions{Series: good, Progress: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Key == baseline.Key || len(k.Patches) != 1 || k.Patches[0] != "probe.patch" {
+		t.Fatalf("series build %+v is not distinct from the baseline %s", k, baseline.Key)
+	}
+	if _, err := os.Stat(k.Image); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("one-patch build took %s (cached=%v)", k.Elapsed, k.Cached)
+	again, err := BuildKernel(ctx, KernelOptions{Series: good})
+	if err != nil || !again.Cached || again.Key != k.Key {
+		t.Fatalf("second build of the same series: %+v, %v; want a cache hit", again, err)
+	}
+
+	_, err = BuildKernel(ctx, KernelOptions{Series: bad})
+	if err == nil || !strings.Contains(err.Error(), "probe.patch") || !strings.Contains(err.Error(), "does not apply") {
+		t.Fatalf("bad series: err = %v, want one naming probe.patch as not applying", err)
+	}
+	// The user's source (here the pristine repository) is never modified.
+	if out, err := git(ctx, src.repo, "status", "--porcelain", "--untracked-files=no"); err != nil || out != "" {
+		t.Errorf("source repository changed: %q %v", out, err)
+	}
+}

@@ -30,7 +30,8 @@ type KernelOptions struct {
 	// linux-source-5.10 tarball (Tarball, default DefaultKernelTarball).
 	Tree    string
 	Tarball string
-	// Series is an stg-exported series directory; empty builds the baseline.
+	// Series is an stg-exported series (its directory or its series file); empty builds the
+	// baseline.
 	Series string
 	// Upto applies only the first Upto patches of the series (0: all).
 	Upto int
@@ -87,19 +88,21 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
+	var series *Series
 	var patches []Patch
 	if opts.Series != "" {
 		all, err := ReadSeries(opts.Series)
 		if err != nil {
 			return nil, fmt.Errorf("build kernel: %w", err)
 		}
-		if opts.Upto < 0 || opts.Upto > len(all) {
-			return nil, fmt.Errorf("build kernel: --upto %d: the series has %d patches", opts.Upto, len(all))
+		if opts.Upto < 0 || opts.Upto > len(all.Patches) {
+			return nil, fmt.Errorf("build kernel: --upto %d: the series has %d patches", opts.Upto, len(all.Patches))
 		}
-		patches = all
+		series = all
 		if opts.Upto > 0 {
-			patches = all[:opts.Upto]
+			series = all.prefix(opts.Upto)
 		}
+		patches = series.Patches
 	}
 	fragment := KernelConfigFragment(opts.Debug)
 	cfgKey, cfgSum := newHasher()
@@ -140,7 +143,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		k.Elapsed = time.Since(start)
 		return k, nil
 	}
-	work, err := prepareWorkTree(ctx, cache, src, patches, progress)
+	work, err := prepareWorkTree(ctx, cache, src, series, progress)
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/ppkit/ppkit/stgit"
 )
 
 // DefaultKernelTarball is Debian's linux-source-5.10 package, the default kernel source.
@@ -197,34 +198,45 @@ type Patch struct {
 	Data []byte
 }
 
-// ReadSeries reads an stg-exported series directory: its "series" file names the patch files in
-// order (comments and blank lines ignored).
-func ReadSeries(dir string) ([]Patch, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "series"))
+// Series is a series read through the stgit package, ready to apply.
+type Series struct {
+	stg     *stgit.Series
+	Patches []Patch
+}
+
+// ReadSeries reads an stg-exported series (a directory holding a "series" file, or the series
+// file itself) with the stgit package's parser, which validates it.
+func ReadSeries(path string) (*Series, error) {
+	file := path
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		file = filepath.Join(path, "series")
+	}
+	s, err := stgit.ReadSeries(file)
 	if err != nil {
-		return nil, fmt.Errorf("series %s: %w (expected an stg-exported series with a \"series\" file)", dir, err)
+		return nil, err
 	}
-	var patches []Patch
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		p := filepath.Join(dir, line)
-		body, err := os.ReadFile(p)
+	out := &Series{stg: s}
+	for _, name := range s.Patches {
+		data, err := os.ReadFile(s.PatchPath(name))
 		if err != nil {
-			return nil, fmt.Errorf("series %s: patch %q: %w", dir, line, err)
+			return nil, fmt.Errorf("series %s: patch %s: %w", file, name, err)
 		}
-		patches = append(patches, Patch{Name: line, Path: p, Data: body})
+		out.Patches = append(out.Patches, Patch{Name: name, Path: s.PatchPath(name), Data: data})
 	}
-	return patches, sc.Err()
+	return out, nil
+}
+
+// prefix returns the series cut to its first n patches.
+func (s *Series) prefix(n int) *Series {
+	stg := *s.stg
+	stg.Patches = append([]string(nil), s.stg.Patches[:n]...)
+	return &Series{stg: &stg, Patches: s.Patches[:n]}
 }
 
 // prepareWorkTree makes ppkit's own work tree for src hold exactly src.commit plus patches. Only
 // files whose content changes are rewritten, so the out-of-tree build stays incremental. The
 // caller holds the work tree lock.
-func prepareWorkTree(ctx context.Context, cache string, src *kernelSource, patches []Patch, progress io.Writer) (string, error) {
+func prepareWorkTree(ctx context.Context, cache string, src *kernelSource, series *Series, progress io.Writer) (string, error) {
 	work := filepath.Join(cache, "work", src.id)
 	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
 		fmt.Fprintf(progress, "kernel: creating work tree %s (once)\n", work)
@@ -241,13 +253,23 @@ func prepareWorkTree(ctx context.Context, cache string, src *kernelSource, patch
 			return "", fmt.Errorf("work tree: fetch %s: %w", src.commit, err)
 		}
 	}
+	// The stgit package checks the whole prefix against a private index first, so a patch that
+	// does not apply is named (with its rejected hunk) before the work tree changes.
+	if series != nil && len(series.Patches) > 0 {
+		if err := (&stgit.Repo{Dir: work}).CheckApplies(ctx, src.commit, series.stg); err != nil {
+			return "", err
+		}
+	}
 	if err := resetWorkTree(ctx, work, src.commit); err != nil {
 		return "", err
 	}
-	for i, p := range patches {
+	if series == nil {
+		return work, nil
+	}
+	for i, p := range series.Patches {
 		if err := applyPatch(ctx, work, p); err != nil {
 			resetWorkTree(ctx, work, src.commit)
-			return "", fmt.Errorf("patch %d/%d %s does not apply: %w", i+1, len(patches), p.Name, err)
+			return "", fmt.Errorf("patch %d/%d %s does not apply: %w", i+1, len(series.Patches), p.Name, err)
 		}
 	}
 	return work, nil
@@ -263,9 +285,9 @@ func resetWorkTree(ctx context.Context, work, commit string) error {
 	return nil
 }
 
-// applyPatch applies one patch to the work tree. It is a variable so that the stg-driven
-// application of the stgit package can replace it; today it is `git apply`, which understands
-// stg's export format (a mail header, then the diff).
+// applyPatch applies one patch, already checked by stgit.CheckApplies, to the work tree with
+// `git apply`: unlike `stg import` it leaves no commits or stack behind, so going back to the
+// base for the next build rewrites only the files the patches touched.
 var applyPatch = func(ctx context.Context, work string, p Patch) error {
 	_, err := git(ctx, work, "apply", "--whitespace=nowarn", p.Path)
 	return err
