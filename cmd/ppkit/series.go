@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ppkit/ppkit/stgit"
+)
+
+func init() {
+	register(&command{
+		name:    "series",
+		summary: "manage the stg series in patches/: apply, export, list, goto, check",
+		run:     runSeries,
+	})
+}
+
+// seriesBuilder returns the Builder `ppkit series check` uses for the bisectability check and
+// a cleanup func. The default compiles the touched objects with Kbuild out of tree; the
+// harness's arm64 kernel build replaces it when it is wired in.
+var seriesBuilder = func(kernel string, log io.Writer) (stgit.Builder, func(), error) {
+	out, err := os.MkdirTemp("", "ppkit-check-build-")
+	if err != nil {
+		return nil, nil, err
+	}
+	return &stgit.MakeBuilder{OutDir: out, Log: log}, func() { os.RemoveAll(out) }, nil
+}
+
+const seriesUsage = `usage: ppkit series COMMAND --kernel DIR [flags]
+
+commands:
+  apply   import patches/series onto the kernel tree's stack (nothing changes if a patch fails)
+  export  write the applied stack back to patches/ (atomically)
+  list    list the stack's patches, applied and unapplied
+  goto    make patch NAME (or number N) the top of the stack
+  check   check every patch: Signed-off-by, subject form, checkpatch.pl --strict, bisectable build
+`
+
+func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, seriesUsage)
+		if len(args) == 0 {
+			return usageErrorf("missing series command")
+		}
+		return nil
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("series "+sub, stderr)
+	kernel := fs.String("kernel", "", "the kernel git `tree` that holds (or will hold) the stg stack")
+	var seriesFile, dir, branch *string
+	var jsonOut, noBuild *bool
+	var config *string
+	switch sub {
+	case "apply":
+		seriesFile = fs.String("series", filepath.Join("patches", "series"), "series `file` to import")
+		branch = fs.String("branch", "", "create (or use) this `branch` for the stack instead of the checked-out one")
+	case "export":
+		dir = fs.String("dir", "patches", "`directory` to write the series to")
+	case "list":
+		jsonOut = fs.Bool("json", false, "print JSON")
+	case "goto":
+	case "check":
+		seriesFile = fs.String("series", filepath.Join("patches", "series"), "series `file` to check")
+		jsonOut = fs.Bool("json", false, "print the report as JSON")
+		noBuild = fs.Bool("no-build", false, "skip the bisectability build")
+		config = fs.String("config", "", "kernel .config `file` for the build (default: defconfig)")
+	default:
+		fmt.Fprint(stderr, seriesUsage)
+		return usageErrorf("unknown series command %q; use apply, export, list, goto or check", sub)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *kernel == "" {
+		return usageErrorf("--kernel DIR is required: the kernel git tree of the stg stack")
+	}
+	repo, err := stgit.Open(ctx, *kernel)
+	if err != nil {
+		return failf("%v", err)
+	}
+	switch sub {
+	case "apply":
+		if fs.NArg() != 0 {
+			return usageErrorf("apply takes no arguments")
+		}
+		s, err := stgit.ReadSeries(*seriesFile)
+		if err != nil {
+			return failf("%v", err)
+		}
+		if err := repo.Apply(ctx, s, *branch); err != nil {
+			return failf("%v", err)
+		}
+		ps, err := repo.List(ctx)
+		if err != nil {
+			return failf("%v", err)
+		}
+		fmt.Fprintf(stdout, "applied %d patches of %s; the stack has %d\n", len(s.Patches), *seriesFile, len(ps))
+	case "export":
+		if fs.NArg() != 0 {
+			return usageErrorf("export takes no arguments")
+		}
+		if err := repo.Export(ctx, *dir); err != nil {
+			return failf("%v", err)
+		}
+		s, err := stgit.ReadSeries(filepath.Join(*dir, "series"))
+		if err != nil {
+			return failf("%v", err)
+		}
+		fmt.Fprintf(stdout, "exported %d patches to %s\n", len(s.Patches), *dir)
+	case "list":
+		if fs.NArg() != 0 {
+			return usageErrorf("list takes no arguments")
+		}
+		ps, err := repo.List(ctx)
+		if err != nil {
+			return failf("%v", err)
+		}
+		if *jsonOut {
+			if ps == nil {
+				ps = []stgit.StackPatch{}
+			}
+			return seriesWriteJSON(stdout, ps)
+		}
+		for i, p := range ps {
+			mark := "-"
+			switch {
+			case p.Top:
+				mark = ">"
+			case p.Applied:
+				mark = "+"
+			}
+			fmt.Fprintf(stdout, "%s %2d %s  %s\n", mark, i+1, p.Name, p.Subject)
+		}
+	case "goto":
+		if fs.NArg() != 1 {
+			return usageErrorf("goto takes one patch name or number")
+		}
+		if err := repo.Goto(ctx, fs.Arg(0)); err != nil {
+			return failf("%v", err)
+		}
+	case "check":
+		if fs.NArg() != 0 {
+			return usageErrorf("check takes no arguments")
+		}
+		return seriesCheck(ctx, repo, *seriesFile, *jsonOut, *noBuild, *config, stdout, stderr)
+	}
+	return nil
+}
+
+func seriesCheck(ctx context.Context, repo *stgit.Repo, seriesFile string, jsonOut, noBuild bool, config string, stdout, stderr io.Writer) error {
+	s, err := stgit.ReadSeries(seriesFile)
+	if err != nil {
+		return failf("%v", err)
+	}
+	opts := stgit.CheckOptions{Progress: stderr}
+	if !noBuild {
+		b, cleanup, err := seriesBuilder(repo.Dir, io.Discard)
+		if err != nil {
+			return failf("build set-up: %v", err)
+		}
+		defer cleanup()
+		if mb, ok := b.(*stgit.MakeBuilder); ok && config != "" {
+			mb.Config, _ = filepath.Abs(config)
+		}
+		opts.Builder = b
+	}
+	rep, err := repo.Check(ctx, s, opts)
+	if err != nil {
+		return failf("%v", err)
+	}
+	if jsonOut {
+		if err := seriesWriteJSON(stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range rep.Patches {
+			verdict := "ok  "
+			if !p.OK() {
+				verdict = "FAIL"
+			}
+			fmt.Fprintf(stdout, "%s %d/%d %s: %s\n", verdict, p.Index, len(s.Patches), p.Name, p.Subject)
+			for _, f := range p.Findings {
+				fmt.Fprintf(stdout, "       %-7s %-10s %s\n", f.Severity, f.Check, f.Message)
+			}
+		}
+	}
+	if !rep.OK {
+		var bad []string
+		for _, p := range rep.Patches {
+			if !p.OK() {
+				bad = append(bad, p.Name)
+			}
+		}
+		return failf("%d of %d patches fail the check: %s", len(bad), len(s.Patches), strings.Join(bad, ", "))
+	}
+	if !jsonOut {
+		fmt.Fprintf(stdout, "all %d patches pass\n", len(s.Patches))
+	}
+	return nil
+}
+
+func seriesWriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
