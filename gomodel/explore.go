@@ -66,6 +66,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 		episode int64
 		ops     []Op
 		syms    *Symbols
+		leak    bool // the episode also leaked a pool's inflight count
 	}
 	seen := map[string]raw{}
 	for res.Ops < int64(opts.Ops) {
@@ -77,7 +78,11 @@ func Explore(opts ExploreOptions) *ExploreResult {
 		}
 		target := mostSevere(g.m.Violations)
 		if _, dup := seen[target]; !dup {
-			seen[target] = raw{res.Episodes, append([]Op(nil), g.ops...), g.syms.clone()}
+			leak := false
+			for _, v := range g.m.Violations {
+				leak = leak || v.Name == InflightLeak
+			}
+			seen[target] = raw{res.Episodes, append([]Op(nil), g.ops...), g.syms.clone(), leak}
 		}
 	}
 	for _, name := range ViolationNames {
@@ -86,7 +91,13 @@ func Explore(opts ExploreOptions) *ExploreResult {
 			continue
 		}
 		f := Finding{Target: name, Episode: r.episode, FoundAfter: len(r.ops)}
-		min := Shrink(opts.Config, r.syms, r.ops, name)
+		// Keep the pool's inflight leak in the minimal scenario when the episode had one:
+		// it is what a page lost to its pool leads to (one more operation, the destroy).
+		targets := []string{name}
+		if r.leak && name != InflightLeak {
+			targets = append(targets, InflightLeak)
+		}
+		min := Shrink(opts.Config, r.syms, r.ops, targets...)
 		f.Minimal = len(min)
 		sc := renamed(r.syms, min)
 		if rr, err := Run(sc, opts.Config); err == nil {
@@ -122,33 +133,38 @@ func mostSevere(vs []Violation) string {
 	return ""
 }
 
-// Reproduces replays ops on an empty model and reports whether they run and show target.
-func Reproduces(cfg Config, syms *Symbols, ops []Op, target string) bool {
+// Reproduces replays ops on an empty model and reports whether they run and show every one
+// of targets.
+func Reproduces(cfg Config, syms *Symbols, ops []Op, targets ...string) bool {
 	m := NewModel(cfg, syms, false)
-	return m.reproduces(ops, target)
+	return m.reproduces(ops, targets)
 }
 
-func (m *Model) reproduces(ops []Op, target string) bool {
+func (m *Model) reproduces(ops []Op, targets []string) bool {
 	m.reset()
 	for _, op := range ops {
 		if err := m.Apply(op); err != nil {
 			return false
 		}
 	}
-	for _, v := range m.Violations {
-		if v.Name == target {
-			return true
+	for _, t := range targets {
+		found := false
+		for _, v := range m.Violations {
+			found = found || v.Name == t
+		}
+		if !found {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
-// Shrink minimizes ops while they still produce the target violation: ddmin over the
+// Shrink minimizes ops while they still produce every one of targets: ddmin over the
 // operation list, then simpler arguments (fewer frags, no `fits`, no `direct`, kmalloc heads,
-// splicing the head), repeated until nothing changes.
-func Shrink(cfg Config, syms *Symbols, ops []Op, target string) []Op {
+// splicing the head, the default pool size), repeated until nothing changes.
+func Shrink(cfg Config, syms *Symbols, ops []Op, targets ...string) []Op {
 	m := NewModel(cfg, syms, false)
-	test := func(c []Op) bool { return m.reproduces(c, target) }
+	test := func(c []Op) bool { return m.reproduces(c, targets) }
 	cur := append([]Op(nil), ops...)
 	if !test(cur) {
 		return cur
@@ -156,6 +172,14 @@ func Shrink(cfg Config, syms *Symbols, ops []Op, target string) []Op {
 	for {
 		cur = ddmin(cur, test)
 		changed := false
+		// an object and everything done to it: ddmin removes one chunk at a time, so it cannot
+		// drop `rx s3 rxq` and a distant `kfree s3` together
+		for i := len(cur) - 1; i >= 0; i-- {
+			if cand := withoutObject(syms, cur, i); len(cand) < len(cur)-1 && test(cand) {
+				cur, changed = cand, true
+				i = len(cur)
+			}
+		}
 		for i := range cur {
 			for _, simpler := range simplifications(cur[i]) {
 				cand := append([]Op(nil), cur...)
@@ -170,6 +194,46 @@ func Shrink(cfg Config, syms *Symbols, ops []Op, target string) []Op {
 			return cur
 		}
 	}
+}
+
+// declares reports whether op creates the object named by its A symbol.
+func declares(op Op) bool {
+	switch op.Kind {
+	case OpPool, OpAlloc, OpPage, OpRx, OpBuildSkb, OpAllocSkb, OpClone, OpCopy, OpPskbCopy, OpSplice, OpZerocopy:
+		return true
+	}
+	return false
+}
+
+// withoutObject drops ops[i] and, if it creates an object, every later operation that uses that
+// object or an object created from it.
+func withoutObject(syms *Symbols, ops []Op, i int) []Op {
+	gone := map[int32]bool{}
+	if declares(ops[i]) {
+		gone[ops[i].A] = true
+	}
+	isGone := func(id int32) bool {
+		for id >= 0 {
+			if gone[id] {
+				return true
+			}
+			id = syms.base[id]
+		}
+		return false
+	}
+	out := make([]Op, 0, len(ops))
+	out = append(out, ops[:i]...)
+	for _, op := range ops[i+1:] {
+		uses := isGone(op.B) || (!declares(op) && isGone(op.A))
+		if uses {
+			if declares(op) {
+				gone[op.A] = true
+			}
+			continue
+		}
+		out = append(out, op)
+	}
+	return out
 }
 
 func simplifications(op Op) []Op {
