@@ -84,6 +84,9 @@ func ConfiguredKernelTree(ctx context.Context) string {
 // tarballKernelSource extracts the Debian source tarball once into cache/src/<id> and commits it
 // to a git repository there, atomically (extract into a temporary directory, then rename).
 func tarballKernelSource(ctx context.Context, cache, tarball string, progress io.Writer) (*kernelSource, error) {
+	if progress == nil {
+		progress = io.Discard
+	}
 	sum, err := tarballDigest(cache, tarball)
 	if err != nil {
 		return nil, fmt.Errorf("kernel source %s: %w (install it with harness/install-deps.sh kernel)", tarball, err)
@@ -237,6 +240,9 @@ func (s *Series) prefix(n int) *Series {
 // files whose content changes are rewritten, so the out-of-tree build stays incremental. The
 // caller holds the work tree lock.
 func prepareWorkTree(ctx context.Context, cache string, src *kernelSource, series *Series, progress io.Writer) (string, error) {
+	if progress == nil {
+		progress = io.Discard
+	}
 	work := filepath.Join(cache, "work", src.id)
 	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
 		fmt.Fprintf(progress, "kernel: creating work tree %s (once)\n", work)

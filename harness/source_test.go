@@ -1,0 +1,142 @@
+package harness
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeKernelTree makes a small git tree shaped like a kernel (a Makefile, two C files).
+func fakeKernelTree(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	dir := filepath.Join(t.TempDir(), "linux")
+	for name, body := range map[string]string{
+		"Makefile":             "VERSION = 5\n",
+		"net/core/page_pool.c": "#include <linux/types.h>\nint pool;\n",
+		"net/core/skbuff.c":    "#include <linux/skbuff.h>\nint skb;\n",
+	} {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"commit", "-q", "-m", "base"}} {
+		if _, err := git(ctx, dir, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func writeSeries(t *testing.T, patches map[string]string, order ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range patches {
+		os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "series"), []byte(strings.Join(order, "\n")+"\n"), 0o644)
+	return dir
+}
+
+const probePatch = `page_pool: add a probe
+
+From: A Developer <dev@example.com>
+
+Signed-off-by: A Developer <dev@example.com>
+---
+diff --git a/net/core/page_pool.c b/net/core/page_pool.c
+--- a/net/core/page_pool.c
++++ b/net/core/page_pool.c
+@@ -1,2 +1,3 @@
+ #include <linux/types.h>
+ int pool;
++int probe;
+`
+
+func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
+	ctx := context.Background()
+	user := fakeKernelTree(t)
+	src, err := userKernelSource(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(src.id, "user-linux-") || len(src.commit) != 40 {
+		t.Errorf("source %+v", src)
+	}
+	cache := t.TempDir()
+	series, err := ReadSeries(writeSeries(t, map[string]string{"probe.patch": probePatch}, "probe.patch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	work, err := prepareWorkTree(ctx, cache, src, series, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(work, "net/core/page_pool.c"))
+	if !strings.Contains(string(got), "int probe;") {
+		t.Fatalf("patch not applied in the work tree:\n%s", got)
+	}
+	untouched := filepath.Join(work, "net/core/skbuff.c")
+	before, _ := os.Stat(untouched)
+	time.Sleep(10 * time.Millisecond)
+
+	// Back to the baseline: the patched file is restored, the others keep their mtime (so the
+	// out-of-tree build stays incremental).
+	if _, err := prepareWorkTree(ctx, cache, src, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = os.ReadFile(filepath.Join(work, "net/core/page_pool.c"))
+	if strings.Contains(string(got), "probe") {
+		t.Error("baseline work tree still has the patch")
+	}
+	if after, _ := os.Stat(untouched); !after.ModTime().Equal(before.ModTime()) {
+		t.Error("an untouched file was rewritten")
+	}
+
+	// A patch that does not apply is refused before the work tree changes.
+	bad, err := ReadSeries(writeSeries(t, map[string]string{"bad.patch": strings.Replace(probePatch, " int pool;", " int other;", 1)}, "bad.patch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prepareWorkTree(ctx, cache, src, bad, nil); err == nil || !strings.Contains(err.Error(), "bad.patch") {
+		t.Errorf("bad patch: err = %v, want one naming bad.patch", err)
+	}
+
+	// The user's tree is untouched: same files, no stash, no worktree, no new refs.
+	if out, _ := git(ctx, user, "status", "--porcelain"); out != "" {
+		t.Errorf("user tree changed: %q", out)
+	}
+	if out, _ := git(ctx, user, "worktree", "list"); strings.Count(out, "\n") != 0 {
+		t.Errorf("a worktree was added to the user's repository: %q", out)
+	}
+	if data, _ := os.ReadFile(filepath.Join(user, "net/core/page_pool.c")); strings.Contains(string(data), "probe") {
+		t.Error("user tree patched")
+	}
+}
+
+func TestKernelSourceErrors(t *testing.T) {
+	ctx := context.Background()
+	if _, err := userKernelSource(ctx, t.TempDir()); err == nil || !strings.Contains(err.Error(), "Makefile") {
+		t.Errorf("empty dir: err = %v", err)
+	}
+	notGit := t.TempDir()
+	os.WriteFile(filepath.Join(notGit, "Makefile"), []byte("x"), 0o644)
+	if _, err := userKernelSource(ctx, notGit); err == nil || !strings.Contains(err.Error(), "not a git tree") {
+		t.Errorf("non-git tree: err = %v", err)
+	}
+	if _, err := tarballKernelSource(ctx, t.TempDir(), "/nonexistent/linux.tar.xz", nil); err == nil || !strings.Contains(err.Error(), "install-deps.sh") {
+		t.Errorf("missing tarball: err = %v", err)
+	}
+	if _, err := ReadSeries(t.TempDir()); err == nil {
+		t.Error("a directory without a series file was accepted")
+	}
+}
