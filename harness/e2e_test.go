@@ -406,3 +406,33 @@ func TestSeriesBuildIsIncrementalAndCached(t *testing.T) {
 		t.Errorf("source repository changed: %q %v", out, err)
 	}
 }
+
+// Kconfig silently drops options whose dependencies are unmet: run the configure step (not the
+// build) for both fragments and check that every wanted line survived.
+func TestConfigFragmentsSurviveKconfig(t *testing.T) {
+	guest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cache, err := CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, debug := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) {
+			logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer logf.Close()
+			// The pristine repository is a full tree; configuring out of tree only reads it.
+			b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
+			if err := b.configure(KernelConfigFragment(debug)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
