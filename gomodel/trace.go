@@ -678,6 +678,9 @@ func (c *traceChecker) finish() *TraceReport {
 		}
 		if p.Destroyed && !p.Freed {
 			lr := p.LastRelease
+			if lr.Inflight < 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: negative inflight %d: more releases than holds (page_pool_inflight() WARNs \"Negative(%d) inflight packet-pages\")", p.Pool, lr.Inflight, lr.Inflight))
+			}
 			v := Violation{Name: InflightLeak, Line: lr.Line, Op: "page_pool_release",
 				Detail: fmt.Sprintf("pool %s: the last page_pool_release after page_pool_destroy shows inflight=%d (hold=%d release=%d, attempt %d); the trace shows %d pages still held and %d freed while held",
 					p.Pool, lr.Inflight, lr.Hold, lr.Release, lr.Cnt, p.Held, p.FreedWhileHeld)}
