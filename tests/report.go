@@ -204,7 +204,6 @@ func InflightSVG(pools []PoolResult, width, height int) string {
 	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">0</text>`, left-4, top+int(ph))
 	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11">%.3f s</text>`, left, height-10, tmin)
 	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">%.3f s</text>`, width-right, height-10, tmax)
-	colors := []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
 	for i, p := range pools {
 		pts := downsample(p.Timeline, int(pw))
 		if len(pts) == 0 {
@@ -217,13 +216,18 @@ func InflightSVG(pools []PoolResult, width, height int) string {
 			}
 			fmt.Fprintf(&path, "%.1f,%.1f", x(pt.Time), y(pt.Inflight))
 		}
-		c := colors[i%len(colors)]
+		c := poolColor(i)
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"><title>pool %s</title></polyline>`,
 			c, path.String(), template.HTMLEscapeString(p.Pool))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
 }
+
+var poolColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
+
+// poolColor is the plot colour of the i-th pool (also shown in the report's pool table).
+func poolColor(i int) string { return poolColors[i%len(poolColors)] }
 
 // downsample keeps at most about 2n points, preserving each bucket's minimum and maximum so
 // spikes stay visible, plus the last point.
@@ -271,13 +275,14 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"f1":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	"svg":   func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
 	"ratio": func(l ComparisonLine) string { return ratioText(l) },
+	"color": func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ppkit test report</title>
 <style>
 body{font-family:sans-serif;margin:2em;max-width:60em}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
 th{background:#eee}td.l,th.l{text-align:left}.pass{color:#070;font-weight:bold}.fail{color:#b00;font-weight:bold}
-pre{background:#f6f6f6;padding:.5em;overflow:auto}
+pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width:.8em;height:.8em}
 </style></head><body>
 <h1>ppkit test: {{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
 <table><tr><th class="l">procedure</th><th class="l">kernel</th><th class="l">verdict</th><th>packets</th><th>throughput</th>
@@ -298,7 +303,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}
 <h3>Inflight per pool over time</h3>
 {{svg .Pools}}
 <table><tr><th class="l">pool</th><th>holds</th><th>releases</th><th>SKB returns</th><th class="l">destroyed</th><th>final inflight</th></tr>
-{{range .Pools}}<tr><td class="l"><code>{{.Pool}}</code></td><td>{{.Holds}}</td><td>{{.Releases}}</td><td>{{.SKBReturns}}</td><td class="l">{{.Destroyed}}</td><td>{{.FinalInflight}}</td></tr>
+{{range $i, $p := .Pools}}<tr><td class="l"><span class="sw" style="{{color $i}}"></span> <code>{{.Pool}}</code></td><td>{{.Holds}}</td><td>{{.Releases}}</td><td>{{.SKBReturns}}</td><td class="l">{{.Destroyed}}</td><td>{{.FinalInflight}}</td></tr>
 {{end}}</table>
 {{if .Traffic.Notes}}<pre>{{range .Traffic.Notes}}{{.}}
 {{end}}</pre>{{end}}

@@ -76,7 +76,8 @@ func markerText(procedure, edge string) string { return "ppkit: " + procedure + 
 // comments) are skipped; a line that looks like an event but has a malformed field is an error.
 func ParseTraceFigures(r io.Reader, procedure string) (*TraceFigures, error) {
 	f := &TraceFigures{Events: map[string]int64{}}
-	pools := map[string]*PoolTrace{}
+	pools := map[string]*PoolTrace{} // current pool at each address
+	reuse := map[string]int{}
 	begin, end := markerText(procedure, "begin"), markerText(procedure, "end")
 	inWindow := false
 	sc := bufio.NewScanner(r)
@@ -123,8 +124,17 @@ func ParseTraceFigures(r io.Reader, procedure string) (*TraceFigures, error) {
 			return nil, fmt.Errorf("trace line %d: %s without page_pool=", lineNo, name)
 		}
 		p := pools[id]
+		// A new pool at the address of a destroyed one (the kernel reuses the memory, e.g.
+		// after an MTU change) starts its hold counter at 1 again: it gets a "#N" suffix.
+		if p != nil && name == EventStateHold && kv["hold"] == "1" && p.Holds > 0 {
+			reuse[id]++
+			p = nil
+		}
 		if p == nil {
 			p = &PoolTrace{Pool: id}
+			if n := reuse[id]; n > 0 {
+				p.Pool = fmt.Sprintf("%s#%d", id, n+1)
+			}
 			pools[id] = p
 			f.Pools = append(f.Pools, p)
 		}

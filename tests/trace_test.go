@@ -140,3 +140,25 @@ func TestCheckTraceWithModelFixture(t *testing.T) {
 		t.Error("no error for a missing trace")
 	}
 }
+
+// A pool created at the address of a destroyed one is a new pool.
+func TestParseTraceFiguresPoolReuse(t *testing.T) {
+	in := `  ip-5 [000] ....   1.000001: page_pool_state_hold: page_pool=aa page=bb pfn=1 hold=1
+  ip-5 [000] ....   1.000002: page_pool_state_hold: page_pool=aa page=bc pfn=2 hold=2
+  ip-5 [000] ....   1.000003: page_pool_state_release: page_pool=aa page=bb pfn=1 release=1
+  ip-5 [000] ....   1.000004: page_pool_state_release: page_pool=aa page=bc pfn=2 release=2
+  ip-5 [000] ....   1.000005: page_pool_release: page_pool=aa inflight=0 hold=2 release=2 cnt=0
+  ip-5 [000] ....   2.000001: page_pool_state_hold: page_pool=aa page=bb pfn=1 hold=1
+  ip-5 [000] ....   2.000002: page_pool_release: page_pool=aa inflight=1 hold=1 release=0 cnt=0
+`
+	tf, err := ParseTraceFigures(strings.NewReader(in), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tf.Pools) != 2 || tf.Pools[1].Pool != "aa#2" || tf.Pools[0].FinalInflight != 0 || tf.Pools[1].FinalInflight != 1 || tf.Pools[1].Holds != 1 {
+		for _, p := range tf.Pools {
+			t.Logf("%+v", *p)
+		}
+		t.Fatal("pool reuse not split")
+	}
+}
