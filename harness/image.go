@@ -293,6 +293,21 @@ func fetchDebs(ctx context.Context, dir string, pkgs []ImagePackage, progress io
 		}
 	}
 	if len(missing) > 0 {
+		lock, err := lockFile(filepath.Join(dir, ".lock"), progress)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Unlock()
+		// Another ppkit may have fetched them while we waited for the lock.
+		var still []string
+		for _, m := range missing {
+			if find(strings.TrimSuffix(m, ":arm64")) == "" {
+				still = append(still, m)
+			}
+		}
+		missing = still
+	}
+	if len(missing) > 0 {
 		fmt.Fprintf(progress, "image: apt-get download %s\n", strings.Join(missing, " "))
 		args := append([]string{"-q", "-o", "APT::Sandbox::User=root", "download"}, missing...)
 		cmd := exec.CommandContext(ctx, "apt-get", args...)
