@@ -1,6 +1,7 @@
 package gomodel
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -26,16 +27,21 @@ type ExploreOptions struct {
 	// EpisodeOps is the number of random operations per episode before its teardown
 	// (default 40). Each episode starts from an empty model.
 	EpisodeOps int
+	// Context, if set, stops the exploration early (what was found so far is still shrunk).
+	Context context.Context
+	// Progress, if set, is called after about every million operations.
+	Progress func(ops, episodes int64)
 }
 
 // ExploreResult is what Explore found.
 type ExploreResult struct {
-	Variant  string    `json:"variant"`
-	Seed     int64     `json:"seed"`
-	Ops      int64     `json:"ops"`      // operations run
-	Episodes int64     `json:"episodes"` // independent sequences tried
-	Found    bool      `json:"found"`
-	Findings []Finding `json:"findings,omitempty"` // one per distinct violation, most severe first
+	Variant     string    `json:"variant"`
+	Seed        int64     `json:"seed"`
+	Ops         int64     `json:"ops"`      // operations run
+	Episodes    int64     `json:"episodes"` // independent sequences tried
+	Found       bool      `json:"found"`
+	Findings    []Finding `json:"findings,omitempty"` // one per distinct violation, most severe first
+	Interrupted bool      `json:"interrupted,omitempty"`
 }
 
 // Finding is one kind of violation Explore found, shrunk to a minimal scenario.
@@ -69,7 +75,16 @@ func Explore(opts ExploreOptions) *ExploreResult {
 		leak    bool // the episode also leaked a pool's inflight count
 	}
 	seen := map[string]raw{}
+	nextProgress := int64(1_000_000)
 	for res.Ops < int64(opts.Ops) {
+		if res.Episodes%256 == 0 && opts.Context != nil && opts.Context.Err() != nil {
+			res.Interrupted = true
+			break
+		}
+		if opts.Progress != nil && res.Ops >= nextProgress {
+			opts.Progress(res.Ops, res.Episodes)
+			nextProgress += 1_000_000
+		}
 		res.Episodes++
 		found := g.episode(opts.EpisodeOps, int(int64(opts.Ops)-res.Ops))
 		res.Ops += int64(len(g.ops))

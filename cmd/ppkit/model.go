@@ -208,7 +208,13 @@ func modelExplore(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, "exploring variant %s, seed %d, up to %d operations\n", cfg, *seed, *ops)
 	}
 	start := time.Now()
-	res := gomodel.Explore(gomodel.ExploreOptions{Config: cfg, Ops: *ops, Seed: *seed})
+	opts := gomodel.ExploreOptions{Config: cfg, Ops: *ops, Seed: *seed, Context: ctx}
+	if !*asJSON && *ops > 2_000_000 {
+		opts.Progress = func(done, episodes int64) {
+			fmt.Fprintf(stderr, "explored %d of %d operations (%d episodes)\n", done, *ops, episodes)
+		}
+	}
+	res := gomodel.Explore(opts)
 	elapsed := time.Since(start)
 	if *asJSON {
 		if err := modelWriteJSON(stdout, res); err != nil {
@@ -217,6 +223,9 @@ func modelExplore(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	} else {
 		fmt.Fprintf(stdout, "ran %d operations in %d episodes (%.2fs, %.2f M ops/s), seed %d\n",
 			res.Ops, res.Episodes, elapsed.Seconds(), float64(res.Ops)/elapsed.Seconds()/1e6, res.Seed)
+		if res.Interrupted {
+			fmt.Fprintf(stdout, "interrupted after %d operations\n", res.Ops)
+		}
 		if !res.Found {
 			fmt.Fprintf(stdout, "no violation found in variant %s\n", cfg)
 		} else {
@@ -233,6 +242,9 @@ func modelExplore(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if res.Found {
 		return silentFailure
+	}
+	if res.Interrupted {
+		return failf("interrupted before %d operations: no verdict", *ops)
 	}
 	return nil
 }
