@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/ppkit/ppkit/harness"
 )
@@ -25,7 +27,7 @@ type kernelFlags struct {
 
 func (k *kernelFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.tree, "kernel", "", "user kernel git tree to build (read-only; default: git config ppkit.kernel, else Debian's linux-source-5.10)")
-	fs.StringVar(&k.series, "series", "", "stg-exported series directory to apply")
+	fs.StringVar(&k.series, "series", "", "stg-exported series directory to apply (default: patches/ when it holds a series)")
 	fs.BoolVar(&k.baseline, "baseline", false, "build without any series")
 	fs.IntVar(&k.upto, "upto", 0, "apply only the first N patches of the series")
 	fs.BoolVar(&k.debug, "debug", false, "add KASAN, DEBUG_VM, PAGE_OWNER and lockdep (harness/config/debug.config)")
@@ -36,17 +38,31 @@ func (k *kernelFlags) options(ctx context.Context, progress io.Writer) (harness.
 	if k.baseline && k.series != "" {
 		return harness.KernelOptions{}, usageErrorf("--baseline and --series exclude each other")
 	}
-	if k.upto != 0 && k.series == "" {
-		return harness.KernelOptions{}, usageErrorf("--upto needs --series DIR")
+	if k.upto != 0 && k.baseline {
+		return harness.KernelOptions{}, usageErrorf("--upto applies to a series; drop --baseline")
 	}
 	if k.upto < 0 {
 		return harness.KernelOptions{}, usageErrorf("--upto must be positive")
+	}
+	series := k.series
+	if series != "" {
+		if _, err := os.Stat(filepath.Join(series, "series")); err != nil {
+			if st, serr := os.Stat(series); serr != nil || st.IsDir() {
+				return harness.KernelOptions{}, usageErrorf("no stg series in %s (want %s); pass --series DIR or --baseline", series, filepath.Join(series, "series"))
+			}
+		}
+	} else if !k.baseline {
+		if _, err := os.Stat(filepath.Join("patches", "series")); err == nil {
+			series = "patches"
+		} else {
+			fmt.Fprintln(progress, "kernel: no patches/series here; building the baseline (pass --series DIR for a series)")
+		}
 	}
 	tree := k.tree
 	if tree == "" {
 		tree = harness.ConfiguredKernelTree(ctx)
 	}
-	return harness.KernelOptions{Tree: tree, Series: k.series, Upto: k.upto, Debug: k.debug, Jobs: k.jobs, Progress: progress}, nil
+	return harness.KernelOptions{Tree: tree, Series: series, Upto: k.upto, Debug: k.debug, Jobs: k.jobs, Progress: progress}, nil
 }
 
 func runKernel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
