@@ -436,3 +436,23 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 		})
 	}
 }
+
+// A guest that ignores the power button is stopped with QMP quit, and that is reported.
+func TestPoweroffEscalatesWhenIgnored(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := boot(t, ctx, BootOptions{PoweroffTimeout: 3 * time.Second})
+	// The power-button watcher is the only dd in the guest.
+	if _, err := vm.Run(ctx, "killall dd"); err != nil {
+		t.Fatal(err)
+	}
+	err := vm.Poweroff(ctx)
+	if err == nil || !strings.Contains(err.Error(), "ignored system_powerdown") {
+		t.Fatalf("err = %v, want the ignored power button reported", err)
+	}
+	select {
+	case <-vm.Exited():
+	default:
+		t.Fatal("QEMU still running after Poweroff")
+	}
+}

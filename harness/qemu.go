@@ -37,6 +37,9 @@ type BootOptions struct {
 	BootTimeout    time.Duration // QEMU start to SSH ready (default 90s)
 	CommandTimeout time.Duration // default timeout of Run/CopyTo/CopyFrom when ctx has none (default 10m)
 	QMPTimeout     time.Duration // per QMP command (default 10s)
+	// PoweroffTimeout is how long Poweroff waits for the guest to power off before QMP quit
+	// (default 30s).
+	PoweroffTimeout time.Duration
 
 	// Console receives a live copy of the serial console (nil: none). It is always kept in
 	// memory and in console.log in the VM's directory as well.
@@ -65,6 +68,9 @@ func (o *BootOptions) defaults() {
 	}
 	if o.QMPTimeout == 0 {
 		o.QMPTimeout = 10 * time.Second
+	}
+	if o.PoweroffTimeout == 0 {
+		o.PoweroffTimeout = 30 * time.Second
 	}
 	if o.KernelImage == "" && o.Kernel != nil {
 		o.KernelImage = o.Kernel.Image

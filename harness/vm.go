@@ -533,8 +533,8 @@ func (vm *VM) Poweroff(ctx context.Context) error {
 	} else {
 		select {
 		case <-vm.exited:
-		case <-time.After(30 * time.Second):
-			result = errors.New("poweroff: the guest ignored system_powerdown for 30s")
+		case <-time.After(vm.opts.PoweroffTimeout):
+			result = fmt.Errorf("poweroff: the guest ignored system_powerdown for %s; stopped it with QMP quit", vm.opts.PoweroffTimeout)
 		case <-ctx.Done():
 			result = fmt.Errorf("poweroff: %w", ctx.Err())
 		}
