@@ -1,0 +1,189 @@
+//go:build e2e
+
+package stgit
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ppkit/ppkit/stgit/stgtest"
+)
+
+// exportedSeries makes a kernel repo with a stack of n patches, exports it with the real stg to
+// a patches/ directory and returns (kernel dir, patches dir).
+func exportedSeries(t *testing.T, n int) (string, string) {
+	t.Helper()
+	stgtest.Hermetic(t)
+	src := stgtest.KernelRepo(t)
+	stgtest.Stack(t, src, stgtest.DefaultPatches(n))
+	patches := filepath.Join(t.TempDir(), "patches")
+	stgtest.Stg(t, src, "export", "-d", patches)
+	return src, patches
+}
+
+func TestApplyImportsSeriesOnNewBranch(t *testing.T) {
+	ctx := context.Background()
+	src, patches := exportedSeries(t, 4)
+	kernel := stgtest.KernelRepo(t) // same base content, same dates: same base commit
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head := strings.TrimSpace(stgtest.Git(t, kernel, "rev-parse", "HEAD")); head != s.Base {
+		t.Fatalf("scratch bases differ: %s vs %s", head, s.Base)
+	}
+	if len(s.Patches) != 4 || s.Base == "" {
+		t.Fatalf("series = %+v", s)
+	}
+	r, err := Open(ctx, kernel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Apply(ctx, s, "series"); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := r.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 4 || !ps[3].Top || ps[0].Subject != "net: foo: patch number 1" {
+		t.Fatalf("list = %+v", ps)
+	}
+	if got, want := stgtest.Git(t, kernel, "rev-parse", "HEAD^{tree}"), stgtest.Git(t, src, "rev-parse", "HEAD^{tree}"); got != want {
+		t.Fatalf("applied tree %s, want %s", got, want)
+	}
+	if err := r.Goto(ctx, "2"); err != nil {
+		t.Fatal(err)
+	}
+	ps, _ = r.List(ctx)
+	if !ps[1].Top || ps[2].Applied {
+		t.Fatalf("after goto 2: %+v", ps)
+	}
+	if base, err := r.Base(ctx); err != nil || base != s.Base {
+		t.Fatalf("base = %q, %v; want %s", base, err, s.Base)
+	}
+	if err := r.Goto(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "no patch") {
+		t.Fatalf("goto nope: %v", err)
+	}
+}
+
+func TestApplyRejectedPatchLeavesTreeUnchanged(t *testing.T) {
+	ctx := context.Background()
+	_, patches := exportedSeries(t, 4)
+	kernel := stgtest.KernelRepo(t)
+	// The tree moved under patch 3: its context line changed.
+	stgtest.WriteFile(t, kernel, stgtest.BaseFile, strings.Replace(readFile(t, filepath.Join(kernel, stgtest.BaseFile)), "int skb_counter_6;", "int skb_counter_6 = 66;", 1))
+	stgtest.Git(t, kernel, "commit", "-q", "-am", "move the tree")
+	before := stgtest.Snapshot(t, kernel, patches)
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := Open(ctx, kernel)
+	for _, branch := range []string{"", "series"} {
+		err = r.Apply(ctx, s, branch)
+		var ae *ApplyError
+		if !errors.As(err, &ae) {
+			t.Fatalf("apply: %v, want an ApplyError", err)
+		}
+		msg := err.Error()
+		if ae.Patch != "net-foo-patch-number-3" || !strings.Contains(msg, "net/core/skbuff.c hunk #1") || !strings.Contains(msg, "@@ -") || strings.Contains(msg, "\n") {
+			t.Fatalf("error %q does not name the patch and hunk in one line", msg)
+		}
+		if after := stgtest.Snapshot(t, kernel, patches); after != before {
+			t.Fatalf("tree changed:\n%s\n---\n%s", before, after)
+		}
+	}
+}
+
+func TestApplyRefusesDirtyTreeAndBadSeries(t *testing.T) {
+	ctx := context.Background()
+	_, patches := exportedSeries(t, 2)
+	kernel := stgtest.KernelRepo(t)
+	r, _ := Open(ctx, kernel)
+
+	if _, err := ReadSeries(filepath.Join(patches, "nope")); err == nil || !strings.Contains(err.Error(), "read series file") {
+		t.Fatalf("missing series: %v", err)
+	}
+	os.Chmod(filepath.Join(patches, "series"), 0)
+	if os.Geteuid() != 0 {
+		if _, err := ReadSeries(filepath.Join(patches, "series")); err == nil {
+			t.Fatal("unreadable series accepted")
+		}
+	}
+	os.Chmod(filepath.Join(patches, "series"), 0o644)
+	os.Remove(filepath.Join(patches, "net-foo-patch-number-2"))
+	if _, err := ReadSeries(filepath.Join(patches, "series")); err == nil || !strings.Contains(err.Error(), "net-foo-patch-number-2") {
+		t.Fatalf("series with a missing patch: %v", err)
+	}
+	stgtest.Stg(t, patches, "--version") // keep stg in the loop even here
+	s := &Series{File: filepath.Join(patches, "series"), Patches: []string{"net-foo-patch-number-1"}}
+	stgtest.WriteFile(t, kernel, "MAINTAINERS", "dirty\n")
+	before := stgtest.Snapshot(t, kernel)
+	if err := r.Apply(ctx, s, ""); err == nil || !strings.Contains(err.Error(), "uncommitted changes") {
+		t.Fatalf("dirty tree: %v", err)
+	}
+	if stgtest.Snapshot(t, kernel) != before {
+		t.Fatal("dirty tree changed")
+	}
+}
+
+func TestExportIsAtomicAndKeepsForeignFiles(t *testing.T) {
+	ctx := context.Background()
+	stgtest.Hermetic(t)
+	kernel := stgtest.KernelRepo(t)
+	stgtest.Stack(t, kernel, stgtest.DefaultPatches(3))
+	patches := filepath.Join(t.TempDir(), "patches")
+	r, _ := Open(ctx, kernel)
+	if err := r.Export(ctx, patches); err != nil {
+		t.Fatal(err)
+	}
+	stgtest.WriteFile(t, patches, "README.md", "the series\n")
+	stgtest.Stg(t, kernel, "delete", "net-foo-patch-number-3")
+	stgtest.Stg(t, kernel, "rename", "net-foo-patch-number-2", "net-foo-second")
+	if err := r.Export(ctx, patches); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(s.Patches, ",") != "net-foo-patch-number-1,net-foo-second" {
+		t.Fatalf("series %v", s.Patches)
+	}
+	entries, _ := os.ReadDir(patches)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, ",") != "README.md,net-foo-patch-number-1,net-foo-second,series" {
+		t.Fatalf("patches/ holds %v", names)
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(patches), ".export-*"))
+	if len(left) != 0 {
+		t.Fatalf("temporary export dirs left: %v", left)
+	}
+	// A failing export (no applied patch) leaves patches/ as it was.
+	before := stgtest.Snapshot(t, kernel, patches)
+	stgtest.Stg(t, kernel, "pop", "-a")
+	before = stgtest.Snapshot(t, kernel, patches)
+	if err := r.Export(ctx, patches); err == nil {
+		t.Fatal("export of an empty stack succeeded")
+	}
+	if stgtest.Snapshot(t, kernel, patches) != before {
+		t.Fatal("failed export changed patches/")
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
