@@ -382,7 +382,7 @@ func (r *Repo) coverText(ctx context.Context, o *MailOptions, history []HistoryE
 	}
 	if log.Len() > 0 {
 		if i := strings.Index(body, "\n---\n"); i >= 0 {
-			body = body[:i+1] + "\n" + log.String() + body[i+1:]
+			body = strings.TrimRight(body[:i], "\n") + "\n\n" + log.String() + "\n" + body[i+1:]
 		} else {
 			body = strings.TrimRight(body, "\n") + "\n\n" + log.String()
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,6 +152,7 @@ type SMTPServer struct {
 	User string
 	// Password is resolved by Password() and never printed.
 	password string
+	rootCAs  *x509.CertPool // nil: the system's
 }
 
 // Password finds the SMTP password: PPKIT_SMTP_PASSWORD, else git's credential helper.
@@ -181,7 +183,7 @@ func (s *SMTPServer) dial(ctx context.Context) (*smtp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SMTP server %q: %v; give HOST:PORT", s.Addr, err)
 	}
-	cfg := &tls.Config{ServerName: host}
+	cfg := &tls.Config{ServerName: host, RootCAs: s.rootCAs}
 	var c *smtp.Client
 	d := net.Dialer{Timeout: 30 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", s.Addr)

@@ -106,6 +106,8 @@ func TestSendDeliversThreadedSeries(t *testing.T) {
 	}
 	o = netNextOptions(t, r)
 	o.Version = ""
+	o.Changelog = filepath.Join(t.TempDir(), "changes")
+	os.WriteFile(o.Changelog, []byte("- count recycled pages per pool\n"), 0o644)
 	post, err = r.Prepare(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +115,9 @@ func TestSendDeliversThreadedSeries(t *testing.T) {
 	cover := post.Messages[0]
 	if !strings.HasPrefix(cover.Subject, "[net-next PATCH V4 0/4]") || cover.InReplyTo != "" {
 		t.Fatalf("v4 cover %q replies to %q", cover.Subject, cover.InReplyTo)
+	}
+	if !bytes.Contains(cover.Raw, []byte("Changes in V4:\n- count recycled pages per pool\n")) || !bytes.Contains(cover.Raw, []byte("Jane Dev (4):")) {
+		t.Fatalf("v4 cover lacks the changelog or the shortlog:\n%s", cover.Raw)
 	}
 	if link := "V3: https://lore.kernel.org/r/" + strings.Trim(h[0].CoverID, "<>"); !bytes.Contains(cover.Raw, []byte(link)) {
 		t.Fatalf("v4 cover does not link v3 (%s):\n%s", link, cover.Raw)
@@ -277,5 +282,36 @@ func TestProfileFromGitConfigAndFile(t *testing.T) {
 	}
 	if _, err := r.LoadProfile(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "no mail profile") {
 		t.Fatalf("unknown profile: %v", err)
+	}
+}
+
+func TestSendOverSTARTTLS(t *testing.T) {
+	ctx := context.Background()
+	r := mailRepo(t, stgtest.DefaultPatches(2), aliases)
+	srv, pool := stgtest.StartSMTPTLS(t, "jane", "tls-pw")
+	t.Setenv(PasswordEnv, "tls-pw")
+	o := netNextOptions(t, r)
+	o.Version = "V1"
+	post, err := r.Prepare(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without TLS the server refuses the login: the password never crosses in clear.
+	plain := &SMTPServer{Addr: srv.Addr, User: "jane", TLS: "none"}
+	if err := r.Password(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Send(ctx, post, plain, nil); err == nil || !strings.Contains(err.Error(), "SMTP login") {
+		t.Fatalf("plain login: %v", err)
+	}
+	s := &SMTPServer{Addr: srv.Addr, User: "jane", TLS: "starttls", rootCAs: pool}
+	if err := r.Password(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Send(ctx, post, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv.Received()); n != 3 || len(srv.Logins()) != 1 {
+		t.Fatalf("received %d, logins %v", n, srv.Logins())
 	}
 }

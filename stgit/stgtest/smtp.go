@@ -1,11 +1,19 @@
 package stgtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -34,12 +42,49 @@ type SMTPServer struct {
 // StartSMTP starts a server on a free loopback port; it stops when the test ends.
 func StartSMTP(t testing.TB, failAfter int, user, password string) *SMTPServer {
 	t.Helper()
+	return startSMTP(t, failAfter, user, password, nil)
+}
+
+// StartSMTPTLS starts a server that offers STARTTLS with a self-signed certificate for
+// 127.0.0.1 and accepts AUTH only over TLS. It returns the pool that trusts the certificate.
+func StartSMTPTLS(t testing.TB, user, password string) (*SMTPServer, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "ppkit test SMTP"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return startSMTP(t, 0, user, password, cfg), pool
+}
+
+func startSMTP(t testing.TB, failAfter int, user, password string, tlsConfig *tls.Config) *SMTPServer {
 	s := &SMTPServer{FailAfter: failAfter, User: user, Password: password}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &session{s: s}, nil
 	}))
 	srv.Domain = "localhost"
-	srv.AllowInsecureAuth = true
+	srv.AllowInsecureAuth = tlsConfig == nil
+	srv.TLSConfig = tlsConfig
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

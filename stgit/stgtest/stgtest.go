@@ -243,6 +243,19 @@ func Snapshot(t testing.TB, repo string, dirs ...string) string {
 // KernelScripts are the scripts of linux-source-5.10 that ppkit runs from a kernel tree.
 var KernelScripts = []string{"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch", "scripts/get_maintainer.pl"}
 
+// cacheRoot is ppkit's cache (PPKIT_CACHE_DIR, else ~/.cache/ppkit), read before Hermetic
+// replaces HOME.
+var cacheRoot = func() string {
+	if d := os.Getenv("PPKIT_CACHE_DIR"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "ppkit-cache")
+	}
+	return filepath.Join(home, ".cache", "ppkit")
+}()
+
 // LinuxSourceTarball is Debian's linux-source-5.10.
 const LinuxSourceTarball = "/usr/src/linux-source-5.10.tar.xz"
 
@@ -251,14 +264,7 @@ const LinuxSourceTarball = "/usr/src/linux-source-5.10.tar.xz"
 // ~/.cache/ppkit/linux-5.10-scripts.
 func AddKernelScripts(t testing.TB, dir string) {
 	t.Helper()
-	cache := filepath.Join(os.Getenv("PPKIT_CACHE_DIR"), "linux-5.10-scripts")
-	if os.Getenv("PPKIT_CACHE_DIR") == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cache = filepath.Join(home, ".cache", "ppkit", "linux-5.10-scripts")
-	}
+	cache := filepath.Join(cacheRoot, "linux-5.10-scripts")
 	if _, err := os.Stat(filepath.Join(cache, "scripts", "get_maintainer.pl")); err != nil {
 		if _, err := os.Stat(LinuxSourceTarball); err != nil {
 			if os.Getenv("CI") == "true" {
