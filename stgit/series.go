@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -310,6 +311,16 @@ func (r *Repo) Apply(ctx context.Context, s *Series, branch string) error {
 			}
 		}
 	}
+	refsBefore, err := r.refs(ctx)
+	if err != nil {
+		return err
+	}
+	gitDir, err := r.GitDir(ctx)
+	if err != nil {
+		return err
+	}
+	origHead, origHeadErr := os.ReadFile(filepath.Join(gitDir, "ORIG_HEAD"))
+	dirsBefore := refDirs(gitDir)
 	rollback := func(cause error) error {
 		if ps, err := r.List(ctx); err == nil {
 			var doomed []string
@@ -332,7 +343,31 @@ func (r *Repo) Apply(ctx context.Context, s *Series, branch string) error {
 		if cur, _ := r.Branch(ctx); cur != origBranch {
 			r.git(ctx, "checkout", "-q", "-f", origBranch)
 		}
-		r.git(ctx, "reset", "-q", "--hard", head)
+		if now, _ := r.git(ctx, "rev-parse", "HEAD"); strings.TrimSpace(now) != head {
+			r.git(ctx, "reset", "-q", "--hard", head)
+		}
+		// stg's own bookkeeping refs (the stack log) go back to what they were.
+		if refsAfter, err := r.refs(ctx); err == nil {
+			for ref, id := range refsAfter {
+				if old, ok := refsBefore[ref]; !ok {
+					r.git(ctx, "update-ref", "-d", ref)
+				} else if old != id {
+					r.git(ctx, "update-ref", ref, old)
+				}
+			}
+		}
+		// Deleted refs leave empty directories (refs/patches/BRANCH) behind.
+		after := refDirs(gitDir)
+		for i := len(after) - 1; i >= 0; i-- {
+			if !slices.Contains(dirsBefore, after[i]) {
+				os.Remove(after[i]) // only succeeds when empty
+			}
+		}
+		if origHeadErr == nil {
+			os.WriteFile(filepath.Join(gitDir, "ORIG_HEAD"), origHead, 0o644)
+		} else {
+			os.Remove(filepath.Join(gitDir, "ORIG_HEAD"))
+		}
 		return cause
 	}
 	if err := r.InitStack(ctx, branch); err != nil {
@@ -346,6 +381,33 @@ func (r *Repo) Apply(ctx context.Context, s *Series, branch string) error {
 		return rollback(fmt.Errorf("stg import --series %s: %w", s.File, err))
 	}
 	return nil
+}
+
+// refDirs lists the directories under GIT_DIR/refs, parents first.
+func refDirs(gitDir string) []string {
+	var dirs []string
+	filepath.WalkDir(filepath.Join(gitDir, "refs"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	return dirs
+}
+
+// refs maps every ref of the repository to the object it names.
+func (r *Repo) refs(ctx context.Context) (map[string]string, error) {
+	out, err := r.git(ctx, "for-each-ref", "--format=%(refname) %(objectname)")
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if ref, id, ok := strings.Cut(l, " "); ok {
+			m[ref] = id
+		}
+	}
+	return m, nil
 }
 
 // stgName is the name stg import gives a patch file of a series.

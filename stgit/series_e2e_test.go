@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -186,4 +187,48 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// TestApplyRollsBackAnInterruptedImport makes stg die after importing the first patch (as a
+// killed import would) and checks that Apply puts the tree, branches, refs and config back.
+func TestApplyRollsBackAnInterruptedImport(t *testing.T) {
+	ctx := context.Background()
+	_, patches := exportedSeries(t, 3)
+	real, err := exec.LookPath("stg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim := t.TempDir()
+	stgtest.WriteFile(t, shim, "stg", `#!/bin/sh
+if [ "$1" = import ]; then
+	first=$(grep -v '^#' "$3" | head -1)
+	`+real+` import "$(dirname "$3")/$first" || exit 1
+	echo "stg import: interrupted" >&2
+	exit 1
+fi
+exec `+real+` "$@"
+`)
+	os.Chmod(filepath.Join(shim, "stg"), 0o755)
+	t.Setenv("PATH", shim+string(os.PathListSeparator)+os.Getenv("PATH"))
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, branch string }{{"new stack on the branch", ""}, {"new branch", "series"}, {"existing stack", ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			kernel := stgtest.KernelRepo(t)
+			if tc.name == "existing stack" {
+				stgtest.Stack(t, kernel, []stgtest.Patch{{Name: "mine", Subject: "net: mine", File: "net/core/page_pool.c", Line: "int mine;"}})
+			}
+			before := stgtest.Snapshot(t, kernel)
+			r, _ := Open(ctx, kernel)
+			err := r.Apply(ctx, s, tc.branch)
+			if err == nil || !strings.Contains(err.Error(), "interrupted") {
+				t.Fatalf("apply: %v", err)
+			}
+			if after := stgtest.Snapshot(t, kernel); after != before {
+				t.Fatalf("not rolled back:\n%s", lineDiff(before, after))
+			}
+		})
+	}
 }
