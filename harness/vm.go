@@ -368,7 +368,14 @@ func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout,
 		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
 	case <-ctx.Done():
 		sess.Close()
-		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), fmt.Errorf("no answer: %w", ctx.Err()))
+		err := vm.failure(ctx, fmt.Sprintf("run %q", command), fmt.Errorf("no answer: %w", ctx.Err()))
+		// failure closed the SSH connection: the session's output copiers end, and none writes
+		// to stdout/stderr after Exec returns.
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+		return -1, err
 	}
 }
 
