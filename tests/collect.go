@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +29,11 @@ func tracingSetupScript() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; [ -d %[1]s/events ] || mount -t tracefs nodev %[1]s; cd %[1]s\n", tracefs)
 	b.WriteString("echo 0 > tracing_on; echo 0 > events/enable; echo > trace\n")
+	for _, e := range TraceEvents {
+		if strings.HasPrefix(e, "kmem/") {
+			fmt.Fprintf(&b, "echo 0 > events/%s/filter\n", e)
+		}
+	}
 	fmt.Fprintf(&b, "echo %d > buffer_size_kb\n", TraceBufferKB)
 	for _, e := range TraceEvents {
 		fmt.Fprintf(&b, "[ -e events/%[1]s/enable ] || { echo \"no tracepoint %[1]s in %[2]s/events: the guest kernel needs CONFIG_FTRACE and CONFIG_PAGE_POOL\" >&2; exit 3; }\n", e, tracefs)
@@ -59,7 +66,44 @@ func (c *collector) startTracing(ctx context.Context) error {
 		return err
 	}
 	c.reader, c.trace = r, filepath.Join(c.env.Dir, "trace.txt")
-	return nil
+	return c.filterReader(ctx)
+}
+
+// readerFilter keeps the page-free events of every context except the trace reader's own
+// process context: reading trace_pipe frees a page per page of trace, which would otherwise
+// be most of the trace. Interrupt, softirq and NMI context (common_flags HARDIRQ|SOFTIRQ|NMI)
+// is kept even when the reader is current, because that is where pool pages are freed; the
+// reader itself never touches an skb.
+func readerFilter(pid int) string {
+	return fmt.Sprintf("common_pid != %d || common_flags & %d", pid, 0x08|0x10|0x40)
+}
+
+// filterReader applies readerFilter to the kmem events once the reader's pid is known.
+func (c *collector) filterReader(ctx context.Context) error {
+	b := c.env.Board
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := b.Run(ctx, "cat "+shellQuote(c.reader.pidfile)+" 2>/dev/null; true")
+		if err != nil {
+			return fmt.Errorf("read the trace reader's pid: %w", err)
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && pid > 0 {
+			var script strings.Builder
+			for _, e := range TraceEvents {
+				if strings.HasPrefix(e, "kmem/") {
+					fmt.Fprintf(&script, "echo '%s' > %s/events/%s/filter\n", readerFilter(pid), tracefs, e)
+				}
+			}
+			if _, err := b.Run(ctx, script.String()); err != nil {
+				return fmt.Errorf("filter the trace reader's own page frees: %w", err)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the trace reader wrote no pid file in 10 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // mark writes a marker into the trace.
@@ -119,51 +163,79 @@ func (c *collector) snapshot(ctx context.Context, label string) (Snapshot, []str
 // has leaked.
 var PoolDrainTimeout = 5 * time.Second
 
-// finish takes the NIC down so every pool is destroyed, waits until each pool seen in the trace
-// has reported its final inflight (or PoolDrainTimeout passes), then stops tracing and the
-// trace reader. It returns the per-CPU overrun count read from tracefs.
+// TraceDrainTimeout bounds the wait for the streamed trace to catch up with the kernel's ring
+// buffer once tracing is off.
+var TraceDrainTimeout = 3 * time.Minute
+
+// finish takes the NIC down so every pool is destroyed, waits until the trace shows each pool
+// drained to inflight 0 (or PoolDrainTimeout passes: the retries the kernel traces meanwhile
+// show what is left), stops tracing, waits until trace_pipe has handed over every buffered
+// event, and stops the reader. It returns the ring buffer's overrun count.
 func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	b := c.env.Board
 	_, downErr := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down")
+	tail := &traceTail{path: c.trace, p: newTraceParser(c.name)}
 	deadline := time.Now().Add(PoolDrainTimeout)
 	for downErr == nil && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		if drained(c.trace, c.name) {
+		if tail.update() == nil && tail.p.f.Drained() {
 			break
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if _, err := b.Run(ctx, "echo 0 > "+tracefs+"/tracing_on"); err != nil {
 		return 0, fmt.Errorf("stop tracing: %w", err)
 	}
-	overrun, oerr := readOverrun(ctx, b)
-	waitStable(c.trace, traceQuiet, 10*time.Second)
+	overrun, drainErr := waitTraceConsumed(ctx, b)
+	waitStable(c.trace, traceQuiet, 30*time.Second)
 	if _, err := c.reader.stop(ctx, c.env); err != nil {
 		return overrun, err
 	}
 	if downErr != nil {
 		return overrun, fmt.Errorf("take %s down after the run: %w", b.Interface(), downErr)
 	}
-	return overrun, oerr
+	return overrun, drainErr
 }
 
-// drained reports whether every pool in the trace so far has a final page_pool_release with
-// inflight 0.
-func drained(trace, name string) bool {
-	f, err := os.Open(trace)
+// traceTail follows a growing trace file, feeding complete lines to a parser.
+type traceTail struct {
+	path    string
+	off     int64
+	partial []byte
+	p       *traceParser
+	err     error
+}
+
+func (t *traceTail) update() error {
+	if t.err != nil {
+		return t.err
+	}
+	f, err := os.Open(t.path)
 	if err != nil {
-		return false
+		return err
 	}
 	defer f.Close()
-	tf, err := ParseTraceFigures(f, name)
-	if err != nil || len(tf.Pools) == 0 {
-		return false
+	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
+		return err
 	}
-	for _, p := range tf.Pools {
-		if !p.Destroyed || p.FinalInflight != 0 {
-			return false
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return err
+	}
+	t.off += int64(len(data))
+	data = append(t.partial, data...)
+	i := bytes.LastIndexByte(data, '\n')
+	if i < 0 {
+		t.partial = data
+		return nil
+	}
+	t.partial = append([]byte(nil), data[i+1:]...)
+	for _, l := range bytes.Split(data[:i], []byte("\n")) {
+		if err := t.p.line(string(l)); err != nil {
+			t.err = err
+			return err
 		}
 	}
-	return true
+	return nil
 }
 
 // traceQuiet is how long the streamed trace must stop growing before the reader is stopped.
@@ -183,31 +255,58 @@ func waitStable(path string, quiet, max time.Duration) {
 		} else if time.Since(since) >= quiet {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// readOverrun sums "overrun:" over the per-CPU ring buffer statistics.
-func readOverrun(ctx context.Context, b Board) (int64, error) {
-	out, err := b.Run(ctx, "cat "+tracefs+"/per_cpu/cpu*/stats")
-	if err != nil {
-		return 0, fmt.Errorf("read trace buffer stats: %w", err)
-	}
-	return parseOverrun(out)
-}
-
-func parseOverrun(out []byte) (int64, error) {
-	var total int64
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "overrun:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("trace buffer stats: overrun %q: %w", v, err)
-			}
-			total += n
+// waitTraceConsumed waits until the reader has taken every event out of the per-CPU ring
+// buffers (their "entries:" are 0) and returns the buffers' overrun count.
+func waitTraceConsumed(ctx context.Context, b Board) (int64, error) {
+	deadline := time.Now().Add(TraceDrainTimeout)
+	for {
+		out, err := b.Run(ctx, "cat "+tracefs+"/per_cpu/cpu*/stats")
+		if err != nil {
+			return 0, fmt.Errorf("read trace buffer stats: %w", err)
+		}
+		st, err := parseTraceStats(out)
+		if err != nil {
+			return 0, err
+		}
+		if st.entries == 0 {
+			return st.overrun, nil
+		}
+		if time.Now().After(deadline) {
+			return st.overrun, fmt.Errorf("the trace reader left %d events unread after %s", st.entries, TraceDrainTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return st.overrun, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return total, nil
+}
+
+type traceStats struct{ entries, overrun int64 }
+
+// parseTraceStats sums "entries:" and "overrun:" over the per-CPU ring buffer statistics.
+func parseTraceStats(out []byte) (traceStats, error) {
+	var st traceStats
+	for _, l := range strings.Split(string(out), "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok || (name != "entries" && name != "overrun") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("trace buffer stats: %s %q: %w", name, v, err)
+		}
+		if name == "entries" {
+			st.entries += n
+		} else {
+			st.overrun += n
+		}
+	}
+	return st, nil
 }
 
 // topologyUp addresses both ends of the test link and brings them up, with the multicast route

@@ -20,13 +20,14 @@ import (
 // orchestration in RunProcedure and Run is tested without QEMU. The real back-end is covered by
 // the end-to-end tests.
 type fakeBoard struct {
-	mu        sync.Mutex
-	rx        uint64
-	traceOut  io.Writer // the running trace_pipe reader's stdout
-	traceDone chan struct{}
-	procs     map[string]*fakeProc // by pid file
-	ran       []string
-	clock     float64
+	mu         sync.Mutex
+	rx         uint64
+	traceOut   io.Writer // the running trace_pipe reader's stdout
+	traceDone  chan struct{}
+	procs      map[string]*fakeProc // by pid file
+	ran        []string
+	clock      float64
+	statsReads int
 	// Behaviour knobs.
 	leak     int64 // inflight the pool reports after destroy
 	packets  uint64
@@ -67,6 +68,13 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 	b.ran = append(b.ran, cmd)
 	switch {
 	case strings.Contains(cmd, "buffer_size_kb"):
+		return nil, nil
+	case strings.HasPrefix(cmd, "cat ") && strings.Contains(cmd, "trace.pid"):
+		return []byte("77\n"), nil
+	case strings.Contains(cmd, "/filter"):
+		if !strings.Contains(cmd, "common_pid != 77 || common_flags & 88") {
+			return nil, fmt.Errorf("bad filter %q", cmd)
+		}
 		return nil, nil
 	case strings.HasPrefix(cmd, "ip link set dev eth1 down"):
 		if b.traceOut != nil { // destroy: one release event per retry, as 5.10 does
@@ -111,7 +119,11 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 	case strings.Contains(cmd, "tracing_on"):
 		return nil, nil
 	case strings.Contains(cmd, "per_cpu"):
-		return []byte("entries: 0\noverrun: 0\n"), nil
+		b.statsReads++
+		if b.statsReads == 1 { // the reader has not caught up yet on the first look
+			return []byte("entries: 5\noverrun: 0\nentries: 0\noverrun: 0\n"), nil
+		}
+		return []byte("entries: 0\noverrun: 0\nentries: 0\noverrun: 0\n"), nil
 	case strings.HasPrefix(cmd, "wc -c"):
 		return []byte("8388608\n"), nil
 	case strings.Contains(cmd, "command -v iptables"):

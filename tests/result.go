@@ -144,7 +144,8 @@ func Judge(res *Result, ev Evidence) {
 		for _, p := range ev.Trace.Pools {
 			switch {
 			case !p.Destroyed && p.Holds > 0:
-				fail(ReasonInflight, "pool %s was never destroyed (holds %d, releases %d)", p.Pool, p.Holds, p.Releases)
+				fail(ReasonInflight, "pool %s: no page_pool_release in the trace after the interface went down (holds %d, releases %d)",
+					p.Pool, p.Holds, p.Releases)
 			case p.Destroyed && p.FinalInflight != 0:
 				fail(ReasonInflight, "pool %s still had %d pages inflight %s after it was destroyed",
 					p.Pool, p.FinalInflight, PoolDrainTimeout)

@@ -211,6 +211,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		ev.InfraError = err
 		return
 	}
+	env.logf("%s: traffic for %s", p.Name(), pc.Options.Duration)
 	runErr := p.Run(ctx, env)
 	if err := c.mark(ctx, "end"); err != nil && runErr == nil {
 		runErr = err
@@ -229,6 +230,8 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		ev.Procedure = fmt.Errorf("collect: %w", collectErr)
 	}
 	traceStopped = true
+	env.logf("%s: interface down, waiting for the pools to drain and the trace to arrive", p.Name())
+	phase := time.Now()
 	overrun, err := c.finish(ctx)
 	ev.Overrun = overrun
 	if err != nil {
@@ -240,6 +243,10 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		ev.InfraError = fmt.Errorf("open the trace: %w", err)
 		return
 	}
+	if st, err := f.Stat(); err == nil {
+		env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
+	}
+	phase = time.Now()
 	ev.Trace, err = ParseTraceFigures(f, p.Name())
 	f.Close()
 	if err != nil {
@@ -247,7 +254,10 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		return
 	}
 	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
+	parsed := time.Since(phase)
+	phase = time.Now()
 	ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx})
+	env.logf("%s: figures in %.1fs, model in %.1fs", p.Name(), parsed.Seconds(), time.Since(phase).Seconds())
 }
 
 // saveConsole writes the board's console log next to the other artifacts.

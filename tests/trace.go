@@ -75,101 +75,132 @@ func markerText(procedure, edge string) string { return "ppkit: " + procedure + 
 // window; with no markers, HoldsInWindow stays 0. Lines that are not trace events (headers,
 // comments) are skipped; a line that looks like an event but has a malformed field is an error.
 func ParseTraceFigures(r io.Reader, procedure string) (*TraceFigures, error) {
-	f := &TraceFigures{Events: map[string]int64{}}
-	pools := map[string]*PoolTrace{} // current pool at each address
-	reuse := map[string]int{}
-	begin, end := markerText(procedure, "begin"), markerText(procedure, "end")
-	inWindow := false
+	p := newTraceParser(procedure)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for lineNo := int64(1); sc.Scan(); lineNo++ {
-		line := sc.Text()
-		f.Lines++
-		if m := traceLostRE.FindStringSubmatch(line); m != nil {
-			n, err := strconv.ParseInt(m[1], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("trace line %d: lost-events count: %w", lineNo, err)
-			}
-			f.LostEvents += n
-			continue
-		}
-		if strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		m := traceLineRE.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		ts, err := strconv.ParseFloat(m[4], 64)
-		if err != nil {
-			return nil, fmt.Errorf("trace line %d: timestamp %q: %w", lineNo, m[4], err)
-		}
-		name, fields := m[5], m[6]
-		f.Events[name]++
-		if name == EventMarker {
-			switch strings.TrimSpace(fields) {
-			case begin:
-				inWindow, f.WindowStart = true, ts
-			case end:
-				inWindow, f.WindowEnd = false, ts
-			}
-			continue
-		}
-		if !strings.HasPrefix(name, "page_pool_") {
-			continue
-		}
-		kv := traceFields(fields)
-		id, ok := kv["page_pool"]
-		if !ok {
-			return nil, fmt.Errorf("trace line %d: %s without page_pool=", lineNo, name)
-		}
-		p := pools[id]
-		// A new pool at the address of a destroyed one (the kernel reuses the memory, e.g.
-		// after an MTU change) starts its hold counter at 1 again: it gets a "#N" suffix.
-		if p != nil && name == EventStateHold && kv["hold"] == "1" && p.Holds > 0 {
-			reuse[id]++
-			p = nil
-		}
-		if p == nil {
-			p = &PoolTrace{Pool: id}
-			if n := reuse[id]; n > 0 {
-				p.Pool = fmt.Sprintf("%s#%d", id, n+1)
-			}
-			pools[id] = p
-			f.Pools = append(f.Pools, p)
-		}
-		switch name {
-		case EventStateHold:
-			p.Holds++
-			f.Holds++
-			if inWindow {
-				f.HoldsInWindow++
-			}
-			p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
-		case EventStateRelease:
-			p.Releases++
-			f.Releases++
-			p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
-		case EventSKBReturn:
-			p.SKBReturns++
-			f.SKBReturns++
-		case EventPoolRelease:
-			v, ok := kv["inflight"]
-			if !ok {
-				return nil, fmt.Errorf("trace line %d: page_pool_release without inflight=", lineNo)
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("trace line %d: inflight %q: %w", lineNo, v, err)
-			}
-			p.Destroyed, p.FinalInflight = true, n
-			p.Timeline = append(p.Timeline, InflightPoint{ts, n})
+	for sc.Scan() {
+		if err := p.line(sc.Text()); err != nil {
+			return nil, err
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read trace: %w", err)
 	}
-	return f, nil
+	return p.f, nil
+}
+
+// traceParser accumulates TraceFigures one line at a time, so a growing trace can be followed.
+type traceParser struct {
+	f          *TraceFigures
+	pools      map[string]*PoolTrace // current pool at each address
+	reuse      map[string]int
+	begin, end string
+	inWindow   bool
+}
+
+func newTraceParser(procedure string) *traceParser {
+	return &traceParser{f: &TraceFigures{Events: map[string]int64{}}, pools: map[string]*PoolTrace{},
+		reuse: map[string]int{}, begin: markerText(procedure, "begin"), end: markerText(procedure, "end")}
+}
+
+func (tp *traceParser) line(line string) error {
+	f := tp.f
+	f.Lines++
+	lineNo := f.Lines
+	if m := traceLostRE.FindStringSubmatch(line); m != nil {
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("trace line %d: lost-events count: %w", lineNo, err)
+		}
+		f.LostEvents += n
+		return nil
+	}
+	if strings.HasPrefix(strings.TrimSpace(line), "#") {
+		return nil
+	}
+	m := traceLineRE.FindStringSubmatch(line)
+	if m == nil {
+		return nil
+	}
+	ts, err := strconv.ParseFloat(m[4], 64)
+	if err != nil {
+		return fmt.Errorf("trace line %d: timestamp %q: %w", lineNo, m[4], err)
+	}
+	name, fields := m[5], m[6]
+	f.Events[name]++
+	if name == EventMarker {
+		switch strings.TrimSpace(fields) {
+		case tp.begin:
+			tp.inWindow, f.WindowStart = true, ts
+		case tp.end:
+			tp.inWindow, f.WindowEnd = false, ts
+		}
+		return nil
+	}
+	if !strings.HasPrefix(name, "page_pool_") {
+		return nil
+	}
+	kv := traceFields(fields)
+	id, ok := kv["page_pool"]
+	if !ok {
+		return fmt.Errorf("trace line %d: %s without page_pool=", lineNo, name)
+	}
+	p := tp.pools[id]
+	// A new pool at the address of a destroyed one (the kernel reuses the memory, e.g. after
+	// an MTU change) starts its hold counter at 1 again: it gets a "#N" suffix.
+	if p != nil && name == EventStateHold && kv["hold"] == "1" && p.Holds > 0 {
+		tp.reuse[id]++
+		p = nil
+	}
+	if p == nil {
+		p = &PoolTrace{Pool: id}
+		if n := tp.reuse[id]; n > 0 {
+			p.Pool = fmt.Sprintf("%s#%d", id, n+1)
+		}
+		tp.pools[id] = p
+		f.Pools = append(f.Pools, p)
+	}
+	switch name {
+	case EventStateHold:
+		p.Holds++
+		f.Holds++
+		if tp.inWindow {
+			f.HoldsInWindow++
+		}
+		p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
+	case EventStateRelease:
+		p.Releases++
+		f.Releases++
+		p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
+	case EventSKBReturn:
+		p.SKBReturns++
+		f.SKBReturns++
+	case EventPoolRelease:
+		v, ok := kv["inflight"]
+		if !ok {
+			return fmt.Errorf("trace line %d: page_pool_release without inflight=", lineNo)
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("trace line %d: inflight %q: %w", lineNo, v, err)
+		}
+		p.Destroyed, p.FinalInflight = true, n
+		p.Timeline = append(p.Timeline, InflightPoint{ts, n})
+	}
+	return nil
+}
+
+// Drained reports whether the trace shows pools and every one destroyed with inflight 0.
+func (f *TraceFigures) Drained() bool {
+	if len(f.Pools) == 0 {
+		return false
+	}
+	for _, p := range f.Pools {
+		if !p.Destroyed || p.FinalInflight != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // traceFields splits "a=1 b=2" into a map.

@@ -90,13 +90,13 @@ func TestUndestroyed(t *testing.T) {
 	}
 }
 
-func TestParseOverrun(t *testing.T) {
+func TestParseTraceStats(t *testing.T) {
 	in := "entries: 10\noverrun: 3\ncommit overrun: 0\nbytes: 100\nentries: 2\noverrun: 4\n"
-	n, err := parseOverrun([]byte(in))
-	if err != nil || n != 7 {
-		t.Errorf("overrun %d, %v; want 7", n, err)
+	st, err := parseTraceStats([]byte(in))
+	if err != nil || st.overrun != 7 || st.entries != 12 {
+		t.Errorf("stats %+v, %v; want 12 entries, 7 overrun", st, err)
 	}
-	if _, err := parseOverrun([]byte("overrun: many\n")); err == nil {
+	if _, err := parseTraceStats([]byte("overrun: many\n")); err == nil {
 		t.Error("no error on a bad overrun")
 	}
 }
