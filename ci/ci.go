@@ -1,0 +1,734 @@
+package ci
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/stgit"
+	"github.com/ppkit/ppkit/tests"
+)
+
+// Exit codes of `ppkit ci`.
+const (
+	ExitPass  = 0
+	ExitFail  = 1 // a verdict on the series: it does not build, is not clean, fails, regressed
+	ExitInfra = 2 // the run could not judge the series
+)
+
+// Verdicts.
+const (
+	VerdictPass  = "pass"
+	VerdictFail  = "fail"
+	VerdictInfra = "infra-error"
+)
+
+// Stages, in order. Result.Stage names the one that decided a failed run.
+const (
+	StageCheckout = "checkout"
+	StageSeries   = "series"
+	StageCheck    = "series-check"
+	StageTest     = "test"
+	StageCompare  = "compare"
+)
+
+// Series modes.
+const (
+	ModePatches    = "patches"     // the tree holds patches/series
+	ModeKernelTree = "kernel-tree" // the commits base..ref of a kernel tree
+)
+
+// DefaultThreshold is the relative change of a figure, in its bad direction, that fails a run.
+const DefaultThreshold = 0.20
+
+// Options is one `ppkit ci` run.
+type Options struct {
+	Repo string // a git repository, bare or not; only read
+	Ref  string // the ref (or commit) to test
+	// Base is the upstream commit of a kernel tree's series (required in kernel-tree mode), and
+	// the ref whose stored result the figures are compared with (default: Ref's own last result).
+	Base string
+	Out  string // output directory
+	// Kernel is the kernel git tree a patches/ series is checked and built on (default:
+	// `git config ppkit.kernel`, else the harness's imported linux-source-5.10).
+	Kernel string
+	// Threshold is the relative worsening of a figure that fails the run (DefaultThreshold is
+	// ppkit ci's default); negative disables the comparison.
+	Threshold float64
+	// Procedures and TestOptions configure the test stage (all procedures, DefaultOptions).
+	Procedures  []string
+	TestOptions tests.Options
+	// NewBuilder returns the per-patch builder of the series check for a kernel tree
+	// (default: harness.CheckBuilder) and a cleanup func.
+	NewBuilder func(tree string, log io.Writer) (stgit.Builder, func(), error)
+	// NewLauncher returns the test stage's board launcher; tree is the kernel tree the series
+	// applies to ("" for Debian's linux-source-5.10). Default: tests.HarnessLauncher.
+	NewLauncher func(tree string) tests.Launcher
+	Model       tests.ModelChecker
+	// Tools must be on PATH before anything runs; a missing one is an infrastructure failure.
+	Tools []string
+	// Cache is ppkit's cache root (default harness.CacheDir()).
+	Cache    string
+	Progress io.Writer
+}
+
+// DefaultTools are the programs a real run needs besides those the harness checks itself.
+var DefaultTools = []string{"git", "stg", "perl", "make", "aarch64-linux-gnu-gcc"}
+
+// UsageError is bad input that stops the run before anything is written: a repository that is
+// not one, a ref that does not resolve.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usageErrorf(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// Result is what result.json holds.
+type Result struct {
+	Repo       string    `json:"repo"`
+	Ref        string    `json:"ref"`
+	Commit     string    `json:"commit"`
+	Base       string    `json:"base,omitempty"`
+	BaseCommit string    `json:"base_commit,omitempty"`
+	Mode       string    `json:"mode,omitempty"`
+	Started    time.Time `json:"started"`
+	// Duration is the run's wall time in nanoseconds.
+	Duration time.Duration `json:"duration_ns"`
+	Verdict  string        `json:"verdict"`
+	ExitCode int           `json:"exit_code"`
+	// Stage and Message say what decided a failed run.
+	Stage   string `json:"stage,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Stages lists every stage with its outcome, in order.
+	Stages     []StageResult      `json:"stages"`
+	Series     *SeriesInfo        `json:"series,omitempty"`
+	Check      *stgit.CheckReport `json:"check,omitempty"`
+	Tests      *tests.Summary     `json:"tests,omitempty"`
+	Comparison *Comparison        `json:"comparison,omitempty"`
+	// BootFailures are the procedures whose board did not come up because the kernel under
+	// test crashed or hung while booting (a verdict, although tests reports it as a launch
+	// failure).
+	BootFailures []string `json:"boot_failures,omitempty"`
+	// Stored is the file this result was stored in as the reference for later runs.
+	Stored string `json:"stored,omitempty"`
+}
+
+// StageResult is one stage's outcome: ok, fail, infra-error, or skipped.
+type StageResult struct {
+	Name    string `json:"name"`
+	Outcome string `json:"outcome"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// SeriesInfo is the series a run tested.
+type SeriesInfo struct {
+	Dir     string   `json:"dir"` // the copy in the output directory
+	Kernel  string   `json:"kernel,omitempty"`
+	Patches []string `json:"patches"`
+}
+
+// Run runs the whole pipeline and writes the output directory. It returns an error only for bad
+// input (a *UsageError) or an output directory it cannot write; every other failure is in the
+// Result, with its exit code.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	// A git hook runs with GIT_DIR and friends set; every git and stg command below must work on
+	// the repository it is pointed at instead.
+	for _, v := range gitLocalEnv {
+		os.Unsetenv(v)
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.TestOptions.Duration == 0 {
+		o.TestOptions = tests.DefaultOptions
+	}
+	r := &run{o: o, res: &Result{Started: time.Now()}}
+	if err := r.resolve(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.prepareOut(); err != nil {
+		return nil, err
+	}
+	r.pipeline(ctx)
+	r.res.Duration = time.Since(r.res.Started)
+	if err := r.writeOutputs(); err != nil {
+		return r.res, err
+	}
+	return r.res, nil
+}
+
+// gitLocalEnv is `git rev-parse --local-env-vars` of git 2.39.
+var gitLocalEnv = []string{"GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+	"GIT_CONFIG_COUNT", "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE",
+	"GIT_GRAFT_FILE", "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
+	"GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR", "GIT_QUARANTINE_PATH"}
+
+type run struct {
+	o        Options
+	res      *Result
+	cache    string
+	state    string // <cache>/ci/<repo-hash>
+	tmp      string
+	tree     string // the temporary checkout of Ref
+	kernel   string // kernel tree the series check runs on
+	launchTo string // kernel tree the harness builds ("" = linux-source-5.10)
+	series   string // series file in the output directory
+}
+
+func (r *run) progressf(format string, args ...any) {
+	fmt.Fprintf(r.o.Progress, "ci: "+format+"\n", args...)
+}
+
+// git runs git in dir with no user hooks and returns its trimmed output.
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	full := append([]string{"-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"}, args...)
+	cmd := exec.CommandContext(ctx, "git", full...)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndex(msg, "\n"); i >= 0 {
+			msg = msg[i+1:]
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return "", fmt.Errorf("git %s: %s", strings.Join(args[:min(2, len(args))], " "), msg)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// resolve validates the repository and refs.
+func (r *run) resolve(ctx context.Context) error {
+	o := r.o
+	switch {
+	case o.Repo == "":
+		return usageErrorf("--repo DIR is required: the git repository that received the push")
+	case o.Ref == "":
+		return usageErrorf("--ref REF is required: the branch or commit to test")
+	case o.Out == "":
+		return usageErrorf("--out DIR is required")
+	}
+	repo, err := filepath.Abs(o.Repo)
+	if err != nil {
+		return usageErrorf("--repo %s: %v", o.Repo, err)
+	}
+	if _, err := git(ctx, repo, "rev-parse", "--git-dir"); err != nil {
+		return usageErrorf("--repo %s is not a git repository (%v); give the pushed repository, bare or not", o.Repo, err)
+	}
+	r.res.Repo = repo
+	commit, err := git(ctx, repo, "rev-parse", "--verify", "-q", o.Ref+"^{commit}")
+	if err != nil {
+		return usageErrorf("--ref %s does not name a commit of %s; give a branch, tag or commit", o.Ref, repo)
+	}
+	r.res.Commit = commit
+	r.res.Ref = fullRef(ctx, repo, o.Ref)
+	if o.Base != "" {
+		bc, err := git(ctx, repo, "rev-parse", "--verify", "-q", o.Base+"^{commit}")
+		if err != nil {
+			return usageErrorf("--base %s does not name a commit of %s", o.Base, repo)
+		}
+		r.res.Base, r.res.BaseCommit = fullRef(ctx, repo, o.Base), bc
+	}
+	if r.o.Cache == "" {
+		if r.o.Cache, err = harness.CacheDir(); err != nil {
+			return err
+		}
+	}
+	r.cache = r.o.Cache
+	sum := sha256.Sum256([]byte(repo))
+	r.state = filepath.Join(r.cache, "ci", filepath.Base(strings.TrimSuffix(repo, ".git"))+"-"+hex.EncodeToString(sum[:])[:12])
+	return nil
+}
+
+// fullRef returns refs/heads/x for a branch name x (a commit or an ambiguous name stays as given).
+func fullRef(ctx context.Context, repo, ref string) string {
+	if full, err := git(ctx, repo, "rev-parse", "--symbolic-full-name", ref); err == nil && strings.HasPrefix(full, "refs/") {
+		return full
+	}
+	return ref
+}
+
+// outputs are the entries of the output directory a run writes; stale ones are removed first so
+// an old verdict is never read as this run's.
+var outputs = []string{"junit.xml", "summary.md", "result.json", "report", "series"}
+
+func (r *run) prepareOut() error {
+	if err := os.MkdirAll(r.o.Out, 0o755); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	for _, name := range outputs {
+		if err := os.RemoveAll(filepath.Join(r.o.Out, name)); err != nil {
+			return fmt.Errorf("output directory: %w", err)
+		}
+	}
+	abs, err := filepath.Abs(r.o.Out)
+	if err != nil {
+		return err
+	}
+	r.o.Out = abs
+	return nil
+}
+
+// stage records a stage's outcome; a failing one decides the run.
+func (r *run) stage(name, outcome, detail string) {
+	r.res.Stages = append(r.res.Stages, StageResult{Name: name, Outcome: outcome, Detail: detail})
+	if outcome == VerdictFail || outcome == VerdictInfra {
+		r.res.Verdict, r.res.Stage, r.res.Message = outcome, name, detail
+	}
+}
+
+func (r *run) infra(name string, err error) { r.stage(name, VerdictInfra, err.Error()) }
+
+func (r *run) pipeline(ctx context.Context) {
+	defer func() {
+		if r.res.Verdict == "" {
+			r.res.Verdict = VerdictPass
+		}
+		r.res.ExitCode = exitCode(r.res.Verdict)
+		r.skipRest()
+	}()
+	if missing := missingTools(r.o.Tools); len(missing) > 0 {
+		r.infra(StageCheckout, fmt.Errorf("not installed: %s (run 'make deps', i.e. harness/install-deps.sh)", strings.Join(missing, ", ")))
+		return
+	}
+	unlock, err := lock(filepath.Join(r.state, "lock"), r.o.Progress)
+	if err != nil {
+		r.infra(StageCheckout, err)
+		return
+	}
+	defer unlock()
+	if err := r.checkout(ctx); err != nil {
+		r.infra(StageCheckout, err)
+		return
+	}
+	defer r.cleanup()
+	r.stage(StageCheckout, "ok", fmt.Sprintf("%s at %s", r.res.Ref, short(r.res.Commit)))
+	if !r.findSeries(ctx) {
+		return
+	}
+	if !r.check(ctx) {
+		return
+	}
+	if !r.test(ctx) {
+		return
+	}
+	r.compare()
+}
+
+func exitCode(verdict string) int {
+	switch verdict {
+	case VerdictPass:
+		return ExitPass
+	case VerdictFail:
+		return ExitFail
+	}
+	return ExitInfra
+}
+
+// skipRest marks the stages after the deciding one as skipped.
+func (r *run) skipRest() {
+	seen := map[string]bool{}
+	for _, s := range r.res.Stages {
+		seen[s.Name] = true
+	}
+	for _, name := range []string{StageCheckout, StageSeries, StageCheck, StageTest, StageCompare} {
+		if !seen[name] {
+			r.res.Stages = append(r.res.Stages, StageResult{Name: name, Outcome: "skipped"})
+		}
+	}
+}
+
+func missingTools(tools []string) []string {
+	var missing []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	return missing
+}
+
+// lock takes an exclusive flock on path (waiting for another ppkit ci of the same repository).
+func lock(path string, progress io.Writer) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		fmt.Fprintf(progress, "ci: waiting for another ppkit ci of this repository (%s)\n", path)
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+	}
+	return func() { f.Close() }, nil
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// checkout clones the repository with --shared into a temporary directory and checks the commit
+// out on a branch of the clone (stg needs a branch). Nothing is written to the repository.
+func (r *run) checkout(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "ppkit-ci-")
+	if err != nil {
+		return err
+	}
+	r.tmp = tmp
+	r.tree = filepath.Join(tmp, "tree")
+	r.progressf("checking out %s (%s) in %s", r.res.Ref, short(r.res.Commit), r.tree)
+	if _, err := git(ctx, tmp, "clone", "-q", "--shared", "--no-checkout", r.res.Repo, r.tree); err != nil {
+		r.cleanup()
+		return fmt.Errorf("clone %s: %w", r.res.Repo, err)
+	}
+	if _, err := git(ctx, r.tree, "checkout", "-q", "-b", "ppkit-ci", r.res.Commit); err != nil {
+		r.cleanup()
+		return fmt.Errorf("check out %s: %w", short(r.res.Commit), err)
+	}
+	return nil
+}
+
+func (r *run) cleanup() {
+	if r.tmp != "" {
+		os.RemoveAll(r.tmp)
+		r.tmp = ""
+	}
+}
+
+// stgEnv pins the identity stg and git use in the clone (the user's may be unset on a CI host).
+var stgEnv = []string{"GIT_COMMITTER_NAME=ppkit ci", "GIT_COMMITTER_EMAIL=ppkit@localhost"}
+
+// findSeries copies patches/ (or exports base..ref through stg) into Out/series.
+func (r *run) findSeries(ctx context.Context) bool {
+	dst := filepath.Join(r.o.Out, "series")
+	info := &SeriesInfo{Dir: dst}
+	if _, err := os.Stat(filepath.Join(r.tree, "patches", "series")); err == nil {
+		r.res.Mode = ModePatches
+		if err := copyDir(filepath.Join(r.tree, "patches"), dst); err != nil {
+			r.infra(StageSeries, fmt.Errorf("copy patches/: %w", err))
+			return false
+		}
+		kernel, err := r.patchesKernel(ctx)
+		if err != nil {
+			r.infra(StageSeries, err)
+			return false
+		}
+		r.kernel, r.launchTo = kernel, r.o.Kernel
+		if r.launchTo == "" {
+			r.launchTo = harness.ConfiguredKernelTree(ctx)
+		}
+	} else if isKernelTree(r.tree) {
+		r.res.Mode = ModeKernelTree
+		if !r.exportCommits(ctx, dst) {
+			return false
+		}
+	} else {
+		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s has no patches/series and is not a kernel tree (no Makefile and Kbuild at the top); push a branch holding an stg-exported patches/ directory, or a kernel branch with --base", short(r.res.Commit)))
+		return false
+	}
+	r.series = filepath.Join(dst, "series")
+	s, err := stgit.ReadSeries(r.series)
+	if err != nil {
+		r.stage(StageSeries, VerdictFail, err.Error())
+		return false
+	}
+	info.Patches, info.Kernel = s.Patches, r.kernel
+	r.res.Series = info
+	r.stage(StageSeries, "ok", fmt.Sprintf("%d patches (%s)", len(s.Patches), r.res.Mode))
+	return true
+}
+
+func isKernelTree(dir string) bool {
+	for _, f := range []string{"Makefile", "Kbuild"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// patchesKernel returns the kernel tree a patches/ series is checked on.
+func (r *run) patchesKernel(ctx context.Context) (string, error) {
+	if r.o.Kernel != "" {
+		return filepath.Abs(r.o.Kernel)
+	}
+	if k := harness.ConfiguredKernelTree(ctx); k != "" {
+		return k, nil
+	}
+	// The harness imports Debian's linux-source-5.10 into <cache>/src/linux-source-5.10-<sha>
+	// the first time it builds a kernel.
+	matches, _ := filepath.Glob(filepath.Join(r.cache, "src", "linux-source-5.10-*"))
+	for _, m := range matches {
+		if fi, err := os.Stat(filepath.Join(m, ".git")); err == nil && fi.IsDir() {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("no kernel tree to check the series on: pass --kernel DIR, set 'git config ppkit.kernel DIR', or run 'ppkit kernel build --baseline' once (it imports linux-source-5.10 into %s)", filepath.Join(r.cache, "src"))
+}
+
+// exportCommits turns base..commit of the clone into an stg stack (stg uncommit) and exports it
+// (stg export, through the stgit package) to dst. The harness builds the base from a persistent
+// clone under the state directory, so its work tree and build directory stay warm between runs.
+func (r *run) exportCommits(ctx context.Context, dst string) bool {
+	if r.res.BaseCommit == "" {
+		r.stage(StageSeries, VerdictInfra, "a kernel tree needs --base REF: the upstream commit the series starts from")
+		return false
+	}
+	n, err := git(ctx, r.tree, "rev-list", "--count", r.res.BaseCommit+".."+r.res.Commit)
+	if err != nil {
+		r.infra(StageSeries, err)
+		return false
+	}
+	if n == "0" {
+		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s..%s holds no commit: nothing to test", r.o.Base, r.o.Ref))
+		return false
+	}
+	if out, _ := git(ctx, r.tree, "rev-list", "--merges", r.res.BaseCommit+".."+r.res.Commit); out != "" {
+		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s..%s has merge commits; a patch series must be linear (rebase it on %s)", r.o.Base, r.o.Ref, r.o.Base))
+		return false
+	}
+	if mb, err := git(ctx, r.tree, "merge-base", r.res.BaseCommit, r.res.Commit); err != nil || mb != r.res.BaseCommit {
+		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s is not an ancestor of %s; rebase the series on it", r.o.Base, r.o.Ref))
+		return false
+	}
+	repo := &stgit.Repo{Dir: r.tree, Env: stgEnv}
+	if err := repo.InitStack(ctx, ""); err != nil {
+		r.infra(StageSeries, err)
+		return false
+	}
+	if _, err := repo.Stg(ctx, "uncommit", "-n", n); err != nil {
+		r.infra(StageSeries, fmt.Errorf("stg uncommit -n %s: %w", n, err))
+		return false
+	}
+	if err := repo.Export(ctx, dst); err != nil {
+		r.infra(StageSeries, err)
+		return false
+	}
+	r.kernel = r.tree
+	base := filepath.Join(r.state, "kernel")
+	if err := baseTree(ctx, r.res.Repo, base, r.res.BaseCommit); err != nil {
+		r.infra(StageSeries, fmt.Errorf("base tree for the kernel build: %w", err))
+		return false
+	}
+	r.launchTo = base
+	return true
+}
+
+// baseTree keeps dir a --shared clone of repo with commit checked out (detached).
+func baseTree(ctx context.Context, repo, dir, commit string) error {
+	if _, err := os.Stat(filepath.Join(dir, ".git")); err != nil {
+		os.RemoveAll(dir)
+		if _, err := git(ctx, filepath.Dir(dir), "clone", "-q", "--shared", "--no-checkout", repo, dir); err != nil {
+			return err
+		}
+	}
+	_, err := git(ctx, dir, "checkout", "-q", "-f", "--detach", commit)
+	return err
+}
+
+// copyDir copies the regular files of src (not recursively: a series directory is flat) to dst.
+func copyDir(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// check runs the stgit series check on the kernel tree.
+func (r *run) check(ctx context.Context) bool {
+	repo, err := stgit.Open(ctx, r.kernel)
+	if err != nil {
+		r.infra(StageCheck, err)
+		return false
+	}
+	repo.Env = stgEnv
+	s, err := stgit.ReadSeries(r.series)
+	if err != nil {
+		r.stage(StageCheck, VerdictFail, err.Error())
+		return false
+	}
+	opts := stgit.CheckOptions{Progress: prefixWriter{w: r.o.Progress, prefix: "ci: series check: "}}
+	newBuilder := r.o.NewBuilder
+	if newBuilder == nil {
+		newBuilder = func(tree string, log io.Writer) (stgit.Builder, func(), error) {
+			return &harness.CheckBuilder{Cache: r.cache, Progress: log}, func() {}, nil
+		}
+	}
+	b, done, err := newBuilder(repo.Dir, r.o.Progress)
+	if err != nil {
+		r.infra(StageCheck, fmt.Errorf("build set-up: %w", err))
+		return false
+	}
+	defer done()
+	opts.Builder = b
+	r.progressf("series check of %d patches on %s", len(s.Patches), repo.Dir)
+	rep, err := repo.Check(ctx, s, opts)
+	if err != nil {
+		r.infra(StageCheck, err)
+		return false
+	}
+	rep.Series = r.series
+	r.res.Check = rep
+	if !rep.OK {
+		r.stage(StageCheck, VerdictFail, checkFailure(rep, len(s.Patches)))
+		return false
+	}
+	r.stage(StageCheck, "ok", fmt.Sprintf("all %d patches build and are clean", len(s.Patches)))
+	return true
+}
+
+// checkFailure names the first failing patch, its number and its first error.
+func checkFailure(rep *stgit.CheckReport, total int) string {
+	var bad []string
+	first := ""
+	for _, p := range rep.Patches {
+		if p.OK() {
+			continue
+		}
+		bad = append(bad, fmt.Sprintf("patch %d (%s)", p.Index, p.Name))
+		if first == "" {
+			for _, f := range p.Findings {
+				if f.Severity == "error" {
+					first = fmt.Sprintf("patch %d/%d %s: %s: %s", p.Index, total, p.Name, f.Check, f.Message)
+					break
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%s fail the series check; first: %s", strings.Join(bad, ", "), first)
+}
+
+// prefixWriter prefixes each write (one progress line) with a label.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, p.prefix+string(b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// recordingLauncher remembers what each Launch returned, so that a board that did not boot
+// because the kernel crashed (a verdict) is told from one the harness could not start.
+type recordingLauncher struct {
+	tests.Launcher
+	errs []error
+}
+
+func (l *recordingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.Writer) (tests.Testbed, error) {
+	tb, err := l.Launcher.Launch(ctx, k, progress)
+	l.errs = append(l.errs, err)
+	return tb, err
+}
+
+// test runs the procedures on the series.
+func (r *run) test(ctx context.Context) bool {
+	newLauncher := r.o.NewLauncher
+	if newLauncher == nil {
+		newLauncher = func(tree string) tests.Launcher { return &tests.HarnessLauncher{Tree: tree} }
+	}
+	launcher := &recordingLauncher{Launcher: newLauncher(r.launchTo)}
+	report := filepath.Join(r.o.Out, "report")
+	sum, err := tests.Run(ctx, tests.Config{Procedures: r.o.Procedures, Kernel: tests.Kernel{Series: filepath.Dir(r.series)},
+		Options: r.o.TestOptions, ArtifactDir: report, Launcher: launcher, Model: r.o.Model,
+		Progress: prefixWriter{w: r.o.Progress, prefix: "ci: test: "}})
+	if err != nil {
+		r.infra(StageTest, err)
+		return false
+	}
+	r.res.Tests = sum
+	if err := tests.WriteReportDir(report, sum); err != nil {
+		r.infra(StageTest, err)
+		return false
+	}
+	outcome, detail, boot := classifyTests(sum.Results, launcher.errs)
+	r.res.BootFailures = boot
+	r.stage(StageTest, outcome, detail)
+	return outcome == "ok"
+}
+
+// classifyTests decides the test stage: a procedure that failed on the kernel (a model
+// violation, a console report, a leak, no traffic, or a kernel that crashed or hung while
+// booting) is a failure; a procedure that could not be judged (the harness, QEMU or the model
+// failed) is an infrastructure error; a kernel verdict wins over infrastructure errors.
+// launchErrs[i] is what launching the board for results[i] returned.
+func classifyTests(results []*tests.Result, launchErrs []error) (outcome, detail string, bootFailures []string) {
+	var failed, infra []string
+	for i, res := range results {
+		if res.Pass {
+			continue
+		}
+		kernel := false
+		for _, reason := range res.Reasons {
+			if reason.Kind != tests.ReasonInfra && reason.Kind != tests.ReasonModelError {
+				kernel = true
+			}
+		}
+		var ge *harness.GuestError
+		if i < len(launchErrs) && errors.As(launchErrs[i], &ge) {
+			kernel = true // syzkaller's BootError: the kernel under test did not come up
+			bootFailures = append(bootFailures, res.Procedure)
+		}
+		line := res.Procedure
+		if len(res.Reasons) > 0 {
+			line += " (" + res.Reasons[0].String() + ")"
+		}
+		if kernel {
+			failed = append(failed, line)
+		} else {
+			infra = append(infra, line)
+		}
+	}
+	switch {
+	case len(failed) > 0:
+		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(failed), len(results), strings.Join(failed, "; ")), bootFailures
+	case len(infra) > 0:
+		return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(infra), len(results), strings.Join(infra, "; ")), bootFailures
+	case len(results) == 0:
+		return VerdictInfra, "no procedure ran", bootFailures
+	}
+	return "ok", fmt.Sprintf("all %d procedures pass", len(results)), bootFailures
+}

@@ -1,0 +1,230 @@
+package ci
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/ppkit/ppkit/tests"
+)
+
+// Comparison is the test figures of this run against a stored earlier result.
+type Comparison struct {
+	// Against is the ref whose stored result was used, at AgainstCommit; empty when none was
+	// stored (Note says so).
+	Against       string         `json:"against,omitempty"`
+	AgainstCommit string         `json:"against_commit,omitempty"`
+	StoredFile    string         `json:"stored_file,omitempty"`
+	Threshold     float64        `json:"threshold"`
+	Lines         []FigureChange `json:"lines,omitempty"`
+	Regressions   int            `json:"regressions"`
+	Note          string         `json:"note,omitempty"`
+}
+
+// FigureChange is one figure of one procedure, earlier against now.
+type FigureChange struct {
+	Procedure string  `json:"procedure"`
+	Figure    string  `json:"figure"`
+	Previous  float64 `json:"previous"`
+	Current   float64 `json:"current"`
+	// Worse is the relative change in the figure's bad direction (0.25: 25% worse; negative:
+	// better); 0 when Previous is 0.
+	Worse      float64 `json:"worse"`
+	Regression bool    `json:"regression"`
+}
+
+// comparedFigure is a figure the regression check watches.
+type comparedFigure struct {
+	name         string
+	higherBetter bool
+	// floor is the smallest absolute change that can count as a regression, so that noise
+	// around a tiny figure (0.2 → 0.5 slow-path allocations per 1000 packets) is not one.
+	floor float64
+	get   func(tests.Figures) float64
+}
+
+func per1000(n int64, packets int64) float64 {
+	if packets <= 0 {
+		return 0
+	}
+	return float64(n) * 1000 / float64(packets)
+}
+
+// ComparedFigures are the figures compared between runs, in order. Counts that grow with the
+// traffic time are compared per 1000 received packets.
+var comparedFigures = []comparedFigure{
+	{"throughput_bps", true, 0, func(f tests.Figures) float64 { return f.BitsPerSecond }},
+	{"slow_path_per_1000", false, 1, func(f tests.Figures) float64 { return f.SlowPathPer1000 }},
+	{"skb_returns_per_1000", true, 1, func(f tests.Figures) float64 { return per1000(f.SKBReturns, f.Packets) }},
+	{"releases_per_1000", false, 1, func(f tests.Figures) float64 { return per1000(f.Releases, f.Packets) }},
+}
+
+// CompareFigures pairs the procedures of two runs and flags every figure that moved in its bad
+// direction by more than threshold (relative) and more than the figure's floor (absolute).
+// Procedures present in only one run are not compared.
+func CompareFigures(previous, current []*tests.Result, threshold float64) []FigureChange {
+	prev := map[string]*tests.Result{}
+	for _, r := range previous {
+		prev[r.Procedure] = r
+	}
+	var out []FigureChange
+	for _, c := range current {
+		p, ok := prev[c.Procedure]
+		if !ok {
+			continue
+		}
+		for _, f := range comparedFigures {
+			l := FigureChange{Procedure: c.Procedure, Figure: f.name, Previous: f.get(p.Figures), Current: f.get(c.Figures)}
+			worseBy := l.Current - l.Previous // absolute change in the bad direction
+			if f.higherBetter {
+				worseBy = -worseBy
+			}
+			if l.Previous != 0 {
+				l.Worse = worseBy / l.Previous
+				if l.Previous < 0 {
+					l.Worse = -l.Worse
+				}
+				l.Regression = l.Worse > threshold && worseBy > f.floor
+			} else {
+				l.Regression = worseBy > f.floor
+			}
+			out = append(out, l)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Procedure < out[j].Procedure })
+	return out
+}
+
+// storedPath is where the last passing result of ref is kept.
+func storedPath(state, ref string) string {
+	return filepath.Join(state, "results", url.PathEscape(ref)+".json")
+}
+
+// loadStored reads the stored result of ref; (nil, nil) when there is none.
+func loadStored(state, ref string) (*Result, error) {
+	data, err := os.ReadFile(storedPath(state, ref))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var res Result
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("stored result %s: %w", storedPath(state, ref), err)
+	}
+	return &res, nil
+}
+
+// store writes res as ref's reference result, atomically.
+func store(state string, res *Result) (string, error) {
+	path := storedPath(state, res.Ref)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
+	}
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".result-")
+	if err != nil {
+		return "", err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return path, nil
+}
+
+// compare compares the figures with the stored result of --base (else of the ref itself), fails
+// the run on a regression, and stores a passing run as the ref's new reference.
+func (r *run) compare() {
+	c := &Comparison{Threshold: r.o.Threshold}
+	r.res.Comparison = c
+	if r.o.Threshold < 0 {
+		c.Note = "comparison disabled (--threshold < 0)"
+		r.stage(StageCompare, "ok", c.Note)
+	} else {
+		var prev *Result
+		var err error
+		for _, ref := range []string{r.res.Base, r.res.Ref} {
+			if ref == "" {
+				continue
+			}
+			if prev, err = loadStored(r.state, ref); err != nil {
+				r.infra(StageCompare, err)
+				return
+			}
+			if prev != nil && prev.Tests != nil {
+				c.Against, c.AgainstCommit, c.StoredFile = ref, prev.Commit, storedPath(r.state, ref)
+				break
+			}
+			prev = nil
+		}
+		if prev == nil {
+			c.Note = "no stored result for " + firstNonEmpty(r.res.Base, r.res.Ref) + "; this run becomes the reference"
+			r.stage(StageCompare, "ok", c.Note)
+		} else {
+			c.Lines = CompareFigures(prev.Tests.Results, r.res.Tests.Results, r.o.Threshold)
+			var worst []string
+			for _, l := range c.Lines {
+				if l.Regression {
+					c.Regressions++
+					worst = append(worst, fmt.Sprintf("%s %s %s → %s", l.Procedure, l.Figure, formatFigure(l.Previous), formatFigure(l.Current)))
+				}
+			}
+			if c.Regressions > 0 {
+				r.stage(StageCompare, VerdictFail, fmt.Sprintf("%d figures regressed more than %.0f%% against %s@%s: %s",
+					c.Regressions, r.o.Threshold*100, c.Against, short(c.AgainstCommit), joinMax(worst, 4)))
+				return
+			}
+			r.stage(StageCompare, "ok", fmt.Sprintf("%d figures within %.0f%% of %s@%s", len(c.Lines), r.o.Threshold*100, c.Against, short(c.AgainstCommit)))
+		}
+	}
+	// Only a run that passed becomes a reference: a regressed run must not lower the bar.
+	r.res.Verdict = VerdictPass
+	path, err := store(r.state, r.res)
+	if err != nil {
+		r.infra(StageCompare, fmt.Errorf("store the result: %w", err))
+		return
+	}
+	r.res.Stored = path
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func joinMax(items []string, n int) string {
+	if len(items) <= n {
+		return join(items)
+	}
+	return join(items[:n]) + fmt.Sprintf("; and %d more", len(items)-n)
+}
+
+func join(items []string) string {
+	out := ""
+	for i, s := range items {
+		if i > 0 {
+			out += "; "
+		}
+		out += s
+	}
+	return out
+}

@@ -1,0 +1,308 @@
+package ci
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/ppkit/ppkit/tests"
+)
+
+// writeOutputs writes result.json, summary.md and junit.xml into the output directory.
+func (r *run) writeOutputs() error {
+	for name, write := range map[string]func(io.Writer, *Result) error{
+		"result.json": WriteJSON, "summary.md": WriteSummary, "junit.xml": WriteJUnit,
+	} {
+		var buf bytes.Buffer
+		if err := write(&buf, r.res); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(r.o.Out, name), buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("output: %w", err)
+		}
+	}
+	return nil
+}
+
+// WriteJSON writes the result as indented JSON (result.json).
+func WriteJSON(w io.Writer, res *Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(res)
+}
+
+// JUnit XML in the schema GitHub, GitLab and Jenkins read; the same as tests.WriteJUnit's, whose
+// suites are merged in.
+type junitSuites struct {
+	XMLName  xml.Name     `xml:"testsuites"`
+	Name     string       `xml:"name,attr,omitempty"`
+	Tests    int          `xml:"tests,attr"`
+	Failures int          `xml:"failures,attr"`
+	Errors   int          `xml:"errors,attr"`
+	Suites   []junitSuite `xml:"testsuite"`
+}
+
+type junitSuite struct {
+	Name     string      `xml:"name,attr"`
+	Tests    int         `xml:"tests,attr"`
+	Failures int         `xml:"failures,attr"`
+	Errors   int         `xml:"errors,attr"`
+	Skipped  int         `xml:"skipped,attr,omitempty"`
+	Time     string      `xml:"time,attr,omitempty"`
+	Cases    []junitCase `xml:"testcase"`
+}
+
+type junitCase struct {
+	Name      string        `xml:"name,attr"`
+	ClassName string        `xml:"classname,attr"`
+	Time      string        `xml:"time,attr,omitempty"`
+	Failure   *junitMessage `xml:"failure,omitempty"`
+	Error     *junitMessage `xml:"error,omitempty"`
+	Skipped   *junitMessage `xml:"skipped,omitempty"`
+	SystemOut string        `xml:"system-out,omitempty"`
+}
+
+type junitMessage struct {
+	Message string `xml:"message,attr"`
+	Type    string `xml:"type,attr,omitempty"`
+	Text    string `xml:",chardata"`
+}
+
+func (s *junitSuite) add(c junitCase) {
+	s.Cases = append(s.Cases, c)
+	s.Tests++
+	switch {
+	case c.Failure != nil:
+		s.Failures++
+	case c.Error != nil:
+		s.Errors++
+	case c.Skipped != nil:
+		s.Skipped++
+	}
+}
+
+// WriteJUnit writes junit.xml: a "ppkit ci" suite with one case per stage (so a failed run
+// always has a failed case), the series check with one case per patch, the procedures (as
+// tests.WriteJUnit writes them) and the figure comparison with one case per procedure.
+func WriteJUnit(w io.Writer, res *Result) error {
+	doc := junitSuites{Name: "ppkit ci " + res.Ref}
+	stages := junitSuite{Name: "ppkit ci " + res.Ref}
+	for _, s := range res.Stages {
+		c := junitCase{Name: s.Name, ClassName: "ppkit.ci"}
+		msg := &junitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
+		switch s.Outcome {
+		case VerdictFail:
+			c.Failure = msg
+		case VerdictInfra:
+			c.Error = msg
+		case "skipped":
+			c.Skipped = &junitMessage{Message: "an earlier stage decided the run"}
+		default:
+			c.SystemOut = s.Detail
+		}
+		stages.add(c)
+	}
+	doc.Suites = append(doc.Suites, stages)
+	if res.Check != nil {
+		check := junitSuite{Name: "ppkit series check"}
+		for _, p := range res.Check.Patches {
+			c := junitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
+			var errs, all []string
+			for _, f := range p.Findings {
+				line := fmt.Sprintf("%s %s: %s", f.Severity, f.Check, f.Message)
+				all = append(all, line)
+				if f.Severity == "error" {
+					errs = append(errs, line)
+				}
+			}
+			if len(errs) > 0 {
+				c.Failure = &junitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
+			} else if len(all) > 0 {
+				c.SystemOut = strings.Join(all, "\n")
+			}
+			check.add(c)
+		}
+		doc.Suites = append(doc.Suites, check)
+	}
+	if res.Tests != nil {
+		var buf bytes.Buffer
+		all := append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...)
+		if err := tests.WriteJUnit(&buf, all); err != nil {
+			return err
+		}
+		var procs junitSuites
+		if err := xml.Unmarshal(buf.Bytes(), &procs); err != nil {
+			return fmt.Errorf("merge the procedures' JUnit: %w", err)
+		}
+		// A board that did not boot because the kernel crashed is a failure of the series, which
+		// tests.WriteJUnit (seeing only a launch error) wrote as an <error>.
+		boot := map[string]bool{}
+		for _, p := range res.BootFailures {
+			boot[p] = true
+		}
+		for i := range procs.Suites {
+			s := &procs.Suites[i]
+			for j := range s.Cases {
+				if c := &s.Cases[j]; c.Error != nil && boot[c.Name] && !strings.HasPrefix(s.Name, "ppkit test baseline") {
+					c.Failure, c.Error = c.Error, nil
+					c.Failure.Type = "boot-error"
+					s.Errors--
+					s.Failures++
+				}
+			}
+		}
+		doc.Suites = append(doc.Suites, procs.Suites...)
+	}
+	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
+		figs := junitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
+		byProc := map[string][]FigureChange{}
+		var order []string
+		for _, l := range res.Comparison.Lines {
+			if _, ok := byProc[l.Procedure]; !ok {
+				order = append(order, l.Procedure)
+			}
+			byProc[l.Procedure] = append(byProc[l.Procedure], l)
+		}
+		for _, proc := range order {
+			c := junitCase{Name: proc, ClassName: "ppkit.figures"}
+			var text, bad []string
+			for _, l := range byProc[proc] {
+				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, formatFigure(l.Previous), formatFigure(l.Current), worseText(l))
+				text = append(text, line)
+				if l.Regression {
+					bad = append(bad, line)
+				}
+			}
+			if len(bad) > 0 {
+				c.Failure = &junitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
+			} else {
+				c.SystemOut = strings.Join(text, "\n")
+			}
+			figs.add(c)
+		}
+		doc.Suites = append(doc.Suites, figs)
+	}
+	for _, s := range doc.Suites {
+		doc.Tests += s.Tests
+		doc.Failures += s.Failures
+		doc.Errors += s.Errors
+	}
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("", "  ")
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+func formatFigure(v float64) string {
+	switch {
+	case v == math.Trunc(v) && math.Abs(v) < 1e15:
+		return strconv.FormatInt(int64(v), 10)
+	case math.Abs(v) >= 1e6:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func worseText(l FigureChange) string {
+	switch {
+	case l.Previous == 0 && l.Regression:
+		return "was 0: regression"
+	case l.Previous == 0:
+		return "was 0"
+	case l.Worse > 0:
+		s := fmt.Sprintf("%.1f%% worse", l.Worse*100)
+		if l.Regression {
+			s += ": regression"
+		}
+		return s
+	case l.Worse < 0:
+		return fmt.Sprintf("%.1f%% better", -l.Worse*100)
+	}
+	return "unchanged"
+}
+
+// mdEscape keeps text from breaking a Markdown table cell.
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	s = strings.ReplaceAll(s, "\n", " ")
+	return s
+}
+
+// WriteSummary writes summary.md: the verdict, a table of the stages, and tables of the series
+// check, the procedures and the figure comparison, for a human reading a CI page.
+func WriteSummary(w io.Writer, res *Result) error {
+	var b strings.Builder
+	verdict := map[string]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRASTRUCTURE ERROR"}[res.Verdict]
+	fmt.Fprintf(&b, "# ppkit ci: %s @ %s — %s (exit %d)\n\n", mdEscape(res.Ref), short(res.Commit), verdict, res.ExitCode)
+	if res.Message != "" {
+		fmt.Fprintf(&b, "**%s:** %s\n\n", res.Stage, mdEscape(res.Message))
+	}
+	b.WriteString("| stage | outcome | details |\n|---|---|---|\n")
+	for _, s := range res.Stages {
+		outcome := map[string]string{"ok": "ok", VerdictFail: "**FAIL**", VerdictInfra: "**INFRA ERROR**", "skipped": "skipped"}[s.Outcome]
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", s.Name, outcome, mdEscape(s.Detail))
+	}
+	if res.Check != nil {
+		b.WriteString("\n## Series check\n\n| # | patch | subject | verdict | findings |\n|---|---|---|---|---|\n")
+		for _, p := range res.Check.Patches {
+			v := "ok"
+			if !p.OK() {
+				v = "**FAIL**"
+			}
+			var fs []string
+			for _, f := range p.Findings {
+				fs = append(fs, fmt.Sprintf("%s %s: %s", f.Severity, f.Check, f.Message))
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s |\n", p.Index, mdEscape(p.Name), mdEscape(p.Subject), v, mdEscape(strings.Join(fs, "; ")))
+		}
+	}
+	if res.Tests != nil {
+		b.WriteString("\n## Procedures\n\n| procedure | verdict | packets | throughput | slow path /1000 pkts | SKB returns | releases | reasons |\n|---|---|---:|---:|---:|---:|---:|---|\n")
+		for _, t := range append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...) {
+			v := "PASS"
+			if !t.Pass {
+				v = "**FAIL**"
+			}
+			var reasons []string
+			for _, r := range t.Reasons {
+				reasons = append(reasons, r.String())
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %.1f | %d | %d | %s |\n", t.Procedure, v, t.Figures.Packets,
+				tests.FormatBitRate(t.Figures.BitsPerSecond), t.Figures.SlowPathPer1000, t.Figures.SKBReturns,
+				t.Figures.Releases, mdEscape(strings.Join(reasons, "; ")))
+		}
+		b.WriteString("\nThe HTML report with each pool's inflight plot is `report/index.html`.\n")
+	}
+	if c := res.Comparison; c != nil {
+		b.WriteString("\n## Figures\n\n")
+		if c.Against == "" {
+			fmt.Fprintf(&b, "%s\n", mdEscape(c.Note))
+		} else {
+			fmt.Fprintf(&b, "Against the stored result of %s @ %s; a figure more than %.0f%% worse fails the run.\n\n",
+				mdEscape(c.Against), short(c.AgainstCommit), c.Threshold*100)
+			b.WriteString("| procedure | figure | previous | current | change |\n|---|---|---:|---:|---|\n")
+			for _, l := range c.Lines {
+				change := worseText(l)
+				if l.Regression {
+					change = "**" + change + "**"
+				}
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, formatFigure(l.Previous), formatFigure(l.Current), change)
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
