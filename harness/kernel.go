@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -133,7 +134,13 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		return k, nil
 	}
 
-	lock, err := lockFile(filepath.Join(cache, "work", src.id+".lock"), progress)
+	// One work tree per build directory: a --debug build does not hold up (or force rebuilds
+	// in) the normal one. The normal one keeps the source's plain name.
+	work := filepath.Join(cache, "work", src.id)
+	if opts.Debug {
+		work += "-debug"
+	}
+	lock, err := lockFile(work+".lock", progress)
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
@@ -143,8 +150,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		k.Elapsed = time.Since(start)
 		return k, nil
 	}
-	work, err := prepareWorkTree(ctx, cache, src, series, progress)
-	if err != nil {
+	if _, err := prepareWorkTree(ctx, work, src, series, progress); err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
 	stage, err := os.MkdirTemp(filepath.Join(cache, "kernel"), ".build-")
@@ -311,6 +317,11 @@ func (b *kernelBuild) make(target string) error {
 	cmd := exec.CommandContext(b.ctx, "nice", args...)
 	cmd.Env = append(os.Environ(), "CCACHE_DIR="+filepath.Join(b.cache, "ccache"),
 		"KBUILD_BUILD_USER=ppkit", "KBUILD_BUILD_HOST=ppkit", "KBUILD_BUILD_TIMESTAMP=2024-08-10")
+	// Kbuild re-invokes make in the build directory: on cancellation kill the whole process
+	// group, or the sub-make would go on building after ppkit returned.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
 	cmd.Stderr = pw

@@ -236,14 +236,13 @@ func (s *Series) prefix(n int) *Series {
 	return &Series{stg: &stg, Patches: s.Patches[:n]}
 }
 
-// prepareWorkTree makes ppkit's own work tree for src hold exactly src.commit plus patches. Only
-// files whose content changes are rewritten, so the out-of-tree build stays incremental. The
-// caller holds the work tree lock.
-func prepareWorkTree(ctx context.Context, cache string, src *kernelSource, series *Series, progress io.Writer) (string, error) {
+// prepareWorkTree makes ppkit's own work tree work (a shared clone of src, created on first use)
+// hold exactly src.commit plus the series. Only files whose content changes are rewritten, so
+// the out-of-tree build stays incremental. The caller holds the work tree lock.
+func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *Series, progress io.Writer) (string, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
-	work := filepath.Join(cache, "work", src.id)
 	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
 		fmt.Fprintf(progress, "kernel: creating work tree %s (once)\n", work)
 		os.RemoveAll(work)

@@ -72,7 +72,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if !strings.HasPrefix(src.id, "user-linux-") || len(src.commit) != 40 {
 		t.Errorf("source %+v", src)
 	}
-	cache := t.TempDir()
+	cache := filepath.Join(t.TempDir(), "work")
 	series, err := ReadSeries(writeSeries(t, map[string]string{"probe.patch": probePatch}, "probe.patch"))
 	if err != nil {
 		t.Fatal(err)
