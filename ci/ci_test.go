@@ -1,0 +1,235 @@
+package ci
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/tests"
+)
+
+func result(proc string, f tests.Figures) *tests.Result {
+	return &tests.Result{Procedure: proc, Kernel: "series /s", Pass: true, Figures: f}
+}
+
+// figs: 10000 packets at bps, with slow-path, SKB-return and release counts.
+func figs(bps float64, slow, skbRet, rel int64) tests.Figures {
+	return tests.Figures{Packets: 10000, BitsPerSecond: bps, SlowPathAllocs: slow, SlowPathPer1000: float64(slow) / 10,
+		SKBReturns: skbRet, Releases: rel}
+}
+
+func TestCompareFigures(t *testing.T) {
+	base := figs(900e6, 100, 9000, 50) // 10 slow/1000, 900 returns/1000, 5 releases/1000
+	for _, tc := range []struct {
+		name      string
+		cur       tests.Figures
+		threshold float64
+		regressed []string // figures flagged
+	}{
+		{"unchanged", base, 0.2, nil},
+		{"throughput 15% lower is within 20%", figs(765e6, 100, 9000, 50), 0.2, nil},
+		{"throughput 25% lower", figs(675e6, 100, 9000, 50), 0.2, []string{"throughput_bps"}},
+		{"throughput 25% lower within a 30% threshold", figs(675e6, 100, 9000, 50), 0.3, nil},
+		{"throughput higher is better", figs(2e9, 100, 9000, 50), 0.2, nil},
+		{"slow path doubled", figs(900e6, 200, 9000, 50), 0.2, []string{"slow_path_per_1000"}},
+		{"slow path halved is better", figs(900e6, 50, 9000, 50), 0.2, nil},
+		{"fewer SKB returns", figs(900e6, 100, 5000, 50), 0.2, []string{"skb_returns_per_1000"}},
+		{"releases up 60% but under the absolute floor of 1/1000", figs(900e6, 100, 9000, 58), 0.2, nil},
+		{"releases tripled", figs(900e6, 100, 9000, 150), 0.2, []string{"releases_per_1000"}},
+		{"two figures at once", figs(600e6, 300, 9000, 50), 0.2, []string{"slow_path_per_1000", "throughput_bps"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lines := CompareFigures([]*tests.Result{result("multicast", base)}, []*tests.Result{result("multicast", tc.cur)}, tc.threshold)
+			if len(lines) != len(comparedFigures) {
+				t.Fatalf("%d lines, want %d", len(lines), len(comparedFigures))
+			}
+			var got []string
+			for _, l := range lines {
+				if l.Regression {
+					got = append(got, l.Figure)
+				}
+			}
+			if strings.Join(sorted(got), ",") != strings.Join(sorted(tc.regressed), ",") {
+				t.Errorf("regressed %v, want %v; lines %+v", got, tc.regressed, lines)
+			}
+		})
+	}
+}
+
+func sorted(s []string) []string {
+	out := append([]string{}, s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestCompareFiguresZeroAndMissing(t *testing.T) {
+	prev := []*tests.Result{result("tcp", figs(900e6, 0, 0, 0)), result("gone", figs(1, 1, 1, 1))}
+	cur := []*tests.Result{result("tcp", figs(900e6, 5, 0, 30)), result("new", figs(1, 1, 1, 1))}
+	lines := CompareFigures(prev, cur, 0.2)
+	byName := map[string]FigureChange{}
+	for _, l := range lines {
+		if l.Procedure != "tcp" {
+			t.Fatalf("compared %s, present in one run only", l.Procedure)
+		}
+		byName[l.Figure] = l
+	}
+	// From 0: slow path 0 → 0.5/1000 is under the floor; releases 0 → 3/1000 is a regression.
+	if byName["slow_path_per_1000"].Regression || !byName["releases_per_1000"].Regression {
+		t.Errorf("lines %+v", lines)
+	}
+	if w := worseText(byName["releases_per_1000"]); w != "was 0: regression" {
+		t.Errorf("worseText %q", w)
+	}
+}
+
+func TestClassifyTests(t *testing.T) {
+	pass := &tests.Result{Procedure: "multicast", Pass: true}
+	failed := func(proc string, kinds ...string) *tests.Result {
+		r := &tests.Result{Procedure: proc}
+		for _, k := range kinds {
+			r.Reasons = append(r.Reasons, tests.Reason{Kind: k, Detail: "x"})
+		}
+		return r
+	}
+	guest := &harness.GuestError{Title: "Kernel panic - not syncing"}
+	infra := &harness.InfraError{Err: errors.New("qemu: not found")}
+	for _, tc := range []struct {
+		name    string
+		results []*tests.Result
+		launch  []error
+		outcome string
+		boot    []string
+	}{
+		{"all pass", []*tests.Result{pass}, []error{nil}, "ok", nil},
+		{"model violation", []*tests.Result{pass, failed("tcp", tests.ReasonViolation)}, []error{nil, nil}, VerdictFail, nil},
+		{"inflight leak", []*tests.Result{failed("tcp", tests.ReasonInflight)}, []error{nil}, VerdictFail, nil},
+		{"no traffic", []*tests.Result{failed("tcp", tests.ReasonNoTraffic)}, []error{nil}, VerdictFail, nil},
+		{"console report", []*tests.Result{failed("copy", tests.ReasonConsole)}, []error{nil}, VerdictFail, nil},
+		{"harness broke", []*tests.Result{failed("tcp", tests.ReasonInfra)}, []error{fmt.Errorf("boot: %w", infra)}, VerdictInfra, nil},
+		{"model error only", []*tests.Result{failed("tcp", tests.ReasonModelError)}, []error{nil}, VerdictInfra, nil},
+		{"kernel panicked at boot", []*tests.Result{failed("tcp", tests.ReasonInfra)}, []error{fmt.Errorf("boot: %w", guest)}, VerdictFail, []string{"tcp"}},
+		{"kernel verdict wins over infra", []*tests.Result{failed("multicast", tests.ReasonInfra), failed("tcp", tests.ReasonViolation)}, []error{infra, nil}, VerdictFail, nil},
+		{"infra and model error", []*tests.Result{failed("tcp", tests.ReasonInfra, tests.ReasonModelError)}, []error{nil}, VerdictInfra, nil},
+		{"nothing ran", nil, nil, VerdictInfra, nil},
+		{"cancelled before launch", []*tests.Result{pass, failed("tcp", tests.ReasonInfra)}, []error{nil}, VerdictInfra, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			outcome, detail, boot := classifyTests(tc.results, tc.launch)
+			if outcome != tc.outcome || strings.Join(boot, ",") != strings.Join(tc.boot, ",") {
+				t.Errorf("got %s %v (%s), want %s %v", outcome, boot, detail, tc.outcome, tc.boot)
+			}
+			verdict := outcome
+			if verdict == "ok" {
+				verdict = VerdictPass
+			}
+			if want := map[string]int{"ok": 0, VerdictFail: 1, VerdictInfra: 2}[tc.outcome]; exitCode(verdict) != want {
+				t.Errorf("exit code of %s: %d, want %d", outcome, exitCode(verdict), want)
+			}
+		})
+	}
+}
+
+// A stored reference, a run that regressed against it, and one that did not: the regressed run
+// fails and is not stored; the other passes and becomes the new reference.
+func TestCompareStage(t *testing.T) {
+	state := t.TempDir()
+	ref, base := "refs/heads/topic", "refs/heads/master"
+	stored := &Result{Ref: base, Commit: "1111111111111111", Verdict: VerdictPass,
+		Tests: &tests.Summary{Pass: true, Results: []*tests.Result{result("multicast", figs(900e6, 10, 9000, 50))}}}
+	if _, err := store(state, stored); err != nil {
+		t.Fatal(err)
+	}
+	newRun := func(base string, f tests.Figures) *run {
+		return &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &Result{Ref: ref, Base: base,
+			Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Results: []*tests.Result{result("multicast", f)}}}}
+	}
+
+	r := newRun(base, figs(900e6, 300, 9000, 50)) // slow path 1 → 30 per 1000
+	r.compare()
+	if r.res.Verdict != VerdictFail || r.res.Stage != StageCompare || r.res.Comparison.Regressions != 1 || r.res.Stored != "" {
+		t.Fatalf("regressed run: verdict %s stage %s %+v stored %q", r.res.Verdict, r.res.Stage, r.res.Comparison, r.res.Stored)
+	}
+	if !strings.Contains(r.res.Message, "slow_path_per_1000 1 → 30") || !strings.Contains(r.res.Message, "refs/heads/master@111111111111") {
+		t.Errorf("message %q", r.res.Message)
+	}
+	if got, _ := loadStored(state, ref); got != nil {
+		t.Fatal("a regressed run was stored")
+	}
+
+	r = newRun(base, figs(950e6, 10, 9000, 50))
+	r.compare()
+	if r.res.Verdict != VerdictPass || r.res.Stored != storedPath(state, ref) || r.res.Comparison.Against != base {
+		t.Fatalf("good run: verdict %s stored %q against %q", r.res.Verdict, r.res.Stored, r.res.Comparison.Against)
+	}
+	// Without --base the ref's own last passing run is the reference.
+	r = newRun("", figs(500e6, 10, 9000, 50))
+	r.compare()
+	if r.res.Verdict != VerdictFail || r.res.Comparison.Against != ref {
+		t.Fatalf("against own ref: verdict %s against %q", r.res.Verdict, r.res.Comparison.Against)
+	}
+	// A base with no stored result falls back to the ref's own.
+	r = newRun("refs/heads/never-run", figs(950e6, 10, 9000, 50))
+	r.compare()
+	if r.res.Verdict != VerdictPass || r.res.Comparison.Against != ref {
+		t.Fatalf("fallback: verdict %s against %q", r.res.Verdict, r.res.Comparison.Against)
+	}
+	// First run of a repository: nothing to compare, the run becomes the reference.
+	r = newRun("", figs(1, 1, 1, 1))
+	r.state = t.TempDir()
+	r.compare()
+	if r.res.Verdict != VerdictPass || r.res.Comparison.Against != "" || !strings.Contains(r.res.Comparison.Note, "becomes the reference") {
+		t.Fatalf("first run: %+v", r.res.Comparison)
+	}
+}
+
+// The outputs of a failed comparison: summary table, JUnit failure per regressed procedure.
+func TestOutputsOfARegression(t *testing.T) {
+	res := &Result{Ref: "refs/heads/topic", Commit: "2222222222222222", Verdict: VerdictFail, ExitCode: 1,
+		Stage: StageCompare, Message: "1 figures regressed",
+		Stages: []StageResult{{StageCheckout, "ok", ""}, {StageSeries, "ok", "4 patches (patches)"}, {StageCheck, "ok", ""},
+			{StageTest, "ok", "all 2 procedures pass"}, {StageCompare, VerdictFail, "1 figures regressed"}},
+		Tests: &tests.Summary{Results: []*tests.Result{result("multicast", figs(900e6, 300, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))}},
+		Comparison: &Comparison{Against: "refs/heads/master", AgainstCommit: "1111111111111111", Threshold: 0.2,
+			Lines: CompareFigures([]*tests.Result{result("multicast", figs(900e6, 10, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))},
+				[]*tests.Result{result("multicast", figs(900e6, 300, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))}, 0.2)}}
+	var md bytes.Buffer
+	if err := WriteSummary(&md, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# ppkit ci: refs/heads/topic @ 222222222222 — FAIL (exit 1)", "| compare | **FAIL** | 1 figures regressed |",
+		"| multicast | slow_path_per_1000 | 1 | 30 | **2900.0% worse: regression** |", "| tcp | throughput_bps | 900000000 | 900000000 | unchanged |"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, md.String())
+		}
+	}
+	var x bytes.Buffer
+	if err := WriteJUnit(&x, res); err != nil {
+		t.Fatal(err)
+	}
+	var doc junitSuites
+	if err := xml.Unmarshal(x.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var failed []string
+	for _, s := range doc.Suites {
+		for _, c := range s.Cases {
+			if c.Failure != nil {
+				failed = append(failed, s.Name+"/"+c.Name)
+			}
+		}
+	}
+	want := []string{"ppkit ci refs/heads/topic/compare", "ppkit ci figures against refs/heads/master/multicast"}
+	if strings.Join(failed, ",") != strings.Join(want, ",") || doc.Failures != 2 || doc.Tests != 5+2+2 {
+		t.Errorf("junit failures %v (total %d of %d):\n%s", failed, doc.Failures, doc.Tests, x.String())
+	}
+}
