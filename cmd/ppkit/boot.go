@@ -102,7 +102,6 @@ func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return bootFailure(stderr, err)
 	}
 	defer vm.Close()
-	fmt.Fprintf(stderr, "boot: SSH ready in %s\n", vm.BootTime.Round(time.Millisecond))
 	if ns := vm.NetNS(); ns != "" {
 		fmt.Fprintf(stderr, "boot: test NICs on taps %s in netns %s\n", strings.Join(vm.Taps(), ","), ns)
 	}
