@@ -462,7 +462,7 @@ func (r *Repo) buildPosting(ctx context.Context, o *MailOptions, patches []strin
 		return nil, fmt.Errorf("read stg mail output: %w", err)
 	}
 	if len(msgs) != len(patches)+1 {
-		return nil, fmt.Errorf("stg mail wrote %d messages for %d patches", len(msgs), len(patches))
+		return nil, fmt.Errorf("stg mail wrote %d messages for %d patches and a cover; nothing was sent, run 'stg mail --mbox' to see why", len(msgs), len(patches))
 	}
 	post := &Posting{Style: o.Style, Sender: o.Sender, Messages: msgs, Bcc: o.Bcc}
 	for _, m := range msgs {
@@ -487,7 +487,9 @@ func (r *Repo) stgMail(ctx context.Context, args []string) ([]byte, error) {
 		}
 		env = append(env, "GIT_CONFIG_PARAMETERS="+strings.Join(params, " "))
 	}
-	sub := &Repo{Dir: r.Dir, Env: env}
+	// With GIT_AUTHOR_DATE or GIT_COMMITTER_DATE set, stg 0.19's `mail --mbox` silently writes
+	// fewer messages (none, or all but the last); mail does not need them.
+	sub := &Repo{Dir: r.Dir, Env: env, dropEnv: map[string]bool{"GIT_AUTHOR_DATE": true, "GIT_COMMITTER_DATE": true}}
 	out, err := sub.command(ctx, nil, "stg", args...)
 	if err != nil {
 		return nil, fmt.Errorf("stg mail: %w", err)

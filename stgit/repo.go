@@ -26,6 +26,8 @@ type Repo struct {
 	Dir string
 	// Env is added to the process environment of every git and stg command.
 	Env []string
+
+	dropEnv map[string]bool // variables removed from the environment of the commands
 }
 
 // ErrNotRepo reports a directory that is not a git work tree.
@@ -74,6 +76,15 @@ func (r *Repo) command(ctx context.Context, stdin []byte, name string, args ...s
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = r.Dir
 	cmd.Env = append(os.Environ(), r.Env...)
+	if r.dropEnv != nil {
+		var env []string
+		for _, kv := range cmd.Env {
+			if k, _, _ := strings.Cut(kv, "="); !r.dropEnv[k] {
+				env = append(env, kv)
+			}
+		}
+		cmd.Env = env
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
