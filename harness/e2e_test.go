@@ -456,3 +456,33 @@ func TestPoweroffEscalatesWhenIgnored(t *testing.T) {
 		t.Fatal("QEMU still running after Poweroff")
 	}
 }
+
+// A guest that never gets ready is a verdict too: a panic at boot by its title, a hang by the
+// boot deadline; both with the console tail and nothing left behind.
+func TestBootFailuresAreReported(t *testing.T) {
+	k, img := guest(t)
+	for _, tc := range []struct {
+		name, append, wantTitle string
+	}{
+		// Words without "=" after rdinit= become init's arguments: PID 1 is `busybox false`.
+		{"init exits", "rdinit=/bin/busybox false", "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"},
+		{"init hangs", "rdinit=/bin/busybox sleep 1000", "guest hung: boot failed: no readiness marker on the console"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			vm, err := Boot(ctx, BootOptions{Kernel: k, Image: img, Append: tc.append, BootTimeout: 15 * time.Second})
+			if err == nil {
+				vm.Close()
+				t.Fatal("boot succeeded")
+			}
+			var ge *GuestError
+			if !errors.As(err, &ge) || !strings.HasPrefix(ge.Title, tc.wantTitle) {
+				t.Fatalf("err = %v, want a GuestError titled %q", err, tc.wantTitle)
+			}
+			if !strings.Contains(ge.ConsoleTail, "Run /bin/busybox as init process") {
+				t.Errorf("console tail does not show the boot:\n%s", ge.ConsoleTail)
+			}
+		})
+	}
+}
