@@ -109,7 +109,20 @@ type VM struct {
 }
 
 // Boot starts QEMU and returns once the guest answers over SSH. On failure nothing is left.
-func Boot(ctx context.Context, opts BootOptions) (_ *VM, err error) {
+func Boot(ctx context.Context, opts BootOptions) (*VM, error) {
+	for attempt := 1; ; attempt++ {
+		vm, err := bootOnce(ctx, opts)
+		// The free port was taken between our probe and QEMU's bind (other VMs boot in
+		// parallel): pick another one.
+		var ie *InfraError
+		if err != nil && attempt < 3 && errors.As(err, &ie) && strings.Contains(ie.Error(), "host forwarding rule") {
+			continue
+		}
+		return vm, err
+	}
+}
+
+func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	opts.defaults()
 	progress := opts.Progress
 	if progress == nil {
