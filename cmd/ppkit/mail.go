@@ -54,6 +54,7 @@ func runMail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	server := fs.String("smtp-server", "", "SMTP server `host:port` (default: profile, stgit.smtpserver, localhost:25)")
 	user := fs.String("smtp-user", "", "SMTP `user` (default: profile, stgit.smtpuser)")
 	tlsMode := fs.String("smtp-tls", "", "SMTP encryption: starttls, tls or none")
+	jsonOut := fs.Bool("json", false, "print the posting (subjects, recipients, Message-IDs) as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -137,17 +138,32 @@ func runMail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := os.WriteFile(path, post.Mbox(), 0o644); err != nil {
 			return failf("write mbox: %v", err)
 		}
+		if *jsonOut {
+			return seriesWriteJSON(stdout, mailResult{Posting: post, Mbox: path})
+		}
 		post.Summary(stdout)
 		fmt.Fprintf(stdout, "dry run: %d messages written to %s; add --send to post them\n", len(post.Messages), path)
 		return nil
 	}
-	post.Summary(stdout)
+	if !*jsonOut {
+		post.Summary(stdout)
+	}
 	rep, err := repo.Send(ctx, post, smtp, stderr)
 	if err != nil {
 		return failf("%v", err)
 	}
+	if *jsonOut {
+		return seriesWriteJSON(stdout, mailResult{Posting: post, Sent: len(rep.Sent)})
+	}
 	fmt.Fprintf(stdout, "sent %d messages to %s\n", len(rep.Sent), smtp.Addr)
 	return nil
+}
+
+// mailResult is the --json output of ppkit mail.
+type mailResult struct {
+	*stgit.Posting
+	Mbox string `json:"mbox,omitempty"`
+	Sent int    `json:"sent"`
 }
 
 func mailDisplayVersion(v string) string {

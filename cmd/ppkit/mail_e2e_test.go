@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/mail"
 	"os"
@@ -80,9 +81,16 @@ func TestMailDryRunMatchesStgMail(t *testing.T) {
 		}
 	}
 
-	code, _, stderr = ppkit(t, "mail", "--kernel", dir, "--prefix", "net-next", "--version", "V3", "--to", "netdev", "--cc", "davem", "--mbox", out, "--style", "netdev")
+	code, stdout, stderr = ppkit(t, "mail", "--kernel", dir, "--prefix", "net-next", "--version", "V3", "--to", "netdev", "--cc", "davem", "--mbox", out, "--style", "netdev", "--json")
 	if code != 0 {
 		t.Fatalf("netdev style: exit %d: %s", code, stderr)
+	}
+	var res struct {
+		Mbox     string
+		Messages []stgit.Message
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Mbox != out || len(res.Messages) != 5 || res.Messages[2].InReplyTo != res.Messages[0].MessageID {
+		t.Fatalf("--json: %v %s", err, stdout)
 	}
 	data, _ = os.ReadFile(out)
 	for i, m := range readMbox(t, data) {
