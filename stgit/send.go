@@ -183,6 +183,11 @@ func (s *SMTPServer) dial(ctx context.Context) (*smtp.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SMTP server %q: %v; give HOST:PORT", s.Addr, err)
 	}
+	if s.User != "" && (s.TLS == "" || s.TLS == "none") {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("refusing to send the SMTP password for %s unencrypted to %s; use --smtp-tls starttls (or tls)", s.User, s.Addr)
+		}
+	}
 	cfg := &tls.Config{ServerName: host, RootCAs: s.rootCAs}
 	var c *smtp.Client
 	d := net.Dialer{Timeout: 30 * time.Second}

@@ -307,6 +307,11 @@ func TestSendOverSTARTTLS(t *testing.T) {
 	if _, err := r.Send(ctx, post, plain, nil); err == nil || !strings.Contains(err.Error(), "SMTP login") {
 		t.Fatalf("plain login: %v", err)
 	}
+	// A password never goes in clear to a host that is not this machine.
+	remote := &SMTPServer{Addr: "192.0.2.1:587", User: "jane", password: "x"}
+	if _, err := remote.dial(ctx); err == nil || !strings.Contains(err.Error(), "unencrypted") {
+		t.Fatalf("cleartext login to a remote host: %v", err)
+	}
 	s := &SMTPServer{Addr: srv.Addr, User: "jane", TLS: "starttls", rootCAs: pool}
 	if err := r.Password(ctx, s); err != nil {
 		t.Fatal(err)
