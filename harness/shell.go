@@ -16,7 +16,7 @@ import (
 func (vm *VM) Shell(ctx context.Context, stdin *os.File, stdout, stderr io.Writer) (int, error) {
 	sess, err := vm.newSession(ctx)
 	if err != nil {
-		return -1, vm.failure(ctx, "shell", err)
+		return -1, vm.commandFailure(ctx, "shell", err)
 	}
 	defer sess.Close()
 	width, height := 80, 24
@@ -58,7 +58,7 @@ func (vm *VM) Shell(ctx context.Context, stdin *os.File, stdout, stderr io.Write
 		if errors.As(err, &exit) {
 			return exit.ExitStatus(), nil
 		}
-		return -1, vm.failure(ctx, "shell", err)
+		return -1, vm.commandFailure(ctx, "shell", err)
 	case <-ctx.Done():
 		return -1, ctx.Err()
 	}

@@ -354,19 +354,27 @@ func (vm *VM) withTimeout(ctx context.Context) (context.Context, context.CancelF
 }
 
 // Exec runs a shell command line in the guest with the given streams and returns its exit
-// status. A guest that does not finish within ctx's deadline (or CommandTimeout) is a hang.
+// status. When ctx's deadline (or CommandTimeout) passes, a guest that no longer answers is a
+// hang (a *GuestError, and the VM is ended); one that answers only timed the command out.
+// Cancelling ctx abandons the command.
 func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	ctx, cancel := vm.withTimeout(ctx)
 	defer cancel()
+	what := fmt.Sprintf("run %q", command)
 	sess, err := vm.newSession(ctx)
 	if err != nil {
-		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
+		return -1, vm.commandFailure(ctx, what, err)
 	}
 	defer sess.Close()
-	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, stderr
+	// The session's output copiers may outlive Exec (a command abandoned or timed out keeps
+	// running until the guest closes the channel): detach the caller's writers on return.
+	out, errw := &detachableWriter{w: stdout}, &detachableWriter{w: stderr}
+	defer out.detach()
+	defer errw.detach()
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, out, errw
 	done := make(chan error, 1)
 	if err := sess.Start(command); err != nil {
-		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
+		return -1, vm.commandFailure(ctx, what, err)
 	}
 	go func() { done <- sess.Wait() }()
 	select {
@@ -378,17 +386,71 @@ func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout,
 		if errors.As(err, &exit) {
 			return exit.ExitStatus(), nil
 		}
-		return -1, vm.failure(ctx, fmt.Sprintf("run %q", command), err)
+		return -1, vm.commandFailure(ctx, what, err)
 	case <-ctx.Done():
 		sess.Close()
-		err := vm.failure(ctx, fmt.Sprintf("run %q", command), fmt.Errorf("no answer: %w", ctx.Err()))
-		// failure closed the SSH connection: the session's output copiers end, and none writes
-		// to stdout/stderr after Exec returns.
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
+		return -1, vm.commandFailure(ctx, what, fmt.Errorf("no answer: %w", ctx.Err()))
+	}
+}
+
+// detachableWriter forwards writes to w until detach, then discards them.
+type detachableWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (d *detachableWriter) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.w == nil {
+		return len(p), nil
+	}
+	return d.w.Write(p)
+}
+
+func (d *detachableWriter) detach() {
+	d.mu.Lock()
+	d.w = nil
+	d.mu.Unlock()
+}
+
+// commandFailure decides what the failure of a guest command means. A cancelled context
+// abandons the command and leaves the VM running. A passed deadline on a guest that still answers
+// is only the command's timeout. Anything else — no answer, a dropped connection — goes to
+// failure, which looks for a kernel report and ends the VM.
+func (vm *VM) commandFailure(ctx context.Context, what string, err error) error {
+	switch ctx.Err() {
+	case context.Canceled:
+		return fmt.Errorf("%s: abandoned: %w", what, ctx.Err())
+	case context.DeadlineExceeded:
+		if vm.responsive() {
+			return fmt.Errorf("%s: timed out (the guest still answers): %w", what, ctx.Err())
 		}
-		return -1, err
+	}
+	return vm.failure(ctx, what, err)
+}
+
+// responsive reports whether the guest runs a trivial command over SSH within a few seconds.
+func (vm *VM) responsive() bool {
+	select {
+	case <-vm.exited:
+		return false
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sess, err := vm.newSession(ctx)
+	if err != nil {
+		return false
+	}
+	defer sess.Close()
+	done := make(chan error, 1)
+	go func() { done <- sess.Run("true") }()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -445,7 +507,7 @@ func (p *Process) Wait() error {
 }
 
 // Start runs a guest command in the background, copying its output to stdout and stderr.
-// Cancelling ctx abandons it (and, past a deadline, reports the guest as hung).
+// Cancelling ctx abandons it; the VM stays up.
 func (vm *VM) Start(ctx context.Context, command string, stdout, stderr io.Writer) (*Process, error) {
 	if vm.ssh == nil {
 		return nil, errors.New("no SSH connection")
@@ -519,7 +581,7 @@ func (vm *VM) CopyFrom(ctx context.Context, remote, local string) error {
 
 func (vm *VM) scpError(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
-		return vm.failure(ctx, what, err)
+		return vm.commandFailure(ctx, what, err)
 	}
 	if errors.Is(err, io.EOF) || strings.Contains(err.Error(), "EOF") {
 		return fmt.Errorf("%s: %w (the guest's scp failed or is missing: the image must carry OpenSSH's scp)", what, err)
