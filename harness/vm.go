@@ -218,21 +218,24 @@ func freeLoopbackPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// connectQMP connects to QEMU's QMP socket, retrying while QEMU is still creating it (the file
+// can exist a moment before QEMU listens on it).
 func (vm *VM) connectQMP(ctx context.Context, socket string) error {
+	last := errors.New("QMP socket did not appear")
 	for {
 		if _, err := os.Stat(socket); err == nil {
 			c, err := dialQMP(socket, vm.opts.QMPTimeout)
-			if err != nil {
-				return err
+			if err == nil {
+				vm.qmp = c
+				return nil
 			}
-			vm.qmp = c
-			return nil
+			last = err
 		}
 		select {
 		case <-vm.exited:
-			return errors.New("QEMU exited before opening its QMP socket")
+			return fmt.Errorf("QEMU exited before answering on its QMP socket (%v)", last)
 		case <-ctx.Done():
-			return fmt.Errorf("QMP socket did not appear: %w", ctx.Err())
+			return fmt.Errorf("%v: %w", last, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
