@@ -86,7 +86,9 @@ func (g *guestNet) run(ctx context.Context, cmd string) string {
 func (g *guestNet) host(args ...string) string {
 	g.t.Helper()
 	full := append([]string{"netns", "exec", g.ns}, args...)
-	out, err := exec.Command("ip", full...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", full...).CombinedOutput()
 	if err != nil {
 		g.t.Fatalf("host %q: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -171,7 +173,7 @@ func TestGuestMvneta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer srv.Wait()
+		defer stopGuest(ctx, g.vm, srv)
 		time.Sleep(500 * time.Millisecond)
 		in := bitsPerSec(g.host("iperf", "-c", guestIP, "-p", "5001", "-t", "3"))
 		g.run(ctx, "killall iperf")
@@ -192,7 +194,7 @@ func TestGuestMvneta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer srv.Wait()
+		defer stopGuest(ctx, g.vm, srv)
 		time.Sleep(500 * time.Millisecond)
 		in := g.host("iperf", "-c", guestIP, "-u", "-p", "5003", "-t", "2", "-b", "20M")
 		g.run(ctx, "killall iperf")
@@ -223,8 +225,7 @@ func TestGuestMvneta(t *testing.T) {
 		time.Sleep(time.Second)
 		g.host("iperf", "-c", "239.1.2.3", "-u", "-p", "5005", "-T", "1", "-t", "2", "-b", "1M")
 		time.Sleep(time.Second)
-		g.run(ctx, "killall iperf")
-		srv.Wait()
+		stopGuest(ctx, g.vm, srv)
 		out := g.run(ctx, "cat /tmp/mcast.out")
 		if bitsPerSec(out) == 0 {
 			t.Errorf("guest received no multicast datagrams:\n%s\n%s", out,
@@ -241,7 +242,7 @@ func TestGuestMvneta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer srv.Wait()
+		defer stopGuest(ctx, g.vm, srv)
 		time.Sleep(500 * time.Millisecond)
 		in := bitsPerSec(g.host("iperf", "-c", guestIP, "-p", "5006", "-t", "2"))
 		g.run(ctx, "killall iperf")
