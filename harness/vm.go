@@ -199,10 +199,19 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 		return nil, vm.failure(ctx, "boot failed: QMP", err)
 	}
 	if err := vm.console.waitFor(bootCtx, []byte(ReadyMarker), vm.exited); err != nil {
-		return nil, vm.failure(ctx, "boot failed: no readiness marker on the console", err)
+		// The marker can be garbled by kernel messages printed at the same moment: a guest
+		// that answers SSH is ready all the same.
+		lastCtx, lastCancel := context.WithTimeout(ctx, 5*time.Second)
+		sshErr := vm.dialSSH(lastCtx)
+		lastCancel()
+		if sshErr != nil {
+			return nil, vm.failure(ctx, "boot failed: no readiness marker on the console", err)
+		}
 	}
-	if err := vm.dialSSH(bootCtx); err != nil {
-		return nil, vm.failure(ctx, "boot failed: SSH", err)
+	if vm.ssh == nil {
+		if err := vm.dialSSH(bootCtx); err != nil {
+			return nil, vm.failure(ctx, "boot failed: SSH", err)
+		}
 	}
 	vm.BootTime = time.Since(start)
 	fmt.Fprintf(progress, "boot: guest ready over SSH after %s\n", vm.BootTime.Round(time.Millisecond))
@@ -264,7 +273,7 @@ func (vm *VM) dialSSH(ctx context.Context) error {
 		}
 		ch := make(chan res, 1)
 		go func() {
-			c, err := ssh.Dial("tcp", addr, vm.sshConfig())
+			c, err := dialSSHOnce(addr, vm.sshConfig(), 10*time.Second)
 			ch <- res{c, err}
 		}()
 		select {
@@ -296,6 +305,23 @@ func (vm *VM) dialSSH(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// dialSSHOnce is ssh.Dial with a deadline on the handshake too (ClientConfig.Timeout only covers
+// the TCP connect, and slirp accepts at once, then waits for the guest).
+func dialSSHOnce(addr string, cfg *ssh.ClientConfig, timeout time.Duration) (*ssh.Client, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(timeout))
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
 }
 
 // failure turns an error during boot or a command into the right verdict: a kernel report on
