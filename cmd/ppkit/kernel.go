@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -72,6 +73,7 @@ func runKernel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("kernel build", stderr)
 	var kf kernelFlags
 	kf.register(fs)
+	asJSON := fs.Bool("json", false, "print the result as JSON (image, config, key, patches, cached, elapsed_ms)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -91,6 +93,12 @@ func runKernel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		state = "cached"
 	}
 	fmt.Fprintf(stderr, "kernel: %s in %s (%d patches)\n", state, k.Elapsed.Round(1e6), len(k.Patches))
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(map[string]any{
+			"image": k.Image, "config": k.Config, "system_map": k.SystemMap, "build_log": k.BuildLog,
+			"key": k.Key, "patches": k.Patches, "cached": k.Cached, "elapsed_ms": k.Elapsed.Milliseconds(),
+		})
+	}
 	fmt.Fprintln(stdout, k.Image)
 	return nil
 }
