@@ -432,6 +432,10 @@ func (r *run) findSeries(ctx context.Context) bool {
 			r.infra(StageSeries, fmt.Errorf("copy patches/: %w", err))
 			return false
 		}
+		if _, err := stgit.ReadSeries(filepath.Join(dst, "series")); err != nil {
+			r.stage(StageSeries, VerdictFail, err.Error())
+			return false
+		}
 		kernel, err := r.patchesKernel(ctx)
 		if err != nil {
 			r.infra(StageSeries, err)

@@ -183,6 +183,12 @@ func TestCompareStage(t *testing.T) {
 	if r.res.Verdict != VerdictPass || r.res.Comparison.Against != ref {
 		t.Fatalf("fallback: verdict %s against %q", r.res.Verdict, r.res.Comparison.Against)
 	}
+	// A remote-tracking name of the base finds the branch's stored result.
+	r = newRun("refs/remotes/origin/master", figs(950e6, 300, 9000, 50))
+	r.compare()
+	if r.res.Verdict != VerdictFail || r.res.Comparison.Against != "refs/remotes/origin/master" || r.res.Comparison.AgainstCommit != stored.Commit {
+		t.Fatalf("remote-tracking base: verdict %s %+v", r.res.Verdict, r.res.Comparison)
+	}
 	// First run of a repository: nothing to compare, the run becomes the reference.
 	r = newRun("", figs(1, 1, 1, 1))
 	r.state = t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/ppkit/ppkit/tests"
 )
@@ -99,9 +100,20 @@ func CompareFigures(previous, current []*tests.Result, threshold float64) []Figu
 	return out
 }
 
-// storedPath is where the last passing result of ref is kept.
+// storedPath is where the last passing result of ref is kept. A remote-tracking branch
+// (refs/remotes/origin/master, as CI checkouts have) is the branch itself (refs/heads/master),
+// so a run of a branch and a comparison against it meet whichever way the ref was named.
 func storedPath(state, ref string) string {
-	return filepath.Join(state, "results", url.PathEscape(ref)+".json")
+	return filepath.Join(state, "results", url.PathEscape(storeKey(ref))+".json")
+}
+
+func storeKey(ref string) string {
+	if rest, ok := strings.CutPrefix(ref, "refs/remotes/"); ok {
+		if _, branch, ok := strings.Cut(rest, "/"); ok {
+			return "refs/heads/" + branch
+		}
+	}
+	return ref
 }
 
 // loadStored reads the stored result of ref; (nil, nil) when there is none.
