@@ -252,9 +252,16 @@ func (r *run) resolve(ctx context.Context) error {
 		}
 	}
 	r.cache = r.o.Cache
-	sum := sha256.Sum256([]byte(repo))
-	r.state = filepath.Join(r.cache, "ci", filepath.Base(strings.TrimSuffix(repo, ".git"))+"-"+hex.EncodeToString(sum[:])[:12])
+	r.state = StateDir(r.cache, repo)
 	return nil
+}
+
+// StateDir is where ppkit ci keeps what outlives a run of the repository at the absolute path
+// repo: results/ (the stored reference results), kernel/ (the base tree of a kernel-tree series)
+// and the lock that serialises runs.
+func StateDir(cache, repo string) string {
+	sum := sha256.Sum256([]byte(repo))
+	return filepath.Join(cache, "ci", filepath.Base(strings.TrimSuffix(repo, ".git"))+"-"+hex.EncodeToString(sum[:])[:12])
 }
 
 // fullRef returns refs/heads/x for a branch name x (a commit or an ambiguous name stays as given).
