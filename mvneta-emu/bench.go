@@ -237,7 +237,7 @@ func udpServerReport(out string) (pps, loss float64, ok bool) {
 	to, _ := strconv.ParseFloat(m[2], 64)
 	lost, _ := strconv.ParseFloat(m[3], 64)
 	total, _ := strconv.ParseFloat(m[4], 64)
-	if to <= from || total == 0 {
+	if to <= from || total == 0 || lost > total {
 		return 0, 0, false
 	}
 	return (total - lost) / (to - from), lost / total, true

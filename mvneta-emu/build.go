@@ -204,7 +204,7 @@ func (b *builder) run(ctx context.Context) (string, error) {
 	if err := addModel(src); err != nil {
 		return "", err
 	}
-	if err := applyPatch(ctx, src); err != nil {
+	if err := applyPatch(ctx, src, qemuPatch); err != nil {
 		return "", err
 	}
 	build := filepath.Join(work, "build")
@@ -320,11 +320,12 @@ func addModel(src string) error {
 	return nil
 }
 
-// applyPatch applies the embedded patch, first reverting a different one applied earlier.
-func applyPatch(ctx context.Context, src string) error {
+// applyPatch applies patch to the tree, first reverting a different one applied earlier (kept in
+// .ppkit-applied.patch); the same patch is not applied twice.
+func applyPatch(ctx context.Context, src string, patch []byte) error {
 	stamp := filepath.Join(src, ".ppkit-applied.patch")
 	old, err := os.ReadFile(stamp)
-	if err == nil && bytes.Equal(old, qemuPatch) {
+	if err == nil && bytes.Equal(old, patch) {
 		return nil
 	}
 	if err == nil {
@@ -333,13 +334,13 @@ func applyPatch(ctx context.Context, src string) error {
 		}
 		os.Remove(stamp)
 	}
-	if out, err := runPatch(ctx, src, qemuPatch, "--dry-run"); err != nil {
+	if out, err := runPatch(ctx, src, patch, "--dry-run"); err != nil {
 		return fmt.Errorf("qemu source: mvneta patch does not apply to %s: %w\n%s", src, err, out)
 	}
-	if out, err := runPatch(ctx, src, qemuPatch); err != nil {
+	if out, err := runPatch(ctx, src, patch); err != nil {
 		return fmt.Errorf("qemu source: apply mvneta patch: %w\n%s", err, out)
 	}
-	return writeFileAtomic(stamp, qemuPatch)
+	return writeFileAtomic(stamp, patch)
 }
 
 func runPatch(ctx context.Context, dir string, patch []byte, extra ...string) ([]byte, error) {
