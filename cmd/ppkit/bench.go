@@ -12,19 +12,30 @@ import (
 )
 
 func init() {
-	register(&command{name: "bench", summary: "measure the harness: `ppkit bench boot` (boot-to-SSH-ready, cached kernel build)", run: runBench})
+	register(&command{name: "bench", summary: "measure: `ppkit bench boot` (boot-to-SSH-ready, cached kernel build), `ppkit bench nic` (mvneta vs virtio-net)", run: runBench})
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "boot" {
-		return usageErrorf("usage: ppkit bench boot [-n N] [--json]")
+	if len(args) > 0 {
+		switch args[0] {
+		case "boot":
+			return runBenchBoot(ctx, args[1:], stdout, stderr)
+		case "nic":
+			return runBenchNIC(ctx, args[1:], stdout, stderr)
+		}
 	}
+	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags]")
+}
+
+// runBenchBoot is `ppkit bench boot`: the median boot-to-SSH-ready over N boots, and the time of
+// a cached kernel build with no change.
+func runBenchBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench boot", stderr)
 	var bf bootFlags
 	bf.register(fs)
 	n := fs.Int("n", 5, "number of boots")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *n < 1 {
