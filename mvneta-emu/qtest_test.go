@@ -622,6 +622,22 @@ func TestQtestReceiveJumboSpansDescriptors(t *testing.T) {
 	if !bytes.Equal(got[2:2+len(frame)], frame) {
 		t.Error("frame spread over the buffers differs from the one sent")
 	}
+
+	// With fewer free buffers than the frame needs, the frame waits (nothing is written) until
+	// the driver returns buffers; then it arrives whole.
+	q.setReg(rRXQUpdate, uint32(ndesc))       // return the used descriptors, add none
+	q.setReg(rRXQBase, rxRing)                // reset the queue: no free buffers
+	q.setReg(rRXQUpdate, uint32(ndesc-1)<<16) // one buffer short
+	q.sendFrame(frame)
+	time.Sleep(200 * time.Millisecond)
+	if v := q.reg(rRXQStatus) & 0x3fff; v != 0 {
+		t.Fatalf("occupied = %d with %d of %d buffers free: a partial frame was written", v, ndesc-1, ndesc)
+	}
+	q.setReg(rRXQUpdate, 1<<16)
+	q.waitOccupied(uint32(ndesc))
+	if st := binary.LittleEndian.Uint32(q.memRead(rxRing, 4)); st&rxdFirst == 0 {
+		t.Errorf("held frame delivered with status %#x, want FIRST on descriptor 0", st)
+	}
 }
 
 func TestQtestReceiveTimeCoalescing(t *testing.T) {

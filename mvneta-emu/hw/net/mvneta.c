@@ -392,11 +392,16 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
     total = MH_SIZE + len + FCS_SIZE;
 
     ndesc = DIV_ROUND_UP(total, buf_size);
+    if (ndesc > ring) {
+        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: a %zu-byte frame "
+                      "needs %u buffers, the ring has %u\n",
+                      q, size, ndesc, ring);
+        s->rx_discard++;
+        return size;
+    }
     if (ndesc > rxq->non_occupied) {
-        if (ndesc > ring) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: a %zu-byte frame "
-                          "needs %u buffers, the ring has %u\n",
-                          q, size, ndesc, ring);
+        if (q == PORT_CONFIG_DEF_RXQ(REG(s, REG_PORT_CONFIG))) {
+            return 0;           /* QEMU holds it until buffers are returned */
         }
         s->rx_discard++;
         return size;            /* no buffers: resource drop */
