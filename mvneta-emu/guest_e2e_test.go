@@ -273,6 +273,28 @@ func TestGuestMvneta(t *testing.T) {
 		g.run(ctx, "ping -c 3 -W 5 "+hostIP)
 		g.dmesgClean(ctx)
 	})
+	sub("no-interrupt-storm", func(t *testing.T, g *guestNet) {
+		// Cause bits are level-derived: an idle NIC must not interrupt.
+		count := func() int {
+			out := g.run(ctx, "grep -w "+g.iface+" /proc/interrupts")
+			n := 0
+			for _, f := range strings.Fields(out)[1:] {
+				v, err := strconv.Atoi(f)
+				if err != nil {
+					break
+				}
+				n += v
+			}
+			return n
+		}
+		a := count()
+		time.Sleep(3 * time.Second)
+		b := count()
+		if b-a > 20 {
+			t.Errorf("%d mvneta interrupts in 3 s on an idle link (storm)", b-a)
+		}
+		t.Logf("idle: %d mvneta interrupts in 3 s", b-a)
+	})
 	sub("ethtool", func(t *testing.T, g *guestNet) {
 		out := g.run(ctx, "ethtool -S "+g.iface)
 		for _, want := range []string{"good_octets_received", "good_frames_received", "good_frames_sent", "rx_discard"} {
