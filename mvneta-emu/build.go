@@ -218,7 +218,25 @@ func (b *builder) run(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("qemu build: install binary: %w", err)
 	}
 	b.logf("built %s in %s", out, time.Since(start).Round(time.Second))
+	b.pruneOld(filepath.Dir(out))
 	return out, nil
+}
+
+var keyDir = regexp.MustCompile(`^[0-9a-f]{20}$`)
+
+// pruneOld removes binaries built from earlier inputs (each is ~60 MB; the build tree makes a
+// rebuild incremental). A QEMU still running from one keeps its open file.
+func (b *builder) pruneOld(keep string) {
+	entries, _ := os.ReadDir(b.root)
+	for _, e := range entries {
+		p := filepath.Join(b.root, e.Name())
+		if !e.IsDir() || !keyDir.MatchString(e.Name()) || p == keep {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(p, BinaryName)); err == nil {
+			os.RemoveAll(p)
+		}
+	}
 }
 
 // dirVersion turns a Debian version (1:7.2+dfsg-7+deb12u18) into a directory name.
