@@ -107,6 +107,7 @@ type qtest struct {
 	proc   *exec.Cmd
 	conn   net.Conn
 	rd     *bufio.Reader
+	qmp    *qmpClient
 	udp    *net.UDPConn // receives what the NIC sends
 	nicUDP *net.UDPAddr // where the NIC receives
 	stderr *lockedBuffer
@@ -142,7 +143,7 @@ func freeUDPPort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-func startQtest(t *testing.T) *qtest {
+func startQtest(t *testing.T, extraArgs ...string) *qtest {
 	t.Helper()
 	bin := qemuBinary(t)
 	dir := t.TempDir()
@@ -173,6 +174,7 @@ func startQtest(t *testing.T) *qtest {
 		"-netdev", fmt.Sprintf("socket,id=n0,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d",
 			udp.LocalAddr().(*net.UDPAddr).Port, nicPort),
 		"-device", "mvneta,netdev=n0,id=nic0,mac="+nicMAC.String())
+	q.proc.Args = append(q.proc.Args, extraArgs...)
 	q.proc.Stderr = q.stderr
 	q.proc.Stdout = q.stderr
 	if err := q.proc.Start(); err != nil {
@@ -204,50 +206,63 @@ func startQtest(t *testing.T) *qtest {
 	// QEMU connects the qtest chardev first, during option parsing, then the monitor.
 	q.conn = accept(qtL)
 	q.rd = bufio.NewReader(q.conn)
-	qmp := accept(qmpL)
-	gic := findGIC(t, qmp)
-	qmp.Close()
-	q.cmdOK("irq_intercept_in " + gic)
+	q.qmp = newQMP(t, accept(qmpL))
+	q.cmdOK("irq_intercept_in " + findGIC(t, q.qmp))
 	return q
 }
 
-// findGIC asks QMP for the QOM path of the GIC, whose inputs the test intercepts.
-func findGIC(t *testing.T, c net.Conn) string {
+// qmpClient is a minimal QMP connection (the tests need a handful of commands).
+type qmpClient struct {
+	t   *testing.T
+	c   net.Conn
+	dec *json.Decoder
+}
+
+func newQMP(t *testing.T, c net.Conn) *qmpClient {
 	t.Helper()
-	dec := json.NewDecoder(c)
+	m := &qmpClient{t: t, c: c, dec: json.NewDecoder(c)}
 	var greeting map[string]any
-	if err := dec.Decode(&greeting); err != nil {
+	if err := m.dec.Decode(&greeting); err != nil {
 		t.Fatalf("QMP greeting: %v", err)
 	}
-	call := func(cmd string, args any) json.RawMessage {
-		req := map[string]any{"execute": cmd}
-		if args != nil {
-			req["arguments"] = args
-		}
-		if err := json.NewEncoder(c).Encode(req); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			var resp struct {
-				Return json.RawMessage `json:"return"`
-				Error  any             `json:"error"`
-				Event  string          `json:"event"`
-			}
-			if err := dec.Decode(&resp); err != nil {
-				t.Fatalf("QMP %s: %v", cmd, err)
-			}
-			if resp.Event != "" {
-				continue
-			}
-			if resp.Error != nil {
-				t.Fatalf("QMP %s: %v", cmd, resp.Error)
-			}
-			return resp.Return
-		}
+	m.call("qmp_capabilities", nil)
+	return m
+}
+
+func (m *qmpClient) call(cmd string, args any) json.RawMessage {
+	m.t.Helper()
+	req := map[string]any{"execute": cmd}
+	if args != nil {
+		req["arguments"] = args
 	}
-	call("qmp_capabilities", nil)
+	m.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := json.NewEncoder(m.c).Encode(req); err != nil {
+		m.t.Fatal(err)
+	}
+	for {
+		var resp struct {
+			Return json.RawMessage `json:"return"`
+			Error  any             `json:"error"`
+			Event  string          `json:"event"`
+		}
+		if err := m.dec.Decode(&resp); err != nil {
+			m.t.Fatalf("QMP %s: %v", cmd, err)
+		}
+		if resp.Event != "" {
+			continue
+		}
+		if resp.Error != nil {
+			m.t.Fatalf("QMP %s: %v", cmd, resp.Error)
+		}
+		return resp.Return
+	}
+}
+
+// findGIC asks QMP for the QOM path of the GIC, whose inputs the test intercepts.
+func findGIC(t *testing.T, m *qmpClient) string {
+	t.Helper()
 	var props []struct{ Name, Type string }
-	if err := json.Unmarshal(call("qom-list", map[string]string{"path": "/machine/unattached"}), &props); err != nil {
+	if err := json.Unmarshal(m.call("qom-list", map[string]string{"path": "/machine/unattached"}), &props); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range props {
@@ -262,6 +277,9 @@ func findGIC(t *testing.T, c net.Conn) string {
 func (q *qtest) close() {
 	if q.conn != nil {
 		q.conn.Close()
+	}
+	if q.qmp != nil {
+		q.qmp.c.Close()
 	}
 	q.udp.Close()
 	if q.proc.Process != nil {
@@ -886,4 +904,68 @@ func TestQtestGuestErrors(t *testing.T) {
 	q.setupPort(16, 3520, 16)
 	q.sendFrame(udpFrame(nicMAC, []byte("alive")))
 	q.waitOccupied(1)
+}
+
+// waitMigration polls query-migrate until it reports completed.
+func (m *qmpClient) waitMigration() {
+	m.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct{ Status string }
+		json.Unmarshal(m.call("query-migrate", nil), &st)
+		switch st.Status {
+		case "completed":
+			return
+		case "failed", "cancelled":
+			m.t.Fatalf("migration %s", st.Status)
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("migration still %q after 60 s", st.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestQtestMigration saves a device with frames waiting in its RX ring and sent TX descriptors,
+// loads it into a second QEMU and checks the counters, the interrupt line and the ring position.
+func TestQtestMigration(t *testing.T) {
+	a := startQtest(t)
+	a.setupPort(16, 3520, 16)
+	for i := 0; i < 3; i++ {
+		a.sendFrame(udpFrame(nicMAC, []byte(fmt.Sprintf("frame %d", i))))
+	}
+	a.waitOccupied(3)
+	a.memWrite(txBufBase, udpFrame(net.HardwareAddr{2, 0, 0, 0, 0, 1}, []byte("tx")))
+	a.memWrite(txRing, txDescBytes(txdFirst|txdLast|txdZPad, 60, txBufBase))
+	a.setReg(rTXQUpdate, 1)
+	if a.recvFrame(5*time.Second) == nil {
+		t.Fatal("TX before migration failed")
+	}
+	wantRX, wantTX, wantMask := a.reg(rRXQStatus), a.reg(rTXQStatus), a.reg(rNewMask)
+	state := filepath.Join(t.TempDir(), "state")
+	a.qmp.call("migrate", map[string]string{"uri": "exec:cat > " + state})
+	a.qmp.waitMigration()
+
+	b := startQtest(t, "-incoming", "defer")
+	b.qmp.call("migrate-incoming", map[string]string{"uri": "exec:cat " + state})
+	b.qmp.waitMigration()
+	if got := b.reg(rRXQStatus); got != wantRX {
+		t.Errorf("RXQ_STATUS after migration = %#x, want %#x", got, wantRX)
+	}
+	if got := b.reg(rTXQStatus); got != wantTX {
+		t.Errorf("TXQ_STATUS after migration = %#x, want %#x", got, wantTX)
+	}
+	if got := b.reg(rNewMask); got != wantMask {
+		t.Errorf("NEW_MASK after migration = %#x, want %#x", got, wantMask)
+	}
+	if !b.irqLevel() {
+		t.Error("interrupt line low after migration with occupied descriptors")
+	}
+	// The ring position travelled too: the next frame lands in descriptor 3.
+	b.setReg(rRXQUpdate, 3|3<<16)
+	b.sendFrame(udpFrame(nicMAC, []byte("after migration")))
+	b.waitOccupied(1)
+	if st := binary.LittleEndian.Uint32(b.memRead(rxRing+3*32, 4)); st&(rxdFirst|rxdLast) != rxdFirst|rxdLast {
+		t.Errorf("descriptor 3 status %#x after migration, want FIRST|LAST", st)
+	}
 }
