@@ -69,8 +69,8 @@ type Options struct {
 	// Procedures and TestOptions configure the test stage (all procedures, DefaultOptions).
 	Procedures  []string
 	TestOptions tests.Options
-	// NewBuilder returns the per-patch builder of the series check for a kernel tree
-	// (default: harness.CheckBuilder) and a cleanup func.
+	// NewBuilder returns the per-patch builder of the series check for a kernel tree and a
+	// cleanup func (default: harness.BuildKernel of each prefix of the series).
 	NewBuilder func(tree string, log io.Writer) (stgit.Builder, func(), error)
 	// NewLauncher returns the test stage's board launcher; tree is the kernel tree the series
 	// applies to ("" for Debian's linux-source-5.10). Default: tests.HarnessLauncher.
