@@ -34,6 +34,9 @@ type Env struct {
 	// RunDir is the board directory for pid files and scratch files (DefaultRunDir if empty).
 	RunDir string
 	Log    io.Writer
+	// background, when set, outlives each step's deadline: background board commands (servers,
+	// the trace reader) are started with it and stopped through their pid files.
+	background context.Context
 }
 
 // runDir is where pid files and scratch files go on the board.
@@ -143,7 +146,11 @@ func startGuest(ctx context.Context, env *Env, name, cmd string) (*guestProcess,
 	pidfile := env.runDir() + "/" + name + ".pid"
 	wrapped := fmt.Sprintf("mkdir -p %s && echo $$ > %s && exec %s", shellQuote(env.runDir()), shellQuote(pidfile), cmd)
 	env.logf("board: %s", cmd)
-	p, err := env.Board.Start(ctx, wrapped, out, out)
+	startCtx := ctx
+	if env.background != nil {
+		startCtx = env.background
+	}
+	p, err := env.Board.Start(startCtx, wrapped, out, out)
 	if err != nil {
 		out.Close()
 		return nil, fmt.Errorf("start %s on the board: %w", name, err)

@@ -155,7 +155,8 @@ type ProcedureConfig struct {
 func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc ProcedureConfig) {
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
-	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{}, Log: pc.Log}
+	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{},
+		Log: pc.Log, background: ctx}
 	ev := Evidence{}
 	c := &collector{env: env, name: p.Name()}
 	defer func() {
@@ -182,21 +183,24 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 			env.Helpers[name] = remote
 		}
 	}
-	if err := c.startTracing(ctx); err != nil {
+	if err := step(ctx, 2*time.Minute, c.startTracing); err != nil {
 		ev.InfraError = err
 		return
 	}
 	traceStopped := false
 	defer func() {
 		if !traceStopped { // an early failure: still stop the reader and keep what was traced
-			c.finish(context.WithoutCancel(ctx))
+			step(context.WithoutCancel(ctx), PoolDrainTimeout+TraceDrainTimeout, func(ctx context.Context) error {
+				_, err := c.finish(ctx)
+				return err
+			})
 		}
 	}()
-	if err := topologyUp(ctx, env); err != nil {
+	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
 		ev.InfraError = err
 		return
 	}
-	if err := p.Setup(ctx, env); err != nil {
+	if err := step(ctx, 2*time.Minute, func(ctx context.Context) error { return p.Setup(ctx, env) }); err != nil {
 		ev.Procedure = fmt.Errorf("setup: %w", err)
 		return
 	}
@@ -212,7 +216,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		return
 	}
 	env.logf("%s: traffic for %s", p.Name(), pc.Options.Duration)
-	runErr := p.Run(ctx, env)
+	runErr := step(ctx, 2*pc.Options.Duration+3*time.Minute, func(ctx context.Context) error { return p.Run(ctx, env) })
 	if err := c.mark(ctx, "end"); err != nil && runErr == nil {
 		runErr = err
 	}
@@ -221,7 +225,11 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		return
 	}
 	res.Notes = append(res.Notes, notes...)
-	traffic, collectErr := p.Collect(ctx, env)
+	var traffic Traffic
+	collectErr := step(ctx, 2*time.Minute, func(ctx context.Context) (err error) {
+		traffic, err = p.Collect(ctx, env)
+		return err
+	})
 	ev.Traffic = traffic
 	switch {
 	case runErr != nil:
@@ -232,7 +240,11 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	traceStopped = true
 	env.logf("%s: interface down, waiting for the pools to drain and the trace to arrive", p.Name())
 	phase := time.Now()
-	overrun, err := c.finish(ctx)
+	var overrun int64
+	err = step(ctx, PoolDrainTimeout+TraceDrainTimeout+2*time.Minute, func(ctx context.Context) (err error) {
+		overrun, err = c.finish(ctx)
+		return err
+	})
 	ev.Overrun = overrun
 	if err != nil {
 		ev.InfraError = err
@@ -258,6 +270,18 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	phase = time.Now()
 	ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx})
 	env.logf("%s: figures in %.1fs, model in %.1fs", p.Name(), parsed.Seconds(), time.Since(phase).Seconds())
+}
+
+// step runs fn with a deadline, so a board or client that stops answering fails the step
+// instead of hanging the run.
+func step(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := fn(ctx)
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("%w (no progress within %s)", err, d)
+	}
+	return err
 }
 
 // saveConsole writes the board's console log next to the other artifacts.
