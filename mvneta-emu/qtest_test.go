@@ -805,6 +805,16 @@ func TestQtestGuestErrors(t *testing.T) {
 			q.sendFrame(udpFrame(nicMAC, []byte("x")))
 			q.waitOccupied(1)
 		}, "buffer"},
+		{"RX descriptor counted free without a buffer", func() {
+			q.setReg(rRXQBase, rxRing)
+			q.memWrite(rxRing, rxDescBytes(0))
+			q.setReg(rRXQUpdate, 16<<16)
+			q.sendFrame(udpFrame(nicMAC, []byte("x")))
+			time.Sleep(100 * time.Millisecond)
+			if v := q.reg(rRXQStatus) & 0x3fff; v != 0 {
+				t.Errorf("occupied = %d: a frame was written to buffer address 0", v)
+			}
+		}, "has no buffer"},
 		{"RX with no buffers", func() {
 			q.setReg(rPortRXReset, 1)
 			q.setReg(rPortRXReset, 0)

@@ -345,7 +345,7 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
 {
     MvnetaState *s = qemu_get_nic_opaque(nc);
     MvnetaRxQueue *rxq;
-    uint32_t ring, buf_size, offset, status, base, ndesc, total, done, idx;
+    uint32_t ring, buf_size, offset, status, base, ndesc, total, done, idx, i;
     size_t len = size;
     uint8_t *frame = s->rx_frame;
     uint32_t crc;
@@ -408,15 +408,18 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
     }
 
     status = mvneta_rx_csum_status(frame + MH_SIZE, len);
-    idx = rxq->index % ring;
-    for (done = 0; done < total; ) {
+    /* Check every buffer first: a frame is written whole or not at all. */
+    if (ndesc > ARRAY_SIZE(s->rx_bufs)) {
+        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: %u-byte buffers are too "
+                      "small for a %zu-byte frame\n", q, buf_size, size);
+        s->rx_discard++;
+        return size;
+    }
+    for (i = 0, idx = rxq->index % ring; i < ndesc; i++, idx = (idx + 1) % ring) {
         hwaddr desc = (hwaddr)base + (hwaddr)idx * DESC_SIZE;
-        uint32_t chunk = MIN(buf_size, total - done);
-        uint32_t buf_addr;
-        uint32_t d_status = 0;
-        uint16_t d_size;
+        uint32_t b;
 
-        if (dma_memory_read(&address_space_memory, desc + 8, &buf_addr, 4,
+        if (dma_memory_read(&address_space_memory, desc + 8, &b, 4,
                             MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
             qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u at "
                           "0x%" HWADDR_PRIx " is not in memory\n",
@@ -424,7 +427,25 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
             s->rx_discard++;
             return size;
         }
-        buf_addr = le32_to_cpu(buf_addr);
+        b = le32_to_cpu(b);
+        if (b == 0) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u is "
+                          "counted as free but has no buffer (buf_phys_addr "
+                          "0): frame dropped\n", q, idx);
+            s->rx_discard++;
+            return size;
+        }
+        s->rx_bufs[i] = b;
+    }
+
+    idx = rxq->index % ring;
+    for (i = 0, done = 0; done < total; i++) {
+        hwaddr desc = (hwaddr)base + (hwaddr)idx * DESC_SIZE;
+        uint32_t chunk = MIN(buf_size, total - done);
+        uint32_t buf_addr = s->rx_bufs[i];
+        uint32_t d_status = 0;
+        uint16_t d_size;
+
         if (dma_memory_write(&address_space_memory,
                              (hwaddr)buf_addr + offset, frame + done, chunk,
                              MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {

@@ -61,6 +61,7 @@ struct MvnetaState {
     uint32_t rx_discard;
     uint32_t rx_overrun;
 
+    uint32_t rx_bufs[2112];     /* buffer addresses of the frame being received */
     uint8_t tx_frame[16384 + 64];
     uint8_t rx_frame[16384 + 64];
 };
