@@ -55,6 +55,7 @@ type Kernel struct {
 	SystemMap string
 	BuildLog  string
 	Patches   []string // applied patch names, in order
+	Debug     bool     // built with config/debug.config (boots with page_owner=on)
 	Cached    bool     // true when nothing was built
 	Elapsed   time.Duration
 }
@@ -121,7 +122,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		key.add("patch", p.Data)
 		names[i] = p.Name
 	}
-	k := &Kernel{Key: keySum(), Patches: names}
+	k := &Kernel{Key: keySum(), Patches: names, Debug: opts.Debug}
 	k.Dir = filepath.Join(cache, "kernel", k.Key)
 	k.Image = filepath.Join(k.Dir, "Image")
 	k.Config = filepath.Join(k.Dir, "config")

@@ -106,13 +106,17 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 	if o.Image == nil || o.Image.Initramfs == "" {
 		return nil, fmt.Errorf("no guest image to boot")
 	}
+	extra := o.Append
+	if o.Kernel != nil && o.Kernel.Debug {
+		extra = "page_owner=on " + extra
+	}
 	if len(l.tapFDs) != len(o.NICs) {
 		return nil, fmt.Errorf("internal: %d tap descriptors for %d NICs", len(l.tapFDs), len(o.NICs))
 	}
 	args := []string{
 		"-M", "virt", "-cpu", o.CPU, "-smp", fmt.Sprint(o.SMP), "-accel", "tcg,thread=multi",
 		"-m", fmt.Sprint(o.MemoryMB), "-nographic", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-		"-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(o.Append),
+		"-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(extra),
 		"-qmp", "unix:" + l.qmpSocket + ",server=on,wait=off",
 		"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort),
 		"-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:56,romfile=",

@@ -36,6 +36,12 @@ func TestQEMUArgs(t *testing.T) {
 				"-netdev tap,id=t0,fd=3 -device mvneta,netdev=t0,mac=52:54:00:12:35:00",
 				"-netdev tap,id=t1,fd=4 -device virtio-net-pci,netdev=t1,mac=02:00:00:00:00:01"},
 		},
+		{
+			name:   "debug kernel",
+			opts:   BootOptions{Kernel: &Kernel{Image: "/c/dbg/Image", Debug: true}, Image: img},
+			launch: qemuLaunch{qmpSocket: "/t/q", sshPort: 2},
+			want:   []string{"-kernel /c/dbg/Image", "rdinit=/init page_owner=on'"},
+		},
 		{name: "too much memory", opts: BootOptions{KernelImage: "/k", Image: img, MemoryMB: 4096}, wantErr: "32-bit DMA"},
 		{name: "no kernel", opts: BootOptions{Image: img}, wantErr: "no kernel"},
 		{name: "NIC without model", opts: BootOptions{KernelImage: "/k", Image: img, NICs: []NIC{{}}},
