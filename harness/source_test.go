@@ -111,6 +111,22 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 		t.Errorf("bad patch: err = %v, want one naming bad.patch", err)
 	}
 
+	// A new commit in the user's tree is fetched into the work tree on the next build.
+	os.WriteFile(filepath.Join(user, "net/core/skbuff.c"), []byte("int skb2;\n"), 0o644)
+	if _, err := git(ctx, user, "commit", "-q", "-am", "second"); err != nil {
+		t.Fatal(err)
+	}
+	src2, err := userKernelSource(ctx, user)
+	if err != nil || src2.commit == src.commit || src2.id != src.id {
+		t.Fatalf("after a commit: %+v, %v (was %+v)", src2, err, src)
+	}
+	if _, err := prepareWorkTree(ctx, cache, src2, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(untouched); string(got) != "int skb2;\n" {
+		t.Errorf("work tree not at the new commit: %q", got)
+	}
+
 	// The user's tree is untouched: same files, no stash, no worktree, no new refs.
 	if out, _ := git(ctx, user, "status", "--porcelain"); out != "" {
 		t.Errorf("user tree changed: %q", out)
