@@ -979,3 +979,52 @@ func TestQtestMigration(t *testing.T) {
 		t.Errorf("descriptor 3 status %#x after migration, want FIRST|LAST", st)
 	}
 }
+
+// tcp6Frame builds an Ethernet/IPv6/TCP frame with a correct TCP checksum.
+func tcp6Frame(dst net.HardwareAddr, payload []byte) []byte {
+	f := make([]byte, 14+40+20+len(payload))
+	copy(f[0:6], dst)
+	copy(f[6:12], []byte{0x02, 0, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(f[12:], 0x86dd)
+	ip := f[14:54]
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(20+len(payload)))
+	ip[6] = 6
+	ip[7] = 64
+	copy(ip[8:24], net.ParseIP("fd00:200::2"))
+	copy(ip[24:40], net.ParseIP("fd00:200::1"))
+	tcp := f[54:]
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5001)
+	tcp[12] = 5 << 4
+	tcp[13] = 0x18
+	binary.BigEndian.PutUint16(tcp[14:], 65535)
+	copy(tcp[20:], payload)
+	var sum uint32
+	for i := 8; i < 40; i += 2 {
+		sum += uint32(ip[i])<<8 | uint32(ip[i+1])
+	}
+	sum += uint32(len(tcp)) + 6
+	binary.BigEndian.PutUint16(tcp[16:], inetChecksum(tcp, sum))
+	return f
+}
+
+func TestQtestTransmitIPv6Checksum(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	frame := tcp6Frame(net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, bytes.Repeat([]byte("v6"), 333))
+	want := append([]byte(nil), frame...)
+	frame[54+16], frame[54+17] = 0, 0
+	q.memWrite(txBufBase, frame)
+	// L3 offset 14, IPv6 header 10 words, L3_IP6, full L4 checksum, TCP (no UDP bit).
+	cmd := uint32(14) | 10<<8 | 1<<17 | txdL4Full | txdFirst | txdLast | txdZPad
+	q.memWrite(txRing, txDescBytes(cmd, uint16(len(frame)), txBufBase))
+	q.setReg(rTXQUpdate, 1)
+	got := q.recvFrame(5 * time.Second)
+	if got == nil {
+		t.Fatal("no frame on the wire")
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("IPv6 TCP checksum: got %x, want %x", got[54+16:54+18], want[54+16:54+18])
+	}
+}
