@@ -224,8 +224,12 @@ func (b *builder) run(ctx context.Context) (string, error) {
 
 var keyDir = regexp.MustCompile(`^[0-9a-f]{20}$`)
 
-// pruneOld removes binaries built from earlier inputs (each is ~60 MB; the build tree makes a
-// rebuild incremental). A QEMU still running from one keeps its open file.
+// pruneAge is how long a binary of earlier inputs is kept: other ppkit processes (a test run on
+// another branch, a harness that resolved the path earlier) may still start it.
+const pruneAge = 7 * 24 * time.Hour
+
+// pruneOld removes binaries built from earlier inputs that have not been built or used for
+// pruneAge (each is ~60 MB; the build tree makes a rebuild incremental anyway).
 func (b *builder) pruneOld(keep string) {
 	entries, _ := os.ReadDir(b.root)
 	for _, e := range entries {
@@ -233,7 +237,7 @@ func (b *builder) pruneOld(keep string) {
 		if !e.IsDir() || !keyDir.MatchString(e.Name()) || p == keep {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(p, BinaryName)); err == nil {
+		if fi, err := os.Stat(filepath.Join(p, BinaryName)); err == nil && time.Since(fi.ModTime()) > pruneAge {
 			os.RemoveAll(p)
 		}
 	}
