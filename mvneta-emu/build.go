@@ -228,8 +228,8 @@ var keyDir = regexp.MustCompile(`^[0-9a-f]{20}$`)
 // another branch, a harness that resolved the path earlier) may still start it.
 const pruneAge = 7 * 24 * time.Hour
 
-// pruneOld removes binaries built from earlier inputs that have not been built or used for
-// pruneAge (each is ~60 MB; the build tree makes a rebuild incremental anyway).
+// pruneOld removes binaries of earlier inputs built more than pruneAge ago (each is ~60 MB; the
+// build tree makes a rebuild incremental anyway).
 func (b *builder) pruneOld(keep string) {
 	entries, _ := os.ReadDir(b.root)
 	for _, e := range entries {
