@@ -28,6 +28,8 @@ type fakeBoard struct {
 	ran        []string
 	clock      float64
 	statsReads int
+	dieInRun   bool
+	dead       bool
 	// Behaviour knobs.
 	leak     int64 // inflight the pool reports after destroy
 	packets  uint64
@@ -66,6 +68,9 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.ran = append(b.ran, cmd)
+	if b.dead {
+		return nil, errors.New("ssh: EOF")
+	}
 	switch {
 	case strings.Contains(cmd, "buffer_size_kb"):
 		return nil, nil
@@ -108,6 +113,15 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 				b.emit("kfree_skb", "skbaddr=00000000cc protocol=2048 location=00000000dd")
 			}
 			b.rx += b.packets
+			if b.dieInRun { // the hook hands the pool a page it never held, and the kernel dies
+				b.emit(EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000ee pfn=777777", fakePool))
+				b.dead = true
+				b.console = []ConsoleReport{{Title: "kernel BUG in kfree", Report: "kernel BUG at mm/slub.c:4140!"}}
+				for _, p := range b.procs { // everything over SSH ends with the guest
+					p.once.Do(func() { close(p.done) })
+				}
+				b.traceOut = nil
+			}
 		}
 		return nil, nil
 	case strings.HasPrefix(cmd, "cat /proc/net/"):
@@ -243,7 +257,7 @@ func runFake(t *testing.T, b *fakeBoard, p Procedure, model ModelChecker) *Resul
 	RunProcedure(context.Background(), tb, p, res, ProcedureConfig{Options: Options{Duration: time.Second, RateMbit: 10},
 		Dir: dir, Helpers: helpers, Model: model, Kernel: Kernel{Series: "/src/patches"}})
 	artifacts := []string{"trace.txt", "console.txt"}
-	if len(res.Reasons) == 0 || res.Reasons[0].Kind != ReasonProcedure {
+	if len(res.Reasons) == 0 || (res.Reasons[0].Kind != ReasonProcedure && res.Reasons[0].Kind != ReasonInfra) {
 		artifacts = append(artifacts, "before-snmp.txt", "after-interface.txt")
 	}
 	for _, f := range artifacts {
@@ -313,6 +327,9 @@ func TestRunProcedureVerdicts(t *testing.T) {
 		}, &Multicast{}, ReasonViolation},
 		{"no traffic", func(b *fakeBoard) { b.packets = 0 }, okModel, &Multicast{}, ReasonNoTraffic},
 		{"copy without iptables", func(*fakeBoard) {}, okModel, &Copy{}, ReasonProcedure},
+		{"kernel dies: the model still judges the trace", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel,
+			&Multicast{}, ReasonViolation},
+		{"kernel dies: console report", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel, &Multicast{}, ReasonConsole},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newFakeBoard()

@@ -134,7 +134,7 @@ func Judge(res *Result, ev Evidence) {
 			fail(ReasonNoTraffic, "the receiver on the board reported 0 bytes (%d packets reached the NIC)", rx)
 		}
 	}
-	if ev.Trace != nil {
+	if ev.Trace != nil && ev.InfraError == nil && ev.Procedure == nil {
 		if res.LostEvents > 0 {
 			fail(ReasonTraceLost, "the trace lost %d events; raise TraceBufferKB or lower the rate", res.LostEvents)
 		}
@@ -151,7 +151,7 @@ func Judge(res *Result, ev Evidence) {
 					p.Pool, p.FinalInflight, PoolDrainTimeout)
 			}
 		}
-	} else if ev.InfraError == nil && ev.Procedure == nil {
+	} else if ev.Trace == nil && ev.InfraError == nil && ev.Procedure == nil {
 		fail(ReasonTraceLost, "no trace was collected")
 	}
 	for _, c := range ev.Console {

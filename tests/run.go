@@ -189,11 +189,22 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	}
 	traceStopped := false
 	defer func() {
-		if !traceStopped { // an early failure: still stop the reader and keep what was traced
-			step(context.WithoutCancel(ctx), PoolDrainTimeout+TraceDrainTimeout, func(ctx context.Context) error {
-				_, err := c.finish(ctx)
-				return err
-			})
+		if traceStopped {
+			return
+		}
+		// An early failure (often the kernel died): still stop the reader, and let the model
+		// judge what was traced, since the events before a crash usually name the culprit.
+		bg := context.WithoutCancel(ctx)
+		step(bg, PoolDrainTimeout+TraceDrainTimeout, func(ctx context.Context) error {
+			_, err := c.finish(ctx)
+			return err
+		})
+		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 {
+			if f, err := os.Open(c.trace); err == nil {
+				ev.Trace, _ = ParseTraceFigures(f, p.Name())
+				f.Close()
+			}
+			ev.Model, ev.ModelErr = pc.Model(bg, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace})
 		}
 	}()
 	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
