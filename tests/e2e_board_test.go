@@ -4,6 +4,7 @@ package tests
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,8 +29,9 @@ func runBoard(t *testing.T, k Kernel, procs ...string) *Summary {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
+	l := &recordingLauncher{Launcher: &HarnessLauncher{}}
 	sum, err := Run(ctx, Config{Procedures: procs, Kernel: k, Options: Options{Duration: 5 * time.Second, RateMbit: 100},
-		ArtifactDir: dir, Launcher: &HarnessLauncher{}, Progress: testLog{t}})
+		ArtifactDir: dir, Launcher: l, Progress: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,11 +40,40 @@ func runBoard(t *testing.T, k Kernel, procs ...string) *Summary {
 			logArtifacts(t, r.Artifacts)
 		}
 	}
-	// No QEMU of ours and no namespace may remain.
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), "ppkit") {
-		t.Errorf("namespaces left behind: %s", out)
-	}
+	l.checkGone(t)
 	return sum
+}
+
+// recordingLauncher remembers the client namespaces of the testbeds it launched, so the test
+// can check that each was removed (other ppkit runs on the machine may hold their own).
+type recordingLauncher struct {
+	Launcher
+	namespaces []string
+}
+
+func (l *recordingLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
+	tb, err := l.Launcher.Launch(ctx, k, progress)
+	if err == nil {
+		if c, ok := tb.Client().(*NetnsClient); ok {
+			l.namespaces = append(l.namespaces, c.Namespace)
+		}
+	}
+	return tb, err
+}
+
+func (l *recordingLauncher) checkGone(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range l.namespaces {
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == ns {
+				t.Errorf("namespace %s left behind", ns)
+			}
+		}
+	}
 }
 
 func logArtifacts(t *testing.T, dir string) {
@@ -139,12 +170,14 @@ func TestE2EBoardCompareMulticast(t *testing.T) {
 	requireBoard(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
+	l := &recordingLauncher{Launcher: &HarnessLauncher{}}
 	sum, err := Run(ctx, Config{Procedures: []string{"multicast"}, Kernel: Kernel{Series: seriesDir(t, "../patches")},
 		CompareBaseline: true, Options: Options{Duration: 10 * time.Second, RateMbit: 100}, ArtifactDir: t.TempDir(),
-		Launcher: &HarnessLauncher{}, Progress: testLog{t}})
+		Launcher: l, Progress: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.checkGone(t)
 	var b strings.Builder
 	WriteComparison(&b, sum.Comparison)
 	t.Logf("\n%s", b.String())
