@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"fmt"
 	"io"
 )
 
@@ -98,15 +97,4 @@ type Testbed interface {
 // receives human-readable progress lines.
 type Launcher interface {
 	Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error)
-}
-
-// InfraError marks a failure of the harness or of the host (the run could not be judged), as
-// opposed to a failed verdict on the kernel.
-type InfraError struct{ Err error }
-
-func (e *InfraError) Error() string { return e.Err.Error() }
-func (e *InfraError) Unwrap() error { return e.Err }
-
-func infraErrorf(format string, args ...any) error {
-	return &InfraError{Err: fmt.Errorf(format, args...)}
 }
