@@ -34,9 +34,15 @@ func BenchmarkNIC(b *testing.B) {
 		}
 		b.ReportMetric(res.Mvneta.TCPRxMed, "mvneta-Mbit/s")
 		b.ReportMetric(res.Virtio.TCPRxMed, "virtio-Mbit/s")
+		b.ReportMetric(res.VirtioFrames.TCPRxMed, "virtio-nooffload-Mbit/s")
 		b.ReportMetric(res.TCPRatio, "tcp-ratio")
+		b.ReportMetric(res.TCPRatioFrames, "tcp-ratio-nooffload")
+		b.ReportMetric(res.VirtioFrames.UDP64RxPPS, "virtio-nooffload-udp64-pps")
 		b.ReportMetric(res.Mvneta.UDP64RxPPS, "mvneta-udp64-pps")
 		b.ReportMetric(res.Virtio.UDP64RxPPS, "virtio-udp64-pps")
+		b.Logf("TCP medians: mvneta %.1f, virtio %.1f, virtio without offloads %.1f Mbit/s (rounds %v / %v / %v)",
+			res.Mvneta.TCPRxMed, res.Virtio.TCPRxMed, res.VirtioFrames.TCPRxMed,
+			res.Mvneta.TCPRxMbps, res.Virtio.TCPRxMbps, res.VirtioFrames.TCPRxMbps)
 		if res.TCPRatio < TCPRatioGoal {
 			b.Logf("TCP ratio %.2f is below the goal %.2f", res.TCPRatio, TCPRatioGoal)
 		}
