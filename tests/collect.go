@@ -187,13 +187,48 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	}
 	overrun, drainErr := waitTraceConsumed(ctx, b)
 	waitStable(c.trace, traceQuiet, 30*time.Second)
-	if _, err := c.reader.stop(ctx, c.env); err != nil {
-		return overrun, err
+	_, stopErr := c.reader.stop(ctx, c.env)
+	// A reader cut off (the board died, or was stopped mid-line) leaves a partial last line.
+	if err := trimPartialLine(c.trace); err != nil && stopErr == nil {
+		stopErr = err
+	}
+	if stopErr != nil {
+		return overrun, stopErr
 	}
 	if downErr != nil {
 		return overrun, fmt.Errorf("take %s down after the run: %w", b.Interface(), downErr)
 	}
 	return overrun, drainErr
+}
+
+// trimPartialLine cuts a file after its last newline.
+func trimPartialLine(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("trim the trace: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return err
+	}
+	const chunk = 64 * 1024
+	buf := make([]byte, chunk)
+	for end := st.Size(); end > 0; {
+		start := max(end-chunk, 0)
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("trim the trace: %w", err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			if start+int64(i)+1 == st.Size() {
+				return nil
+			}
+			return f.Truncate(start + int64(i) + 1)
+		}
+		end = start
+	}
+	return f.Truncate(0)
 }
 
 // traceTail follows a growing trace file, feeding complete lines to a parser.

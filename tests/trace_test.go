@@ -162,3 +162,26 @@ func TestParseTraceFiguresPoolReuse(t *testing.T) {
 		t.Fatal("pool reuse not split")
 	}
 }
+
+func TestTrimPartialLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ in, want string }{
+		{"a\nb\n", "a\nb\n"},
+		{"a\nb\npage_pool_skb_return: page_pool=", "a\nb\n"},
+		{"no newline at all", ""},
+		{"", ""},
+		{strings.Repeat("x", 70000) + "\n" + strings.Repeat("y", 70000), strings.Repeat("x", 70000) + "\n"},
+	} {
+		p := dir + "/trace.txt"
+		if err := os.WriteFile(p, []byte(tc.in), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := trimPartialLine(p); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(p)
+		if string(got) != tc.want {
+			t.Errorf("trim(%.20q…) = %.20q…, want %.20q…", tc.in, got, tc.want)
+		}
+	}
+}
