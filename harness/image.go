@@ -109,6 +109,14 @@ for d in /sys/class/net/*; do
 		ip route add default via 10.0.2.2
 	fi
 done
+# ppkit.ifup on the command line (set by 'ppkit boot') brings the test NICs up too, so their
+# drivers open and their links come up; ppkit test leaves them down until its tracing is on.
+if grep -qw ppkit.ifup /proc/cmdline; then
+	for d in /sys/class/net/*; do
+		n=${d##*/}
+		[ "$n" = lo ] || ip link set $n up
+	done
+fi
 # QMP system_powerdown presses the virt board's GPIO power key: power off on any event of it.
 for e in /sys/class/input/event*; do
 	if [ "$(cat $e/device/name 2>/dev/null)" = gpio-keys ]; then

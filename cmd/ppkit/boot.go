@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
 )
 
 func init() {
@@ -43,7 +44,7 @@ type bootFlags struct {
 
 func (b *bootFlags) register(fs *flag.FlagSet) {
 	b.kernelFlags.register(fs)
-	fs.StringVar(&b.qemu, "qemu", harness.DefaultQEMU, "QEMU binary (e.g. the mvneta-emu build)")
+	fs.StringVar(&b.qemu, "qemu", "", "QEMU binary (default: ppkit's build with the mvneta model, built if missing)")
 	fs.StringVar(&b.cpu, "cpu", "cortex-a57", "QEMU CPU model")
 	fs.IntVar(&b.memory, "m", 1024, fmt.Sprintf("guest RAM in MiB (at most %d)", harness.MaxMemoryMB))
 	fs.StringVar(&b.append, "append", "", "extra kernel command line")
@@ -69,7 +70,14 @@ func (b *bootFlags) prepare(ctx context.Context, stderr io.Writer) (harness.Boot
 	if err != nil {
 		return harness.BootOptions{}, err
 	}
-	o := harness.BootOptions{Kernel: k, Image: img, QEMU: b.qemu, CPU: b.cpu, MemoryMB: b.memory,
+	qemu := b.qemu
+	if qemu == "" {
+		// Every boot uses the QEMU that carries the mvneta model (built once, then cached).
+		if qemu, err = mvnetaemu.Binary(ctx, mvnetaemu.Options{Progress: stderr}); err != nil {
+			return harness.BootOptions{}, err
+		}
+	}
+	o := harness.BootOptions{Kernel: k, Image: img, QEMU: qemu, CPU: b.cpu, MemoryMB: b.memory,
 		Append: b.append, NICs: b.nics, BootTimeout: b.timeout, Progress: stderr}
 	if b.console {
 		o.Console = stderr
@@ -97,6 +105,7 @@ func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	opts.Append = strings.TrimSpace(opts.Append + " ppkit.ifup") // test NICs up, links negotiated
 	vm, err := harness.Boot(ctx, opts)
 	if err != nil {
 		return bootFailure(stderr, err)
