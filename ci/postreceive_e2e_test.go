@@ -146,6 +146,8 @@ func TestPostReceiveGoodAndBadSeries(t *testing.T) {
 		if err := json.Unmarshal(data, &res); err != nil {
 			t.Fatalf("%s: result.json: %v", tc.branch, err)
 		}
+		summary, _ := os.ReadFile(filepath.Join(run, "summary.md"))
+		t.Logf("%s: exit %s, %s\n%s", tc.branch, st[0], st[1], summary)
 		x, err := os.ReadFile(filepath.Join(run, "junit.xml"))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.branch, err)
