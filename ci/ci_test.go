@@ -239,3 +239,15 @@ func TestOutputsOfARegression(t *testing.T) {
 		t.Errorf("junit failures %v (total %d of %d):\n%s", failed, doc.Failures, doc.Tests, x.String())
 	}
 }
+
+func TestReasonSummary(t *testing.T) {
+	var reasons []tests.Reason
+	reasons = append(reasons, tests.Reason{Kind: tests.ReasonInflight, Detail: "pool p still had 3 pages inflight"})
+	for i := 0; i < 5000; i++ {
+		reasons = append(reasons, tests.Reason{Kind: tests.ReasonViolation, Detail: fmt.Sprintf("dma-mapped-page-freed: trace line %d: %s", i, strings.Repeat("x", 300))})
+	}
+	got := reasonSummary(reasons)
+	if !strings.HasPrefix(got, "inflight-leak: pool p still had 3 pages inflight; model-violation ×5000 (first: dma-mapped-page-freed: trace line 0: xxx") || len(got) > 400 {
+		t.Errorf("reasonSummary = %q (%d bytes)", got, len(got))
+	}
+}

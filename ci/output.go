@@ -234,6 +234,36 @@ func worseText(l FigureChange) string {
 	return "unchanged"
 }
 
+// reasonSummary condenses a procedure's reasons for a table cell: one entry per kind, in order
+// of first appearance, with its count and its first detail (a broken kernel can give thousands
+// of model violations; result.json and the report keep them all).
+func reasonSummary(reasons []tests.Reason) string {
+	const maxDetail = 200
+	var kinds []string
+	first := map[string]string{}
+	count := map[string]int{}
+	for _, r := range reasons {
+		if count[r.Kind] == 0 {
+			kinds = append(kinds, r.Kind)
+			d := r.Detail
+			if len(d) > maxDetail {
+				d = d[:maxDetail] + "…"
+			}
+			first[r.Kind] = d
+		}
+		count[r.Kind]++
+	}
+	var out []string
+	for _, k := range kinds {
+		if count[k] > 1 {
+			out = append(out, fmt.Sprintf("%s ×%d (first: %s)", k, count[k], first[k]))
+		} else {
+			out = append(out, k+": "+first[k])
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
 // mdEscape keeps text from breaking a Markdown table cell.
 func mdEscape(s string) string {
 	s = strings.ReplaceAll(s, "|", `\|`)
@@ -276,13 +306,9 @@ func WriteSummary(w io.Writer, res *Result) error {
 			if !t.Pass {
 				v = "**FAIL**"
 			}
-			var reasons []string
-			for _, r := range t.Reasons {
-				reasons = append(reasons, r.String())
-			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %s | %.1f | %d | %d | %s |\n", t.Procedure, v, t.Figures.Packets,
 				tests.FormatBitRate(t.Figures.BitsPerSecond), t.Figures.SlowPathPer1000, t.Figures.SKBReturns,
-				t.Figures.Releases, mdEscape(strings.Join(reasons, "; ")))
+				t.Figures.Releases, mdEscape(reasonSummary(t.Reasons)))
 		}
 		b.WriteString("\nThe HTML report with each pool's inflight plot is `report/index.html`.\n")
 	}

@@ -70,7 +70,14 @@ func stopWorker(t *testing.T, ciDir string) {
 		return
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || syscall.Kill(pid, 0) != nil {
+	if err != nil {
+		return
+	}
+	// A worker that wrote its last status is about to exit by itself.
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if syscall.Kill(pid, 0) != nil {
 		return
 	}
 	t.Logf("stopping the hook worker %d", pid)
