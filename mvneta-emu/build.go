@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ppkit/ppkit/harness"
 	"io"
 	"os"
 	"os/exec"
@@ -77,7 +78,7 @@ var ConfigureArgs = []string{
 
 // Options control Build.
 type Options struct {
-	// CacheDir is the ppkit cache root; "" means $XDG_CACHE_HOME/ppkit or ~/.cache/ppkit.
+	// CacheDir is the ppkit cache root; "" means harness.CacheDir().
 	CacheDir string
 	// Jobs is ninja's parallelism; 0 means the number of CPUs.
 	Jobs int
@@ -85,17 +86,8 @@ type Options struct {
 	Progress io.Writer
 }
 
-// DefaultCacheDir returns $XDG_CACHE_HOME/ppkit, or ~/.cache/ppkit.
-func DefaultCacheDir() (string, error) {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return filepath.Join(d, "ppkit"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("locate cache directory: %w", err)
-	}
-	return filepath.Join(home, ".cache", "ppkit"), nil
-}
+// DefaultCacheDir is ppkit's cache root, the same for every package: harness.CacheDir.
+func DefaultCacheDir() (string, error) { return harness.CacheDir() }
 
 // InputsKey hashes everything the binary is built from except the source package version.
 func InputsKey() string {

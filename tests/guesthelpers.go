@@ -7,6 +7,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"github.com/ppkit/ppkit/harness"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -127,11 +128,5 @@ func BuildGuestHelpers(ctx context.Context, cc, arch, cacheRoot string, names []
 	return out, nil
 }
 
-// CacheRoot is ppkit's cache directory (~/.cache/ppkit unless XDG_CACHE_HOME says otherwise).
-func CacheRoot() (string, error) {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("cache directory: %w", err)
-	}
-	return filepath.Join(d, "ppkit"), nil
-}
+// CacheRoot is ppkit's cache directory, the same for every package: harness.CacheDir.
+func CacheRoot() (string, error) { return harness.CacheDir() }

@@ -243,17 +243,17 @@ func Snapshot(t testing.TB, repo string, dirs ...string) string {
 // KernelScripts are the scripts of linux-source-5.10 that ppkit runs from a kernel tree.
 var KernelScripts = []string{"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch", "scripts/get_maintainer.pl"}
 
-// cacheRoot is ppkit's cache (PPKIT_CACHE_DIR, else ~/.cache/ppkit), read before Hermetic
-// replaces HOME.
+// cacheRoot is ppkit's cache, read before Hermetic replaces HOME. It follows harness.CacheDir
+// ($PPKIT_CACHE, else the user cache dir), which stgtest cannot import: harness imports stgit.
 var cacheRoot = func() string {
-	if d := os.Getenv("PPKIT_CACHE_DIR"); d != "" {
+	if d := os.Getenv("PPKIT_CACHE"); d != "" {
 		return d
 	}
-	home, err := os.UserHomeDir()
+	d, err := os.UserCacheDir()
 	if err != nil {
 		return filepath.Join(os.TempDir(), "ppkit-cache")
 	}
-	return filepath.Join(home, ".cache", "ppkit")
+	return filepath.Join(d, "ppkit")
 }()
 
 // LinuxSourceTarball is Debian's linux-source-5.10.
