@@ -602,7 +602,8 @@ func (r *run) check(ctx context.Context) bool {
 	newBuilder := r.o.NewBuilder
 	if newBuilder == nil {
 		newBuilder = func(tree string, log io.Writer) (stgit.Builder, func(), error) {
-			return &prefixBuilder{series: r.series, tree: r.launchTo, cache: r.cache, progress: log}, func() {}, nil
+			return &harness.SeriesBuilder{Kernel: harness.KernelOptions{Tree: r.launchTo, Series: r.series,
+				Cache: r.cache, Progress: log}}, func() {}, nil
 		}
 	}
 	b, done, err := newBuilder(repo.Dir, r.o.Progress)
@@ -626,24 +627,6 @@ func (r *run) check(ctx context.Context) bool {
 	}
 	r.stage(StageCheck, "ok", fmt.Sprintf("all %d patches build and are clean", len(s.Patches)))
 	return true
-}
-
-// prefixBuilder is ci's per-patch builder: after patch N of the check it builds the first N
-// patches of the same series with harness.BuildKernel (Upto: N) — the same arm64 config and
-// tree content as the check's work tree, but through the harness's own work tree and cache, so
-// builds stay incremental from run to run, a prefix built before is not rebuilt, and the build
-// of the whole series is the kernel the test stage boots.
-type prefixBuilder struct {
-	series   string // series file
-	tree     string // harness.KernelOptions.Tree ("" = linux-source-5.10)
-	cache    string
-	progress io.Writer
-}
-
-func (b *prefixBuilder) Build(ctx context.Context, _ string, patch stgit.Patch) error {
-	_, err := harness.BuildKernel(ctx, harness.KernelOptions{Tree: b.tree, Series: b.series, Upto: patch.Index,
-		Cache: b.cache, Progress: b.progress})
-	return err
 }
 
 // checkFailure names the first failing patch, its number and its first error.

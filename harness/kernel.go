@@ -27,9 +27,12 @@ const kernelRecipe = "ppkit-kernel-1 arm64 tinyconfig+fragment Image"
 
 // KernelOptions says which kernel to build.
 type KernelOptions struct {
-	// Tree is a user's kernel git tree (its HEAD is built, read-only). Empty: Debian's
+	// Tree is a user's kernel git tree (its Commit is built, read-only). Empty: Debian's
 	// linux-source-5.10 tarball (Tarball, default DefaultKernelTarball).
-	Tree    string
+	Tree string
+	// Commit is the commit of Tree the series applies to (default HEAD), e.g. the base of the
+	// user's stg stack.
+	Commit  string
 	Tarball string
 	// Series is an stg-exported series (its directory or its series file); empty builds the
 	// baseline.
@@ -79,7 +82,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	var src *kernelSource
 	var err error
 	if opts.Tree != "" {
-		src, err = userKernelSource(ctx, opts.Tree)
+		src, err = userKernelSource(ctx, opts.Tree, opts.Commit)
 	} else {
 		tarball := opts.Tarball
 		if tarball == "" {

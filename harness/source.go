@@ -56,7 +56,7 @@ func cleanGitEnv() []string {
 
 // userKernelSource resolves a user's kernel git tree to the commit at its HEAD. Uncommitted
 // changes in that tree are not built (say so rather than copying them half-way).
-func userKernelSource(ctx context.Context, dir string) (*kernelSource, error) {
+func userKernelSource(ctx context.Context, dir, rev string) (*kernelSource, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -64,9 +64,12 @@ func userKernelSource(ctx context.Context, dir string) (*kernelSource, error) {
 	if _, err := os.Stat(filepath.Join(abs, "Makefile")); err != nil {
 		return nil, fmt.Errorf("kernel tree %s: no top-level Makefile; pass a Linux source tree to --kernel", abs)
 	}
-	commit, err := git(ctx, abs, "rev-parse", "--verify", "HEAD^{commit}")
+	if rev == "" {
+		rev = "HEAD"
+	}
+	commit, err := git(ctx, abs, "rev-parse", "--verify", rev+"^{commit}")
 	if err != nil {
-		return nil, fmt.Errorf("kernel tree %s is not a git tree with a commit (ppkit builds its HEAD): %w", abs, err)
+		return nil, fmt.Errorf("kernel tree %s has no commit %s (ppkit builds a commit of a git tree): %w", abs, rev, err)
 	}
 	sum := sha256.Sum256([]byte(abs))
 	return &kernelSource{id: "user-" + filepath.Base(abs) + "-" + hex.EncodeToString(sum[:])[:12], repo: abs, commit: commit}, nil

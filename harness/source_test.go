@@ -68,7 +68,7 @@ diff --git a/net/core/page_pool.c b/net/core/page_pool.c
 func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	ctx := context.Background()
 	user := fakeKernelTree(t)
-	src, err := userKernelSource(ctx, user)
+	src, err := userKernelSource(ctx, user, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if _, err := git(ctx, user, "commit", "-q", "-am", "second"); err != nil {
 		t.Fatal(err)
 	}
-	src2, err := userKernelSource(ctx, user)
+	src2, err := userKernelSource(ctx, user, "")
 	if err != nil || src2.commit == src.commit || src2.id != src.id {
 		t.Fatalf("after a commit: %+v, %v (was %+v)", src2, err, src)
 	}
@@ -144,12 +144,12 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 
 func TestKernelSourceErrors(t *testing.T) {
 	ctx := context.Background()
-	if _, err := userKernelSource(ctx, t.TempDir()); err == nil || !strings.Contains(err.Error(), "Makefile") {
+	if _, err := userKernelSource(ctx, t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "Makefile") {
 		t.Errorf("empty dir: err = %v", err)
 	}
 	notGit := t.TempDir()
 	os.WriteFile(filepath.Join(notGit, "Makefile"), []byte("x"), 0o644)
-	if _, err := userKernelSource(ctx, notGit); err == nil || !strings.Contains(err.Error(), "not a git tree") {
+	if _, err := userKernelSource(ctx, notGit, ""); err == nil || !strings.Contains(err.Error(), "has no commit") {
 		t.Errorf("non-git tree: err = %v", err)
 	}
 	if _, err := tarballKernelSource(ctx, t.TempDir(), "/nonexistent/linux.tar.xz", nil); err == nil || !strings.Contains(err.Error(), "install-deps.sh") {

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/stgit"
 )
 
@@ -20,15 +20,16 @@ func init() {
 	})
 }
 
-// seriesBuilder returns the Builder `ppkit series check` uses for the bisectability check and
-// a cleanup func. The default compiles the touched objects with Kbuild out of tree; the
-// harness's arm64 kernel build replaces it when it is wired in.
-var seriesBuilder = func(kernel string, log io.Writer) (stgit.Builder, func(), error) {
-	out, err := os.MkdirTemp("", "ppkit-check-build-")
+// seriesBuilder returns the Builder of the bisectability check of `ppkit series check` and a
+// cleanup func: the harness's arm64 build of each series prefix on the stack's base commit, with
+// the config ppkit boots. Tests of scratch (non-Linux) trees replace it with stgit.MakeBuilder.
+var seriesBuilder = func(ctx context.Context, repo *stgit.Repo, s *stgit.Series, progress io.Writer) (stgit.Builder, func(), error) {
+	base, err := repo.CheckBase(ctx, s)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &stgit.MakeBuilder{OutDir: out, Log: log}, func() { os.RemoveAll(out) }, nil
+	return &harness.SeriesBuilder{Kernel: harness.KernelOptions{Tree: repo.Dir, Commit: base, Series: s.File,
+		Progress: progress}}, func() {}, nil
 }
 
 const seriesUsage = `usage: ppkit series COMMAND --kernel DIR [flags]
@@ -54,7 +55,6 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	kernel := fs.String("kernel", "", "the kernel git `tree` that holds (or will hold) the stg stack")
 	var seriesFile, dir, branch *string
 	var jsonOut, noBuild *bool
-	var config *string
 	switch sub {
 	case "apply":
 		seriesFile = fs.String("series", filepath.Join("patches", "series"), "series `file` to import")
@@ -68,7 +68,6 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		seriesFile = fs.String("series", filepath.Join("patches", "series"), "series `file` to check")
 		jsonOut = fs.Bool("json", false, "print the report as JSON")
 		noBuild = fs.Bool("no-build", false, "skip the bisectability build")
-		config = fs.String("config", "", "kernel .config `file` for the build (default: defconfig)")
 	default:
 		fmt.Fprint(stderr, seriesUsage)
 		return usageErrorf("unknown series command %q; use apply, export, list, goto or check", sub)
@@ -147,26 +146,23 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if fs.NArg() != 0 {
 			return usageErrorf("check takes no arguments")
 		}
-		return seriesCheck(ctx, repo, *seriesFile, *jsonOut, *noBuild, *config, stdout, stderr)
+		return seriesCheck(ctx, repo, *seriesFile, *jsonOut, *noBuild, stdout, stderr)
 	}
 	return nil
 }
 
-func seriesCheck(ctx context.Context, repo *stgit.Repo, seriesFile string, jsonOut, noBuild bool, config string, stdout, stderr io.Writer) error {
+func seriesCheck(ctx context.Context, repo *stgit.Repo, seriesFile string, jsonOut, noBuild bool, stdout, stderr io.Writer) error {
 	s, err := stgit.ReadSeries(seriesFile)
 	if err != nil {
 		return failf("%v", err)
 	}
 	opts := stgit.CheckOptions{Progress: stderr}
 	if !noBuild {
-		b, cleanup, err := seriesBuilder(repo.Dir, io.Discard)
+		b, cleanup, err := seriesBuilder(ctx, repo, s, stderr)
 		if err != nil {
 			return failf("build set-up: %v", err)
 		}
 		defer cleanup()
-		if mb, ok := b.(*stgit.MakeBuilder); ok && config != "" {
-			mb.Config, _ = filepath.Abs(config)
-		}
 		opts.Builder = b
 	}
 	rep, err := repo.Check(ctx, s, opts)
