@@ -131,7 +131,7 @@ func tarballKernelSource(ctx context.Context, cache, tarball string, progress io
 	if _, err := git(ctx, tree, "add", "-f", "."); err != nil {
 		return nil, err
 	}
-	if _, err := git(ctx, tree, "commit", "-q", "-m", "pristine "+filepath.Base(tarball)); err != nil {
+	if err := commitImport(ctx, tree, name); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(tree, repo); err != nil {
@@ -307,4 +307,46 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// commitImport commits the extracted tree the way patches/README.md says, so that the import
+// has the same commit on every machine and the series' "applies on GIT commit" line names it:
+// fixed identity and dates, message "Import Debian <package> <version>".
+func commitImport(ctx context.Context, tree, pkg string) error {
+	version, err := kernelVersion(filepath.Join(tree, "Makefile"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "git", "-c", "commit.gpgsign=false", "-c", "user.name=ppkit",
+		"-c", "user.email=ppkit@localhost", "-c", "core.hooksPath=/dev/null",
+		"commit", "-q", "-m", "Import Debian "+pkg+" "+version)
+	cmd.Dir = tree
+	cmd.Env = append(cleanGitEnv(), "GIT_AUTHOR_DATE=2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git commit of the kernel import: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// kernelVersion reads VERSION.PATCHLEVEL.SUBLEVEL from a kernel's top-level Makefile.
+func kernelVersion(makefile string) (string, error) {
+	data, err := os.ReadFile(makefile)
+	if err != nil {
+		return "", err
+	}
+	v := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, val, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+		if (k == "VERSION" || k == "PATCHLEVEL" || k == "SUBLEVEL") && v[k] == "" {
+			v[k] = val
+		}
+	}
+	if v["VERSION"] == "" || v["PATCHLEVEL"] == "" || v["SUBLEVEL"] == "" {
+		return "", fmt.Errorf("%s: no VERSION/PATCHLEVEL/SUBLEVEL; is this a Linux source tree?", makefile)
+	}
+	return v["VERSION"] + "." + v["PATCHLEVEL"] + "." + v["SUBLEVEL"], nil
 }

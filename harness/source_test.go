@@ -159,3 +159,20 @@ func TestKernelSourceErrors(t *testing.T) {
 		t.Error("a directory without a series file was accepted")
 	}
 }
+
+func TestKernelVersion(t *testing.T) {
+	dir := t.TempDir()
+	mk := filepath.Join(dir, "Makefile")
+	if err := os.WriteFile(mk, []byte("# SPDX\nVERSION = 5\nPATCHLEVEL = 10\nSUBLEVEL = 223\nEXTRAVERSION =\nNAME = Dare mighty things\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := kernelVersion(mk); err != nil || v != "5.10.223" {
+		t.Fatalf("got %q, %v", v, err)
+	}
+	if err := os.WriteFile(mk, []byte("all:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kernelVersion(mk); err == nil {
+		t.Fatal("a Makefile without a version was accepted")
+	}
+}
