@@ -162,13 +162,35 @@ func Judge(res *Result, ev Evidence) {
 		fail(ReasonModelError, "%v", ev.ModelErr)
 	case ev.Model != nil:
 		res.Model = ev.Model
+		// A broken kernel can violate the same invariant for every packet: list the first few of
+		// each kind and count the rest, so JUnit and JSON stay readable.
+		seen := map[string]int{}
 		for _, v := range ev.Model.Violations {
-			fail(ReasonViolation, "%s: %s", v.Name, firstLine(v.Detail))
+			if seen[v.Name]++; seen[v.Name] <= violationsListed {
+				fail(ReasonViolation, "%s: %s", v.Name, firstLine(v.Detail))
+			}
+		}
+		for _, name := range sortedKeys(seen) {
+			if more := seen[name] - violationsListed; more > 0 {
+				fail(ReasonViolation, "%s: %d more like these", name, more)
+			}
 		}
 	case ev.InfraError == nil && ev.Procedure == nil:
 		fail(ReasonModelError, "the model was not run")
 	}
 	res.Pass = len(res.Reasons) == 0
+}
+
+// violationsListed is how many violations of one kind a result lists one by one.
+const violationsListed = 5
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func firstLine(s string) string {

@@ -35,6 +35,13 @@ func TestJudge(t *testing.T) {
 		{"model violation", func(e *Evidence) {
 			e.Model.Violations = []ModelViolation{{Name: "foreign-page-returned", Detail: "page 7 returned to p1\nhistory: …"}}
 		}, []string{ReasonViolation}},
+		{"many violations of one kind are counted, not listed", func(e *Evidence) {
+			for i := 0; i < 1000; i++ {
+				e.Model.Violations = append(e.Model.Violations, ModelViolation{Name: "dma-mapped-page-freed", Detail: "pfn"})
+			}
+			e.Model.Violations = append(e.Model.Violations, ModelViolation{Name: "inflight-leak", Detail: "pool p1"})
+		}, []string{ReasonViolation, ReasonViolation, ReasonViolation, ReasonViolation, ReasonViolation,
+			ReasonViolation, ReasonViolation}},
 		{"model error", func(e *Evidence) { e.Model, e.ModelErr = nil, errors.New("model: trace line 3: bad pfn") }, []string{ReasonModelError}},
 		{"model not run", func(e *Evidence) { e.Model = nil }, []string{ReasonModelError}},
 		{"lost events", func(e *Evidence) { e.Overrun = 12 }, []string{ReasonTraceLost}},
@@ -96,5 +103,20 @@ func TestCompare(t *testing.T) {
 	}
 	if l := got["skb_returns"]; l.Ratio != 0 || l.Baseline != 0 || l.Series != 1090 {
 		t.Errorf("skb returns %+v: a zero baseline has no ratio", l)
+	}
+}
+
+func TestJudgeCountsRepeatedViolations(t *testing.T) {
+	ev := cleanEvidence()
+	for i := 0; i < 1000; i++ {
+		ev.Model.Violations = append(ev.Model.Violations, ModelViolation{Name: "dma-mapped-page-freed", Detail: "pfn"})
+	}
+	res := &Result{Procedure: "tcp"}
+	Judge(res, ev)
+	if n := len(res.Reasons); n != violationsListed+1 {
+		t.Fatalf("%d reasons, want %d", n, violationsListed+1)
+	}
+	if last := res.Reasons[len(res.Reasons)-1].Detail; last != "dma-mapped-page-freed: 995 more like these" {
+		t.Fatalf("last reason %q", last)
 	}
 }
