@@ -490,15 +490,7 @@ func (r *run) patchesKernel(ctx context.Context) (string, error) {
 	if k := harness.ConfiguredKernelTree(ctx); k != "" {
 		return k, nil
 	}
-	// The harness imports Debian's linux-source-5.10 into <cache>/src/linux-source-5.10-<sha>
-	// the first time it builds a kernel.
-	matches, _ := filepath.Glob(filepath.Join(r.cache, "src", "linux-source-5.10-*"))
-	for _, m := range matches {
-		if fi, err := os.Stat(filepath.Join(m, ".git")); err == nil && fi.IsDir() {
-			return m, nil
-		}
-	}
-	return "", fmt.Errorf("no kernel tree to check the series on: pass --kernel DIR, set 'git config ppkit.kernel DIR', or run 'ppkit kernel build --baseline' once (it imports linux-source-5.10 into %s)", filepath.Join(r.cache, "src"))
+	return harness.LinuxSourceTree(ctx, r.cache, r.o.Progress)
 }
 
 // exportCommits turns base..commit of the clone into an stg stack (stg uncommit) and exports it

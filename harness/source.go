@@ -75,6 +75,23 @@ func userKernelSource(ctx context.Context, dir, rev string) (*kernelSource, erro
 	return &kernelSource{id: "user-" + filepath.Base(abs) + "-" + hex.EncodeToString(sum[:])[:12], repo: abs, commit: commit}, nil
 }
 
+// LinuxSourceTree returns ppkit's git import of Debian's linux-source-5.10 under cache (""
+// means CacheDir()), importing it the first time: the tree a series is checked on when the user
+// names none. Building it is BuildKernel with an empty Tree.
+func LinuxSourceTree(ctx context.Context, cache string, progress io.Writer) (string, error) {
+	if cache == "" {
+		var err error
+		if cache, err = CacheDir(); err != nil {
+			return "", err
+		}
+	}
+	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, progress)
+	if err != nil {
+		return "", err
+	}
+	return src.repo, nil
+}
+
 // ConfiguredKernelTree returns the user's kernel tree from `git config ppkit.kernel`, or "".
 func ConfiguredKernelTree(ctx context.Context) string {
 	out, err := exec.CommandContext(ctx, "git", "config", "--get", "ppkit.kernel").Output()

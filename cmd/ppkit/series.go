@@ -23,13 +23,18 @@ func init() {
 // seriesBuilder returns the Builder of the bisectability check of `ppkit series check` and a
 // cleanup func: the harness's arm64 build of each series prefix on the stack's base commit, with
 // the config ppkit boots. Tests of scratch (non-Linux) trees replace it with stgit.MakeBuilder.
-var seriesBuilder = func(ctx context.Context, repo *stgit.Repo, s *stgit.Series, progress io.Writer) (stgit.Builder, func(), error) {
-	base, err := repo.CheckBase(ctx, s)
-	if err != nil {
-		return nil, nil, err
+// On ppkit's own import of linux-source-5.10 (tree ""), the builds are those of `ppkit kernel
+// build` and `ppkit test`.
+var seriesBuilder = func(ctx context.Context, repo *stgit.Repo, tree string, s *stgit.Series, progress io.Writer) (stgit.Builder, func(), error) {
+	k := harness.KernelOptions{Tree: tree, Series: s.File, Progress: progress}
+	if tree != "" {
+		base, err := repo.CheckBase(ctx, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		k.Commit = base
 	}
-	return &harness.SeriesBuilder{Kernel: harness.KernelOptions{Tree: repo.Dir, Commit: base, Series: s.File,
-		Progress: progress}}, func() {}, nil
+	return &harness.SeriesBuilder{Kernel: k}, func() {}, nil
 }
 
 const seriesUsage = `usage: ppkit series COMMAND --kernel DIR [flags]
@@ -40,6 +45,8 @@ commands:
   list    list the stack's patches, applied and unapplied
   goto    make patch NAME (or number N) the top of the stack
   check   check every patch: Signed-off-by, subject form, checkpatch.pl --strict, bisectable build
+          (in a temporary work tree; without --kernel or git config ppkit.kernel, on ppkit's
+          import of Debian's linux-source-5.10)
 `
 
 func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -75,10 +82,23 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *kernel == "" {
+	// check works on a temporary work tree; with no tree named it checks on ppkit's import of
+	// linux-source-5.10. The other commands change or read the user's stack: they need one.
+	userTree := *kernel
+	if userTree == "" {
+		userTree = harness.ConfiguredKernelTree(ctx)
+	}
+	if userTree == "" && sub != "check" {
 		return usageErrorf("--kernel DIR is required: the kernel git tree of the stg stack")
 	}
-	repo, err := stgit.Open(ctx, *kernel)
+	stackTree := userTree
+	if stackTree == "" {
+		var err error
+		if stackTree, err = harness.LinuxSourceTree(ctx, "", stderr); err != nil {
+			return failf("%v", err)
+		}
+	}
+	repo, err := stgit.Open(ctx, stackTree)
 	if err != nil {
 		return failf("%v", err)
 	}
@@ -146,19 +166,19 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if fs.NArg() != 0 {
 			return usageErrorf("check takes no arguments")
 		}
-		return seriesCheck(ctx, repo, *seriesFile, *jsonOut, *noBuild, stdout, stderr)
+		return seriesCheck(ctx, repo, userTree, *seriesFile, *jsonOut, *noBuild, stdout, stderr)
 	}
 	return nil
 }
 
-func seriesCheck(ctx context.Context, repo *stgit.Repo, seriesFile string, jsonOut, noBuild bool, stdout, stderr io.Writer) error {
+func seriesCheck(ctx context.Context, repo *stgit.Repo, tree, seriesFile string, jsonOut, noBuild bool, stdout, stderr io.Writer) error {
 	s, err := stgit.ReadSeries(seriesFile)
 	if err != nil {
 		return failf("%v", err)
 	}
 	opts := stgit.CheckOptions{Progress: stderr}
 	if !noBuild {
-		b, cleanup, err := seriesBuilder(ctx, repo, s, stderr)
+		b, cleanup, err := seriesBuilder(ctx, repo, tree, s, stderr)
 		if err != nil {
 			return failf("build set-up: %v", err)
 		}

@@ -128,7 +128,7 @@ func TestSeriesCheckJSON(t *testing.T) {
 func useMakeBuilder(t *testing.T) {
 	saved := seriesBuilder
 	t.Cleanup(func() { seriesBuilder = saved })
-	seriesBuilder = func(_ context.Context, _ *stgit.Repo, _ *stgit.Series, log io.Writer) (stgit.Builder, func(), error) {
+	seriesBuilder = func(_ context.Context, _ *stgit.Repo, _ string, _ *stgit.Series, log io.Writer) (stgit.Builder, func(), error) {
 		return &stgit.MakeBuilder{OutDir: t.TempDir(), Log: log}, func() {}, nil
 	}
 }
