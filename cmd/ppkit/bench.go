@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "bench", summary: "measure: `ppkit bench boot` (boot-to-SSH-ready, cached kernel build), `ppkit bench nic` (mvneta vs virtio-net)", run: runBench})
+	register(&command{name: "bench", summary: "measure: `bench boot` (boot-to-SSH-ready, cached build), `bench nic` (mvneta vs virtio-net), `bench test` (warm ppkit test)", run: runBench})
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -22,9 +22,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchBoot(ctx, args[1:], stdout, stderr)
 		case "nic":
 			return runBenchNIC(ctx, args[1:], stdout, stderr)
+		case "test":
+			return runBenchTest(ctx, args[1:], stdout, stderr)
 		}
 	}
-	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags]")
+	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...]")
 }
 
 // runBenchBoot is `ppkit bench boot`: the median boot-to-SSH-ready over N boots, and the time of
