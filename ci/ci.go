@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -119,10 +118,6 @@ type Result struct {
 	Check      *stgit.CheckReport `json:"check,omitempty"`
 	Tests      *tests.Summary     `json:"tests,omitempty"`
 	Comparison *Comparison        `json:"comparison,omitempty"`
-	// BootFailures are the procedures whose board did not come up because the kernel under
-	// test crashed or hung while booting (a verdict, although tests reports it as a launch
-	// failure).
-	BootFailures []string `json:"boot_failures,omitempty"`
 	// Stored is the file this result was stored in as the reference for later runs.
 	Stored string `json:"stored,omitempty"`
 }
@@ -655,26 +650,13 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// recordingLauncher remembers what each Launch returned, so that a board that did not boot
-// because the kernel crashed (a verdict) is told from one the harness could not start.
-type recordingLauncher struct {
-	tests.Launcher
-	errs []error
-}
-
-func (l *recordingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.Writer) (tests.Testbed, error) {
-	tb, err := l.Launcher.Launch(ctx, k, progress)
-	l.errs = append(l.errs, err)
-	return tb, err
-}
-
 // test runs the procedures on the series.
 func (r *run) test(ctx context.Context) bool {
 	newLauncher := r.o.NewLauncher
 	if newLauncher == nil {
 		newLauncher = func(tree string) tests.Launcher { return &tests.HarnessLauncher{Tree: tree} }
 	}
-	launcher := &recordingLauncher{Launcher: newLauncher(r.launchTo)}
+	launcher := newLauncher(r.launchTo)
 	report := filepath.Join(r.o.Out, "report")
 	sum, err := tests.Run(ctx, tests.Config{Procedures: r.o.Procedures, Kernel: tests.Kernel{Series: filepath.Dir(r.series)},
 		Options: r.o.TestOptions, ArtifactDir: report, Launcher: launcher, Model: r.o.Model,
@@ -688,20 +670,19 @@ func (r *run) test(ctx context.Context) bool {
 		r.infra(StageTest, err)
 		return false
 	}
-	outcome, detail, boot := classifyTests(sum.Results, launcher.errs)
-	r.res.BootFailures = boot
+	outcome, detail := classifyTests(sum.Results)
 	r.stage(StageTest, outcome, detail)
 	return outcome == "ok"
 }
 
 // classifyTests decides the test stage: a procedure that failed on the kernel (a model
 // violation, a console report, a leak, no traffic, or a kernel that crashed or hung while
-// booting) is a failure; a procedure that could not be judged (the harness, QEMU or the model
-// failed) is an infrastructure error; a kernel verdict wins over infrastructure errors.
-// launchErrs[i] is what launching the board for results[i] returned.
-func classifyTests(results []*tests.Result, launchErrs []error) (outcome, detail string, bootFailures []string) {
+// booting: tests.ReasonBoot) is a failure; a procedure that could not be judged (the harness,
+// QEMU or the model failed) is an infrastructure error; a kernel verdict wins over
+// infrastructure errors.
+func classifyTests(results []*tests.Result) (outcome, detail string) {
 	var failed, infra []string
-	for i, res := range results {
+	for _, res := range results {
 		if res.Pass {
 			continue
 		}
@@ -710,11 +691,6 @@ func classifyTests(results []*tests.Result, launchErrs []error) (outcome, detail
 			if reason.Kind != tests.ReasonInfra && reason.Kind != tests.ReasonModelError {
 				kernel = true
 			}
-		}
-		var ge *harness.GuestError
-		if i < len(launchErrs) && errors.As(launchErrs[i], &ge) {
-			kernel = true // syzkaller's BootError: the kernel under test did not come up
-			bootFailures = append(bootFailures, res.Procedure)
 		}
 		line := res.Procedure
 		if len(res.Reasons) > 0 {
@@ -728,11 +704,11 @@ func classifyTests(results []*tests.Result, launchErrs []error) (outcome, detail
 	}
 	switch {
 	case len(failed) > 0:
-		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(failed), len(results), strings.Join(failed, "; ")), bootFailures
+		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(failed), len(results), strings.Join(failed, "; "))
 	case len(infra) > 0:
-		return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(infra), len(results), strings.Join(infra, "; ")), bootFailures
+		return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(infra), len(results), strings.Join(infra, "; "))
 	case len(results) == 0:
-		return VerdictInfra, "no procedure ran", bootFailures
+		return VerdictInfra, "no procedure ran"
 	}
-	return "ok", fmt.Sprintf("all %d procedures pass", len(results)), bootFailures
+	return "ok", fmt.Sprintf("all %d procedures pass", len(results))
 }

@@ -3,12 +3,10 @@ package ci
 import (
 	"bytes"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/tests"
 )
 
@@ -101,32 +99,28 @@ func TestClassifyTests(t *testing.T) {
 		}
 		return r
 	}
-	guest := &harness.GuestError{Title: "Kernel panic - not syncing"}
-	infra := &harness.InfraError{Err: errors.New("qemu: not found")}
 	for _, tc := range []struct {
 		name    string
 		results []*tests.Result
-		launch  []error
 		outcome string
-		boot    []string
 	}{
-		{"all pass", []*tests.Result{pass}, []error{nil}, "ok", nil},
-		{"model violation", []*tests.Result{pass, failed("tcp", tests.ReasonViolation)}, []error{nil, nil}, VerdictFail, nil},
-		{"inflight leak", []*tests.Result{failed("tcp", tests.ReasonInflight)}, []error{nil}, VerdictFail, nil},
-		{"no traffic", []*tests.Result{failed("tcp", tests.ReasonNoTraffic)}, []error{nil}, VerdictFail, nil},
-		{"console report", []*tests.Result{failed("copy", tests.ReasonConsole)}, []error{nil}, VerdictFail, nil},
-		{"harness broke", []*tests.Result{failed("tcp", tests.ReasonInfra)}, []error{fmt.Errorf("boot: %w", infra)}, VerdictInfra, nil},
-		{"model error only", []*tests.Result{failed("tcp", tests.ReasonModelError)}, []error{nil}, VerdictInfra, nil},
-		{"kernel panicked at boot", []*tests.Result{failed("tcp", tests.ReasonInfra)}, []error{fmt.Errorf("boot: %w", guest)}, VerdictFail, []string{"tcp"}},
-		{"kernel verdict wins over infra", []*tests.Result{failed("multicast", tests.ReasonInfra), failed("tcp", tests.ReasonViolation)}, []error{infra, nil}, VerdictFail, nil},
-		{"infra and model error", []*tests.Result{failed("tcp", tests.ReasonInfra, tests.ReasonModelError)}, []error{nil}, VerdictInfra, nil},
-		{"nothing ran", nil, nil, VerdictInfra, nil},
-		{"cancelled before launch", []*tests.Result{pass, failed("tcp", tests.ReasonInfra)}, []error{nil}, VerdictInfra, nil},
+		{"all pass", []*tests.Result{pass}, "ok"},
+		{"model violation", []*tests.Result{pass, failed("tcp", tests.ReasonViolation)}, VerdictFail},
+		{"inflight leak", []*tests.Result{failed("tcp", tests.ReasonInflight)}, VerdictFail},
+		{"no traffic", []*tests.Result{failed("tcp", tests.ReasonNoTraffic)}, VerdictFail},
+		{"console report", []*tests.Result{failed("copy", tests.ReasonConsole)}, VerdictFail},
+		{"harness broke", []*tests.Result{failed("tcp", tests.ReasonInfra)}, VerdictInfra},
+		{"model error only", []*tests.Result{failed("tcp", tests.ReasonModelError)}, VerdictInfra},
+		{"kernel panicked at boot", []*tests.Result{failed("tcp", tests.ReasonBoot)}, VerdictFail},
+		{"kernel verdict wins over infra", []*tests.Result{failed("multicast", tests.ReasonInfra), failed("tcp", tests.ReasonViolation)}, VerdictFail},
+		{"infra and model error", []*tests.Result{failed("tcp", tests.ReasonInfra, tests.ReasonModelError)}, VerdictInfra},
+		{"nothing ran", nil, VerdictInfra},
+		{"cancelled before launch", []*tests.Result{pass, failed("tcp", tests.ReasonInfra)}, VerdictInfra},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			outcome, detail, boot := classifyTests(tc.results, tc.launch)
-			if outcome != tc.outcome || strings.Join(boot, ",") != strings.Join(tc.boot, ",") {
-				t.Errorf("got %s %v (%s), want %s %v", outcome, boot, detail, tc.outcome, tc.boot)
+			outcome, detail := classifyTests(tc.results)
+			if outcome != tc.outcome {
+				t.Errorf("got %s (%s), want %s", outcome, detail, tc.outcome)
 			}
 			verdict := outcome
 			if verdict == "ok" {

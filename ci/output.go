@@ -141,23 +141,6 @@ func WriteJUnit(w io.Writer, res *Result) error {
 		if err := xml.Unmarshal(buf.Bytes(), &procs); err != nil {
 			return fmt.Errorf("merge the procedures' JUnit: %w", err)
 		}
-		// A board that did not boot because the kernel crashed is a failure of the series, which
-		// tests.WriteJUnit (seeing only a launch error) wrote as an <error>.
-		boot := map[string]bool{}
-		for _, p := range res.BootFailures {
-			boot[p] = true
-		}
-		for i := range procs.Suites {
-			s := &procs.Suites[i]
-			for j := range s.Cases {
-				if c := &s.Cases[j]; c.Error != nil && boot[c.Name] && !strings.HasPrefix(s.Name, "ppkit test baseline") {
-					c.Failure, c.Error = c.Error, nil
-					c.Failure.Type = "boot-error"
-					s.Errors--
-					s.Failures++
-				}
-			}
-		}
 		doc.Suites = append(doc.Suites, procs.Suites...)
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {

@@ -27,12 +27,15 @@ type Figures struct {
 
 // Reason kinds: why a procedure failed.
 const (
-	ReasonViolation  = "model-violation"
-	ReasonConsole    = "console-report"
-	ReasonInflight   = "inflight-leak"
-	ReasonNoTraffic  = "no-traffic"
-	ReasonTraceLost  = "trace-incomplete"
-	ReasonInfra      = "infrastructure"
+	ReasonViolation = "model-violation"
+	ReasonConsole   = "console-report"
+	ReasonInflight  = "inflight-leak"
+	ReasonNoTraffic = "no-traffic"
+	ReasonTraceLost = "trace-incomplete"
+	ReasonInfra     = "infrastructure"
+	// ReasonBoot: the kernel under test crashed or hung while booting (syzkaller's BootError):
+	// a verdict on the kernel, not an infrastructure failure.
+	ReasonBoot       = "boot-failure"
 	ReasonProcedure  = "procedure-error"
 	ReasonModelError = "model-error"
 )
@@ -87,7 +90,8 @@ type Evidence struct {
 	Model      *ModelReport
 	ModelErr   error
 	Procedure  error // Setup/Run/Collect failure
-	InfraError error // the run could not complete (boot, SSH, tracing)
+	InfraError error // the run could not complete (QEMU, SSH, tracing)
+	BootError  error // the kernel under test crashed or hung before the board was up
 }
 
 // Judge computes the figures and the verdict. The procedure fails on any model violation, any
@@ -99,6 +103,11 @@ func Judge(res *Result, ev Evidence) {
 	res.Console = ev.Console
 	fail := func(kind, format string, args ...any) {
 		res.Reasons = append(res.Reasons, Reason{Kind: kind, Detail: fmt.Sprintf(format, args...)})
+	}
+	if ev.BootError != nil {
+		fail(ReasonBoot, "%v", ev.BootError)
+		res.Pass = false
+		return
 	}
 	if ev.InfraError != nil {
 		fail(ReasonInfra, "%v", ev.InfraError)

@@ -48,6 +48,9 @@ func TestJudge(t *testing.T) {
 		{"no page_pool at all", func(e *Evidence) { e.Trace.Pools = nil }, []string{ReasonTraceLost}},
 		{"no trace", func(e *Evidence) { e.Trace = nil }, []string{ReasonTraceLost}},
 		{"procedure error", func(e *Evidence) { e.Procedure = errors.New("setup: ethtool: not found") }, []string{ReasonProcedure}},
+		{"kernel crashed at boot", func(e *Evidence) {
+			*e = Evidence{BootError: errors.New("launch the board: boot: Kernel panic - not syncing: Attempted to kill init!")}
+		}, []string{ReasonBoot}},
 		{"infrastructure", func(e *Evidence) {
 			*e = Evidence{InfraError: errors.New("launch the board: qemu exited")}
 		}, []string{ReasonInfra}},

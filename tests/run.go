@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"github.com/ppkit/ppkit/harness"
 )
 
 // Config is one `ppkit test` invocation.
@@ -97,7 +99,12 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		r.progressf("%s: booting the %s kernel", p.Name(), k)
 		tb, err := r.cfg.Launcher.Launch(ctx, k, r.cfg.Progress)
 		if err != nil {
-			Judge(res, Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
+			var ge *harness.GuestError
+			if errors.As(err, &ge) {
+				Judge(res, Evidence{BootError: fmt.Errorf("launch the board: %w", err)})
+			} else {
+				Judge(res, Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
+			}
 			res.Duration = time.Since(res.Started)
 			continue
 		}
