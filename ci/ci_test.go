@@ -216,7 +216,7 @@ func TestOutputsOfARegression(t *testing.T) {
 	if err := WriteJUnit(&x, res); err != nil {
 		t.Fatal(err)
 	}
-	var doc junitSuites
+	var doc tests.JUnitSuites
 	if err := xml.Unmarshal(x.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package ci
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"io"
 	"math"
@@ -38,82 +37,32 @@ func WriteJSON(w io.Writer, res *Result) error {
 	return enc.Encode(res)
 }
 
-// JUnit XML in the schema GitHub, GitLab and Jenkins read; the same as tests.WriteJUnit's, whose
-// suites are merged in.
-type junitSuites struct {
-	XMLName  xml.Name     `xml:"testsuites"`
-	Name     string       `xml:"name,attr,omitempty"`
-	Tests    int          `xml:"tests,attr"`
-	Failures int          `xml:"failures,attr"`
-	Errors   int          `xml:"errors,attr"`
-	Suites   []junitSuite `xml:"testsuite"`
-}
-
-type junitSuite struct {
-	Name     string      `xml:"name,attr"`
-	Tests    int         `xml:"tests,attr"`
-	Failures int         `xml:"failures,attr"`
-	Errors   int         `xml:"errors,attr"`
-	Skipped  int         `xml:"skipped,attr,omitempty"`
-	Time     string      `xml:"time,attr,omitempty"`
-	Cases    []junitCase `xml:"testcase"`
-}
-
-type junitCase struct {
-	Name      string        `xml:"name,attr"`
-	ClassName string        `xml:"classname,attr"`
-	Time      string        `xml:"time,attr,omitempty"`
-	Failure   *junitMessage `xml:"failure,omitempty"`
-	Error     *junitMessage `xml:"error,omitempty"`
-	Skipped   *junitMessage `xml:"skipped,omitempty"`
-	SystemOut string        `xml:"system-out,omitempty"`
-}
-
-type junitMessage struct {
-	Message string `xml:"message,attr"`
-	Type    string `xml:"type,attr,omitempty"`
-	Text    string `xml:",chardata"`
-}
-
-func (s *junitSuite) add(c junitCase) {
-	s.Cases = append(s.Cases, c)
-	s.Tests++
-	switch {
-	case c.Failure != nil:
-		s.Failures++
-	case c.Error != nil:
-		s.Errors++
-	case c.Skipped != nil:
-		s.Skipped++
-	}
-}
-
 // WriteJUnit writes junit.xml: a "ppkit ci" suite with one case per stage (so a failed run
 // always has a failed case), the series check with one case per patch, the procedures (as
 // tests.WriteJUnit writes them) and the figure comparison with one case per procedure.
 func WriteJUnit(w io.Writer, res *Result) error {
-	doc := junitSuites{Name: "ppkit ci " + res.Ref}
-	stages := junitSuite{Name: "ppkit ci " + res.Ref}
+	doc := tests.JUnitSuites{Name: "ppkit ci " + res.Ref}
+	stages := tests.JUnitSuite{Name: "ppkit ci " + res.Ref}
 	for _, s := range res.Stages {
-		c := junitCase{Name: s.Name, ClassName: "ppkit.ci"}
-		msg := &junitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
+		c := tests.JUnitCase{Name: s.Name, ClassName: "ppkit.ci"}
+		msg := &tests.JUnitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
 		switch s.Outcome {
 		case VerdictFail:
 			c.Failure = msg
 		case VerdictInfra:
 			c.Error = msg
 		case "skipped":
-			c.Skipped = &junitMessage{Message: "an earlier stage decided the run"}
+			c.Skipped = &tests.JUnitMessage{Message: "an earlier stage decided the run"}
 		default:
 			c.SystemOut = s.Detail
 		}
-		stages.add(c)
+		stages.Add(c)
 	}
 	doc.Suites = append(doc.Suites, stages)
 	if res.Check != nil {
-		check := junitSuite{Name: "ppkit series check"}
+		check := tests.JUnitSuite{Name: "ppkit series check"}
 		for _, p := range res.Check.Patches {
-			c := junitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
+			c := tests.JUnitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
 			var errs, all []string
 			for _, f := range p.Findings {
 				line := fmt.Sprintf("%s %s: %s", f.Severity, f.Check, f.Message)
@@ -123,28 +72,20 @@ func WriteJUnit(w io.Writer, res *Result) error {
 				}
 			}
 			if len(errs) > 0 {
-				c.Failure = &junitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
+				c.Failure = &tests.JUnitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
 			} else if len(all) > 0 {
 				c.SystemOut = strings.Join(all, "\n")
 			}
-			check.add(c)
+			check.Add(c)
 		}
 		doc.Suites = append(doc.Suites, check)
 	}
 	if res.Tests != nil {
-		var buf bytes.Buffer
-		all := append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...)
-		if err := tests.WriteJUnit(&buf, all); err != nil {
-			return err
-		}
-		var procs junitSuites
-		if err := xml.Unmarshal(buf.Bytes(), &procs); err != nil {
-			return fmt.Errorf("merge the procedures' JUnit: %w", err)
-		}
+		procs := tests.JUnitOf(append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...))
 		doc.Suites = append(doc.Suites, procs.Suites...)
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
-		figs := junitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
+		figs := tests.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
 		byProc := map[string][]FigureChange{}
 		var order []string
 		for _, l := range res.Comparison.Lines {
@@ -154,7 +95,7 @@ func WriteJUnit(w io.Writer, res *Result) error {
 			byProc[l.Procedure] = append(byProc[l.Procedure], l)
 		}
 		for _, proc := range order {
-			c := junitCase{Name: proc, ClassName: "ppkit.figures"}
+			c := tests.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
 			var text, bad []string
 			for _, l := range byProc[proc] {
 				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, formatFigure(l.Previous), formatFigure(l.Current), worseText(l))
@@ -164,29 +105,15 @@ func WriteJUnit(w io.Writer, res *Result) error {
 				}
 			}
 			if len(bad) > 0 {
-				c.Failure = &junitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
+				c.Failure = &tests.JUnitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
 			} else {
 				c.SystemOut = strings.Join(text, "\n")
 			}
-			figs.add(c)
+			figs.Add(c)
 		}
 		doc.Suites = append(doc.Suites, figs)
 	}
-	for _, s := range doc.Suites {
-		doc.Tests += s.Tests
-		doc.Failures += s.Failures
-		doc.Errors += s.Errors
-	}
-	if _, err := io.WriteString(w, xml.Header); err != nil {
-		return err
-	}
-	enc := xml.NewEncoder(w)
-	enc.Indent("", "  ")
-	if err := enc.Encode(doc); err != nil {
-		return err
-	}
-	_, err := io.WriteString(w, "\n")
-	return err
+	return doc.Write(w)
 }
 
 func formatFigure(v float64) string {

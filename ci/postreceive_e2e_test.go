@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/tests"
 )
 
 // need fails (CI=true) or skips the test when a prerequisite is missing.
@@ -159,7 +160,7 @@ func TestPostReceiveGoodAndBadSeries(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.branch, err)
 		}
-		var doc junitSuites
+		var doc tests.JUnitSuites
 		if err := xml.Unmarshal(x, &doc); err != nil {
 			t.Fatalf("%s: junit.xml: %v", tc.branch, err)
 		}

@@ -85,54 +85,96 @@ func WriteJSON(w io.Writer, s *Summary) error {
 	return enc.Encode(s)
 }
 
-// JUnit XML, in the schema Jenkins, GitLab and GitHub reporters read.
-type junitSuites struct {
+// JUnitSuites is a JUnit XML document, in the schema Jenkins, GitLab and GitHub reporters read.
+// `ppkit ci` builds its junit.xml from the same types, with the procedures' suites merged in.
+type JUnitSuites struct {
 	XMLName  xml.Name     `xml:"testsuites"`
+	Name     string       `xml:"name,attr,omitempty"`
 	Tests    int          `xml:"tests,attr"`
 	Failures int          `xml:"failures,attr"`
 	Errors   int          `xml:"errors,attr"`
-	Suites   []junitSuite `xml:"testsuite"`
+	Suites   []JUnitSuite `xml:"testsuite"`
 }
 
-type junitSuite struct {
+// JUnitSuite is one <testsuite>.
+type JUnitSuite struct {
 	Name     string      `xml:"name,attr"`
 	Tests    int         `xml:"tests,attr"`
 	Failures int         `xml:"failures,attr"`
 	Errors   int         `xml:"errors,attr"`
-	Time     string      `xml:"time,attr"`
-	Cases    []junitCase `xml:"testcase"`
+	Skipped  int         `xml:"skipped,attr,omitempty"`
+	Time     string      `xml:"time,attr,omitempty"`
+	Cases    []JUnitCase `xml:"testcase"`
 }
 
-type junitCase struct {
+// JUnitCase is one <testcase>: at most one of Failure (a verdict), Error (could not be judged)
+// and Skipped.
+type JUnitCase struct {
 	Name      string        `xml:"name,attr"`
 	ClassName string        `xml:"classname,attr"`
-	Time      string        `xml:"time,attr"`
-	Failure   *junitMessage `xml:"failure,omitempty"`
-	Error     *junitMessage `xml:"error,omitempty"`
+	Time      string        `xml:"time,attr,omitempty"`
+	Failure   *JUnitMessage `xml:"failure,omitempty"`
+	Error     *JUnitMessage `xml:"error,omitempty"`
+	Skipped   *JUnitMessage `xml:"skipped,omitempty"`
 	SystemOut string        `xml:"system-out,omitempty"`
 }
 
-type junitMessage struct {
+// JUnitMessage is the body of a failure, error or skip.
+type JUnitMessage struct {
 	Message string `xml:"message,attr"`
-	Type    string `xml:"type,attr"`
+	Type    string `xml:"type,attr,omitempty"`
 	Text    string `xml:",chardata"`
 }
 
-// WriteJUnit writes one test suite per kernel and one test case per procedure. A procedure that
-// could not be judged (infrastructure or model error only) is an <error>, any other failure a
+// Add appends a case and counts it.
+func (s *JUnitSuite) Add(c JUnitCase) {
+	s.Cases = append(s.Cases, c)
+	s.Tests++
+	switch {
+	case c.Failure != nil:
+		s.Failures++
+	case c.Error != nil:
+		s.Errors++
+	case c.Skipped != nil:
+		s.Skipped++
+	}
+}
+
+// Write writes the document with the totals of its suites.
+func (d JUnitSuites) Write(w io.Writer) error {
+	d.Tests, d.Failures, d.Errors = 0, 0, 0
+	for _, s := range d.Suites {
+		d.Tests += s.Tests
+		d.Failures += s.Failures
+		d.Errors += s.Errors
+	}
+	if _, err := io.WriteString(w, xml.Header); err != nil {
+		return err
+	}
+	enc := xml.NewEncoder(w)
+	enc.Indent("", "  ")
+	if err := enc.Encode(d); err != nil {
+		return fmt.Errorf("write JUnit XML: %w", err)
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}
+
+// JUnitOf is one test suite per kernel and one test case per procedure. A procedure that could
+// not be judged (infrastructure or model error only) is an <error>, any other failure a
 // <failure>.
-func WriteJUnit(w io.Writer, results []*Result) error {
-	suites := junitSuites{}
+func JUnitOf(results []*Result) JUnitSuites {
+	var doc JUnitSuites
 	index := map[string]int{}
 	for _, r := range results {
 		i, ok := index[r.Kernel]
 		if !ok {
-			i = len(suites.Suites)
+			i = len(doc.Suites)
 			index[r.Kernel] = i
-			suites.Suites = append(suites.Suites, junitSuite{Name: "ppkit test " + r.Kernel})
+			doc.Suites = append(doc.Suites, JUnitSuite{Name: "ppkit test " + r.Kernel})
 		}
-		s := &suites.Suites[i]
-		c := junitCase{Name: r.Procedure, ClassName: "ppkit." + kernelShort(r.Kernel),
+		s := &doc.Suites[i]
+		c := JUnitCase{Name: r.Procedure, ClassName: "ppkit." + kernelShort(r.Kernel),
 			Time: strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
 		c.SystemOut = fmt.Sprintf("packets=%d throughput_bps=%.0f slow_path_per_1000=%.3f skb_returns=%d releases=%d\n",
 			r.Figures.Packets, r.Figures.BitsPerSecond, r.Figures.SlowPathPer1000, r.Figures.SKBReturns, r.Figures.Releases)
@@ -145,34 +187,22 @@ func WriteJUnit(w io.Writer, results []*Result) error {
 					onlyInfra = false
 				}
 			}
-			msg := &junitMessage{Message: firstLine(strings.Join(text, "\n")), Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
+			msg := &JUnitMessage{Message: firstLine(strings.Join(text, "\n")), Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
 			if onlyInfra {
 				c.Error = msg
-				s.Errors++
-				suites.Errors++
 			} else {
 				c.Failure = msg
-				s.Failures++
-				suites.Failures++
 			}
 		}
-		s.Cases = append(s.Cases, c)
-		s.Tests++
-		suites.Tests++
+		s.Add(c)
 		secs, _ := strconv.ParseFloat(s.Time, 64)
 		s.Time = strconv.FormatFloat(secs+r.Duration.Seconds(), 'f', 3, 64)
 	}
-	if _, err := io.WriteString(w, xml.Header); err != nil {
-		return err
-	}
-	enc := xml.NewEncoder(w)
-	enc.Indent("", "  ")
-	if err := enc.Encode(suites); err != nil {
-		return fmt.Errorf("write JUnit XML: %w", err)
-	}
-	_, err := io.WriteString(w, "\n")
-	return err
+	return doc
 }
+
+// WriteJUnit writes JUnitOf(results).
+func WriteJUnit(w io.Writer, results []*Result) error { return JUnitOf(results).Write(w) }
 
 // InflightSVG draws each pool's inflight over time as an inline SVG line chart (no script).
 func InflightSVG(pools []PoolResult, width, height int) string {

@@ -67,7 +67,7 @@ func TestWriteJUnitGolden(t *testing.T) {
 	}
 	golden(t, "testdata/golden/junit.xml", b.Bytes())
 	// It is well-formed and counts right: 4 tests, 1 failure (tcp), 1 error (copy: infra only).
-	var suites junitSuites
+	var suites JUnitSuites
 	if err := xml.Unmarshal(b.Bytes(), &suites); err != nil {
 		t.Fatal(err)
 	}
