@@ -531,14 +531,40 @@ func TestShell(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	// Type the exit only once the command's output has arrived, as a person would: dropbear
+	// may close the channel before it drains the pty of a shell that exits at once.
+	var out syncBuffer
 	go func() {
-		w.WriteString("echo shell-$((6*7)); exit 4\n")
+		defer w.Close()
+		w.WriteString("echo shell-$((6*7))\n")
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if strings.Contains(out.String(), "shell-42") {
+				break
+			}
+		}
+		w.WriteString("exit 4\n")
 		time.Sleep(5 * time.Second)
-		w.Close()
 	}()
-	var out bytes.Buffer
 	status, err := vm.Shell(ctx, r, &out, &out)
 	if err != nil || status != 4 || !strings.Contains(out.String(), "shell-42") {
 		t.Fatalf("shell: status %d, err %v, output %q", status, err, out.String())
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
