@@ -367,6 +367,18 @@ func topologyUp(ctx context.Context, env *Env) error {
 	return waitOperUp(ctx, env.Board)
 }
 
+// pingBothWays pings the client from the board and the board from the client over the link
+// under test (3 echoes each way; all must be answered).
+func pingBothWays(ctx context.Context, env *Env) error {
+	if _, err := env.Board.Run(ctx, "ping -c 3 -W 2 "+ClientIP); err != nil {
+		return fmt.Errorf("board → client ping: %w", err)
+	}
+	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-W", "2", BoardIP); err != nil {
+		return fmt.Errorf("client → board ping: %w", err)
+	}
+	return nil
+}
+
 // waitOperUp waits until the board's test NIC reports link up (mvneta's fixed link comes up a
 // moment after `ip link set up`, and again after an MTU change).
 func waitOperUp(ctx context.Context, b Board) error {

@@ -30,6 +30,7 @@ type fakeBoard struct {
 	statsReads int
 	dieInRun   bool
 	dead       bool
+	noLink     bool // pings go unanswered
 	// Behaviour knobs.
 	leak     int64 // inflight the pool reports after destroy
 	packets  uint64
@@ -93,6 +94,11 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		return nil, nil
 	case strings.Contains(cmd, "operstate"):
 		return []byte("up\n"), nil
+	case strings.HasPrefix(cmd, "ping "):
+		if b.noLink {
+			return nil, errors.New("exit status 1: 3 packets transmitted, 0 received")
+		}
+		return []byte("3 packets transmitted, 3 packets received, 0% packet loss\n"), nil
 	case strings.Contains(cmd, "/statistics"):
 		return []byte(fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500)), nil
 	case cmd == "cat /proc/net/snmp":
@@ -291,10 +297,10 @@ func TestRunProcedureClean(t *testing.T) {
 	if !strings.Contains(strings.Join(res.Notes, "\n"), "ethtool -S eth1") {
 		t.Errorf("the missing ethtool is not noted: %v", res.Notes)
 	}
-	// Order: helpers copied, link down before tracing, trace reader, link up, listener and
-	// server, begin marker, end marker, link down, tracing off.
+	// Order: helpers copied, link down before tracing, trace reader, link up, ping, listener
+	// and server, begin marker, end marker, link down, tracing off.
 	order := []string{"copy ", "ip link set dev eth1 down", "buffer_size_kb", "trace_pipe", "ip addr flush dev eth1",
-		"pktlisten", "iperf -s -u -B 226.94.1.1 -i 1", "multicast begin", "multicast end", "ip link set dev eth1 down", "echo 0 > /sys/kernel/tracing/tracing_on"}
+		"ping -c 3 -W 2 192.168.200.2", "pktlisten", "iperf -s -u -B 226.94.1.1 -i 1", "multicast begin", "multicast end", "ip link set dev eth1 down", "echo 0 > /sys/kernel/tracing/tracing_on"}
 	i := 0
 	for _, cmd := range b.ran {
 		if i < len(order) && strings.Contains(cmd, order[i]) {
@@ -326,6 +332,7 @@ func TestRunProcedureVerdicts(t *testing.T) {
 			return &ModelReport{Violations: []ModelViolation{{Name: "foreign-page-returned", Detail: "pfn 4100"}}}, nil
 		}, &Multicast{}, ReasonViolation},
 		{"no traffic", func(b *fakeBoard) { b.packets = 0 }, okModel, &Multicast{}, ReasonNoTraffic},
+		{"no ping across the link", func(b *fakeBoard) { b.noLink = true }, okModel, &Multicast{}, ReasonProcedure},
 		{"copy without iptables", func(*fakeBoard) {}, okModel, &Copy{}, ReasonProcedure},
 		{"kernel dies: the model still judges the trace", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel,
 			&Multicast{}, ReasonViolation},

@@ -218,6 +218,12 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		ev.InfraError = err
 		return
 	}
+	// The NIC under test must carry plain traffic both ways before any procedure runs: a
+	// kernel that cannot answer a ping fails here, with a reason that says so.
+	if err := step(ctx, time.Minute, func(ctx context.Context) error { return pingBothWays(ctx, env) }); err != nil {
+		ev.Procedure = fmt.Errorf("link check: %w", err)
+		return
+	}
 	if err := step(ctx, 2*time.Minute, func(ctx context.Context) error { return p.Setup(ctx, env) }); err != nil {
 		ev.Procedure = fmt.Errorf("setup: %w", err)
 		return
