@@ -3,9 +3,11 @@ package gomodel
 import (
 	"bufio"
 	"bytes"
+	"container/heap"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // Trace events CheckTrace understands. Formats are the TP_printk strings of 5.10's
@@ -18,13 +20,15 @@ const (
 	evSkbReturn                  // page_pool_skb_return: page_pool=%p page=%p pfn=%lu (the series)
 	evPageFree                   // mm_page_free: page=%p pfn=%lu order=%d (5.10; later kernels print pfn=0x%lx)
 	evPageFreeBatched            // mm_page_free_batched: page=%p pfn=%lu order=0
+	evLost                       // ftrace's "CPU:N [LOST M EVENTS]": not an event, a gap
 )
 
 var traceEventNames = [...]string{"", "page_pool_state_hold", "page_pool_state_release", "page_pool_release",
-	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched"}
+	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched", "[LOST EVENTS]"}
 
 // traceEvent is one parsed event.
 type traceEvent struct {
+	ts       uint64 // timestamp, ns
 	kind     uint8
 	order    uint8
 	line     int32
@@ -86,6 +90,7 @@ type TraceReport struct {
 	Events        int         `json:"events"`  // events of the kinds above
 	Ignored       int         `json:"ignored"` // other events and non-event lines
 	LostEvents    int         `json:"lost_event_markers"`
+	Reordered     int         `json:"reordered_events"` // events that came after later ones (replayed in time order)
 	Pools         []PoolTrace `json:"pools"`
 	Violations    []Violation `json:"violations"`
 	Notes         []string    `json:"notes,omitempty"`
@@ -127,8 +132,9 @@ type traceChecker struct {
 	pools  []poolTraceState
 	pfnIdx map[uint64]int32
 	pfns   []pfnState
-	line   []byte // the current raw line, for violation reports
+	line   string // the raw line of the event being replayed, for violation reports
 	lineNo int
+	ts     []byte // the timestamp of the line just parsed
 
 	lastPtr *string // the last interned pointer (events of one pool come in runs)
 	lastID  int32
@@ -156,29 +162,139 @@ func newTraceChecker(opts TraceOptions) *traceChecker {
 // Other events are ignored. A malformed line of a known event is a *LineError. Capture the
 // trace after the traffic stopped and the pools were destroyed, so that the last
 // page_pool_release of each pool is final.
+//
+// Events are replayed in timestamp order, not in file order: trace_pipe merges the per-CPU
+// buffers by timestamp, but only among the events already committed when it reads, so an
+// event reserved on one CPU and committed after another CPU's later events were read comes out
+// late (seen under QEMU TCG: a page_pool_state_release 50 lines after the mm_page_free it
+// preceded by 0.4 ms). CheckTrace holds events for ReorderWindow of trace time to restore the
+// order.
 func CheckTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
 	c := newTraceChecker(opts)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	var ev traceEvent
+	var q reorderQueue
 	for sc.Scan() {
 		c.lineNo++
 		b := sc.Bytes()
-		c.line = b
+		lost := c.rep.LostEvents
 		ok, err := c.parse(b, &ev)
 		if err != nil {
 			return nil, &LineError{File: opts.File, Line: c.lineNo, Msg: err.Error()}
+		}
+		if c.rep.LostEvents != lost { // a gap: replayed after every event read so far
+			q.push(traceEvent{kind: evLost, ts: q.newest, line: int32(c.lineNo), pool: -1}, string(b))
+			continue
 		}
 		if !ok {
 			continue
 		}
 		ev.line = int32(c.lineNo)
-		c.replay(&ev)
+		ev.ts = parseTimestamp(c.ts)
+		if late := q.push(ev, string(b)); late {
+			c.rep.Reordered++
+		}
+		for q.ready() {
+			c.replayPending(q.pop())
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, &LineError{File: opts.File, Line: c.lineNo + 1, Msg: fmt.Sprintf("read: %v (lines are limited to 1 MiB)", err)}
 	}
+	for q.Len() > 0 {
+		c.replayPending(q.pop())
+	}
+	if q.tooLate > 0 {
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("%d events came more than %s of trace time after later events and were replayed late", q.tooLate, ReorderWindow))
+	}
 	return c.finish(), nil
+}
+
+func (c *traceChecker) replayPending(p pendingEvent) {
+	c.line = p.raw
+	if p.ev.pool >= 0 {
+		// Parsing runs ahead of replay: name the pool that has this address now, in replay
+		// order (a new pool at a freed pool's address is a new generation).
+		p.ev.pool = c.ptrs[c.pools[p.ev.pool].ptr]
+	}
+	c.replay(&p.ev)
+}
+
+// ReorderWindow is how much trace time CheckTrace holds events back to put them in timestamp
+// order.
+const ReorderWindow = 2 * time.Second
+
+type pendingEvent struct {
+	ev  traceEvent
+	raw string
+}
+
+// reorderQueue is a min-heap of events by (timestamp, line) that releases an event once an
+// event ReorderWindow later has been seen.
+type reorderQueue struct {
+	h        []pendingEvent
+	newest   uint64
+	released uint64 // timestamp of the last event released
+	tooLate  int
+}
+
+func (q *reorderQueue) Len() int { return len(q.h) }
+func (q *reorderQueue) Less(i, j int) bool {
+	a, b := &q.h[i].ev, &q.h[j].ev
+	return a.ts < b.ts || a.ts == b.ts && a.line < b.line
+}
+func (q *reorderQueue) Swap(i, j int) { q.h[i], q.h[j] = q.h[j], q.h[i] }
+func (q *reorderQueue) Push(x any)    { q.h = append(q.h, x.(pendingEvent)) }
+func (q *reorderQueue) Pop() any {
+	x := q.h[len(q.h)-1]
+	q.h = q.h[:len(q.h)-1]
+	return x
+}
+
+// push adds an event; it reports whether the event is older than one pushed before it.
+func (q *reorderQueue) push(ev traceEvent, raw string) bool {
+	late := ev.ts < q.newest
+	if ev.ts < q.released {
+		q.tooLate++
+	}
+	if ev.ts > q.newest {
+		q.newest = ev.ts
+	}
+	heap.Push(q, pendingEvent{ev: ev, raw: raw})
+	return late
+}
+
+func (q *reorderQueue) ready() bool {
+	return len(q.h) > 0 && q.newest-q.h[0].ev.ts > uint64(ReorderWindow)
+}
+
+func (q *reorderQueue) pop() pendingEvent {
+	p := heap.Pop(q).(pendingEvent)
+	if p.ev.ts > q.released {
+		q.released = p.ev.ts
+	}
+	return p
+}
+
+// parseTimestamp turns ftrace's "SECONDS.FRACTION" into nanoseconds (0 if it is not one).
+func parseTimestamp(b []byte) uint64 {
+	var sec, frac uint64
+	digits := 0
+	i := 0
+	for ; i < len(b) && b[i] != '.'; i++ {
+		sec = sec*10 + uint64(b[i]-'0')
+	}
+	if i < len(b) {
+		for i++; i < len(b) && digits < 9; i++ {
+			frac = frac*10 + uint64(b[i]-'0')
+			digits++
+		}
+	}
+	for ; digits < 9; digits++ {
+		frac *= 10
+	}
+	return sec*1e9 + frac
 }
 
 // ---- parsing ----
@@ -198,7 +314,8 @@ func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
 	if i == len(b) || b[i] == '#' {
 		return false, nil
 	}
-	name, fields, ok := splitEventLine(b)
+	name, fields, ts, ok := splitEventLine(b)
+	c.ts = ts
 	if !ok {
 		if bytes.Contains(b, lostMarker) && bytes.Contains(b, []byte("[LOST ")) {
 			c.rep.LostEvents++
@@ -280,7 +397,7 @@ func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
 // splitEventLine splits "TASK-PID [CPU] FLAGS TIMESTAMP: EVENT: FIELDS" into EVENT and FIELDS.
 // FLAGS (irqs-off, need-resched, hardirq/softirq, preempt-depth) and a "(TGID)" column are
 // optional, as ftrace's options make them.
-func splitEventLine(b []byte) (name, fields []byte, ok bool) {
+func splitEventLine(b []byte) (name, fields, ts []byte, ok bool) {
 	// the CPU column: '[' digits ']'
 	cpuEnd := -1
 	for i := 0; i < len(b); i++ {
@@ -299,14 +416,14 @@ func splitEventLine(b []byte) (name, fields []byte, ok bool) {
 		}
 	}
 	if cpuEnd < 0 {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	rest := b[cpuEnd:]
 	k := 0
 	for { // the first ": " after the CPU column
 		c := bytes.IndexByte(rest[k:], ':')
 		if c < 0 {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
 		k += c
 		if k+1 < len(rest) && rest[k+1] == ' ' {
@@ -320,19 +437,20 @@ func splitEventLine(b []byte) (name, fields []byte, ok bool) {
 		t--
 	}
 	if t == k || (t > 0 && rest[t-1] != ' ') {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
+	ts = rest[t:k]
 	rest = rest[k+2:]
 	e := bytes.IndexByte(rest, ':')
 	if e <= 0 {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	name = rest[:e]
 	rest = rest[e+1:]
 	if len(rest) > 0 && rest[0] == ' ' {
 		rest = rest[1:]
 	}
-	return name, rest, true
+	return name, rest, ts, true
 }
 
 // fieldParser reads "key=value key=value" in the order of the TP_printk format.
@@ -521,7 +639,7 @@ func (st *pfnState) record(ev *traceEvent) {
 }
 
 func (c *traceChecker) violate(name string, ev *traceEvent, st *pfnState, format string, args ...any) {
-	v := Violation{Name: name, Line: int(ev.line), Op: strings.TrimSpace(string(c.line)), Detail: fmt.Sprintf(format, args...)}
+	v := Violation{Name: name, Line: int(ev.line), Op: strings.TrimSpace(c.line), Detail: fmt.Sprintf(format, args...)}
 	if st != nil {
 		v.Page = fmt.Sprintf("pfn %d", ev.pfn)
 		v.History = c.pfnHistory(st)
@@ -552,6 +670,19 @@ func (c *traceChecker) poolName(i int32) string { return c.pools[i].Pool }
 
 func (c *traceChecker) replay(ev *traceEvent) {
 	switch ev.kind {
+	case evLost:
+		// Whatever the lost events did to pages is unknown: forget every page's state and
+		// judge pages again from their next event on, as for a pool traced mid-run. The
+		// pools' own counters (page_pool_release) still decide inflight.
+		if len(c.pfns) > 0 {
+			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("line %d: %s: page states forgotten, pages are judged again from their next event", ev.line, strings.TrimSpace(c.line)))
+		}
+		clear(c.pfnIdx)
+		c.pfns = c.pfns[:0]
+		for i := range c.pools {
+			c.pools[i].Complete = false
+			c.pools[i].Held = 0
+		}
 	case evHold:
 		pl := ev.pool
 		if c.pools[pl].Freed { // the address was reused by a new pool
