@@ -169,6 +169,13 @@ func Judge(res *Result, ev Evidence) {
 	switch {
 	case ev.ModelErr != nil:
 		fail(ReasonModelError, "%v", ev.ModelErr)
+	case ev.Model != nil && res.LostEvents > 0 && len(ev.Model.Violations) > 0:
+		// Lost events leave holes in page histories: a page whose release was lost looks freed
+		// while held. The run already fails as trace-incomplete; listing violations the model
+		// cannot prove would accuse the kernel of what the trace buffer did.
+		res.Model = ev.Model
+		fail(ReasonTraceLost, "%d model violations withheld: with events lost, page histories are incomplete; rerun with a lower --rate or a shorter --time",
+			len(ev.Model.Violations))
 	case ev.Model != nil:
 		res.Model = ev.Model
 		// A broken kernel can violate the same invariant for every packet: list the first few of

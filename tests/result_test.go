@@ -45,6 +45,10 @@ func TestJudge(t *testing.T) {
 		{"model error", func(e *Evidence) { e.Model, e.ModelErr = nil, errors.New("model: trace line 3: bad pfn") }, []string{ReasonModelError}},
 		{"model not run", func(e *Evidence) { e.Model = nil }, []string{ReasonModelError}},
 		{"lost events", func(e *Evidence) { e.Overrun = 12 }, []string{ReasonTraceLost}},
+		{"lost events: violations are withheld, not listed", func(e *Evidence) {
+			e.Overrun = 12
+			e.Model.Violations = []ModelViolation{{Name: "dma-mapped-page-freed"}, {Name: "use-after-free"}}
+		}, []string{ReasonTraceLost, ReasonTraceLost}},
 		{"no page_pool at all", func(e *Evidence) { e.Trace.Pools = nil }, []string{ReasonTraceLost}},
 		{"no trace", func(e *Evidence) { e.Trace = nil }, []string{ReasonTraceLost}},
 		{"procedure error", func(e *Evidence) { e.Procedure = errors.New("setup: ethtool: not found") }, []string{ReasonProcedure}},
