@@ -25,6 +25,21 @@ func CacheDir() (string, error) {
 	return filepath.Join(d, "ppkit"), nil
 }
 
+// cacheAndProgress fills in the defaults of an entry point's options: the cache root
+// (CacheDir()) and a progress writer that discards.
+func cacheAndProgress(cache string, progress io.Writer) (string, io.Writer, error) {
+	if progress == nil {
+		progress = io.Discard
+	}
+	if cache == "" {
+		var err error
+		if cache, err = CacheDir(); err != nil {
+			return "", nil, err
+		}
+	}
+	return cache, progress, nil
+}
+
 // hasher builds cache keys from labelled parts, so that two different inputs never collide by
 // concatenation.
 type hasher struct{ h io.Writer }

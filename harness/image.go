@@ -137,16 +137,9 @@ const guestInittab = `::sysinit:/bin/busybox sh /etc/init.d/rcS
 // client key. Nothing needs root.
 func BuildImage(ctx context.Context, opts ImageOptions) (*Image, error) {
 	start := time.Now()
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	cache := opts.Cache
-	if cache == "" {
-		var err error
-		if cache, err = CacheDir(); err != nil {
-			return nil, err
-		}
+	cache, progress, err := cacheAndProgress(opts.Cache, opts.Progress)
+	if err != nil {
+		return nil, err
 	}
 	pkgs := append(append([]ImagePackage(nil), DefaultImagePackages...), opts.Extra...)
 	debDir := filepath.Join(cache, "debs")

@@ -68,19 +68,11 @@ type Kernel struct {
 // the same source and config.
 func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	start := time.Now()
-	progress := opts.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
-	cache := opts.Cache
-	if cache == "" {
-		var err error
-		if cache, err = CacheDir(); err != nil {
-			return nil, err
-		}
+	cache, progress, err := cacheAndProgress(opts.Cache, opts.Progress)
+	if err != nil {
+		return nil, err
 	}
 	var src *kernelSource
-	var err error
 	if opts.Tree != "" {
 		src, err = userKernelSource(ctx, opts.Tree, opts.Commit)
 	} else {

@@ -79,11 +79,9 @@ func userKernelSource(ctx context.Context, dir, rev string) (*kernelSource, erro
 // means CacheDir()), importing it the first time: the tree a series is checked on when the user
 // names none. Building it is BuildKernel with an empty Tree.
 func LinuxSourceTree(ctx context.Context, cache string, progress io.Writer) (string, error) {
-	if cache == "" {
-		var err error
-		if cache, err = CacheDir(); err != nil {
-			return "", err
-		}
+	cache, progress, err := cacheAndProgress(cache, progress)
+	if err != nil {
+		return "", err
 	}
 	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, progress)
 	if err != nil {
