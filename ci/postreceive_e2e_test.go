@@ -19,18 +19,6 @@ import (
 	"github.com/ppkit/ppkit/tests"
 )
 
-// need fails (CI=true) or skips the test when a prerequisite is missing.
-func need(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required: %v", what, err)
-	}
-	t.Skipf("%s missing: %v", what, err)
-}
-
 // gitIn runs git in dir with a pinned identity and without the caller's repository variables.
 func gitIn(t *testing.T, dir string, args ...string) string {
 	t.Helper()
