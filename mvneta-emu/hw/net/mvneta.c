@@ -132,6 +132,32 @@ static bool mvneta_link_up(MvnetaState *s)
            !(REG(s, REG_GMAC_AUTONEG) & GMAC_AN_FORCE_LINK_DOWN);
 }
 
+/*
+ * The device DMAs to and from guest RAM only. A descriptor or buffer address anywhere else —
+ * the flash, another device's registers, its own — would turn frame data into device accesses
+ * (the virt flash takes it for commands and rebuilds the memory map for every frame), so such
+ * an access is refused before anything is read or written.
+ */
+static bool mvneta_dma_is_ram(hwaddr addr, hwaddr len, bool is_write)
+{
+    RCU_READ_LOCK_GUARD();
+
+    while (len) {
+        hwaddr xlat, l = len;
+        MemoryRegion *mr = address_space_translate(&address_space_memory, addr,
+                                                   &xlat, &l, is_write,
+                                                   MEMTXATTRS_UNSPECIFIED);
+
+        if (!l || !memory_region_is_ram(mr) ||
+            (is_write && memory_region_is_rom(mr))) {
+            return false;
+        }
+        addr += l;
+        len -= l;
+    }
+    return true;
+}
+
 static uint32_t mvneta_new_cause(MvnetaState *s)
 {
     uint32_t cause = 0;
@@ -419,10 +445,11 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
         hwaddr desc = (hwaddr)base + (hwaddr)idx * DESC_SIZE;
         uint32_t b;
 
-        if (dma_memory_read(&address_space_memory, desc + 8, &b, 4,
+        if (!mvneta_dma_is_ram(desc, DESC_SIZE, true) ||
+            dma_memory_read(&address_space_memory, desc + 8, &b, 4,
                             MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
             qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u at "
-                          "0x%" HWADDR_PRIx " is not in memory\n",
+                          "0x%" HWADDR_PRIx " is not in RAM: frame dropped\n",
                           q, idx, desc);
             s->rx_discard++;
             return size;
@@ -432,6 +459,14 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
             qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u is "
                           "counted as free but has no buffer (buf_phys_addr "
                           "0): frame dropped\n", q, idx);
+            s->rx_discard++;
+            return size;
+        }
+        if (!mvneta_dma_is_ram((hwaddr)b + offset,
+                               MIN(buf_size, total - i * buf_size), true)) {
+            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d buffer 0x%x of "
+                          "descriptor %u is not in RAM: frame dropped\n",
+                          q, b, idx);
             s->rx_discard++;
             return size;
         }
@@ -446,13 +481,9 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
         uint32_t d_status = 0;
         uint16_t d_size;
 
-        if (dma_memory_write(&address_space_memory,
-                             (hwaddr)buf_addr + offset, frame + done, chunk,
-                             MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d buffer 0x%x of "
-                          "descriptor %u is not in memory\n",
-                          q, buf_addr, idx);
-        }
+        /* Checked above: RAM accesses do not fail. */
+        dma_memory_write(&address_space_memory, (hwaddr)buf_addr + offset,
+                         frame + done, chunk, MEMTXATTRS_UNSPECIFIED);
         if (done == 0) {
             d_status |= RXD_FIRST | status;
             d_size = total;
@@ -469,12 +500,8 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
             stl_le_p(head, d_status);
             stw_le_p(head + 4, 0);
             stw_le_p(head + 6, d_size);
-            if (dma_memory_write(&address_space_memory, desc, head, 8,
-                                 MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u "
-                              "at 0x%" HWADDR_PRIx " is not writable\n",
-                              q, idx, desc);
-            }
+            dma_memory_write(&address_space_memory, desc, head, 8,
+                             MEMTXATTRS_UNSPECIFIED);
         }
         idx = (idx + 1) % ring;
         rxq->non_occupied--;
@@ -588,10 +615,11 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
             uint32_t d_cmd, d_buf;
             uint16_t d_len;
 
-            if (dma_memory_read(&address_space_memory, desc, d, sizeof(d),
+            if (!mvneta_dma_is_ram(desc, sizeof(d), false) ||
+                dma_memory_read(&address_space_memory, desc, d, sizeof(d),
                                 MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
                 qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d descriptor at "
-                              "0x%" HWADDR_PRIx " is not in memory\n",
+                              "0x%" HWADDR_PRIx " is not in RAM\n",
                               q, desc);
                 bad = true;
                 n++;
@@ -621,10 +649,11 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
                 bad = true;
             }
             if (!bad && d_len &&
-                dma_memory_read(&address_space_memory, d_buf, frame + len,
-                                d_len, MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+                (!mvneta_dma_is_ram(d_buf, d_len, false) ||
+                 dma_memory_read(&address_space_memory, d_buf, frame + len,
+                                 d_len, MEMTXATTRS_UNSPECIFIED) != MEMTX_OK)) {
                 qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d buffer 0x%x "
-                              "(%u bytes) is not in memory\n",
+                              "(%u bytes) is not in RAM\n",
                               q, d_buf, d_len);
                 bad = true;
             }
