@@ -62,11 +62,21 @@ var genericFrames = map[string]bool{
 	"handle_percpu_devid_irq": true, "generic_handle_irq": true, "__handle_domain_irq": true,
 	"gic_handle_irq": true, "el1_irq": true, "watchdog_timer_fn": true, "arch_cpu_idle": true,
 	"default_idle_call": true, "do_idle": true, "cpu_startup_entry": true, "refcount_warn_saturate": true,
+	// seen in real 5.10 arm64 reports (testdata/console/real-lkdtm-*.log): the RCU stall's task
+	// dump, the periodic tick, scheduling-while-atomic's reporter, lockdep's own frames.
+	"sched_show_task": true, "dump_cpu_task": true, "tick_periodic": true, "tick_handle_periodic": true,
+	"arch_timer_handler_virt": true, "__schedule_bug": true, "__lock_acquire": true, "lock_acquire": true,
+	"mutex_lock_nested": true,
+}
+
+// isGenericFrame: genericFrames, and the refcount_t helpers a refcount report passes through.
+func isGenericFrame(name string) bool {
+	return genericFrames[name] || strings.HasPrefix(name, "refcount_") || strings.HasPrefix(name, "__refcount_")
 }
 
 func firstFrame(body []string) string {
 	for _, l := range body {
-		if m := pcRe.FindStringSubmatch(l); m != nil && !genericFrames[m[1]] {
+		if m := pcRe.FindStringSubmatch(l); m != nil && !isGenericFrame(m[1]) {
 			return m[1]
 		}
 	}
@@ -79,7 +89,7 @@ func firstFrame(body []string) string {
 		if !inTrace {
 			continue
 		}
-		if m := frameRe.FindStringSubmatch(l); m != nil && !genericFrames[m[1]] {
+		if m := frameRe.FindStringSubmatch(l); m != nil && !isGenericFrame(m[1]) {
 			return m[1]
 		}
 	}
@@ -122,6 +132,13 @@ var reportKinds = []reportKind{
 	}},
 	{header: regexp.MustCompile(`^WARNING: possible recursive locking detected`), title: constTitle("possible deadlock (recursive locking)")},
 	{header: regexp.MustCompile(`^WARNING: inconsistent lock state`), title: constTitle("inconsistent lock state")},
+	// lockdep's other reports: "[ BUG: Invalid wait context ]" and its "WARNING: ...!" lines.
+	{header: regexp.MustCompile(`^\[ BUG: (.+?) \]$`), title: func(m, body []string) string {
+		return withFrame("BUG: "+m[1], body)
+	}},
+	{header: regexp.MustCompile(`^WARNING: (bad unlock balance detected|held lock freed|lock held when returning to user space|nested lock was not taken|bad contention detected)!`), title: func(m, body []string) string {
+		return withFrame("WARNING: "+m[1], body)
+	}},
 	{header: regexp.MustCompile(`^WARNING: suspicious RCU usage`), title: func(_, body []string) string {
 		return withFrame("suspicious RCU usage", body)
 	}},
