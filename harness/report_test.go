@@ -122,3 +122,21 @@ func FuzzParseReports(f *testing.F) {
 		}
 	})
 }
+
+// TestParseReportsLockdepHeaders covers lockdep reports no golden holds yet; the frame is the
+// first one past lockdep's own.
+func TestParseReportsLockdepHeaders(t *testing.T) {
+	trace := "[    1.0] Call trace:\n[    1.0]  dump_backtrace+0x0/0x2d4\n[    1.0]  lock_acquire+0x368/0x4f0\n[    1.0]  mvneta_stop+0x94/0xcc\n"
+	for _, tc := range []struct{ header, want string }{
+		{"[ BUG: Invalid wait context ]", "BUG: Invalid wait context in mvneta_stop"},
+		{"WARNING: bad unlock balance detected!", "WARNING: bad unlock balance detected in mvneta_stop"},
+		{"WARNING: held lock freed!", "WARNING: held lock freed in mvneta_stop"},
+		{"WARNING: lock held when returning to user space!", "WARNING: lock held when returning to user space in mvneta_stop"},
+	} {
+		console := "[    1.0] =============================\n[    1.0] " + tc.header + "\n" + trace
+		r := ParseReports([]byte(console))
+		if len(r) != 1 || r[0].Title != tc.want {
+			t.Errorf("%s: got %+v, want one report %q", tc.header, r, tc.want)
+		}
+	}
+}
