@@ -33,15 +33,7 @@ type pipelineFixture struct {
 
 func newPipelineFixture(t *testing.T) *pipelineFixture {
 	t.Helper()
-	for _, tool := range append([]string{"make", "qemu-system-aarch64", "iperf", "ip"}, DefaultTools...) {
-		_, err := exec.LookPath(tool)
-		need(t, tool, err)
-	}
-	_, err := os.Stat(harness.DefaultKernelTarball)
-	need(t, "linux-source-5.10", err)
-	if os.Geteuid() != 0 {
-		need(t, "root (network namespaces, tap devices)", os.ErrPermission)
-	}
+	needBench(t, "make")
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,20 @@ import (
 	"github.com/ppkit/ppkit/tests"
 )
 
+// needBench requires what a ppkit ci run on the emulated board needs, plus extra tools.
+func needBench(t *testing.T, extra ...string) {
+	t.Helper()
+	for _, tool := range append(append(extra, "qemu-system-aarch64", "iperf", "ip"), DefaultTools...) {
+		_, err := exec.LookPath(tool)
+		need(t, tool, err)
+	}
+	_, err := os.Stat(harness.DefaultKernelTarball)
+	need(t, "linux-source-5.10", err)
+	if os.Geteuid() != 0 {
+		need(t, "root (network namespaces, tap devices)", os.ErrPermission)
+	}
+}
+
 // gitIn runs git in dir with a pinned identity and without the caller's repository variables.
 func gitIn(t *testing.T, dir string, args ...string) string {
 	t.Helper()
@@ -89,15 +103,7 @@ func TestPostReceiveGoodAndBadSeries(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, "series"))
 		need(t, "the series "+dir, err)
 	}
-	for _, tool := range append([]string{"flock", "setsid", "timeout", "qemu-system-aarch64", "iperf", "ip"}, DefaultTools...) {
-		_, err := exec.LookPath(tool)
-		need(t, tool, err)
-	}
-	_, err := os.Stat(harness.DefaultKernelTarball)
-	need(t, "linux-source-5.10", err)
-	if os.Geteuid() != 0 {
-		need(t, "root (network namespaces, tap devices)", os.ErrPermission)
-	}
+	needBench(t, "flock", "setsid", "timeout")
 
 	ppkit := buildPPKit(t, t.TempDir())
 	ciDir := filepath.Join(t.TempDir(), "ci")
