@@ -63,8 +63,8 @@ func newPipelineFixture(t *testing.T) *pipelineFixture {
 	return f
 }
 
-// checkOutputs checks what a passing pipeline run leaves in out/.
-func checkOutputs(t *testing.T, out string) {
+// checkOutputs checks what a passing pipeline run leaves in out/ and returns its result.
+func checkOutputs(t *testing.T, out string) *Result {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(out, "result.json"))
 	if err != nil {
@@ -91,6 +91,7 @@ func checkOutputs(t *testing.T, out string) {
 	if _, err := os.Stat(filepath.Join(out, "summary.md")); err != nil {
 		t.Error(err)
 	}
+	return &res
 }
 
 // runScript runs a pipeline script the way the runners do (bash, errexit, pipefail) in dir.
@@ -100,7 +101,11 @@ func runScript(t *testing.T, name, dir, script string, env []string) (string, er
 	cmd := exec.Command("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script)
 	cmd.Dir, cmd.Env = dir, env
 	out, err := cmd.CombinedOutput()
-	t.Logf("%s: %v in %s", name, err, time.Since(start).Round(time.Second))
+	if err != nil {
+		t.Logf("%s: %v after %s", name, err, time.Since(start).Round(time.Second))
+	} else {
+		t.Logf("%s: done in %s", name, time.Since(start).Round(time.Second))
+	}
 	return string(out), err
 }
 
@@ -154,15 +159,12 @@ func TestGitLabPipelineRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the job's script failed: %v\n%s", err, out)
 	}
-	checkOutputs(t, filepath.Join(project, "out"))
+	res := checkOutputs(t, filepath.Join(project, "out"))
 	after, err := runScript(t, "after_script", project, gitlabScript(job.AfterScript), env)
 	if err != nil || !strings.Contains(after, "multicast") {
 		t.Errorf("after_script (%v) does not show the summary:\n%s", err, after)
 	}
 	// The pipeline compared the feature branch with the default branch.
-	var res Result
-	data, _ := os.ReadFile(filepath.Join(project, "out", "result.json"))
-	json.Unmarshal(data, &res)
 	if !strings.HasSuffix(res.Base, "origin/main") {
 		t.Errorf("result base %q, want origin/main (CI_DEFAULT_BRANCH)", res.Base)
 	}
@@ -206,9 +208,9 @@ func TestGitHubWorkflowRuns(t *testing.T) {
 	failed := false
 	for _, step := range job.Steps {
 		name := step.Name.Value
-		switch exec := step.Exec.(type) {
+		switch e := step.Exec.(type) {
 		case *actionlint.ExecAction:
-			uses := exec.Uses.Value
+			uses := e.Uses.Value
 			switch {
 			case strings.HasPrefix(uses, "actions/checkout@"):
 				stgtest.Git(t, ws, "clone", "-q", f.userRepo, src)
@@ -222,7 +224,7 @@ func TestGitHubWorkflowRuns(t *testing.T) {
 			if failed && (step.If == nil || step.If.Value != "always()") {
 				continue
 			}
-			script := expressions.Replace(exec.Run.Value)
+			script := expressions.Replace(e.Run.Value)
 			if strings.Contains(script, "${{") {
 				t.Fatalf("step %q: an expression the test does not stand in for:\n%s", name, script)
 			}
