@@ -50,13 +50,21 @@ func FuzzParseScenario(f *testing.F) {
 	})
 }
 
-// FuzzCheckTrace: any input is either a report or a one-line *LineError; never a panic.
+// FuzzCheckTrace: any input is a report, a one-line *LineError or a *NotATraceError; never a
+// panic.
 func FuzzCheckTrace(f *testing.F) {
 	addFiles(f, "testdata/traces/*.trace")
 	f.Add([]byte(ctx + "page_pool_release: page_pool=00000000aa inflight=-1 hold=0 release=1 cnt=1\n"))
 	f.Add([]byte(ctx + "mm_page_free: page=00000000bb pfn=0xffffffffffffffff order=10\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rep, err := CheckTrace(bytes.NewReader(data), TraceOptions{File: "fuzz.trace", Packets: 10})
+		var nt *NotATraceError
+		if errors.As(err, &nt) {
+			if strings.Contains(nt.Error(), "\n") {
+				t.Fatalf("not a one-line NotATraceError: %q", nt.Error())
+			}
+			return
+		}
 		if err != nil {
 			var le *LineError
 			if !errors.As(err, &le) || strings.Contains(le.Msg, "\n") || le.Line < 1 {

@@ -148,6 +148,18 @@ func newTraceChecker(opts TraceOptions) *traceChecker {
 	}
 }
 
+// NotATraceError says that CheckTrace's input holds no page_pool trace at all (empty, not text,
+// or text without a single page_pool event): there is nothing to judge, so there is no verdict.
+type NotATraceError struct {
+	File   string
+	Reason string
+}
+
+func (e *NotATraceError) Error() string {
+	return fmt.Sprintf("%s: %s; want an ftrace text trace with the page_pool tracepoints enabled "+
+		"(a copy of /sys/kernel/tracing/trace after 'echo 1 > events/page_pool/enable')", e.File, e.Reason)
+}
+
 // CheckTrace replays a text ftrace (the format of /sys/kernel/tracing/trace) of
 // page_pool_state_hold, page_pool_state_release, page_pool_release, page_pool_update_nid,
 // page_pool_skb_return, mm_page_free and mm_page_free_batched, and reports violations:
@@ -175,9 +187,13 @@ func CheckTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	var ev traceEvent
 	var q reorderQueue
+	poolEvents := 0
 	for sc.Scan() {
 		c.lineNo++
 		b := sc.Bytes()
+		if bytes.IndexByte(b, 0) >= 0 {
+			return nil, &NotATraceError{File: opts.File, Reason: fmt.Sprintf("line %d holds a NUL byte: this is not a text trace", c.lineNo)}
+		}
 		lost := c.rep.LostEvents
 		ok, err := c.parse(b, &ev)
 		if err != nil {
@@ -190,6 +206,9 @@ func CheckTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
 		if !ok {
 			continue
 		}
+		if ev.kind != evPageFree && ev.kind != evPageFreeBatched {
+			poolEvents++
+		}
 		ev.line = int32(c.lineNo)
 		ev.ts = parseTimestamp(c.ts)
 		if late := q.push(ev, string(b)); late {
@@ -201,6 +220,12 @@ func CheckTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return nil, &LineError{File: opts.File, Line: c.lineNo + 1, Msg: fmt.Sprintf("read: %v (lines are limited to 1 MiB)", err)}
+	}
+	switch {
+	case c.lineNo == 0:
+		return nil, &NotATraceError{File: opts.File, Reason: "empty"}
+	case poolEvents == 0:
+		return nil, &NotATraceError{File: opts.File, Reason: fmt.Sprintf("no page_pool event in %d lines", c.lineNo)}
 	}
 	for q.Len() > 0 {
 		c.replayPending(q.pop())

@@ -55,11 +55,16 @@ func modelWriteJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// modelLineError turns a gomodel.LineError into exit 2 with its file:line message.
+// modelLineError turns a gomodel.LineError (file:line) or NotATraceError into exit 2: the input
+// is not what the command reads.
 func modelLineError(err error) error {
 	var le *gomodel.LineError
 	if errors.As(err, &le) {
 		return usageErrorf("%s", le.Error())
+	}
+	var nt *gomodel.NotATraceError
+	if errors.As(err, &nt) {
+		return usageErrorf("%s", nt.Error())
 	}
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	mrand "math/rand"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -137,6 +138,23 @@ func TestModelCheckTrace(t *testing.T) {
 	code, _, errs := runPPKit(t, "model", "check-trace", bad)
 	if code != 2 || !strings.Contains(errs, "bad.trace:2: page_pool_state_hold: want field page= here") {
 		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	// Input that holds no page_pool trace gets no verdict: exit 2 and one line naming what the
+	// command reads (issue: random bytes used to print "PASS: no violation").
+	random := make([]byte, 100000)
+	mrand.New(mrand.NewSource(7)).Read(random)
+	for name, data := range map[string][]byte{
+		"random.bin":  random,
+		"empty.trace": nil,
+		"notes.txt":   []byte("some text\nwithout a single page_pool event\n"),
+	} {
+		f := filepath.Join(t.TempDir(), name)
+		os.WriteFile(f, data, 0o644)
+		code, out, errs := runPPKit(t, "model", "check-trace", f)
+		if code != 2 || out != "" || strings.Count(strings.TrimSpace(errs), "\n") != 0 ||
+			!strings.Contains(errs, name) || !strings.Contains(errs, "want an ftrace text trace with the page_pool tracepoints") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 2 and one line", name, code, out, errs)
+		}
 	}
 	code, out, _ := runPPKit(t, "model", "check-trace", dir+"coalesce-dma-freed.trace", "--json")
 	var rep struct {
