@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
@@ -310,12 +308,12 @@ func (r *run) pipeline(ctx context.Context) {
 		r.infra(StageCheckout, fmt.Errorf("not installed: %s (run 'make deps', i.e. harness/install-deps.sh)", strings.Join(missing, ", ")))
 		return
 	}
-	unlock, err := lock(filepath.Join(r.state, "lock"), r.o.Progress)
+	lock, err := harness.LockFile(ctx, filepath.Join(r.state, "lock"), r.o.Progress)
 	if err != nil {
 		r.infra(StageCheckout, err)
 		return
 	}
-	defer unlock()
+	defer lock.Unlock()
 	if err := r.checkout(ctx); err != nil {
 		r.infra(StageCheckout, err)
 		return
@@ -367,25 +365,6 @@ func missingTools(tools []string) []string {
 	return missing
 }
 
-// lock takes an exclusive flock on path (waiting for another ppkit ci of the same repository).
-func lock(path string, progress io.Writer) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		fmt.Fprintf(progress, "ci: waiting for another ppkit ci of this repository (%s)\n", path)
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-	}
-	return func() { f.Close() }, nil
-}
-
 func short(sha string) string {
 	if len(sha) > 12 {
 		return sha[:12]
@@ -396,7 +375,7 @@ func short(sha string) string {
 // checkout clones the repository with --shared into a temporary directory and checks the commit
 // out on a branch of the clone (stg needs a branch). Nothing is written to the repository.
 func (r *run) checkout(ctx context.Context) error {
-	tmp, err := os.MkdirTemp("", "ppkit-ci-")
+	tmp, err := harness.TempDir("ci")
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -54,11 +55,13 @@ func (k *hasher) add(label string, data []byte) {
 	k.h.Write(data)
 }
 
-// fileLock is an exclusive flock held on a lock file while ppkit changes a shared directory
-// (a work tree, a build directory); it is released when the process dies.
-type fileLock struct{ f *os.File }
+// FileLock is an exclusive flock held on a lock file while ppkit changes a shared directory
+// (a work tree, a build directory, a cache entry); the kernel releases it when the process dies.
+type FileLock struct{ f *os.File }
 
-func lockFile(path string, progress io.Writer) (*fileLock, error) {
+// LockFile takes the exclusive flock on path, creating the file. While another process holds it,
+// it says so once on progress and polls, so that cancelling ctx ends the wait.
+func LockFile(ctx context.Context, path string, progress io.Writer) (*FileLock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -66,23 +69,34 @@ func lockFile(path string, progress io.Writer) (*fileLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if progress != nil {
-			fmt.Fprintf(progress, "waiting for another ppkit holding %s\n", path)
+	start, told := time.Now(), false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			if told && progress != nil {
+				fmt.Fprintf(progress, "got %s after %s\n", path, time.Since(start).Round(time.Second))
+			}
+			return &FileLock{f: f}, nil
 		}
-		start := time.Now()
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		if err != unix.EWOULDBLOCK {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
-		if progress != nil {
-			fmt.Fprintf(progress, "got %s after %s\n", path, time.Since(start).Round(time.Second))
+		if !told && progress != nil {
+			fmt.Fprintf(progress, "waiting for another ppkit holding %s\n", path)
+		}
+		told = true
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return &fileLock{f: f}, nil
 }
 
-func (l *fileLock) Unlock() {
+// Unlock releases the lock; it is safe to call more than once.
+func (l *FileLock) Unlock() {
 	if l != nil && l.f != nil {
 		unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
 		l.f.Close()

@@ -294,7 +294,7 @@ func fetchDebs(ctx context.Context, dir string, pkgs []ImagePackage, progress io
 		}
 	}
 	if len(missing) > 0 {
-		lock, err := lockFile(filepath.Join(dir, ".lock"), progress)
+		lock, err := LockFile(ctx, filepath.Join(dir, ".lock"), progress)
 		if err != nil {
 			return nil, err
 		}

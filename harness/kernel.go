@@ -136,7 +136,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if opts.Debug {
 		work += "-debug"
 	}
-	lock, err := lockFile(work+".lock", progress)
+	lock, err := LockFile(ctx, work+".lock", progress)
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}

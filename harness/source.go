@@ -115,7 +115,7 @@ func tarballKernelSource(ctx context.Context, cache, tarball string, progress io
 	if commit, err := git(ctx, repo, "rev-parse", "--verify", "HEAD^{commit}"); err == nil {
 		return &kernelSource{id: id, repo: repo, commit: commit}, nil
 	}
-	lock, err := lockFile(filepath.Join(cache, "src", id+".lock"), progress)
+	lock, err := LockFile(ctx, filepath.Join(cache, "src", id+".lock"), progress)
 	if err != nil {
 		return nil, err
 	}

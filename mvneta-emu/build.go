@@ -29,7 +29,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -160,11 +159,11 @@ func Build(ctx context.Context, opts Options) (string, error) {
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return "", fmt.Errorf("qemu build: %w", err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(b.root, "build.lock"), opts.Progress)
+	lock, err := harness.LockFile(ctx, filepath.Join(b.root, "build.lock"), opts.Progress)
 	if err != nil {
 		return "", fmt.Errorf("qemu build: %w", err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	return b.run(ctx)
 }
 
@@ -491,33 +490,4 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.Rename(tmp, to)
-}
-
-// lockFile takes an exclusive flock, so that two ppkit processes never build in the same tree.
-func lockFile(ctx context.Context, path string, progress io.Writer) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	told := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if !told {
-			fmt.Fprintf(progress, "qemu: waiting for another ppkit building QEMU (%s)\n", path)
-			told = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
 }
