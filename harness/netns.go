@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,12 +21,11 @@ type testNet struct {
 	files []*os.File
 }
 
-// newTestNet creates a namespace named ppkit-<random> with n tap devices tap0…tapN-1 (down; the
-// tests configure them with `ip -n NS`). On error everything created is removed.
+// newTestNet creates a namespace named for this process (OwnedName("net"), so that a later run
+// removes it if this one is killed) with n tap devices tap0…tapN-1 (down; the tests configure
+// them with `ip -n NS`). On error everything created is removed.
 func newTestNet(n int) (*testNet, error) {
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	t := &testNet{name: "ppkit-" + hex.EncodeToString(rnd[:])}
+	t := &testNet{name: OwnedName("net")}
 	if out, err := exec.Command("ip", "netns", "add", t.name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", t.name, err, strings.TrimSpace(string(out)))
 	}

@@ -137,10 +137,10 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 			vm.Close()
 		}
 	}()
-	if vm.dir, err = os.MkdirTemp("", "ppkit-vm-"); err != nil {
+	RemoveLeftovers(progress)
+	if vm.dir, err = TempDir("vm"); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
 	}
-	created.add(&created.dirs, vm.dir)
 	if vm.sshPort, err = freeLoopbackPort(); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
 	}

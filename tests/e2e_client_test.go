@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/harness"
 )
 
 // The client side for real, with a network namespace standing in for the board: a veth pair
@@ -96,8 +98,8 @@ func requireTool(t *testing.T, tools ...string) {
 // a namespace destroys its veth end, and with it the pair).
 func vethTopology(t *testing.T) (*netnsBoard, *NetnsClient) {
 	t.Helper()
-	suffix := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
-	boardNS, clientNS := "ppkit-e2e-b-"+suffix, "ppkit-e2e-c-"+suffix
+	// Owned names: a later run removes them if this test process is killed.
+	boardNS, clientNS := harness.OwnedName("eboard"), harness.OwnedName("eclient")
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -115,7 +117,7 @@ func vethTopology(t *testing.T) (*netnsBoard, *NetnsClient) {
 			exec.Command("ip", "netns", "del", ns).Run()
 		}
 		out, _ := exec.Command("ip", "netns", "list").Output()
-		if strings.Contains(string(out), suffix) {
+		if strings.Contains(string(out), boardNS) || strings.Contains(string(out), clientNS) {
 			t.Errorf("namespaces left behind: %s", out)
 		}
 	})

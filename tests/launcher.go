@@ -92,7 +92,7 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 	if iface == "" || strings.Contains(iface, "\n") {
 		return nil, fmt.Errorf("want one interface bound to the mvneta driver in the guest, found %q", iface)
 	}
-	keys, err := os.MkdirTemp("", "ppkit-testlink-")
+	keys, err := harness.TempDir("testlink")
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ const benchTestGoal = 90 * time.Second
 // the cache) first, untimed, so the figure is what a developer waits for on a warm machine.
 func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench test", stderr)
-	series := fs.String("series", "patches", "stg series `directory` under test")
+	series := pathFlag(fs, "series", "patches", "stg series `directory` under test")
 	d := fs.Duration("time", 10*time.Second, "traffic time per procedure")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -56,7 +56,7 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	warming := time.Since(warm)
 
-	artifacts, err := os.MkdirTemp("", "ppkit-bench-test-")
+	artifacts, err := harness.TempDir("benchtest")
 	if err != nil {
 		return err
 	}
