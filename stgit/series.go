@@ -88,6 +88,9 @@ func ReadSeries(path string) (*Series, error) {
 	}
 	for _, p := range s.Patches {
 		if _, err := os.ReadFile(s.PatchPath(p)); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("series file %s names patch %s, but there is no %s: export the stack again ('ppkit series export') or remove the line", path, p, s.PatchPath(p))
+			}
 			return nil, fmt.Errorf("series file %s: patch %s: %w", path, p, err)
 		}
 	}

@@ -32,11 +32,11 @@ var ciHooks struct {
 
 func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("ci", stderr)
-	repo := fs.String("repo", "", "the git `repository` that received the push (bare or not; only read)")
+	repo := pathFlag(fs, "repo", "", "the git `repository` that received the push (bare or not; only read)")
 	ref := fs.String("ref", "", "the branch, tag or commit to test (`REF`)")
 	base := fs.String("base", "", "upstream commit of a kernel tree's series, and the ref whose stored figures are compared (default: REF's own last passing run)")
-	out := fs.String("out", "out", "output `directory`: junit.xml, summary.md, result.json, report/, series/")
-	kernel := fs.String("kernel", "", "kernel git `tree` a patches/ series applies to (default: git config ppkit.kernel, else linux-source-5.10)")
+	out := pathFlag(fs, "out", "out", "output `directory`: junit.xml, summary.md, result.json, report/, series/")
+	kernel := pathFlag(fs, "kernel", "", "kernel git `tree` a patches/ series applies to (default: git config ppkit.kernel, else linux-source-5.10)")
 	threshold := fs.Float64("threshold", ci.DefaultThreshold*100, "fail when a figure is more than `PCT` percent worse than the stored result (negative: do not compare)")
 	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`)")
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`)")

@@ -27,8 +27,8 @@ type kernelFlags struct {
 }
 
 func (k *kernelFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&k.tree, "kernel", "", "user kernel git tree to build (read-only; default: git config ppkit.kernel, else Debian's linux-source-5.10)")
-	fs.StringVar(&k.series, "series", "", "stg-exported series directory to apply (default: patches/ when it holds a series)")
+	pathFlagVar(fs, &k.tree, "kernel", "", "user kernel git tree to build (read-only; default: git config ppkit.kernel, else Debian's linux-source-5.10)")
+	pathFlagVar(fs, &k.series, "series", "", "stg-exported series directory to apply (default: patches/ when it holds a series)")
 	fs.BoolVar(&k.baseline, "baseline", false, "build without any series")
 	fs.IntVar(&k.upto, "upto", 0, "apply only the first N patches of the series")
 	fs.BoolVar(&k.debug, "debug", false, "add KASAN, DEBUG_VM, PAGE_OWNER and lockdep (harness/config/debug.config)")
@@ -54,9 +54,16 @@ func (k *kernelFlags) options(ctx context.Context, progress io.Writer) (harness.
 		}
 	} else if !k.baseline {
 		if _, err := os.Stat(filepath.Join("patches", "series")); err == nil {
-			series = "patches"
+			if series, err = filepath.Abs("patches"); err != nil {
+				return harness.KernelOptions{}, usageErrorf("patches: %v", err)
+			}
 		} else {
 			fmt.Fprintln(progress, "kernel: no patches/series here; building the baseline (pass --series DIR for a series)")
+		}
+	}
+	if series != "" {
+		if _, err := harness.ReadSeries(series); err != nil {
+			return harness.KernelOptions{}, usageErrorf("%v", err)
 		}
 	}
 	tree := k.tree

@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -64,6 +65,39 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// pathFlags are the flags of each flag set that name files or directories; parseFlags makes
+// their values absolute, so that no package sees a path relative to the directory ppkit was
+// started in (packages run git, make and stg in other directories).
+var pathFlags = map[*flag.FlagSet][]*string{}
+
+// pathFlag defines a string flag naming a file or directory (see pathFlags).
+func pathFlag(fs *flag.FlagSet, name, value, usage string) *string {
+	p := new(string)
+	pathFlagVar(fs, p, name, value, usage)
+	return p
+}
+
+// pathFlagVar is pathFlag storing into p.
+func pathFlagVar(fs *flag.FlagSet, p *string, name, value, usage string) {
+	fs.StringVar(p, name, value, usage)
+	pathFlags[fs] = append(pathFlags[fs], p)
+}
+
+// absPaths makes every path flag of fs absolute.
+func absPaths(fs *flag.FlagSet) error {
+	for _, p := range pathFlags[fs] {
+		if *p == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return usageErrorf("%s: %v", *p, err)
+		}
+		*p = abs
+	}
+	return nil
+}
+
 // parseFlags parses args, turning flag errors into usage errors. It accepts flags after
 // positional arguments too (`ppkit model run FILE --json`), as kernel developers type them;
 // everything after a literal "--" is positional.
@@ -85,7 +119,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		positional = append(positional, rest[0])
 		args = rest[1:]
 	}
-	return fs.Parse(append([]string{"--"}, positional...))
+	if err := fs.Parse(append([]string{"--"}, positional...)); err != nil {
+		return err
+	}
+	return absPaths(fs)
 }
 
 func usage(w io.Writer) {

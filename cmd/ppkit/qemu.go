@@ -25,7 +25,7 @@ func runQemu(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	sub := args[0]
 	fs := newFlagSet("qemu "+sub, stderr)
-	cache := fs.String("cache", "", "ppkit cache directory (default ~/.cache/ppkit)")
+	cache := pathFlag(fs, "cache", "", "ppkit cache directory (default ~/.cache/ppkit)")
 	jobs := fs.Int("jobs", 0, "parallel compile jobs (default: number of CPUs)")
 	asJSON := fs.Bool("json", false, "print {\"binary\": PATH} instead of the bare path")
 	if err := parseFlags(fs, args[1:]); err != nil {

@@ -59,20 +59,20 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlagSet("series "+sub, stderr)
-	kernel := fs.String("kernel", "", "the kernel git `tree` that holds (or will hold) the stg stack")
+	kernel := pathFlag(fs, "kernel", "", "the kernel git `tree` that holds (or will hold) the stg stack")
 	var seriesFile, dir, branch *string
 	var jsonOut, noBuild *bool
 	switch sub {
 	case "apply":
-		seriesFile = fs.String("series", filepath.Join("patches", "series"), "series `file` to import")
+		seriesFile = pathFlag(fs, "series", filepath.Join("patches", "series"), "series `file` to import")
 		branch = fs.String("branch", "", "create (or use) this `branch` for the stack instead of the checked-out one")
 	case "export":
-		dir = fs.String("dir", "patches", "`directory` to write the series to")
+		dir = pathFlag(fs, "dir", "patches", "`directory` to write the series to")
 	case "list":
 		jsonOut = fs.Bool("json", false, "print JSON")
 	case "goto":
 	case "check":
-		seriesFile = fs.String("series", filepath.Join("patches", "series"), "series `file` to check")
+		seriesFile = pathFlag(fs, "series", filepath.Join("patches", "series"), "series `file` to check")
 		jsonOut = fs.Bool("json", false, "print the report as JSON")
 		noBuild = fs.Bool("no-build", false, "skip the bisectability build")
 	default:
@@ -91,6 +91,15 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if userTree == "" && sub != "check" {
 		return usageErrorf("--kernel DIR is required: the kernel git tree of the stg stack")
 	}
+	// A bad series file is the user's input: said at once, before a kernel tree is opened (or
+	// imported, which takes minutes on a fresh machine).
+	var series *stgit.Series
+	if seriesFile != nil {
+		var err error
+		if series, err = stgit.ReadSeries(*seriesFile); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
 	stackTree := userTree
 	if stackTree == "" {
 		var err error
@@ -107,10 +116,7 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if fs.NArg() != 0 {
 			return usageErrorf("apply takes no arguments")
 		}
-		s, err := stgit.ReadSeries(*seriesFile)
-		if err != nil {
-			return failf("%v", err)
-		}
+		s := series
 		if err := repo.Apply(ctx, s, *branch); err != nil {
 			return failf("%v", err)
 		}
@@ -166,16 +172,12 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if fs.NArg() != 0 {
 			return usageErrorf("check takes no arguments")
 		}
-		return seriesCheck(ctx, repo, userTree, *seriesFile, *jsonOut, *noBuild, stdout, stderr)
+		return seriesCheck(ctx, repo, userTree, series, *jsonOut, *noBuild, stdout, stderr)
 	}
 	return nil
 }
 
-func seriesCheck(ctx context.Context, repo *stgit.Repo, tree, seriesFile string, jsonOut, noBuild bool, stdout, stderr io.Writer) error {
-	s, err := stgit.ReadSeries(seriesFile)
-	if err != nil {
-		return failf("%v", err)
-	}
+func seriesCheck(ctx context.Context, repo *stgit.Repo, tree string, s *stgit.Series, jsonOut, noBuild bool, stdout, stderr io.Writer) error {
 	opts := stgit.CheckOptions{Progress: stderr}
 	if !noBuild {
 		b, cleanup, err := seriesBuilder(ctx, repo, tree, s, stderr)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/tests"
 )
 
@@ -53,11 +54,11 @@ type testOptions struct {
 
 func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	fs := newFlagSet("test", stderr)
-	series := fs.String("series", "", "series directory to test (default patches/)")
+	series := pathFlag(fs, "series", "", "series directory to test (default patches/)")
 	baseline := fs.Bool("baseline", false, "test the kernel without the series")
-	junit := fs.String("junit", "", "write JUnit XML to `FILE`")
+	junit := pathFlag(fs, "junit", "", "write JUnit XML to `FILE`")
 	jsonOut := fs.Bool("json", false, "print the results as JSON instead of a table")
-	report := fs.String("report", "", "write an HTML report, results.json, junit.xml and the artifacts to `DIR`")
+	report := pathFlag(fs, "report", "", "write an HTML report, results.json, junit.xml and the artifacts to `DIR`")
 	compare := fs.String("compare", "", "also run `baseline` and print the ratio of each figure")
 	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`: 10s, 1m, or seconds)")
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
@@ -95,6 +96,11 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		abs, err := filepath.Abs(dir)
 		if err != nil {
 			return nil, usageErrorf("--series %s: %v", dir, err)
+		}
+		// The series is the user's input: a series file naming a missing patch is said here, in
+		// one line, not found by the kernel build under the board launch.
+		if _, err := harness.ReadSeries(abs); err != nil {
+			return nil, usageErrorf("%v", err)
 		}
 		o.kernel = tests.Kernel{Series: abs}
 	}
@@ -144,7 +150,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	artifacts := o.report
 	if artifacts == "" {
-		if artifacts, err = os.MkdirTemp("", "ppkit-test-"); err != nil {
+		if artifacts, err = harness.TempDir("test"); err != nil {
 			return fmt.Errorf("artifact directory: %w", err)
 		}
 	}
