@@ -315,7 +315,7 @@ func (b *kernelBuild) make(target string) error {
 		"KBUILD_BUILD_USER=ppkit", "KBUILD_BUILD_HOST=ppkit", "KBUILD_BUILD_TIMESTAMP=2024-08-10")
 	// Kbuild re-invokes make in the build directory: on cancellation kill the whole process
 	// group, or the sub-make would go on building after ppkit returned.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()
@@ -325,6 +325,8 @@ func (b *kernelBuild) make(target string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("make %s: %w", target, err)
 	}
+	trackGroup(cmd.Process.Pid)
+	defer untrackGroup(cmd.Process.Pid)
 	done := make(chan struct{})
 	var tail []string
 	go func() {

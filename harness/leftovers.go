@@ -181,3 +181,60 @@ func RemoveLeftovers(progress io.Writer) {
 		}
 	})
 }
+
+// liveGroups are the process groups this process leads and has not yet seen exit: QEMU and the
+// kernel build's make. Abandon kills them.
+var liveGroups = struct {
+	sync.Mutex
+	pgids map[int]bool
+}{pgids: map[int]bool{}}
+
+func trackGroup(pgid int) {
+	liveGroups.Lock()
+	liveGroups.pgids[pgid] = true
+	liveGroups.Unlock()
+}
+
+func untrackGroup(pgid int) {
+	liveGroups.Lock()
+	delete(liveGroups.pgids, pgid)
+	liveGroups.Unlock()
+}
+
+// Abandon is the last resort of an interrupted ppkit that cannot wait for its graceful steps
+// (a second Ctrl-C, or a step that does not end): it kills every process group this process
+// started that is still running (QEMU, make) and removes every network namespace and
+// temporary directory named for this process. It returns what it removed. The caller exits
+// right after.
+func Abandon() []string {
+	var done []string
+	liveGroups.Lock()
+	for pgid := range liveGroups.pgids {
+		if syscall.Kill(-pgid, syscall.SIGKILL) == nil {
+			done = append(done, fmt.Sprintf("process group %d", pgid))
+		}
+	}
+	liveGroups.Unlock()
+	mine := func(name string) bool {
+		_, pid, start, ok := ownerOf(name)
+		return ok && fmt.Sprintf("%d.%d", pid, start) == ownerTag()
+	}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if mine(e.Name()) && exec.Command("ip", "netns", "del", e.Name()).Run() == nil {
+				done = append(done, "network namespace "+e.Name())
+			}
+		}
+	}
+	if ents, err := os.ReadDir(os.TempDir()); err == nil {
+		for _, e := range ents {
+			if mine(e.Name()) && e.IsDir() {
+				p := filepath.Join(os.TempDir(), e.Name())
+				if os.RemoveAll(p) == nil {
+					done = append(done, "directory "+p)
+				}
+			}
+		}
+	}
+	return done
+}

@@ -179,6 +179,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 		return nil, &InfraError{Err: fmt.Errorf("boot: start %s: %w", opts.QEMU, err), CommandLine: vm.CommandLine()}
 	}
 	created.add(&created.pids, fmt.Sprint(vm.cmd.Process.Pid))
+	trackGroup(vm.cmd.Process.Pid)
 	fmt.Fprintf(progress, "boot: QEMU pid %d, ssh on 127.0.0.1:%d\n", vm.cmd.Process.Pid, vm.sshPort)
 	if vm.net != nil {
 		vm.net.releaseFiles()
@@ -188,6 +189,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	go func() {
 		<-copied
 		vm.exitErr = vm.cmd.Wait()
+		untrackGroup(vm.cmd.Process.Pid)
 		vm.console.close()
 		close(vm.exited)
 	}()

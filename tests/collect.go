@@ -103,7 +103,21 @@ func (c *collector) filterReader(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the trace reader wrote no pid file in 10 s")
 		}
-		time.Sleep(100 * time.Millisecond)
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// sleepCtx sleeps for d, or until ctx ends (then it returns ctx's error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -178,16 +192,18 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	tail := &traceTail{path: c.trace, p: newTraceParser(c.name)}
 	deadline := time.Now().Add(PoolDrainTimeout)
 	for downErr == nil && time.Now().Before(deadline) {
-		if tail.update() == nil && tail.p.f.Drained() {
+		if tail.update(ctx) == nil && tail.p.f.Drained() {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			return 0, ctx.Err()
+		}
 	}
 	if _, err := b.Run(ctx, "echo 0 > "+tracefs+"/tracing_on"); err != nil {
 		return 0, fmt.Errorf("stop tracing: %w", err)
 	}
 	overrun, drainErr := waitTraceConsumed(ctx, b)
-	waitStable(c.trace, traceQuiet, 30*time.Second)
+	waitStable(ctx, c.trace, traceQuiet, 30*time.Second)
 	_, stopErr := c.reader.stop(ctx, c.env)
 	// A reader cut off (the board died, or was stopped mid-line) leaves a partial last line.
 	if err := trimPartialLine(c.trace); err != nil && stopErr == nil {
@@ -241,9 +257,12 @@ type traceTail struct {
 	err     error
 }
 
-func (t *traceTail) update() error {
+func (t *traceTail) update(ctx context.Context) error {
 	if t.err != nil {
 		return t.err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	f, err := os.Open(t.path)
 	if err != nil {
@@ -265,7 +284,11 @@ func (t *traceTail) update() error {
 		return nil
 	}
 	t.partial = append([]byte(nil), data[i+1:]...)
-	for _, l := range bytes.Split(data[:i], []byte("\n")) {
+	for n, l := range bytes.Split(data[:i], []byte("\n")) {
+		// A first update reads the whole trace so far (hundreds of MB): stay stoppable.
+		if n%65536 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if err := t.p.line(string(l)); err != nil {
 			t.err = err
 			return err
@@ -277,11 +300,11 @@ func (t *traceTail) update() error {
 // traceQuiet is how long the streamed trace must stop growing before the reader is stopped.
 var traceQuiet = 500 * time.Millisecond
 
-// waitStable waits until path stops growing for quiet, at most max.
-func waitStable(path string, quiet, max time.Duration) {
+// waitStable waits until path stops growing for quiet, at most max, or until ctx ends.
+func waitStable(ctx context.Context, path string, quiet, max time.Duration) {
 	deadline := time.Now().Add(max)
 	last, since := int64(-1), time.Now()
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		st, err := os.Stat(path)
 		if err != nil {
 			return

@@ -29,7 +29,11 @@ func (n *NetnsClient) command(ctx context.Context, argv []string) *exec.Cmd {
 	// ip netns exec execs argv, so the signal reaches the command itself; iperf prints its
 	// report on SIGTERM, so try that before SIGKILL.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
+	// Short: an interrupted ppkit must be gone within seconds.
+	cmd.WaitDelay = 2 * time.Second
+	// A ppkit killed outright takes its client processes with it, so that nothing goes on
+	// sending into a namespace that the next run removes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
 

@@ -305,7 +305,9 @@ func (m *Multicast) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	time.Sleep(serverSettle) // the server prints its total a moment after the last datagram
+	if err := sleepCtx(ctx, serverSettle); err != nil { // the server prints its total a moment after the last datagram
+		return err
+	}
 	return clientErrors("iperf client", out)
 }
 

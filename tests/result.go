@@ -38,6 +38,9 @@ const (
 	ReasonBoot       = "boot-failure"
 	ReasonProcedure  = "procedure-error"
 	ReasonModelError = "model-error"
+	// ReasonInterrupted: the run was told to stop (Ctrl-C, SIGTERM) before it could be
+	// judged. Neither the kernel nor the infrastructure is blamed.
+	ReasonInterrupted = "interrupted"
 )
 
 // Reason is one ground for a failed verdict.
@@ -92,6 +95,9 @@ type Evidence struct {
 	Procedure  error // Setup/Run/Collect failure
 	InfraError error // the run could not complete (QEMU, SSH, tracing)
 	BootError  error // the kernel under test crashed or hung before the board was up
+	// Stopped is why the run was stopped before it could be judged (the cause of the run
+	// context's cancellation); nothing else is judged then.
+	Stopped error
 }
 
 // Judge computes the figures and the verdict. The procedure fails on any model violation, any
@@ -103,6 +109,11 @@ func Judge(res *Result, ev Evidence) {
 	res.Console = ev.Console
 	fail := func(kind, format string, args ...any) {
 		res.Reasons = append(res.Reasons, Reason{Kind: kind, Detail: fmt.Sprintf(format, args...)})
+	}
+	if ev.Stopped != nil {
+		fail(ReasonInterrupted, "stopped before the verdict: %v", ev.Stopped)
+		res.Pass = false
+		return
 	}
 	if ev.BootError != nil {
 		fail(ReasonBoot, "%v", ev.BootError)
@@ -221,6 +232,8 @@ type Summary struct {
 	Baseline   []*Result        `json:"baseline,omitempty"`
 	Comparison []ComparisonLine `json:"comparison,omitempty"`
 	Pass       bool             `json:"pass"`
+	// Interrupted: the run was stopped before every procedure was judged.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // ComparisonLine is one figure of one procedure, baseline against series.

@@ -65,6 +65,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for _, res := range append(append([]*Result{}, s.Baseline...), s.Results...) {
 		s.Pass = s.Pass && res.Pass
 	}
+	s.Interrupted = ctx.Err() != nil
 	return s, nil
 }
 
@@ -88,8 +89,8 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		res := &Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
 			Started: time.Now(), Artifacts: dir}
 		out = append(out, res)
-		if err := ctx.Err(); err != nil {
-			Judge(res, Evidence{InfraError: err})
+		if ctx.Err() != nil {
+			Judge(res, Evidence{Stopped: context.Cause(ctx)})
 			continue
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -100,7 +101,9 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		tb, err := r.cfg.Launcher.Launch(ctx, k, r.cfg.Progress)
 		if err != nil {
 			var ge *harness.GuestError
-			if errors.As(err, &ge) {
+			if ctx.Err() != nil {
+				Judge(res, Evidence{Stopped: context.Cause(ctx)})
+			} else if errors.As(err, &ge) {
 				Judge(res, Evidence{BootError: fmt.Errorf("launch the board: %w", err)})
 			} else {
 				Judge(res, Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
@@ -169,6 +172,10 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	defer func() {
 		saveConsole(env)
 		ev.Console = env.Board.ConsoleReports()
+		if ctx.Err() != nil {
+			// Told to stop: whatever failed on the way out failed because of that.
+			ev = Evidence{Stopped: context.Cause(ctx), Console: ev.Console}
+		}
 		Judge(res, ev)
 	}()
 
@@ -196,22 +203,22 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	}
 	traceStopped := false
 	defer func() {
-		if traceStopped {
-			return
+		if traceStopped || ctx.Err() != nil {
+			return // finished normally, or told to stop: nothing more to wait for
 		}
 		// An early failure (often the kernel died): still stop the reader, and let the model
 		// judge what was traced, since the events before a crash usually name the culprit.
-		bg := context.WithoutCancel(ctx)
-		step(bg, PoolDrainTimeout+TraceDrainTimeout, func(ctx context.Context) error {
+		// Both follow ctx, so a Ctrl-C here stops at once.
+		step(ctx, PoolDrainTimeout+TraceDrainTimeout, func(ctx context.Context) error {
 			_, err := c.finish(ctx)
 			return err
 		})
-		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 {
+		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
 			if f, err := os.Open(c.trace); err == nil {
 				ev.Trace, _ = ParseTraceFigures(f, p.Name())
 				f.Close()
 			}
-			ev.Model, ev.ModelErr = pc.Model(bg, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace})
+			ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace})
 		}
 	}()
 	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {

@@ -142,7 +142,13 @@ func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		status = max(status, 1)
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 45*time.Second)
+	// Powering off is the graceful step: after a Ctrl-C it gets 3 s (a second Ctrl-C skips it),
+	// then Poweroff stops QEMU with QMP quit.
+	budget := 45 * time.Second
+	if ctx.Err() != nil {
+		budget = 3 * time.Second
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 	defer cancel()
 	if err := vm.Poweroff(pctx); err != nil {
 		fmt.Fprintf(stderr, "boot: %v\n", err)

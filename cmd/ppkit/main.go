@@ -18,6 +18,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/ppkit/ppkit/harness"
 )
 
 // command is one ppkit subcommand.
@@ -158,6 +161,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	err := c.run(ctx, args[1:], stdout, stderr)
+	if err != nil && errors.Is(context.Cause(ctx), errInterrupted) {
+		// The command failed because it was told to stop, whatever its error says. (A command
+		// for which Ctrl-C is the normal end, `ppkit boot` waiting for it, returns nil.)
+		fmt.Fprintf(stderr, "ppkit %s: interrupted; removed what this run made\n", c.name)
+		return exitInterrupted
+	}
 	if err == nil {
 		return 0
 	}
@@ -172,8 +181,45 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// errInterrupted is the cause of the run context's cancellation on SIGINT or SIGTERM.
+var errInterrupted = errors.New("interrupted")
+
+// exitInterrupted is the exit status of an interrupted command, as a shell reports a command
+// killed by SIGINT.
+const exitInterrupted = 130
+
+// abandonAfter bounds how long an interrupted ppkit may take to stop by itself before it kills
+// and removes what it made and exits: every wait follows the cancelled context, so this only
+// fires on a bug, and says so.
+var abandonAfter = 4 * time.Second
+
+// handleSignals turns the first SIGINT or SIGTERM into the cancellation of the run context:
+// every phase stops, and the testbed (QEMU, the client namespace, temporary directories) is
+// removed on the way out. A second signal, or a stop that takes longer than abandonAfter, kills
+// and removes everything this process made at once and exits.
+func handleSignals(sigs <-chan os.Signal, cancel context.CancelCauseFunc, stderr io.Writer, exit func(int)) {
+	first := <-sigs
+	fmt.Fprintf(stderr, "\nppkit: %s: stopping, and removing what this run made (again to stop at once)\n", first)
+	cancel(errInterrupted)
+	why := ""
+	select {
+	case s := <-sigs:
+		why = fmt.Sprintf("%s again", s)
+	case <-time.After(abandonAfter):
+		why = fmt.Sprintf("still running %s after the interrupt (a wait that ignores cancellation: please report it)", abandonAfter)
+	}
+	removed := harness.Abandon()
+	fmt.Fprintf(stderr, "ppkit: %s: stopped at once; killed and removed %d things this run made\n", why, len(removed))
+	for _, r := range removed {
+		fmt.Fprintf(stderr, "  %s\n", r)
+	}
+	exit(exitInterrupted)
+}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go handleSignals(sigs, cancel, os.Stderr, os.Exit)
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }

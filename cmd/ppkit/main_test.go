@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestRunUnknownCommand(t *testing.T) {
@@ -49,4 +54,91 @@ func TestParseFlagsInterleaved(t *testing.T) {
 			t.Errorf("%v: json=%v args=%v", tc.args, *j, fs.Args())
 		}
 	}
+}
+
+// TestHandleSignals: the first signal cancels the run with errInterrupted; a second one, or a
+// stop that takes longer than abandonAfter, removes what the process made and exits 130.
+func TestHandleSignals(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		second bool
+		why    string
+	}{
+		{"second signal", true, "interrupt again"},
+		{"stop takes too long", false, "still running"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(d time.Duration) { abandonAfter = d }(abandonAfter)
+			abandonAfter = 200 * time.Millisecond
+			ctx, cancel := context.WithCancelCause(context.Background())
+			sigs := make(chan os.Signal, 2)
+			exited := make(chan int, 1)
+			var stderr syncBuffer
+			go handleSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
+			sigs <- os.Interrupt
+			<-ctx.Done()
+			if !errors.Is(context.Cause(ctx), errInterrupted) {
+				t.Fatalf("cause %v, want errInterrupted", context.Cause(ctx))
+			}
+			select {
+			case code := <-exited:
+				t.Fatalf("exited %d on the first signal", code)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if tc.second {
+				sigs <- os.Interrupt
+			}
+			select {
+			case code := <-exited:
+				if code != exitInterrupted {
+					t.Errorf("exit %d, want %d", code, exitInterrupted)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no exit")
+			}
+			if out := stderr.String(); !strings.Contains(out, "stopping, and removing what this run made") || !strings.Contains(out, tc.why) {
+				t.Errorf("stderr %q", out)
+			}
+		})
+	}
+}
+
+// TestRunInterrupted: a command that fails because the run was interrupted exits 130 and says
+// so; one that ends normally on the interrupt (ppkit boot waiting for Ctrl-C) exits 0.
+func TestRunInterrupted(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{errors.New("launch the board: context canceled"), exitInterrupted},
+		{silentFailure, exitInterrupted},
+		{nil, 0},
+	} {
+		register(&command{name: "interrupt-test", run: func(ctx context.Context, _ []string, _, _ io.Writer) error { return tc.err }})
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errInterrupted)
+		var stdout, stderr bytes.Buffer
+		code := run(ctx, []string{"interrupt-test"}, &stdout, &stderr)
+		delete(commands, "interrupt-test")
+		if code != tc.code || (tc.code != 0) != strings.Contains(stderr.String(), "interrupted") {
+			t.Errorf("err %v: exit %d, stderr %q; want exit %d", tc.err, code, stderr.String(), tc.code)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -159,6 +159,9 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	if err != nil {
 		return err
 	}
+	if sum.Interrupted && o.report == "" {
+		os.RemoveAll(artifacts) // the caller says "interrupted"; a temporary directory is not kept
+	}
 	if o.json {
 		if err := tests.WriteJSON(stdout, sum); err != nil {
 			return err
@@ -191,7 +194,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		fmt.Fprintf(stderr, "report: %s\n", filepath.Join(o.report, "index.html"))
 	}
 	if !sum.Pass {
-		if o.report == "" {
+		if o.report == "" && !sum.Interrupted {
 			fmt.Fprintf(stderr, "artifacts kept in %s\n", artifacts)
 		}
 		return silentFailure

@@ -16,14 +16,39 @@ import (
 	"github.com/ppkit/ppkit/tests"
 )
 
-// seriesDir makes a directory that looks like an stg export.
+// seriesDir makes a directory that looks like an stg export: a series file naming one patch.
 func seriesDir(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
-	if err := os.WriteFile(filepath.Join(d, "series"), []byte("# empty\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d, "series"), []byte("# This series applies on GIT commit 0123456789abcdef\nfix\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "fix"), []byte("net: fix\n\nSigned-off-by: A <a@b>\n---\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestParseTestArgsBadSeries: a series file that names a patch that is not there is the user's
+// input: one line naming the fix, exit 2, before anything is built.
+func TestParseTestArgsBadSeries(t *testing.T) {
+	d := seriesDir(t)
+	os.WriteFile(filepath.Join(d, "series"), []byte("fix\nmissing-patch\n"), 0o644)
+	var stderr strings.Builder
+	_, err := parseTestArgs([]string{"--series", d}, &stderr)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "names patch missing-patch") || !strings.Contains(err.Error(), "ppkit series export") {
+		t.Fatalf("err %v; want exit 2 and one line naming the missing patch and the fix", err)
+	}
+}
+
+func abs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		panic(err)
+	}
+	return a
 }
 
 func TestParseTestArgs(t *testing.T) {
@@ -40,8 +65,8 @@ func TestParseTestArgs(t *testing.T) {
 		{args: []string{"multicast", "tcp", "--series", series, "--time", "10", "--rate", "500M", "--json", "--junit", "j.xml", "--report", "r"},
 			check: func(o *testOptions) bool {
 				return strings.Join(o.procedures, ",") == "multicast,tcp" && o.options.Duration == 10*time.Second &&
-					o.options.RateMbit == 500 && o.json && o.junit == "j.xml" && o.report == "r"
-			}, describe: "everything"},
+					o.options.RateMbit == 500 && o.json && o.junit == abs("j.xml") && o.report == abs("r")
+			}, describe: "everything (paths resolved against the working directory)"},
 		{args: []string{"--baseline", "copy", "--time", "1m"}, check: func(o *testOptions) bool {
 			return o.kernel.Baseline && o.options.Duration == time.Minute
 		}, describe: "baseline"},
