@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -405,6 +406,12 @@ func (b *builder) ninja(ctx context.Context, build string) error {
 	defer logf.Close()
 	cmd := exec.CommandContext(ctx, "nice", "-n", "10", "ninja", "-C", build, "-j", strconv.Itoa(b.opts.Jobs), BinaryName)
 	cmd.Env = append(os.Environ(), "NINJA_STATUS=[%f/%t] ")
+	// On cancellation stop the whole group (ninja and its compilers; ninja removes the outputs
+	// of the steps it stops), and never let it outlive ppkit: an orphaned compiler would hold
+	// the output pipe, and Wait with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 3 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
