@@ -654,23 +654,16 @@ func (r *run) test(ctx context.Context) bool {
 	return outcome == "ok"
 }
 
-// classifyTests decides the test stage: a procedure that failed on the kernel (a model
-// violation, a console report, a leak, no traffic, or a kernel that crashed or hung while
-// booting: tests.ReasonBoot) is a failure; a procedure that could not be judged (the harness,
-// QEMU or the model failed) is an infrastructure error; a kernel verdict wins over
-// infrastructure errors.
+// classifyTests decides the test stage from the procedures' verdicts (tests.Verdict): a
+// procedure that failed on the kernel is a failure; one that could not be judged an
+// infrastructure error; a kernel verdict wins over infrastructure errors.
 func classifyTests(results []*tests.Result) (outcome, detail string) {
 	var failed, infra []string
 	for _, res := range results {
 		if res.Pass {
 			continue
 		}
-		kernel := false
-		for _, reason := range res.Reasons {
-			if reason.Kind != tests.ReasonInfra && reason.Kind != tests.ReasonModelError {
-				kernel = true
-			}
-		}
+		kernel := res.Verdict == tests.VerdictFail
 		line := res.Procedure
 		if len(res.Reasons) > 0 {
 			line += " (" + res.Reasons[0].String() + ")"

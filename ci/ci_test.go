@@ -11,7 +11,7 @@ import (
 )
 
 func result(proc string, f tests.Figures) *tests.Result {
-	return &tests.Result{Procedure: proc, Kernel: "series /s", Pass: true, Figures: f}
+	return &tests.Result{Procedure: proc, Kernel: "series /s", Pass: true, Verdict: tests.VerdictPass, Figures: f}
 }
 
 // figs: 10000 packets at bps, with slow-path, SKB-return and release counts.
@@ -91,12 +91,13 @@ func TestCompareFiguresZeroAndMissing(t *testing.T) {
 }
 
 func TestClassifyTests(t *testing.T) {
-	pass := &tests.Result{Procedure: "multicast", Pass: true}
+	pass := &tests.Result{Procedure: "multicast", Pass: true, Verdict: tests.VerdictPass}
 	failed := func(proc string, kinds ...string) *tests.Result {
 		r := &tests.Result{Procedure: proc}
 		for _, k := range kinds {
 			r.Reasons = append(r.Reasons, tests.Reason{Kind: k, Detail: "x"})
 		}
+		r.Verdict = tests.VerdictOf(r.Reasons)
 		return r
 	}
 	for _, tc := range []struct {
@@ -112,6 +113,7 @@ func TestClassifyTests(t *testing.T) {
 		{"harness broke", []*tests.Result{failed("tcp", tests.ReasonInfra)}, VerdictInfra},
 		{"model error only", []*tests.Result{failed("tcp", tests.ReasonModelError)}, VerdictInfra},
 		{"kernel panicked at boot", []*tests.Result{failed("tcp", tests.ReasonBoot)}, VerdictFail},
+		{"kernel died during the procedure", []*tests.Result{failed("tcp", tests.ReasonKernelFailure)}, VerdictFail},
 		{"kernel verdict wins over infra", []*tests.Result{failed("multicast", tests.ReasonInfra), failed("tcp", tests.ReasonViolation)}, VerdictFail},
 		{"infra and model error", []*tests.Result{failed("tcp", tests.ReasonInfra, tests.ReasonModelError)}, VerdictInfra},
 		{"nothing ran", nil, VerdictInfra},
@@ -139,13 +141,13 @@ func TestCompareStage(t *testing.T) {
 	state := t.TempDir()
 	ref, base := "refs/heads/topic", "refs/heads/master"
 	stored := &Result{Ref: base, Commit: "1111111111111111", Verdict: VerdictPass,
-		Tests: &tests.Summary{Pass: true, Results: []*tests.Result{result("multicast", figs(900e6, 10, 9000, 50))}}}
+		Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass, Results: []*tests.Result{result("multicast", figs(900e6, 10, 9000, 50))}}}
 	if _, err := store(state, stored); err != nil {
 		t.Fatal(err)
 	}
 	newRun := func(base string, f tests.Figures) *run {
 		return &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &Result{Ref: ref, Base: base,
-			Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Results: []*tests.Result{result("multicast", f)}}}}
+			Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass, Results: []*tests.Result{result("multicast", f)}}}}
 	}
 
 	r := newRun(base, figs(900e6, 300, 9000, 50)) // slow path 1 → 30 per 1000

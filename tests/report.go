@@ -160,9 +160,9 @@ func (d JUnitSuites) Write(w io.Writer) error {
 	return err
 }
 
-// JUnitOf is one test suite per kernel and one test case per procedure. A procedure that could
-// not be judged (infrastructure or model error only) is an <error>, any other failure a
-// <failure>.
+// JUnitOf is one test suite per kernel and one test case per procedure: a procedure whose
+// verdict is VerdictFail is a <failure>, one that could not be judged (VerdictInfra,
+// VerdictInterrupted) an <error>.
 func JUnitOf(results []*Result) JUnitSuites {
 	var doc JUnitSuites
 	index := map[string]int{}
@@ -178,20 +178,16 @@ func JUnitOf(results []*Result) JUnitSuites {
 			Time: strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
 		c.SystemOut = fmt.Sprintf("packets=%d throughput_bps=%.0f slow_path_per_1000=%.3f skb_returns=%d releases=%d\n",
 			r.Figures.Packets, r.Figures.BitsPerSecond, r.Figures.SlowPathPer1000, r.Figures.SKBReturns, r.Figures.Releases)
-		if !r.Pass {
+		if r.Verdict != VerdictPass {
 			var text []string
-			onlyInfra := true
 			for _, reason := range r.Reasons {
 				text = append(text, reason.String())
-				if reason.Kind != ReasonInfra && reason.Kind != ReasonModelError {
-					onlyInfra = false
-				}
 			}
 			msg := &JUnitMessage{Message: firstLine(strings.Join(text, "\n")), Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
-			if onlyInfra {
-				c.Error = msg
-			} else {
+			if r.Verdict == VerdictFail {
 				c.Failure = msg
+			} else {
+				c.Error = msg
 			}
 		}
 		s.Add(c)

@@ -46,6 +46,9 @@ func sampleSummary() *Summary {
 		Kernel: "series /src/patches", Started: started, Duration: 2 * time.Second,
 		Reasons: []Reason{{Kind: ReasonInfra, Detail: "launch the board: qemu-system-aarch64 exited: status 1"}}}
 	s := &Summary{Baseline: []*Result{base}, Results: []*Result{series, tcp, infra}}
+	for _, r := range append(s.Baseline, s.Results...) {
+		r.Verdict = VerdictOf(r.Reasons)
+	}
 	s.Comparison = Compare(s.Baseline, s.Results)
 	return s
 }

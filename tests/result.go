@@ -35,7 +35,10 @@ const (
 	ReasonInfra     = "infrastructure"
 	// ReasonBoot: the kernel under test crashed or hung while booting (syzkaller's BootError):
 	// a verdict on the kernel, not an infrastructure failure.
-	ReasonBoot       = "boot-failure"
+	ReasonBoot = "boot-failure"
+	// ReasonKernelFailure: the kernel under test crashed or hung during the procedure (the
+	// guest stopped answering, QEMU exited, a panic): a verdict on the kernel.
+	ReasonKernelFailure = "kernel-failure"
 	ReasonProcedure  = "procedure-error"
 	ReasonModelError = "model-error"
 	// ReasonInterrupted: the run was told to stop (Ctrl-C, SIGTERM) before it could be
@@ -79,6 +82,7 @@ type Result struct {
 	Notes       []string        `json:"notes,omitempty"`
 	Artifacts   string          `json:"artifacts,omitempty"`
 	Pass        bool            `json:"pass"`
+	Verdict     Verdict         `json:"verdict"`
 	Reasons     []Reason        `json:"reasons,omitempty"`
 }
 
@@ -95,6 +99,9 @@ type Evidence struct {
 	Procedure  error // Setup/Run/Collect failure
 	InfraError error // the run could not complete (QEMU, SSH, tracing)
 	BootError  error // the kernel under test crashed or hung before the board was up
+	// KernelError: the kernel under test crashed or hung during the procedure (a
+	// *harness.GuestError from a board command); nothing after it can be judged.
+	KernelError error
 	// Stopped is why the run was stopped before it could be judged (the cause of the run
 	// context's cancellation); nothing else is judged then.
 	Stopped error
@@ -110,16 +117,23 @@ func Judge(res *Result, ev Evidence) {
 	fail := func(kind, format string, args ...any) {
 		res.Reasons = append(res.Reasons, Reason{Kind: kind, Detail: fmt.Sprintf(format, args...)})
 	}
+	defer func() {
+		res.Verdict = VerdictOf(res.Reasons)
+		res.Pass = res.Verdict == VerdictPass
+	}()
 	if ev.Stopped != nil {
 		fail(ReasonInterrupted, "stopped before the verdict: %v", ev.Stopped)
-		res.Pass = false
 		return
 	}
 	if ev.BootError != nil {
 		fail(ReasonBoot, "%v", ev.BootError)
-		res.Pass = false
 		return
 	}
+	if ev.KernelError != nil {
+		fail(ReasonKernelFailure, "%v", ev.KernelError)
+	}
+	// complete: the procedure ran to its end, so traffic and trace completeness can be judged.
+	complete := ev.InfraError == nil && ev.Procedure == nil && ev.KernelError == nil
 	if ev.InfraError != nil {
 		fail(ReasonInfra, "%v", ev.InfraError)
 	}
@@ -146,7 +160,7 @@ func Judge(res *Result, ev Evidence) {
 		}
 	}
 	// Traffic: the NIC must have received packets and the receiving tool must have seen data.
-	if ev.InfraError == nil && ev.Procedure == nil {
+	if complete {
 		switch {
 		case rx == 0:
 			fail(ReasonNoTraffic, "the board's NIC received no packet during the run")
@@ -154,7 +168,7 @@ func Judge(res *Result, ev Evidence) {
 			fail(ReasonNoTraffic, "the receiver on the board reported 0 bytes (%d packets reached the NIC)", rx)
 		}
 	}
-	if ev.Trace != nil && ev.InfraError == nil && ev.Procedure == nil {
+	if ev.Trace != nil && complete {
 		if res.LostEvents > 0 {
 			fail(ReasonTraceLost, "the trace lost %d events; raise TraceBufferKB or lower the rate", res.LostEvents)
 		}
@@ -171,7 +185,7 @@ func Judge(res *Result, ev Evidence) {
 					p.Pool, p.FinalInflight, PoolDrainTimeout)
 			}
 		}
-	} else if ev.Trace == nil && ev.InfraError == nil && ev.Procedure == nil {
+	} else if ev.Trace == nil && complete {
 		fail(ReasonTraceLost, "no trace was collected")
 	}
 	for _, c := range ev.Console {
@@ -202,10 +216,9 @@ func Judge(res *Result, ev Evidence) {
 				fail(ReasonViolation, "%s: %d more like these", name, more)
 			}
 		}
-	case ev.InfraError == nil && ev.Procedure == nil:
+	case complete:
 		fail(ReasonModelError, "the model was not run")
 	}
-	res.Pass = len(res.Reasons) == 0
 }
 
 // violationsListed is how many violations of one kind a result lists one by one.
@@ -232,6 +245,7 @@ type Summary struct {
 	Baseline   []*Result        `json:"baseline,omitempty"`
 	Comparison []ComparisonLine `json:"comparison,omitempty"`
 	Pass       bool             `json:"pass"`
+	Verdict    Verdict          `json:"verdict"`
 	// Interrupted: the run was stopped before every procedure was judged.
 	Interrupted bool `json:"interrupted,omitempty"`
 }

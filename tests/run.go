@@ -61,10 +61,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.CompareBaseline {
 		s.Comparison = Compare(s.Baseline, s.Results)
 	}
-	s.Pass = true
-	for _, res := range append(append([]*Result{}, s.Baseline...), s.Results...) {
-		s.Pass = s.Pass && res.Pass
-	}
+	s.Verdict = Worst(append(append([]*Result{}, s.Baseline...), s.Results...))
+	s.Pass = s.Verdict == VerdictPass
 	s.Interrupted = ctx.Err() != nil
 	return s, nil
 }
@@ -175,6 +173,13 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		if ctx.Err() != nil {
 			// Told to stop: whatever failed on the way out failed because of that.
 			ev = Evidence{Stopped: context.Cause(ctx), Console: ev.Console}
+		}
+		// A board command that failed because the kernel crashed or hung blames the kernel.
+		if kernelFault(ev.InfraError) {
+			ev.KernelError, ev.InfraError = ev.InfraError, nil
+		}
+		if kernelFault(ev.Procedure) {
+			ev.KernelError, ev.Procedure = ev.Procedure, nil
 		}
 		Judge(res, ev)
 	}()
@@ -301,6 +306,13 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	phase = time.Now()
 	ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx})
 	env.logf("%s: figures in %.1fs, model in %.1fs", p.Name(), parsed.Seconds(), time.Since(phase).Seconds())
+}
+
+// kernelFault says whether err is the kernel under test crashing or hanging, as the harness
+// decided it (a *harness.GuestError).
+func kernelFault(err error) bool {
+	var ge *harness.GuestError
+	return errors.As(err, &ge)
 }
 
 // step runs fn with a deadline, so a board or client that stops answering fails the step

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -197,7 +198,9 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		if o.report == "" && !sum.Interrupted {
 			fmt.Fprintf(stderr, "artifacts kept in %s\n", artifacts)
 		}
-		return silentFailure
+		// One verdict decides the exit status: 1 the kernel failed, 2 the run could not be
+		// judged (tests.Verdict.ExitCode).
+		return &exitError{code: sum.Verdict.ExitCode(), err: errors.New("")}
 	}
 	if o.report == "" {
 		os.RemoveAll(artifacts)

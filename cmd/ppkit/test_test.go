@@ -120,13 +120,26 @@ func TestRunTestMissingPiece(t *testing.T) {
 	}
 }
 
+// exitCodeOf is the exit status run() makes of a command's error.
+func exitCodeOf(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	}
+	return 1
+}
+
 type failingLauncher struct{}
 
 func (failingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.Writer) (tests.Testbed, error) {
 	return nil, errors.New("qemu-system-aarch64: -device mvneta: not found")
 }
 
-// With a launcher that cannot boot, every procedure fails, the outputs are written, exit 1.
+// With a launcher that cannot boot, no procedure can be judged: the outputs are written, every
+// JUnit case is an <error>, exit 2 (infrastructure, not the kernel).
 func TestRunTestWritesOutputs(t *testing.T) {
 	dir := t.TempDir()
 	deps := testDeps{launcher: func() (tests.Launcher, error) { return failingLauncher{}, nil },
@@ -135,8 +148,8 @@ func TestRunTestWritesOutputs(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := runTest(context.Background(), []string{"multicast", "tcp", "--series", seriesDir(t), "--compare", "baseline",
 		"--junit", junit, "--report", report, "--time", "2"}, &out, &errb, deps)
-	if err != silentFailure {
-		t.Fatalf("err %v", err)
+	if code := exitCodeOf(err); code != 2 {
+		t.Fatalf("err %v: exit %d, want 2", err, code)
 	}
 	table := out.String()
 	for _, want := range []string{"multicast  baseline  FAIL", "tcp        series    FAIL", "mvneta: not found", "SERIES/BASE"} {
@@ -163,7 +176,7 @@ func TestRunTestWritesOutputs(t *testing.T) {
 
 	// --json prints the summary instead of the table.
 	out.Reset()
-	if err := runTest(context.Background(), []string{"copy", "--baseline", "--json"}, &out, &errb, deps); err != silentFailure {
+	if err := runTest(context.Background(), []string{"copy", "--baseline", "--json"}, &out, &errb, deps); exitCodeOf(err) != 2 {
 		t.Fatalf("err %v", err)
 	}
 	var sum tests.Summary
