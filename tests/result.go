@@ -39,8 +39,8 @@ const (
 	// ReasonKernelFailure: the kernel under test crashed or hung during the procedure (the
 	// guest stopped answering, QEMU exited, a panic): a verdict on the kernel.
 	ReasonKernelFailure = "kernel-failure"
-	ReasonProcedure  = "procedure-error"
-	ReasonModelError = "model-error"
+	ReasonProcedure     = "procedure-error"
+	ReasonModelError    = "model-error"
 	// ReasonInterrupted: the run was told to stop (Ctrl-C, SIGTERM) before it could be
 	// judged. Neither the kernel nor the infrastructure is blamed.
 	ReasonInterrupted = "interrupted"
