@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -118,6 +119,8 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 		"-m", fmt.Sprint(o.MemoryMB), "-nographic", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(extra),
 		"-qmp", "unix:" + l.qmpSocket + ",server=on,wait=off",
+		// A second monitor for the developer (and the tests): ppkit holds the first.
+		"-qmp", "unix:" + userQMPSocket(l.qmpSocket) + ",server=on,wait=off",
 		"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort),
 		"-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:56,romfile=",
 		"-device", "virtio-rng-pci",
@@ -136,6 +139,9 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 	}
 	return args, nil
 }
+
+// userQMPSocket is the QMP socket ppkit leaves free, beside its own.
+func userQMPSocket(own string) string { return filepath.Join(filepath.Dir(own), "qmp-user.sock") }
 
 // shellQuote quotes a word for a POSIX shell, so that printed command lines can be pasted.
 func shellQuote(s string) string {

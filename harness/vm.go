@@ -104,6 +104,12 @@ type VM struct {
 	closed   bool
 	closeErr error
 
+	// stalled is closed when the watchdog sees the VM stop running (QMP run state other than
+	// "running": paused, guest-panicked, internal-error, ...); stallState says which.
+	stalled    chan struct{}
+	stallState string
+	closing    chan struct{} // closed by Close: the watchdog stops
+
 	// BootTime is the time from starting QEMU to the first successful SSH login.
 	BootTime time.Duration
 }
@@ -131,7 +137,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	if _, err := exec.LookPath(opts.QEMU); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: QEMU binary %q not found (install qemu-system-arm with harness/install-deps.sh, or pass --qemu PATH)", opts.QEMU)}
 	}
-	vm := &VM{opts: opts, exited: make(chan struct{})}
+	vm := &VM{opts: opts, exited: make(chan struct{}), stalled: make(chan struct{}), closing: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			vm.Close()
@@ -180,7 +186,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	}
 	created.add(&created.pids, fmt.Sprint(vm.cmd.Process.Pid))
 	trackGroup(vm.cmd.Process.Pid)
-	fmt.Fprintf(progress, "boot: QEMU pid %d, ssh on 127.0.0.1:%d\n", vm.cmd.Process.Pid, vm.sshPort)
+	fmt.Fprintf(progress, "boot: QEMU pid %d, ssh on 127.0.0.1:%d, QMP for you on %s\n", vm.cmd.Process.Pid, vm.sshPort, vm.UserQMP())
 	if vm.net != nil {
 		vm.net.releaseFiles()
 	}
@@ -217,7 +223,35 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	}
 	vm.BootTime = time.Since(start)
 	fmt.Fprintf(progress, "boot: guest ready over SSH after %s\n", vm.BootTime.Round(time.Millisecond))
+	go vm.watch(watchInterval)
 	return vm, nil
+}
+
+// watchInterval is how often the watchdog asks QEMU for the VM's run state.
+var watchInterval = time.Second
+
+// watch polls QEMU's run state until the VM stops running, exits or is closed. A guest that
+// stops running (a QMP stop, a guest panic QEMU caught, an internal error) answers no command
+// again: commands waiting on it fail at once as a hang instead of at their deadline.
+func (vm *VM) watch(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-vm.exited:
+			return
+		case <-vm.closing:
+			return
+		case <-t.C:
+		}
+		st, err := vm.qmp.status(vm.opts.QMPTimeout)
+		if err != nil || st == "running" {
+			continue // QMP did not answer: the commands' own deadlines decide
+		}
+		vm.stallState = st
+		close(vm.stalled)
+		return
+	}
 }
 
 func freeLoopbackPort() (int, error) {
@@ -421,6 +455,9 @@ func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout,
 	case <-ctx.Done():
 		sess.Close()
 		return -1, vm.commandFailure(ctx, what, fmt.Errorf("no answer: %w", ctx.Err()))
+	case <-vm.stalled:
+		sess.Close()
+		return -1, vm.failure(ctx, what, fmt.Errorf("the VM stopped running (QEMU run state %q)", vm.stallState))
 	}
 }
 
@@ -498,16 +535,21 @@ func (vm *VM) newSession(ctx context.Context) (*ssh.Session, error) {
 		s, err := vm.ssh.NewSession()
 		ch <- res{s, err}
 	}()
-	select {
-	case r := <-ch:
-		return r.s, r.err
-	case <-ctx.Done():
+	abandon := func(err error) (*ssh.Session, error) {
 		go func() {
 			if r := <-ch; r.s != nil {
 				r.s.Close()
 			}
 		}()
-		return nil, fmt.Errorf("open SSH session: %w", ctx.Err())
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-ctx.Done():
+		return abandon(fmt.Errorf("open SSH session: %w", ctx.Err()))
+	case <-vm.stalled:
+		return abandon(fmt.Errorf("open SSH session: the VM stopped running (QEMU run state %q)", vm.stallState))
 	}
 }
 
@@ -677,6 +719,7 @@ func (vm *VM) Close() error {
 		return vm.closeErr
 	}
 	vm.closed = true
+	close(vm.closing)
 	var errs []error
 	if vm.ssh != nil {
 		vm.ssh.Close()
@@ -708,6 +751,10 @@ func (vm *VM) Close() error {
 	vm.closeErr = errors.Join(errs...)
 	return vm.closeErr
 }
+
+// UserQMP is the path of the QMP socket ppkit leaves free for the developer (socat -
+// UNIX-CONNECT:PATH, then {"execute":"qmp_capabilities"}).
+func (vm *VM) UserQMP() string { return userQMPSocket(filepath.Join(vm.dir, "qmp.sock")) }
 
 // CommandLine is the copy-pasteable QEMU command line (tap descriptors appear as fd=N; rerun
 // without test NICs or recreate the taps by hand).

@@ -37,10 +37,29 @@ func (n *NetnsClient) command(ctx context.Context, argv []string) *exec.Cmd {
 	return cmd
 }
 
+// HostToolError says that a program the client runs is not installed on the host: the run
+// cannot be judged, and the host, not the kernel, is at fault.
+type HostToolError struct{ Tool string }
+
+func (e *HostToolError) Error() string {
+	return fmt.Sprintf("%s is not installed on this host (run harness/install-deps.sh)", e.Tool)
+}
+
+// lookTool finds argv[0] on the host (the namespace shares the host's files).
+func lookTool(argv []string) error {
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		return &HostToolError{Tool: argv[0]}
+	}
+	return nil
+}
+
 // Run runs argv inside the namespace.
 func (n *NetnsClient) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("netns %s: empty command", n.Namespace)
+	}
+	if err := lookTool(argv); err != nil {
+		return nil, fmt.Errorf("netns %s: %w", n.Namespace, err)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := n.command(ctx, argv)
@@ -57,6 +76,9 @@ func (n *NetnsClient) Run(ctx context.Context, argv ...string) ([]byte, error) {
 func (n *NetnsClient) Start(ctx context.Context, argv []string, stdout, stderr io.Writer) (Process, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("netns %s: empty command", n.Namespace)
+	}
+	if err := lookTool(argv); err != nil {
+		return nil, fmt.Errorf("netns %s: %w", n.Namespace, err)
 	}
 	cmd := n.command(ctx, argv)
 	cmd.Stdout, cmd.Stderr = stdout, stderr

@@ -181,6 +181,11 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		if kernelFault(ev.Procedure) {
 			ev.KernelError, ev.Procedure = ev.Procedure, nil
 		}
+		// A host program that is not installed is the host's fault, wherever it showed.
+		var te *HostToolError
+		if errors.As(ev.Procedure, &te) {
+			ev.InfraError, ev.Procedure = ev.Procedure, nil
+		}
 		Judge(res, ev)
 	}()
 

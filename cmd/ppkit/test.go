@@ -147,7 +147,8 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		missing = append(missing, err.Error())
 	}
 	if len(missing) > 0 {
-		return failf("cannot run: %s", strings.Join(missing, "; "))
+		// Nothing could be judged: the host is at fault, not the kernel (exit 2).
+		return &exitError{code: tests.VerdictInfra.ExitCode(), err: fmt.Errorf("cannot run: %s", strings.Join(missing, "; "))}
 	}
 	artifacts := o.report
 	if artifacts == "" {

@@ -109,13 +109,14 @@ func TestDefaultTestDeps(t *testing.T) {
 	}
 }
 
-// A missing piece stops `ppkit test` before anything boots, with one line naming it.
+// A missing piece stops `ppkit test` before anything boots, with one line naming it: exit 2,
+// the host is at fault.
 func TestRunTestMissingPiece(t *testing.T) {
 	deps := testDeps{launcher: func() (tests.Launcher, error) { return nil, errors.New("no mvneta QEMU") },
 		modelReady: func() error { return errors.New("model not wired") }}
 	err := runTest(context.Background(), []string{"--baseline"}, io.Discard, io.Discard, deps)
 	var ee *exitError
-	if !errors.As(err, &ee) || ee.code != 1 || err.Error() != "cannot run: no mvneta QEMU; model not wired" {
+	if !errors.As(err, &ee) || ee.code != 2 || err.Error() != "cannot run: no mvneta QEMU; model not wired" {
 		t.Fatalf("err %v", err)
 	}
 }
