@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -32,6 +33,76 @@ type ModelReport struct {
 type ModelViolation struct {
 	Name   string `json:"name"`
 	Detail string `json:"detail"`
+	// Line is the trace line of the causing event, Pfn the page involved (0: none).
+	Line int    `json:"line,omitempty"`
+	Pfn  uint64 `json:"pfn,omitempty"`
+}
+
+// Culprit is the first violation of one kind with the whole life of its page in the trace:
+// every event naming the pfn, from the pool's allocation of it (its last page_pool_state_hold
+// before the violation) to the violation.
+type Culprit struct {
+	Violation string              `json:"violation"`
+	Detail    string              `json:"detail"`
+	Pfn       uint64              `json:"pfn"`
+	Line      int                 `json:"line"`
+	History   []gomodel.PageEvent `json:"history"`
+	// Omitted counts the events left out of a very long history (its middle).
+	Omitted int `json:"omitted,omitempty"`
+}
+
+// culpritHistoryMax bounds a culprit's history: a page recycled through the hook thousands of
+// times keeps its first and last events.
+const culpritHistoryMax = 200
+
+// Culprits reads the trace once more for the first violation of each kind that names a page.
+func Culprits(tracePath string, m *ModelReport) ([]Culprit, error) {
+	if m == nil {
+		return nil, nil
+	}
+	var out []Culprit
+	upto := map[uint64]int{}
+	seen := map[string]bool{}
+	for _, v := range m.Violations {
+		if seen[v.Name] || v.Pfn == 0 || v.Line == 0 {
+			continue
+		}
+		seen[v.Name] = true
+		out = append(out, Culprit{Violation: v.Name, Detail: firstLine(v.Detail), Pfn: v.Pfn, Line: v.Line})
+		upto[v.Pfn] = max(upto[v.Pfn], v.Line)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	f, err := os.Open(tracePath)
+	if err != nil {
+		return nil, fmt.Errorf("culprit pages: %w", err)
+	}
+	defer f.Close()
+	hist, err := gomodel.PageHistories(f, upto)
+	if err != nil {
+		return nil, fmt.Errorf("culprit pages: %w", err)
+	}
+	for i := range out {
+		c := &out[i]
+		var evs []gomodel.PageEvent
+		for _, e := range hist[c.Pfn] {
+			if e.Line > c.Line {
+				break
+			}
+			if e.Event == "page_pool_state_hold" {
+				evs = evs[:0] // a new life: the pool allocated the page (again)
+			}
+			evs = append(evs, e)
+		}
+		if len(evs) > culpritHistoryMax {
+			head := culpritHistoryMax / 10
+			c.Omitted = len(evs) - culpritHistoryMax
+			evs = append(evs[:head:head], evs[len(evs)-(culpritHistoryMax-head):]...)
+		}
+		c.History = evs
+	}
+	return out, nil
 }
 
 // ModelFigures are the model's predictions of the figures ppkit reports.
@@ -56,7 +127,7 @@ func CheckTraceWithModel(ctx context.Context, in ModelInput) (*ModelReport, erro
 		return nil, fmt.Errorf("model: %w", err)
 	}
 	defer f.Close()
-	rep, err := gomodel.CheckTrace(f, gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets})
+	rep, err := gomodel.CheckTrace(ctxReader{ctx, f}, gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets})
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
@@ -77,7 +148,9 @@ func modelReport(rep *gomodel.TraceReport) *ModelReport {
 		if len(v.History) > 0 {
 			detail += "\nhistory:\n  " + strings.Join(v.History, "\n  ")
 		}
-		out.Violations = append(out.Violations, ModelViolation{Name: v.Name, Detail: detail})
+		mv := ModelViolation{Name: v.Name, Detail: detail, Line: v.Line}
+		fmt.Sscanf(v.Page, "pfn %d", &mv.Pfn)
+		out.Violations = append(out.Violations, mv)
 	}
 	p := &out.Predicted
 	for _, pool := range rep.Pools {
@@ -89,6 +162,20 @@ func modelReport(rep *gomodel.TraceReport) *ModelReport {
 	// gomodel counts every slow-path allocation of the trace, the ring fill at open included.
 	p.SlowPathPer1000 = rep.SlowPathPer1k
 	return out
+}
+
+// ctxReader ends a read of a large trace when ctx ends: the model and the parsers are pure and
+// know no context, and a Ctrl-C must not wait for a 400 MB replay.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // ModelReady says whether CheckTraceWithModel can judge a trace.

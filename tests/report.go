@@ -18,10 +18,7 @@ func WriteTable(w io.Writer, results []*Result) {
 	fmt.Fprintf(w, "%-10s %-9s %-5s %10s %11s %9s %9s %9s %s\n",
 		"PROCEDURE", "KERNEL", "VERD", "PACKETS", "THROUGHPUT", "SLOW/1K", "SKB-RET", "RELEASES", "MODEL SLOW/1K|SKB-RET|RELEASES")
 	for _, r := range results {
-		verdict := "PASS"
-		if !r.Pass {
-			verdict = "FAIL"
-		}
+		verdict := map[Verdict]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRA", VerdictInterrupted: "INTR"}[r.Verdict]
 		model := "-"
 		if r.Model != nil {
 			p := r.Model.Predicted
@@ -30,10 +27,61 @@ func WriteTable(w io.Writer, results []*Result) {
 		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, kernelShort(r.Kernel), verdict,
 			r.Figures.Packets, FormatBitRate(r.Figures.BitsPerSecond), r.Figures.SlowPathPer1000,
 			r.Figures.SKBReturns, r.Figures.Releases, model)
-		for _, reason := range r.Reasons {
-			fmt.Fprintf(w, "    %s\n", reason)
+		for _, g := range GroupReasons(r.Reasons) {
+			fmt.Fprintf(w, "    %s\n", g)
 		}
 	}
+}
+
+// ReasonGroup is a reason with the number of times a result gives it.
+type ReasonGroup struct {
+	Reason
+	Count int
+}
+
+func (g ReasonGroup) String() string {
+	if g.Count > 1 {
+		return fmt.Sprintf("%s (×%d)", g.Reason, g.Count)
+	}
+	return g.Reason.String()
+}
+
+// GroupReasons folds identical reasons (a broken kernel WARNs once per pool, per retry) into
+// one with a count, in the order they first came.
+func GroupReasons(reasons []Reason) []ReasonGroup {
+	var out []ReasonGroup
+	at := map[Reason]int{}
+	for _, r := range reasons {
+		if i, ok := at[r]; ok {
+			out[i].Count++
+			continue
+		}
+		at[r] = len(out)
+		out = append(out, ReasonGroup{Reason: r, Count: 1})
+	}
+	return out
+}
+
+// ConsoleGroup is the first console report of one title, with how many reports had it.
+type ConsoleGroup struct {
+	ConsoleReport
+	Count int
+}
+
+// GroupConsole keeps the first report of each title (its stack is the one that names the
+// culprit; later ones repeat it) and counts the others.
+func GroupConsole(reports []ConsoleReport) []ConsoleGroup {
+	var out []ConsoleGroup
+	at := map[string]int{}
+	for _, r := range reports {
+		if i, ok := at[r.Title]; ok {
+			out[i].Count++
+			continue
+		}
+		at[r.Title] = len(out)
+		out = append(out, ConsoleGroup{ConsoleReport: r, Count: 1})
+	}
+	return out
 }
 
 func kernelShort(k string) string {
@@ -180,8 +228,8 @@ func JUnitOf(results []*Result) JUnitSuites {
 			r.Figures.Packets, r.Figures.BitsPerSecond, r.Figures.SlowPathPer1000, r.Figures.SKBReturns, r.Figures.Releases)
 		if r.Verdict != VerdictPass {
 			var text []string
-			for _, reason := range r.Reasons {
-				text = append(text, reason.String())
+			for _, g := range GroupReasons(r.Reasons) {
+				text = append(text, g.String())
 			}
 			msg := &JUnitMessage{Message: firstLine(strings.Join(text, "\n")), Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
 			if r.Verdict == VerdictFail {
@@ -302,6 +350,9 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"svg":   func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
 	"ratio": func(l ComparisonLine) string { return ratioText(l) },
 	"color": func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
+	"groups":  GroupReasons,
+	"console": GroupConsole,
+	"verdict": func(v Verdict) string { return strings.ToUpper(string(v)) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ppkit test report</title>
 <style>
@@ -314,7 +365,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 <table><tr><th class="l">procedure</th><th class="l">kernel</th><th class="l">verdict</th><th>packets</th><th>throughput</th>
 <th>slow-path / 1000 pkts</th><th>SKB-hook returns</th><th>releases</th><th>model: slow-path / 1000</th><th>model: SKB returns</th><th>model: releases</th></tr>
 {{range .All}}<tr><td class="l"><a href="#{{.Kernel}}-{{.Procedure}}">{{.Procedure}}</a></td><td class="l">{{.Kernel}}</td>
-<td class="l">{{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</td>
+<td class="l">{{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">{{verdict .Verdict}}</span>{{end}}</td>
 <td>{{.Figures.Packets}}</td><td>{{rate .Figures.BitsPerSecond}}</td><td>{{f1 .Figures.SlowPathPer1000}}</td>
 <td>{{.Figures.SKBReturns}}</td><td>{{.Figures.Releases}}</td>
 {{with .Model}}<td>{{f1 .Predicted.SlowPathPer1000}}</td><td>{{.Predicted.SKBReturns}}</td><td>{{.Predicted.Releases}}</td>{{else}}<td>–</td><td>–</td><td>–</td>{{end}}</tr>
@@ -325,7 +376,13 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 {{end}}</table>{{end}}
 {{range .All}}<h2 id="{{.Kernel}}-{{.Procedure}}">{{.Procedure}} — {{.Kernel}}</h2>
 <p>{{.Description}}. Paths: {{range $i, $p := .Paths}}{{if $i}}, {{end}}<code>{{$p}}</code>{{end}}.</p>
-{{if .Reasons}}<ul>{{range .Reasons}}<li class="fail">{{.Kind}}: {{.Detail}}</li>{{end}}</ul>{{end}}
+{{if .Reasons}}<ul class="reasons">{{range groups .Reasons}}<li class="fail">{{.Kind}}: {{.Detail}}{{if gt .Count 1}} <b>×{{.Count}}</b>{{end}}</li>{{end}}</ul>{{end}}
+{{range .Culprits}}<h3 class="culprit">Culprit of {{.Violation}}: page pfn {{.Pfn}}</h3>
+<p>{{.Detail}} (trace line {{.Line}}). The page's life in the trace, from its allocation by the pool:</p>
+<table class="history"><tr><th>line</th><th>time</th><th>CPU</th><th class="l">task</th><th class="l">context</th><th class="l">event</th><th class="l">fields</th></tr>
+{{range .History}}<tr><td>{{.Line}}</td><td>{{.Timestamp}}</td><td>{{.CPU}}</td><td class="l">{{.Task}}</td><td class="l">{{.Context}}</td><td class="l">{{.Event}}</td><td class="l"><code>{{.Fields}}</code></td></tr>
+{{end}}</table>{{if .Omitted}}<p>({{.Omitted}} events in the middle of this page's life are left out.)</p>{{end}}
+{{end}}
 <h3>Inflight per pool over time</h3>
 {{svg .Pools}}
 <table><tr><th class="l">pool</th><th>holds</th><th>releases</th><th>SKB returns</th><th class="l">destroyed</th><th>final inflight</th></tr>
@@ -333,9 +390,9 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 {{end}}</table>
 {{if .Traffic.Notes}}<pre>{{range .Traffic.Notes}}{{.}}
 {{end}}</pre>{{end}}
-{{range .Console}}<h3>Console: {{.Title}}</h3><pre>{{.Report}}</pre>{{end}}
+{{range console .Console}}<h3 class="console">Console: {{.Title}}{{if gt .Count 1}} (×{{.Count}}; the first){{end}}</h3><pre>{{.Report}}</pre>{{end}}
 {{with .Model}}{{range .Violations}}<h3>Model: {{.Name}}</h3><pre>{{.Detail}}</pre>{{end}}{{end}}
-{{if .Artifacts}}<p>Artifacts: <code>{{.Artifacts}}</code></p>{{end}}
+{{with index $.Links .Artifacts}}<p>Artifacts: <a href="{{.}}/trace.txt">trace.txt</a>, <a href="{{.}}/console.txt">console.txt</a>, <a href="{{.}}/">all</a></p>{{else}}{{if .Artifacts}}<p>Artifacts: <code>{{.Artifacts}}</code></p>{{end}}{{end}}
 {{end}}
 </body></html>
 `))
@@ -351,12 +408,22 @@ func ratioText(l ComparisonLine) string {
 	return s
 }
 
-// WriteHTML writes the offline report page.
-func WriteHTML(w io.Writer, s *Summary) error {
+// WriteHTML writes the offline report page. Artifact directories below dir (the report's own
+// directory; "" for none) are linked relative to it.
+func WriteHTML(w io.Writer, s *Summary, dir string) error {
 	data := struct {
 		*Summary
-		All []*Result
-	}{s, append(append([]*Result{}, s.Baseline...), s.Results...)}
+		All   []*Result
+		Links map[string]string // artifact directory → its link from the page
+	}{s, append(append([]*Result{}, s.Baseline...), s.Results...), map[string]string{}}
+	for _, r := range data.All {
+		if dir == "" || r.Artifacts == "" {
+			continue
+		}
+		if rel, err := filepath.Rel(dir, r.Artifacts); err == nil && !strings.HasPrefix(rel, "..") {
+			data.Links[r.Artifacts] = filepath.ToSlash(rel)
+		}
+	}
 	if err := reportTemplate.Execute(w, data); err != nil {
 		return fmt.Errorf("write HTML report: %w", err)
 	}
@@ -380,7 +447,7 @@ func WriteReportDir(dir string, s *Summary) error {
 		}
 		return f.Close()
 	}
-	if err := write("index.html", func(w io.Writer) error { return WriteHTML(w, s) }); err != nil {
+	if err := write("index.html", func(w io.Writer) error { return WriteHTML(w, s, dir) }); err != nil {
 		return err
 	}
 	if err := write("results.json", func(w io.Writer) error { return WriteJSON(w, s) }); err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/gomodel"
 )
 
 // sampleSummary is a --compare run: baseline and series for multicast, series tcp failing.
@@ -38,9 +40,14 @@ func sampleSummary() *Summary {
 	tcp := &Result{Procedure: "tcp", Description: (&TCP{}).Description(), Paths: (&TCP{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 35 * time.Second,
 		Figures: Figures{Packets: 50000, BitsPerSecond: 300e6, SlowPathAllocs: 900, SlowPathPer1000: 18, SKBReturns: 1200, Releases: 40000},
-		Console: []ConsoleReport{{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c1\npage:(____ptrval____) refcount:0"}},
+		Console: []ConsoleReport{{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c1\npage:(____ptrval____) refcount:0"},
+			{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c2\n(second)"}},
 		Reasons: []Reason{{Kind: ReasonViolation, Detail: "dma-mapped-page-freed: page pfn=303041 freed while mapped by pool 00000000c0ffee01"},
-			{Kind: ReasonConsole, Detail: "BUG: Bad page state in process iperf"}},
+			{Kind: ReasonConsole, Detail: "BUG: Bad page state in process iperf"}, {Kind: ReasonConsole, Detail: "BUG: Bad page state in process iperf"}},
+		Culprits: []Culprit{{Violation: "dma-mapped-page-freed", Detail: "trace line 9: pfn 303041: freed while mapped", Pfn: 303041, Line: 9,
+			History: []gomodel.PageEvent{
+				{Line: 3, Timestamp: "10.000001", Task: "<idle>-0", CPU: 1, Context: "softirq", Event: "page_pool_state_hold", Fields: "page_pool=00000000c0ffee01 page=00000000bb pfn=303041 hold=7"},
+				{Line: 9, Timestamp: "10.000004", Task: "iperf-412", CPU: 0, Context: "process", Event: "mm_page_free", Fields: "page=00000000bb pfn=303041 order=0"}}}},
 		Model: &ModelReport{Violations: []ModelViolation{{Name: "dma-mapped-page-freed", Detail: "page pfn=303041 freed while mapped\nhistory: hold, build_skb, skb_try_coalesce, put_page"}}}}
 	infra := &Result{Procedure: "copy", Description: (&Copy{}).Description(), Paths: (&Copy{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 2 * time.Second,
@@ -81,7 +88,7 @@ func TestWriteJUnitGolden(t *testing.T) {
 
 func TestWriteHTMLGolden(t *testing.T) {
 	var b bytes.Buffer
-	if err := WriteHTML(&b, sampleSummary()); err != nil {
+	if err := WriteHTML(&b, sampleSummary(), ""); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "testdata/golden/report.html", b.Bytes())
@@ -97,6 +104,13 @@ func TestWriteHTMLGolden(t *testing.T) {
 	}
 	if !strings.Contains(page, "200.0× lower") {
 		t.Errorf("the comparison lacks the slow-path ratio")
+	}
+	// Repeated reasons are grouped with a count; the culprit page's history is shown.
+	if strings.Count(page, "console-report: BUG: Bad page state in process iperf") != 1 || !strings.Contains(page, "×2") {
+		t.Errorf("repeated console reasons are not grouped")
+	}
+	if !strings.Contains(page, "Culprit of dma-mapped-page-freed: page pfn 303041") || !strings.Contains(page, "page_pool_state_hold") {
+		t.Errorf("no culprit history")
 	}
 }
 

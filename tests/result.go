@@ -80,10 +80,12 @@ type Result struct {
 	Console     []ConsoleReport `json:"console_reports,omitempty"`
 	LostEvents  int64           `json:"lost_events"`
 	Notes       []string        `json:"notes,omitempty"`
-	Artifacts   string          `json:"artifacts,omitempty"`
-	Pass        bool            `json:"pass"`
-	Verdict     Verdict         `json:"verdict"`
-	Reasons     []Reason        `json:"reasons,omitempty"`
+	// Culprits: the first violation of each kind with its page's history (see Culprits).
+	Culprits  []Culprit `json:"culprits,omitempty"`
+	Artifacts string    `json:"artifacts,omitempty"`
+	Pass      bool      `json:"pass"`
+	Verdict   Verdict   `json:"verdict"`
+	Reasons   []Reason  `json:"reasons,omitempty"`
 }
 
 // Evidence is everything a verdict rests on, gathered by the runner.

@@ -187,6 +187,14 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 			ev.InfraError, ev.Procedure = ev.Procedure, nil
 		}
 		Judge(res, ev)
+		// The report names the culprit pages: the model's claims (not those withheld for lost
+		// events) get their pages' whole histories from the trace.
+		if hasReason(res, ReasonViolation) && ev.Model != nil && c.trace != "" {
+			var err error
+			if res.Culprits, err = Culprits(c.trace, ev.Model); err != nil {
+				res.Notes = append(res.Notes, err.Error())
+			}
+		}
 	}()
 
 	if len(p.Helpers()) > 0 {
@@ -225,7 +233,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		})
 		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
 			if f, err := os.Open(c.trace); err == nil {
-				ev.Trace, _ = ParseTraceFigures(f, p.Name())
+				ev.Trace, _ = ParseTraceFigures(ctxReader{ctx, f}, p.Name())
 				f.Close()
 			}
 			ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace})
@@ -300,7 +308,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
 	}
 	phase = time.Now()
-	ev.Trace, err = ParseTraceFigures(f, p.Name())
+	ev.Trace, err = ParseTraceFigures(ctxReader{ctx, f}, p.Name())
 	f.Close()
 	if err != nil {
 		ev.InfraError = fmt.Errorf("read the trace: %w", err)
@@ -311,6 +319,15 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	phase = time.Now()
 	ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx})
 	env.logf("%s: figures in %.1fs, model in %.1fs", p.Name(), parsed.Seconds(), time.Since(phase).Seconds())
+}
+
+func hasReason(res *Result, kind string) bool {
+	for _, r := range res.Reasons {
+		if r.Kind == kind {
+			return true
+		}
+	}
+	return false
 }
 
 // kernelFault says whether err is the kernel under test crashing or hanging, as the harness
