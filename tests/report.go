@@ -345,11 +345,11 @@ func downsample(pts []InflightPoint, n int) []InflightPoint {
 }
 
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"rate":  FormatBitRate,
-	"f1":    func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
-	"svg":   func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
-	"ratio": func(l ComparisonLine) string { return ratioText(l) },
-	"color": func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
+	"rate":    FormatBitRate,
+	"f1":      func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"svg":     func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
+	"ratio":   func(l ComparisonLine) string { return ratioText(l) },
+	"color":   func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
 	"groups":  GroupReasons,
 	"console": GroupConsole,
 	"verdict": func(v Verdict) string { return strings.ToUpper(string(v)) },
