@@ -354,9 +354,11 @@ func TestApplyCtrlC(t *testing.T) {
 		t.Fatalf("full apply left %d patches", n)
 	}
 	t.Logf("a full apply takes %v", full)
+	undo := []string{"delete"}
 	for i := len(ps); i >= 1; i-- {
-		stgtest.Stg(t, kernel, "delete", fmt.Sprintf("pp-%02d", i))
+		undo = append(undo, fmt.Sprintf("pp-%02d", i))
 	}
+	stgtest.Stg(t, kernel, undo...)
 	// Deleting patches leaves the stack log ref and stack files of a different history: start
 	// the comparison from the state after the undo.
 	before = stackState(t, kernel)
@@ -374,9 +376,7 @@ func TestApplyCtrlC(t *testing.T) {
 			if n := strings.Count(stgtest.Stg(t, kernel, "series", "-a"), "\n"); n != 81 {
 				t.Fatalf("try %d (SIGINT after %v): exit 0 with %d patches", try, delay, n)
 			}
-			for i := len(ps); i >= 1; i-- {
-				stgtest.Stg(t, kernel, "delete", fmt.Sprintf("pp-%02d", i))
-			}
+			stgtest.Stg(t, kernel, undo...)
 			before = stackState(t, kernel)
 		default:
 			interrupted++

@@ -92,7 +92,7 @@ func mailOptions(a *mailArgs) []mailOption {
 			return nil
 		}},
 		{long: "in-reply-to", arg: 1, meta: "REFID", help: "use REFID as the reference id", set: str(&a.inReplyTo)},
-		{long: "smtp-server", arg: 1, meta: "HOST[:PORT] or \"/path/to/sendmail ARGS\"", help: "SMTP server or sendmail-style program (default: profile, stgit.smtpserver, sendemail.smtpServer, sendemail.sendmailCmd, localhost:25)", set: str(&a.server)},
+		{long: "smtp-server", arg: 1, meta: "SERVER", help: "HOST[:PORT], or \"/path/to/sendmail ARGS\" (a sendmail-style program such as msmtp) (default: profile, stgit.smtpserver, sendemail.smtpServer, sendemail.sendmailCmd, localhost:25)", set: str(&a.server)},
 		{long: "smtp-user", short: 'u', arg: 1, meta: "USER", help: "user name for SMTP authentication", set: str(&a.user)},
 		{long: "smtp-password", short: 'p', arg: 1, meta: "PASSWORD", help: "refused: the password comes from $" + stgit.PasswordEnv + " or git's credential helper", set: refuse("--smtp-password is refused: a password on the command line lands in the shell history; set $" + stgit.PasswordEnv + " or a git credential helper")},
 		{long: "smtp-tls", short: 'T', arg: 2, meta: "MODE", help: "use SMTP with TLS (STARTTLS); ppkit also takes --smtp-tls=tls (TLS from the start) or =none", set: func(v string, given bool) error {
@@ -328,6 +328,9 @@ func runMail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sending := a.send || a.reflect || a.resume
 	if sending {
 		// Everything that can be refused is refused before the editor opens or mail leaves.
+		if err := srv.Check(); err != nil {
+			return failf("%v", err)
+		}
 		if err := repo.Password(ctx, srv); err != nil {
 			return failf("%v", err)
 		}
@@ -397,7 +400,8 @@ func runMail(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if a.json {
 		return seriesWriteJSON(stdout, mailResult{Posting: post, Sent: len(rep.Sent)})
 	}
-	fmt.Fprintf(stdout, "sent %d messages via %s; recorded in %s\n", len(rep.Sent), srv, stgit.HistoryRef(post.Branch))
+	ref := stgit.HistoryRef(post.Branch)
+	fmt.Fprintf(stdout, "sent %d messages via %s; recorded in %s (share it: git push origin %s)\n", len(rep.Sent), srv, ref, ref)
 	return nil
 }
 

@@ -532,6 +532,26 @@ func TestMailSendAndResume(t *testing.T) {
 	threadedToCover(t, bad.Received())
 }
 
+// TestMailConfirmation: on a terminal, --send lists the recipients and sends only on "y".
+func TestMailConfirmation(t *testing.T) {
+	dir := mailKernel(t)
+	srv := stgtest.StartSMTP(t, 0, "", "")
+	savedTerm, savedIn := mailIsTerminal, mailStdin
+	t.Cleanup(func() { mailIsTerminal, mailStdin = savedTerm, savedIn })
+	mailIsTerminal = func() bool { return true }
+	args := []string{"mail", "--kernel", dir, "--to", "netdev", "--cc", "davem", "--send", "--smtp-server", srv.Addr, "net-foo-patch-number-1"}
+	mailStdin = strings.NewReader("n\n")
+	code, stdout, stderr := ppkit(t, args...)
+	if code == 0 || !strings.Contains(stderr, "not confirmed") || len(srv.Received()) != 0 ||
+		!strings.Contains(stdout, "davem@davemloft.net, netdev@vger.kernel.org") || !strings.Contains(stdout, "Send them? [y/N]") {
+		t.Fatalf("answer n: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	mailStdin = strings.NewReader("y\n")
+	if code, _, stderr := ppkit(t, args...); code != 0 || len(srv.Received()) != 1 {
+		t.Fatalf("answer y: exit %d %s; %d received", code, stderr, len(srv.Received()))
+	}
+}
+
 func threadedToCover(t *testing.T, got []stgtest.Received) {
 	t.Helper()
 	seen := map[string]bool{}
