@@ -402,3 +402,34 @@ func TestApplyCtrlC(t *testing.T) {
 		t.Fatalf("only %d of 10 tries were interrupted mid-apply", interrupted)
 	}
 }
+
+// TestExportPartialStack: a stack with unapplied patches is refused by Export with their names;
+// ExportApplied writes the applied ones and says in the series file what it left out.
+func TestExportPartialStack(t *testing.T) {
+	ctx := context.Background()
+	stgtest.Hermetic(t)
+	kernel := stgtest.KernelRepo(t)
+	stgtest.Stack(t, kernel, stgtest.DefaultPatches(4))
+	stgtest.Stg(t, kernel, "pop", "-n", "2")
+	r, _ := Open(ctx, kernel)
+	patches := filepath.Join(t.TempDir(), "patches")
+	err := r.Export(ctx, patches)
+	var pe *PartialStackError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "net-foo-patch-number-3, net-foo-patch-number-4") || !strings.Contains(err.Error(), "stg push -a") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("export of a partly applied stack: %v", err)
+	}
+	if _, err := os.Stat(patches); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a refused export wrote patches/")
+	}
+	if err := r.ExportApplied(ctx, patches); err != nil {
+		t.Fatal(err)
+	}
+	series := readFile(t, filepath.Join(patches, "series"))
+	if !strings.HasSuffix(series, "# Not exported (not applied): net-foo-patch-number-3 net-foo-patch-number-4\n") {
+		t.Fatalf("series file:\n%s", series)
+	}
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil || strings.Join(s.Patches, ",") != "net-foo-patch-number-1,net-foo-patch-number-2" {
+		t.Fatalf("%+v %v", s, err)
+	}
+}

@@ -758,3 +758,40 @@ func TestMailArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestMailStgOptionsPassThrough: stg's threading and Cc options give stg's messages.
+func TestMailStgOptionsPassThrough(t *testing.T) {
+	dir := mailKernel(t)
+	ps := []stgtest.Patch{{Name: "acked", Subject: "net: acked change", File: "net/core/page_pool.c", Line: "int acked;",
+		Body: "Count it.\n\nAcked-by: Ilias Apalodimas <ilias.apalodimas@linaro.org>\nReported-by: Tariq Toukan <tariqt@nvidia.com>"}}
+	stgtest.Stack(t, dir, ps)
+	for _, args := range [][]string{
+		{"--to", "netdev", "--auto", "-a"},
+		{"--to", "netdev", "--no-thread", "-a"},
+		{"--to", "netdev", "--in-reply-to=<20211001.1234@example.org>", "-a"},
+		{"--to", "netdev", "--unrelated", "-a"},
+		{"--to", "netdev", "--cc", "davem", "--prefix", "RFC net-next", "-v", "2", "..net-foo-patch-number-2", "acked"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, stdout, stderr := ppkit(t, append([]string{"mail", "--kernel", dir, "-m"}, args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			cmd := exec.Command("stg", append([]string{"mail", "--mbox"}, args...)...)
+			cmd.Dir = dir
+			stgOut, err := cmd.Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, want := readMbox(t, []byte(stdout)), readMbox(t, stgOut)
+			if len(got) != len(want) {
+				t.Fatalf("ppkit %d messages, stg %d", len(got), len(want))
+			}
+			for i := range got {
+				if normalizeMsg(got[i].Raw) != normalizeMsg(want[i].Raw) {
+					t.Fatalf("message %d:\nppkit:\n%s\nstg:\n%s", i, normalizeMsg(got[i].Raw), normalizeMsg(want[i].Raw))
+				}
+			}
+		})
+	}
+}
