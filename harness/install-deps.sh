@@ -14,7 +14,7 @@ groups=("$@")
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
-base_pkgs=(git stgit make perl python3 ca-certificates xz-utils cpio procps shellcheck)
+base_pkgs=(git stgit msmtp make perl python3 ca-certificates xz-utils cpio procps shellcheck)
 kernel_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu bc bison flex libssl-dev libelf-dev
              ccache kmod dwarves linux-source-5.10)
 qemu_pkgs=(qemu-system-arm dpkg-dev ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev

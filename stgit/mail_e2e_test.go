@@ -43,19 +43,22 @@ var mailCases = []mailCase{
 		cover:   true,
 		opts: func(o *MailOptions) {
 			o.Prefix, o.Version, o.To, o.Cc = "net-next", "V3", []string{"netdev"}, []string{"davem"}
+			// As stg ran: -e with an editor that changes nothing.
+			o.All, o.EditCover, o.Editor = true, true, "true"
 		},
 		compared: "all",
 	},
 	{
-		// The acceptance command: no cover in stg, so only the patches' headers are compared.
+		// No cover asked: none in stg, none in ppkit; patches thread to the first patch.
 		name:    "net-next-v3-all",
 		patches: stgtest.DefaultPatches(4),
 		config:  aliases,
 		stgArgs: []string{"--prefix=net-next", "--version=V3", "--to", "netdev", "--cc", "davem", "-a"},
 		opts: func(o *MailOptions) {
 			o.Prefix, o.Version, o.To, o.Cc = "net-next", "V3", []string{"netdev"}, []string{"davem"}
+			o.All = true
 		},
-		compared: "patches",
+		compared: "all",
 	},
 	{
 		// Folded Cc, a patch by another author (From: line in the body), stgit.autobcc and
@@ -83,6 +86,7 @@ var mailCases = []mailCase{
 			o.Cc = []string{"davem", "willy", "Jesper Dangaard Brouer <hawk@kernel.org>",
 				"Ilias Apalodimas <ilias.apalodimas@linaro.org>", "kuba@kernel.org",
 				"Eric Dumazet <edumazet@google.com>", "pabeni@redhat.com"}
+			o.All, o.EditCover, o.Editor = true, true, "true"
 		},
 		compared: "all",
 	},
@@ -162,15 +166,12 @@ func TestGoldenStgMail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(tc.patches)+1 {
-				t.Fatalf("ppkit built %d messages for %d patches", len(got), len(tc.patches))
+			wantN := len(tc.patches)
+			if tc.cover {
+				wantN++
 			}
-			if !tc.cover {
-				got = got[1:]
-				// Without a cover stg threads patches to the first patch; ppkit to its cover.
-				if tc.compared != "patches" {
-					t.Fatal("a golden without cover can only compare patches")
-				}
+			if len(got) != wantN || post.HasCover != tc.cover {
+				t.Fatalf("ppkit built %d messages (cover %v) for %d patches", len(got), post.HasCover, len(tc.patches))
 			}
 			if len(got) != len(wantMsgs) {
 				t.Fatalf("%d messages, golden has %d", len(got), len(wantMsgs))
@@ -218,6 +219,11 @@ func TestMailNetdevStyle(t *testing.T) {
 	prof, _ := r.LoadProfile(ctx, "")
 	o := &MailOptions{Profile: *prof}
 	o.Prefix, o.Version, o.To, o.Cc, o.Style = "net-next", "V3", []string{"netdev"}, []string{"davem"}, StyleNetdev
+	o.All = true
+	if _, err := r.Prepare(ctx, o); err == nil || !strings.Contains(err.Error(), "netdev wants a cover letter") {
+		t.Fatalf("netdev style without a cover: %v", err)
+	}
+	o.CoverTemplate = writeCover(t, "page_pool: return pages via the skb\n\nThe pages come back.\n")
 	post, err := r.Prepare(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -231,4 +237,14 @@ func TestMailNetdevStyle(t *testing.T) {
 			t.Errorf("patch %d replies to %q, not the cover", i, m.InReplyTo)
 		}
 	}
+}
+
+// writeCover writes a cover file (ppkit's form: title line, blank line, body) and returns its path.
+func writeCover(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cover.txt")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -2,12 +2,14 @@ package stgit
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 var (
@@ -109,5 +111,89 @@ func TestGoldenMboxStructure(t *testing.T) {
 				t.Errorf("%s: the Bcc addresses were not kept for the envelope", f)
 			}
 		}
+	}
+}
+
+// TestSelectPatches checks stg 0.19's patch selection; the expectations are what stg's own
+// parse_patches returns for a stack a b c applied, d e unapplied.
+func TestSelectPatches(t *testing.T) {
+	ps := []StackPatch{{Name: "a", Applied: true}, {Name: "b", Applied: true}, {Name: "c", Applied: true, Top: true}, {Name: "d"}, {Name: "e"}}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"b"}, "b"},
+		{[]string{"a..c"}, "a b c"},
+		{[]string{"..b"}, "a b"},
+		{[]string{"b.."}, "b c"},
+		{[]string{"..d"}, "d"},
+		{[]string{"d.."}, "d e"},
+		{[]string{"c..a"}, "c b a"},
+		{[]string{"e..b"}, "e d c b"},
+		{[]string{"a..e"}, "a b c d e"},
+		{[]string{".."}, "a b c"},
+		{[]string{"d", "a"}, "d a"},
+		{[]string{"b..c", "e"}, "b c e"},
+		{[]string{"c..c"}, "c"},
+	} {
+		got, err := SelectPatches(ps, tc.args, false)
+		if err != nil || strings.Join(got, " ") != tc.want {
+			t.Errorf("%v: %v %v, want %s", tc.args, got, err, tc.want)
+		}
+	}
+	if got, err := SelectPatches(ps, nil, true); err != nil || strings.Join(got, " ") != "a b c" {
+		t.Errorf("--all: %v %v", got, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		all  bool
+		want string
+	}{
+		{nil, false, "give -a/--all"},
+		{[]string{"a..x"}, false, `no patch "x"`},
+		{[]string{"a", "a..b"}, false, "named twice"},
+		{[]string{"a..b..c"}, false, "malformed"},
+		{[]string{"a"}, true, "do not go together"},
+	} {
+		_, err := SelectPatches(ps, tc.args, tc.all)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v all=%v: %v, want one line with %q", tc.args, tc.all, err, tc.want)
+		}
+	}
+}
+
+func TestIsStgTemplate(t *testing.T) {
+	for text, want := range map[string]bool{
+		"From: %(sender)s\nSubject: [PATCH] x\n\nbody\n":   true,
+		"Subject: [PATCH%(nspace)s%(number)s] x\n\nbody\n": true,
+		"page_pool: return pages\n\nbody\n":                false,
+		"net: fix: the thing\n\nbody\n":                    false, // a title, not a header block with Subject
+		"To: a@b\n\nbody\n":                                false,
+	} {
+		if got := IsStgTemplate(text); got != want {
+			t.Errorf("IsStgTemplate(%q) = %v", text, got)
+		}
+	}
+}
+
+func TestSetDatesOneSecondApart(t *testing.T) {
+	p := &Posting{Messages: []Message{
+		{Raw: []byte("Subject: a\nDate: x\nMessage-ID: <1>\n\nbody\n")},
+		{Raw: []byte("Subject: b\nDate: x\nMessage-ID: <2>\n\nbody\n")},
+		{Raw: []byte("Subject: c\nDate: x\nMessage-ID: <3>\n\nbody\n")},
+	}}
+	now := time.Date(2026, 12, 4, 18, 0, 0, 0, time.UTC)
+	p.SetDates(now)
+	for i, want := range []string{"Fri, 04 Dec 2026 17:59:58 +0000", "Fri, 04 Dec 2026 17:59:59 +0000", "Fri, 04 Dec 2026 18:00:00 +0000"} {
+		if !bytes.Contains(p.Messages[i].Raw, []byte("\nDate: "+want+"\n")) || bytes.Count(p.Messages[i].Raw, []byte("Date:")) != 1 {
+			t.Errorf("message %d:\n%s", i, p.Messages[i].Raw)
+		}
+	}
+}
+
+func TestCommandErrorWrapsOnce(t *testing.T) {
+	e := &CommandError{Args: []string{"stg", "mail", "--mbox"}, Stderr: "stg mail: Unknown patch name: x\n", Err: errors.New("exit status 2")}
+	if got := e.Error(); got != "stg mail: Unknown patch name: x" {
+		t.Fatalf("%q", got)
 	}
 }

@@ -40,9 +40,14 @@ type Profile struct {
 	AutoCc    bool   // add scripts/get_maintainer.pl's addresses
 	Sender    string // From; stgit.sender, else git's user identity
 
-	SMTPServer string // host:port
+	SMTPServer string // host:port, or /path/to/sendmail ARGS
 	SMTPUser   string
 	SMTPTLS    string // "", "starttls" or "tls"
+	// SendmailCmd is git's sendemail.sendmailCmd: a shell command used as sendmail when no
+	// SMTP server is configured.
+	SendmailCmd string
+	// SMTPDelay is stgit.smtpdelay: seconds between two messages ("" when unset).
+	SMTPDelay string
 
 	senderSet bool // Sender came from ppkit.mail.sender: pass it to stg
 
@@ -188,6 +193,38 @@ func (r *Repo) LoadProfile(ctx context.Context, name string) (*Profile, error) {
 	if p.SMTPTLS == "" && git.last("stgit.smtptls") == "yes" {
 		p.SMTPTLS = "starttls"
 	}
+	// git send-email's keys, below stg's: sendemail.smtpServer (a host, or a sendmail path),
+	// smtpServerPort, smtpEncryption (tls: STARTTLS, ssl: TLS from the start), smtpUser.
+	if p.SMTPTLS == "" {
+		switch strings.ToLower(git.last("sendemail.smtpencryption")) {
+		case "tls":
+			p.SMTPTLS = "starttls"
+		case "ssl":
+			p.SMTPTLS = "tls"
+		}
+	}
+	if p.SMTPServer == "" {
+		if srv := git.last("sendemail.smtpserver"); srv != "" {
+			if !strings.HasPrefix(srv, "/") && !strings.Contains(srv, ":") {
+				port := git.last("sendemail.smtpserverport")
+				if port == "" {
+					port = "25"
+					if p.SMTPTLS == "tls" {
+						port = "465"
+					} else if p.SMTPTLS == "starttls" {
+						port = "587"
+					}
+				}
+				srv += ":" + port
+			}
+			p.SMTPServer = srv
+		}
+	}
+	if p.SMTPUser == "" {
+		p.SMTPUser = git.last("sendemail.smtpuser")
+	}
+	p.SendmailCmd = git.last("sendemail.sendmailcmd")
+	p.SMTPDelay = git.last("stgit.smtpdelay")
 	if p.Style == "" {
 		p.Style = StyleStg
 	}

@@ -17,7 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Repo is a git work tree, usually a kernel tree, that may hold an stg stack.
@@ -27,7 +30,8 @@ type Repo struct {
 	// Env is added to the process environment of every git and stg command.
 	Env []string
 
-	dropEnv map[string]bool // variables removed from the environment of the commands
+	dropEnv    map[string]bool // variables removed from the environment of the commands
+	foreground bool            // run commands in ppkit's process group (they may open an editor)
 }
 
 // ErrNotRepo reports a directory that is not a git work tree.
@@ -67,7 +71,12 @@ func (e *CommandError) Error() string {
 	if msg == "" {
 		msg = e.Err.Error()
 	}
-	return fmt.Sprintf("%s: %s", strings.Join(e.Args[:min(2, len(e.Args))], " "), msg)
+	prefix := strings.Join(e.Args[:min(2, len(e.Args))], " ")
+	// stg already names itself ("stg mail: Unknown patch name: x"): wrap once.
+	for strings.HasPrefix(msg, prefix+": ") {
+		msg = strings.TrimPrefix(msg, prefix+": ")
+	}
+	return prefix + ": " + msg
 }
 
 func (e *CommandError) Unwrap() error { return e.Err }
@@ -76,6 +85,9 @@ func (r *Repo) command(ctx context.Context, stdin []byte, name string, args ...s
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = r.Dir
 	cmd.Env = append(os.Environ(), r.Env...)
+	if !r.foreground {
+		inGroup(cmd)
+	}
 	if r.dropEnv != nil {
 		var env []string
 		for _, kv := range cmd.Env {
@@ -91,7 +103,11 @@ func (r *Repo) command(ctx context.Context, stdin []byte, name string, args ...s
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	if err := cmd.Run(); err != nil {
+	run := runGroup
+	if r.foreground {
+		run = (*exec.Cmd).Run
+	}
+	if err := run(cmd); err != nil {
 		return stdout.String(), &CommandError{Args: append([]string{name}, args...), Stderr: stderr.String(), Err: err}
 	}
 	return stdout.String(), nil
@@ -253,4 +269,66 @@ func (r *Repo) Base(ctx context.Context) (string, error) {
 	}
 	out, err := r.stg(ctx, "id", ps[0].Name+"^")
 	return strings.TrimSpace(out), err
+}
+
+// inGroup runs cmd in a process group of its own: a Ctrl-C at the terminal reaches ppkit only
+// (which then rolls back), and a cancelled context kills the command with every git process it
+// started, so none of them writes to the repository after ppkit restored it.
+func inGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		if cmd.Process == nil {
+			return nil
+		}
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 10 * time.Second
+}
+
+// runGroup runs a command started with inGroup; when the context cancelled it, it returns only
+// once no process of the group is left.
+func runGroup(cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pid := cmd.Process.Pid
+	err := cmd.Wait()
+	if cmd.ProcessState == nil || !cmd.ProcessState.Exited() {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if !groupAlive(pid) {
+				break
+			}
+		}
+	}
+	return err
+}
+
+// groupAlive reports whether a process of the group still runs (zombies do not count: a
+// container's init may never reap them).
+func groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) == syscall.ESRCH {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...
+		s := string(data)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/mail"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -59,10 +60,16 @@ func (r *Repo) autoCc(ctx context.Context, post *Posting, patches []string) erro
 				}
 			}
 		}
-		post.Messages[i+1].addCc(post.Sender, addrs)
+		off := 0
+		if post.HasCover {
+			off = 1
+		}
+		post.Messages[i+off].addCc(post.Sender, addrs)
 		union = append(union, addrs...)
 	}
-	post.Messages[0].addCc(post.Sender, union)
+	if post.HasCover {
+		post.Messages[0].addCc(post.Sender, union)
+	}
 	return nil
 }
 
@@ -145,19 +152,151 @@ func foldAddresses(name string, addrs []string) string {
 	return b.String()
 }
 
-// SMTPServer says where and how to deliver.
+// SMTPServer says where and how to deliver: an SMTP server (Addr), or a sendmail-style
+// program (Program: stg's "--smtp-server=/usr/bin/msmtp ARGS", split on blanks; or Shell:
+// git's sendemail.sendmailCmd, run by sh). A program gets "-i -f SENDER RECIPIENT..." appended
+// and the message on stdin, as git send-email runs it.
 type SMTPServer struct {
-	Addr string // host:port
-	TLS  string // "", "none", "starttls" or "tls"
-	User string
+	Addr    string // host:port
+	TLS     string // "", "none", "starttls" or "tls"
+	User    string
+	Program []string
+	Shell   string
+	// Delay is the pause between two messages (stg's --sleep, stgit.smtpdelay).
+	Delay time.Duration
 	// Password is resolved by Password() and never printed.
 	password string
 	rootCAs  *x509.CertPool // nil: the system's
 }
 
+// ParseServer reads stg's --smtp-server value: "HOST:PORT", "HOST" (port 25), or an absolute
+// path to a sendmail-style program followed by its arguments (checked by Check, and again
+// before the first message).
+func ParseServer(v string) (*SMTPServer, error) {
+	v = strings.TrimSpace(v)
+	if strings.HasPrefix(v, "/") {
+		return &SMTPServer{Program: strings.Fields(v)}, nil
+	}
+	if v == "" {
+		v = "localhost:25"
+	}
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		v = net.JoinHostPort(v, "25")
+	}
+	return &SMTPServer{Addr: v}, nil
+}
+
+// Check refuses, before anything is built, a server ppkit would not send through: a sendmail
+// program that is missing or reads the recipients from the headers.
+func (s *SMTPServer) Check() error {
+	if len(s.Program) > 0 || s.Shell != "" {
+		return s.checkProgram()
+	}
+	return nil
+}
+
+// checkProgram refuses a sendmail command that would pick its recipients from the headers:
+// ppkit gives them itself, so that Bcc stays in the envelope and --reflect reaches the sender only.
+func (s *SMTPServer) checkProgram() error {
+	args := s.Program
+	if s.Shell != "" {
+		args = strings.Fields(s.Shell)
+	}
+	for _, a := range args[min(1, len(args)):] {
+		if a == "-t" || a == "--read-recipients" || strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && strings.Contains(a[1:], "t") && !strings.ContainsAny(a[1:], "=/.") && len(a) <= 4 {
+			return fmt.Errorf("sendmail command %q reads the recipients from the headers (%s); drop it, ppkit passes the recipients itself as git send-email does", strings.Join(args, " "), a)
+		}
+	}
+	if s.Shell == "" {
+		if fi, err := os.Stat(s.Program[0]); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return fmt.Errorf("sendmail program %s is not an executable file; install it or fix --smtp-server", s.Program[0])
+		}
+	}
+	return nil
+}
+
+// String names the server for messages.
+func (s *SMTPServer) String() string {
+	switch {
+	case s.Shell != "":
+		return s.Shell
+	case len(s.Program) > 0:
+		return strings.Join(s.Program, " ")
+	}
+	return s.Addr
+}
+
+// transport delivers one message to its envelope recipients.
+type transport interface {
+	deliver(ctx context.Context, from string, rcpts []string, msg []byte) error
+	close(ok bool)
+}
+
+type smtpTransport struct{ c *smtp.Client }
+
+func (t *smtpTransport) deliver(_ context.Context, from string, rcpts []string, msg []byte) error {
+	return t.c.SendMail(from, rcpts, bytes.NewReader(msg))
+}
+
+func (t *smtpTransport) close(ok bool) {
+	if ok {
+		t.c.Quit()
+	}
+	t.c.Close()
+}
+
+type programTransport struct{ s *SMTPServer }
+
+func (t *programTransport) deliver(ctx context.Context, from string, rcpts []string, msg []byte) error {
+	args := []string{"-i", "-f", from}
+	for _, a := range rcpts {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("recipient %q starts with '-'; fix the address", a)
+		}
+		args = append(args, a)
+	}
+	var cmd *exec.Cmd
+	if t.s.Shell != "" {
+		cmd = exec.CommandContext(ctx, "sh", append([]string{"-c", t.s.Shell + ` "$@"`, t.s.Shell}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, t.s.Program[0], append(append([]string{}, t.s.Program[1:]...), args...)...)
+	}
+	cmd.Stdin = bytes.NewReader(msg)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(out.String())
+		if i := strings.LastIndex(msg, "\n"); i >= 0 {
+			msg = strings.TrimSpace(msg[i+1:])
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("%s: %s", filepath.Base(cmd.Args[0]), msg)
+	}
+	return nil
+}
+
+func (t *programTransport) close(bool) {}
+
+// open connects to the server, or checks the program.
+func (s *SMTPServer) open(ctx context.Context) (transport, error) {
+	if len(s.Program) > 0 || s.Shell != "" {
+		if err := s.checkProgram(); err != nil {
+			return nil, err
+		}
+		return &programTransport{s: s}, nil
+	}
+	c, err := s.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &smtpTransport{c: c}, nil
+}
+
 // Password finds the SMTP password: PPKIT_SMTP_PASSWORD, else git's credential helper.
 func (r *Repo) Password(ctx context.Context, s *SMTPServer) error {
-	if s.User == "" {
+	if s.User == "" || len(s.Program) > 0 || s.Shell != "" {
 		return nil
 	}
 	if v, ok := os.LookupEnv(PasswordEnv); ok && v != "" {
@@ -234,7 +373,9 @@ type SendReport struct {
 
 // Send delivers the posting. The state is recorded after every message, so when the server
 // fails mid-series the error says what was sent and Resume delivers only the rest. Bcc
-// addresses go to the envelope only.
+// addresses go to the envelope only. The messages are dated one second apart, ending now (git
+// send-email's order), so that mail readers sort them as numbered. The posting is recorded in
+// HistoryRef once all messages went out.
 func (r *Repo) Send(ctx context.Context, post *Posting, srv *SMTPServer, progress io.Writer) (*SendReport, error) {
 	dir, err := r.MailDir(ctx, post.Branch)
 	if err != nil {
@@ -243,16 +384,64 @@ func (r *Repo) Send(ctx context.Context, post *Posting, srv *SMTPServer, progres
 	if _, err := os.Stat(filepath.Join(dir, "pending.json")); err == nil {
 		return nil, fmt.Errorf("a previous send of this series stopped half-way; run 'ppkit mail --resume'")
 	}
-	c, err := srv.dial(ctx)
+	t, err := srv.open(ctx)
 	if err != nil {
 		return nil, err // nothing sent, nothing recorded
 	}
+	post.SetDates(time.Now())
 	st := &pending{Posting: *post, Sent: make([]bool, len(post.Messages))}
 	if err := st.save(dir); err != nil {
-		c.Close()
+		t.close(false)
 		return nil, fmt.Errorf("record the send: %w", err)
 	}
-	return r.deliver(ctx, c, st, dir, progress)
+	return r.deliver(ctx, t, st, dir, srv.Delay, progress)
+}
+
+// Reflect sends the posting to its sender only (b4's send --reflect): the headers are those the
+// list would get, the envelope names the sender alone. Nothing is recorded: a reflected
+// posting is not a version.
+func (r *Repo) Reflect(ctx context.Context, post *Posting, srv *SMTPServer, progress io.Writer) (*SendReport, error) {
+	if progress == nil {
+		progress = io.Discard
+	}
+	from, err := mail.ParseAddress(post.Sender)
+	if err != nil {
+		return nil, fmt.Errorf("sender %q: %v; fix user.email or stgit.sender", post.Sender, err)
+	}
+	t, err := srv.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	post.SetDates(time.Now())
+	rep := &SendReport{Total: len(post.Messages)}
+	for i := range post.Messages {
+		m := &post.Messages[i]
+		if i > 0 && srv.Delay > 0 {
+			if err := sleepCtx(ctx, srv.Delay); err != nil {
+				t.close(false)
+				return rep, err
+			}
+		}
+		if err := t.deliver(ctx, from.Address, []string{from.Address}, m.Raw); err != nil {
+			t.close(false)
+			return rep, fmt.Errorf("reflect stopped after %d of %d messages: message %d (%s): %w", i, len(post.Messages), i, m.Subject, err)
+		}
+		rep.Sent = append(rep.Sent, m.Subject)
+		fmt.Fprintf(progress, "reflected %d/%d to %s: %s\n", i+1, len(post.Messages), from.Address, m.Subject)
+	}
+	t.close(true)
+	return rep, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return nil
+	}
 }
 
 // Resume delivers the messages an interrupted Send did not.
@@ -269,11 +458,11 @@ func (r *Repo) Resume(ctx context.Context, srv *SMTPServer, progress io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	c, err := srv.dial(ctx)
+	t, err := srv.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return r.deliver(ctx, c, st, dir, progress)
+	return r.deliver(ctx, t, st, dir, srv.Delay, progress)
 }
 
 func (st *pending) save(dir string) error {
@@ -319,8 +508,7 @@ func loadPending(dir string) (*pending, error) {
 	return st, nil
 }
 
-func (r *Repo) deliver(ctx context.Context, c *smtp.Client, st *pending, dir string, progress io.Writer) (*SendReport, error) {
-	defer c.Close()
+func (r *Repo) deliver(ctx context.Context, t transport, st *pending, dir string, delay time.Duration, progress io.Writer) (*SendReport, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -334,26 +522,37 @@ func (r *Repo) deliver(ctx context.Context, c *smtp.Client, st *pending, dir str
 	if a, err := mail.ParseAddress(st.Sender); err == nil {
 		from = a.Address
 	}
+	first := true
 	for i := range st.Messages {
 		if st.Sent[i] {
 			continue
 		}
 		m := &st.Messages[i]
+		if !first && delay > 0 {
+			if err := sleepCtx(ctx, delay); err != nil {
+				t.close(false)
+				return rep, r.stopped(st, dir, err)
+			}
+		}
+		first = false
 		if err := ctx.Err(); err != nil {
+			t.close(false)
 			return rep, r.stopped(st, dir, err)
 		}
-		if err := c.SendMail(from, m.Recipients(st.Bcc), bytes.NewReader(m.Raw)); err != nil {
+		if err := t.deliver(ctx, from, m.Recipients(st.Bcc), m.Raw); err != nil {
+			t.close(false)
 			return rep, r.stopped(st, dir, fmt.Errorf("message %d (%s): %w", i, m.Subject, err))
 		}
 		st.Sent[i] = true
 		rep.Sent = append(rep.Sent, m.Subject)
 		fmt.Fprintf(progress, "sent %d/%d: %s\n", i+1, len(st.Messages), m.Subject)
 		if err := st.save(dir); err != nil {
+			t.close(false)
 			return rep, fmt.Errorf("record the send (message %d was delivered): %w", i, err)
 		}
 	}
-	c.Quit()
-	return rep, r.finish(st, dir)
+	t.close(true)
+	return rep, r.finish(ctx, st, dir)
 }
 
 func (r *Repo) stopped(st *pending, dir string, cause error) error {
@@ -366,26 +565,52 @@ func (r *Repo) stopped(st *pending, dir string, cause error) error {
 	return fmt.Errorf("sending stopped after %d of %d messages: %w; run 'ppkit mail --resume' to send the other %d", n, len(st.Sent), cause, len(st.Sent)-n)
 }
 
-// finish records the posting in the history and drops the pending state.
-func (r *Repo) finish(st *pending, dir string) error {
-	var h []HistoryEntry
-	if data, err := os.ReadFile(filepath.Join(dir, "history.json")); err == nil {
-		json.Unmarshal(data, &h)
-	}
-	e := HistoryEntry{Version: st.Version, Date: time.Now().UTC(), CoverID: st.Messages[0].MessageID}
-	for _, m := range st.Messages {
-		e.Subjects = append(e.Subjects, m.Subject)
-	}
-	e.Recipient = st.Messages[0].To
-	h = append(h, e)
-	data, err := json.MarshalIndent(h, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicWrite(filepath.Join(dir, "history.json"), data); err != nil {
-		return fmt.Errorf("record the posting: %w", err)
+// finish records the posting in the history ref and drops the pending state.
+func (r *Repo) finish(ctx context.Context, st *pending, dir string) error {
+	if err := r.recordPosting(context.WithoutCancel(ctx), &st.Posting); err != nil {
+		return fmt.Errorf("all %d messages were sent, but recording the posting failed: %w; the next version will not link this one", len(st.Messages), err)
 	}
 	os.Remove(filepath.Join(dir, "pending.json"))
 	os.Remove(filepath.Join(dir, "pending.mbox"))
+	return nil
+}
+
+// Checkpatch runs the tree's scripts/checkpatch.pl --strict on every patch of the posting, as
+// git format-patch writes it. Warnings and checks are printed; errors refuse the send. A tree
+// without checkpatch.pl is said so and not checked.
+func (r *Repo) Checkpatch(ctx context.Context, post *Posting, progress io.Writer) error {
+	if progress == nil {
+		progress = io.Discard
+	}
+	script := filepath.Join(r.Dir, "scripts", "checkpatch.pl")
+	if _, err := os.Stat(script); err != nil {
+		fmt.Fprintf(progress, "checkpatch: the tree has no scripts/checkpatch.pl; style not checked\n")
+		return nil
+	}
+	var errs []string
+	for _, p := range post.Patches {
+		formatted, err := r.git(ctx, "format-patch", "-1", "--stdout", "refs/patches/"+post.Branch+"/"+p)
+		if err != nil {
+			return fmt.Errorf("checkpatch: format %s: %w", p, err)
+		}
+		out, _ := r.command(ctx, []byte(formatted), "perl", script, "--strict", "--terse", "--show-types", "--no-summary", "-")
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		for _, l := range strings.Split(out, "\n") {
+			m := checkpatchLine.FindStringSubmatch(l)
+			if m == nil {
+				continue
+			}
+			line := fmt.Sprintf("checkpatch %s: %s %s: %s (line %s of the patch)", p, m[2], m[3], m[4], m[1])
+			fmt.Fprintln(progress, line)
+			if m[2] == "ERROR" {
+				errs = append(errs, fmt.Sprintf("%s: %s", p, m[4]))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("checkpatch --strict finds %d errors (first: %s); fix them and refresh the patches before sending", len(errs), errs[0])
+	}
 	return nil
 }

@@ -21,9 +21,10 @@ func netNextOptions(t *testing.T, r *Repo) *MailOptions {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &MailOptions{Profile: *prof}
+	o := &MailOptions{Profile: *prof, All: true}
 	o.Prefix, o.Version, o.To, o.Cc = "net-next", "V3", []string{"netdev"}, []string{"davem"}
 	o.Bcc = append(o.Bcc, "secret-audit@example.org")
+	o.CoverTemplate = writeCover(t, "page_pool: return pages via the skb\n\nThe pages come back to their pool.\n")
 	return o
 }
 
@@ -105,7 +106,7 @@ func TestSendDeliversThreadedSeries(t *testing.T) {
 		t.Fatalf("history %+v %v", h, err)
 	}
 	o = netNextOptions(t, r)
-	o.Version = ""
+	o.Version, o.CoverTemplate = "", ""
 	o.Changelog = filepath.Join(t.TempDir(), "changes")
 	os.WriteFile(o.Changelog, []byte("- count recycled pages per pool\n"), 0o644)
 	post, err = r.Prepare(ctx, o)
@@ -121,6 +122,19 @@ func TestSendDeliversThreadedSeries(t *testing.T) {
 	}
 	if link := "V3: https://lore.kernel.org/r/" + strings.Trim(h[0].CoverID, "<>"); !bytes.Contains(cover.Raw, []byte(link)) {
 		t.Fatalf("v4 cover does not link v3 (%s):\n%s", link, cover.Raw)
+	}
+	// V4 starts from V3's cover: its title and text.
+	if cover.Subject != "[net-next PATCH V4 0/4] page_pool: return pages via the skb" || !bytes.Contains(cover.Raw, []byte("The pages come back to their pool.")) {
+		t.Fatalf("v4 cover does not start from v3's:\n%s", cover.Raw)
+	}
+	// Without a changelog, the section is a placeholder that a send refuses.
+	o = netNextOptions(t, r)
+	o.Version, o.CoverTemplate, o.EditCover, o.Editor, o.Sending = "", "", false, "", true
+	o.Changelog = ""
+	if _, err := r.Prepare(ctx, o); err == nil {
+		// No cover asked and no changelog: no cover at all, which is stg's default.
+	} else {
+		t.Fatalf("V4 without cover: %v", err)
 	}
 	// Sending V3 again is refused.
 	o = netNextOptions(t, r)
@@ -201,12 +215,24 @@ func TestMailRefusesBadInputBeforeEditor(t *testing.T) {
 	}{
 		{"unknown alias", func(o *MailOptions) { o.Patches = []string{"net-foo-patch-number-1"}; o.Cc = []string{"nobody-alias"} }, `unknown mail alias "nobody-alias"`},
 		{"no To", func(o *MailOptions) { o.Patches = []string{"net-foo-patch-number-1"}; o.To = nil }, "no To address"},
-		{"16 patches", func(o *MailOptions) {}, "at most 15"},
+		{"16 patches", func(o *MailOptions) { o.All = true }, "at most 15"},
 		{"bad style", func(o *MailOptions) { o.Patches = []string{"net-foo-patch-number-1"}; o.Style = "linux" }, "unknown mail style"},
+		{"no patch named", func(o *MailOptions) {}, "give -a/--all"},
+		{"unknown patch", func(o *MailOptions) { o.Patches = []string{"net-foo-patch-number-1..nope"} }, `no patch "nope"`},
+		{"all and names", func(o *MailOptions) { o.All = true; o.Patches = []string{"net-foo-patch-number-1"} }, "do not go together"},
+		{"in-reply-to and no-thread", func(o *MailOptions) {
+			o.Patches = []string{"net-foo-patch-number-1"}
+			o.InReplyTo, o.NoThread = "<x@y>", true
+		}, "--in-reply-to does not go with --no-thread"},
+		{"missing cover file", func(o *MailOptions) {
+			o.Patches = []string{"net-foo-patch-number-1"}
+			o.CoverTemplate = "/nonexistent/cover"
+		}, "fix the file name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := stgtest.Snapshot(t, r.Dir)
 			o := netNextOptions(t, r)
+			o.All = false
 			o.EditCover, o.Editor = true, editor
 			tc.set(o)
 			_, err := r.Prepare(ctx, o)
@@ -227,9 +253,11 @@ func TestEditedCoverIsKept(t *testing.T) {
 	ctx := context.Background()
 	r := mailRepo(t, stgtest.DefaultPatches(4), aliases)
 	script := filepath.Join(t.TempDir(), "edit.sh")
-	stgtest.WriteFile(t, filepath.Dir(script), "edit.sh", "#!/bin/sh\nprintf 'page_pool: return pages via the skb\\n\\nA cover that took 100%% of an hour.\\n\\n---\\n\\n%%(shortlog)s\\n%%(diffstat)s\\n' > \"$1\"\n")
+	// The editor gets the cover expanded, as stg shows it: it replaces the placeholders.
+	stgtest.WriteFile(t, filepath.Dir(script), "edit.sh", "#!/bin/sh\nsed -i -e 's/Series short description/page_pool: return pages via the skb/' -e 's/The following series implements.../A cover that took 100% of an hour./' -e '/^--$/d' -e '/^Signature$/d' \"$1\"\n")
 	os.Chmod(script, 0o755)
 	o := netNextOptions(t, r)
+	o.CoverTemplate = ""
 	o.EditCover, o.Editor = true, script
 	var stderr bytes.Buffer
 	o.Stderr = &stderr
@@ -255,6 +283,7 @@ func TestEditedCoverIsKept(t *testing.T) {
 		t.Fatalf("edited cover lost: %q %v", data, err)
 	}
 	o = netNextOptions(t, r)
+	o.CoverTemplate, o.EditCover, o.Editor = "", true, "true"
 	post, err = r.Prepare(ctx, o)
 	if err != nil || !strings.Contains(post.Messages[0].Subject, "page_pool: return pages via the skb") {
 		t.Fatalf("next run did not reuse the kept cover: %v", err)
@@ -262,8 +291,17 @@ func TestEditedCoverIsKept(t *testing.T) {
 	// An editor that fails leaves the text too.
 	o = netNextOptions(t, r)
 	o.EditCover, o.Editor = true, "false"
-	if _, err := r.Prepare(ctx, o); err == nil || !strings.Contains(err.Error(), post.CoverFile) {
+	if _, err := r.Prepare(ctx, o); err == nil || !strings.Contains(err.Error(), post.CoverFile) || !strings.Contains(err.Error(), "next run starts from it") {
 		t.Fatalf("failing editor: %v", err)
+	}
+	if data, _ := os.ReadFile(post.CoverFile); !strings.Contains(string(data), "took 100%") {
+		t.Fatal("a failing editor lost the kept text")
+	}
+	// An editor that throws the headers away is refused with the fix, and the text stays.
+	o = netNextOptions(t, r)
+	o.CoverTemplate, o.EditCover, o.Editor = "", true, "sed -i -e '1,/^$/d'"
+	if _, err := r.Prepare(ctx, o); err == nil || !strings.Contains(err.Error(), "keep the From: and Subject: lines") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("cover without headers: %v", err)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -273,9 +272,16 @@ func (r *Repo) CheckApplies(ctx context.Context, base string, s *Series) error {
 
 // Apply imports the series on top of the stack of the checked-out branch (created by
 // InitStack when needed). The tree must be clean. Every patch is first applied to a private
-// index, so a patch that does not apply is reported before the tree, the branch or the stack
-// change; should stg still fail, the imported patches are deleted and the tree restored.
-func (r *Repo) Apply(ctx context.Context, s *Series, branch string) error {
+// index, so a patch that does not apply is reported before anything changes. The import itself
+// is atomic: when stg fails half-way, or ctx is cancelled (Ctrl-C), every ref, HEAD, the work
+// tree, stg's stack files under GIT_DIR/patches and git config are put back as they were.
+func (r *Repo) Apply(ctx context.Context, s *Series, branch string) (err error) {
+	defer func() {
+		// A Ctrl-C during the checks kills whichever git or stg ran: say what happened.
+		if err != nil && ctx.Err() != nil && !strings.Contains(err.Error(), "interrupted") {
+			err = fmt.Errorf("interrupted while checking the series; nothing changed")
+		}
+	}()
 	if err := r.Clean(ctx); err != nil {
 		return err
 	}
@@ -291,100 +297,44 @@ func (r *Repo) Apply(ctx context.Context, s *Series, branch string) error {
 	if err != nil {
 		return err
 	}
-	createdBranch := false
-	if branch != "" && branch != origBranch {
-		if _, err := r.git(ctx, "rev-parse", "--verify", "-q", "refs/heads/"+branch); err != nil {
-			createdBranch = true
-		}
-	}
-	hadStack := branch == "" && r.HasStack(ctx)
-	var before map[string]bool
 	if r.HasStack(ctx) && (branch == "" || branch == origBranch) {
 		ps, err := r.List(ctx)
 		if err != nil {
 			return err
 		}
-		before = map[string]bool{}
 		for _, p := range ps {
-			before[p.Name] = true
-		}
-		for _, name := range s.Patches {
-			if before[stgName(name)] {
-				return fmt.Errorf("the stack already has a patch %s; delete it ('stg delete %s') or apply on a new --branch", stgName(name), stgName(name))
-			}
-		}
-	}
-	refsBefore, err := r.refs(ctx)
-	if err != nil {
-		return err
-	}
-	gitDir, err := r.GitDir(ctx)
-	if err != nil {
-		return err
-	}
-	origHead, origHeadErr := os.ReadFile(filepath.Join(gitDir, "ORIG_HEAD"))
-	dirsBefore := refDirs(gitDir)
-	rollback := func(cause error) error {
-		if ps, err := r.List(ctx); err == nil {
-			var doomed []string
-			for i := len(ps) - 1; i >= 0; i-- {
-				if !before[ps[i].Name] {
-					doomed = append(doomed, ps[i].Name)
-				}
-			}
-			if len(doomed) > 0 {
-				r.stg(ctx, append([]string{"delete"}, doomed...)...)
-			}
-		}
-		if createdBranch {
-			r.git(ctx, "checkout", "-q", "-f", origBranch)
-			r.stg(ctx, "branch", "--delete", "--force", branch)
-			r.git(ctx, "branch", "-D", branch)
-		} else if !hadStack && r.HasStack(ctx) && before == nil {
-			r.stg(ctx, "branch", "--cleanup", "--force")
-		}
-		if cur, _ := r.Branch(ctx); cur != origBranch {
-			r.git(ctx, "checkout", "-q", "-f", origBranch)
-		}
-		if now, _ := r.git(ctx, "rev-parse", "HEAD"); strings.TrimSpace(now) != head {
-			r.git(ctx, "reset", "-q", "--hard", head)
-		}
-		// stg's own bookkeeping refs (the stack log) go back to what they were.
-		if refsAfter, err := r.refs(ctx); err == nil {
-			for ref, id := range refsAfter {
-				if old, ok := refsBefore[ref]; !ok {
-					r.git(ctx, "update-ref", "-d", ref)
-				} else if old != id {
-					r.git(ctx, "update-ref", ref, old)
+			for _, name := range s.Patches {
+				if p.Name == stgName(name) {
+					return fmt.Errorf("the stack already has a patch %s; delete it ('stg delete %s') or apply on a new --branch", p.Name, p.Name)
 				}
 			}
 		}
-		// Deleted refs leave empty directories (refs/patches/BRANCH) behind.
-		after := refDirs(gitDir)
-		for i := len(after) - 1; i >= 0; i-- {
-			if !slices.Contains(dirsBefore, after[i]) {
-				os.Remove(after[i]) // only succeeds when empty
-			}
-		}
-		if origHeadErr == nil {
-			os.WriteFile(filepath.Join(gitDir, "ORIG_HEAD"), origHead, 0o644)
-		} else {
-			os.Remove(filepath.Join(gitDir, "ORIG_HEAD"))
-		}
-		return cause
-	}
-	if err := r.InitStack(ctx, branch); err != nil {
-		return rollback(err)
 	}
 	abs, err := filepath.Abs(s.File)
 	if err != nil {
-		return rollback(err)
+		return err
 	}
-	if _, err := r.stg(ctx, "import", "--series", abs); err != nil {
-		return rollback(fmt.Errorf("stg import --series %s: %w", s.File, err))
-	}
-	return nil
+	return r.atomically(ctx, func() error {
+		if err := r.InitStack(ctx, branch); err != nil {
+			return err
+		}
+		if _, err := r.stg(ctx, "import", "--series", abs); err != nil {
+			var ce *CommandError
+			if errors.As(err, &ce) {
+				if m := lockName.FindStringSubmatch(ce.Stderr); m != nil {
+					return fmt.Errorf("stg import --series %s: stg 0.19 cannot import patch %s (a git ref cannot end in .lock); rename it in the series file", s.File, m[1])
+				}
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("stg import --series %s: interrupted", s.File)
+			}
+			return fmt.Errorf("stg import --series %s: %w", s.File, err)
+		}
+		return nil
+	})
 }
+
+var lockName = regexp.MustCompile(`KeyError: 'refs/patches/[^']*/([^'/]+\.lock)'`)
 
 // refDirs lists the directories under GIT_DIR/refs, parents first.
 func refDirs(gitDir string) []string {
@@ -416,22 +366,52 @@ func (r *Repo) refs(ctx context.Context) (map[string]string, error) {
 // stgName is the name stg import gives a patch file of a series.
 func stgName(file string) string { return strings.ReplaceAll(file, "/", "-") }
 
-// Export writes the applied patches of the stack to dir in stg export format. The new series
-// is written to a temporary directory next to dir and swapped in with one rename, so dir is
-// never half-written. Files in dir that the old series did not name (a README) are kept.
-func (r *Repo) Export(ctx context.Context, dir string) error {
+// Export writes the patches of the stack to dir in stg export format. A stack with unapplied
+// patches is refused (the export would silently be a prefix of the series); ExportApplied
+// writes the applied ones only. The new series is written to a temporary directory next to dir
+// and swapped in with one rename, so dir is never half-written. Files in dir that the old
+// series did not name (a README) are kept.
+func (r *Repo) Export(ctx context.Context, dir string) error { return r.export(ctx, dir, false) }
+
+// ExportApplied is Export of the applied patches only when some are not applied; the series
+// file then ends with a "# Not exported (not applied): NAME..." comment.
+func (r *Repo) ExportApplied(ctx context.Context, dir string) error {
+	return r.export(ctx, dir, true)
+}
+
+// PartialStackError is a stack with unapplied patches given to Export.
+type PartialStackError struct {
+	Applied   int
+	Unapplied []string
+}
+
+func (e *PartialStackError) Error() string {
+	return fmt.Sprintf("%d of the stack's %d patches are not applied (%s); 'stg push -a' first, or export the %d applied ones with --applied",
+		len(e.Unapplied), e.Applied+len(e.Unapplied), strings.Join(e.Unapplied, ", "), e.Applied)
+}
+
+func (r *Repo) export(ctx context.Context, dir string, appliedOnly bool) error {
 	ps, err := r.List(ctx)
 	if err != nil {
 		return err
 	}
 	applied := 0
+	var unapplied []string
 	for _, p := range ps {
 		if p.Applied {
 			applied++
+		} else {
+			unapplied = append(unapplied, p.Name)
 		}
 	}
 	if applied == 0 {
 		return fmt.Errorf("no applied patch to export; 'stg push -a' first")
+	}
+	if len(unapplied) > 0 && !appliedOnly {
+		return &PartialStackError{Applied: applied, Unapplied: unapplied}
+	}
+	if !appliedOnly {
+		unapplied = nil
 	}
 	dir, err = filepath.Abs(dir)
 	if err != nil {
@@ -448,6 +428,20 @@ func (r *Repo) Export(ctx context.Context, dir string) error {
 	defer os.RemoveAll(tmp)
 	if _, err := r.stg(ctx, "export", "-d", tmp); err != nil {
 		return fmt.Errorf("stg export: %w", err)
+	}
+	if len(unapplied) > 0 {
+		// The series file itself says that it is a prefix of the stack.
+		f, err := os.OpenFile(filepath.Join(tmp, "series"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		_, err = fmt.Fprintf(f, "# Not exported (not applied): %s\n", strings.Join(unapplied, " "))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
 	}
 	if err := keepForeignFiles(dir, tmp); err != nil {
 		return fmt.Errorf("export: %w", err)

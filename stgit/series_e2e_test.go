@@ -3,13 +3,17 @@
 package stgit
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ppkit/ppkit/stgit/stgtest"
 )
@@ -230,5 +234,202 @@ exec `+real+` "$@"
 				t.Fatalf("not rolled back:\n%s", lineDiff(before, after))
 			}
 		})
+	}
+}
+
+// stackState is what "as before" means for a stack: every ref, stg's view of the stack, and
+// the stack files under .git/patches.
+func stackState(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(stgtest.Git(t, dir, "for-each-ref", "--format=%(refname) %(objectname)"))
+	b.WriteString(stgtest.Run(t, dir, "git", "symbolic-ref", "HEAD"))
+	b.WriteString(stgtest.Git(t, dir, "status", "--porcelain", "--untracked-files=all"))
+	series := exec.Command("stg", "series", "-a")
+	series.Dir = dir
+	out, err := series.CombinedOutput()
+	fmt.Fprintf(&b, "stg series: %v\n%s", err, out)
+	b.WriteString(stgtest.Snapshot(t, dir))
+	return b.String()
+}
+
+// TestApplyBadPatchNameRollsBack imports a series whose second patch stg 0.19 crashes on (a
+// name ending in .lock): the real stg fails mid-import, and the stack, its files and refs are
+// as before; stg series, pop and push still work.
+func TestApplyBadPatchNameRollsBack(t *testing.T) {
+	ctx := context.Background()
+	_, patches := exportedSeries(t, 3)
+	os.Rename(filepath.Join(patches, "net-foo-patch-number-2"), filepath.Join(patches, "net-foo-2.lock"))
+	stgtest.WriteFile(t, patches, "series", "net-foo-patch-number-1\nnet-foo-2.lock\nnet-foo-patch-number-3\n")
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, branch string }{{"existing stack", ""}, {"new stack", ""}, {"new branch", "pp"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			kernel := stgtest.KernelRepo(t)
+			if tc.name == "existing stack" {
+				stgtest.Stack(t, kernel, []stgtest.Patch{{Name: "mine", Subject: "net: mine", File: "net/core/page_pool.c", Line: "int mine;"}})
+			}
+			before := stackState(t, kernel)
+			r, _ := Open(ctx, kernel)
+			err := r.Apply(ctx, s, tc.branch)
+			if err == nil || !strings.Contains(err.Error(), "net-foo-2.lock") || !strings.Contains(err.Error(), "rename it") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("apply: %v", err)
+			}
+			if after := stackState(t, kernel); after != before {
+				t.Fatalf("not rolled back:\n%s", lineDiff(before, after))
+			}
+			if tc.name == "existing stack" {
+				stgtest.Stg(t, kernel, "pop")
+				stgtest.Stg(t, kernel, "push")
+			}
+		})
+	}
+}
+
+// TestApplyCtrlC sends SIGINT to a real ppkit process (built from this tree) at random points
+// of an 80-patch 'ppkit series apply', ten times: each time the stack is as before (refs, stg
+// series, stack files), and stg pop/push still work; a run that finished before the signal has
+// the whole series.
+func TestApplyCtrlC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: 80-patch imports take minutes")
+	}
+	stgtest.Require(t, "go")
+	bin := filepath.Join(t.TempDir(), "ppkit")
+	build := exec.Command("go", "build", "-o", bin, "github.com/ppkit/ppkit/cmd/ppkit")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	stgtest.Hermetic(t)
+	src := stgtest.KernelRepo(t)
+	ps := make([]stgtest.Patch, 80)
+	for i := range ps {
+		ps[i] = stgtest.Patch{
+			Name:    fmt.Sprintf("pp-%02d", i+1),
+			Subject: fmt.Sprintf("net: page_pool: step %d", i+1),
+			File:    fmt.Sprintf("net/core/pp%02d.c", i+1),
+			Line:    fmt.Sprintf("int pp_step_%d;", i+1),
+		}
+	}
+	stgtest.Stack(t, src, ps)
+	patches := filepath.Join(t.TempDir(), "patches")
+	stgtest.Stg(t, src, "export", "-d", patches)
+	series := filepath.Join(patches, "series")
+
+	kernel := stgtest.KernelRepo(t)
+	stgtest.Stack(t, kernel, []stgtest.Patch{{Name: "mine", Subject: "net: mine", File: "net/core/page_pool.c", Line: "int mine;"}})
+	stgtest.Stg(t, kernel, "pop")
+	stgtest.Stg(t, kernel, "push")
+	before := stackState(t, kernel)
+	apply := func(delay time.Duration) (code int, stderr string, took time.Duration) {
+		cmd := exec.Command(bin, "series", "apply", "--kernel", kernel, "--series", series)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if delay >= 0 {
+			time.AfterFunc(delay, func() { cmd.Process.Signal(os.Interrupt) })
+		}
+		err := cmd.Wait()
+		took = time.Since(start)
+		if err != nil {
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatal(err)
+			}
+			return ee.ExitCode(), errb.String(), took
+		}
+		return 0, errb.String(), took
+	}
+	// One full run measures how long the import takes; then it is undone with stg.
+	code, stderr, full := apply(-1)
+	if code != 0 {
+		t.Fatalf("full apply: exit %d: %s", code, stderr)
+	}
+	if n := strings.Count(stgtest.Stg(t, kernel, "series", "-a"), "\n"); n != 81 {
+		t.Fatalf("full apply left %d patches", n)
+	}
+	t.Logf("a full apply takes %v", full)
+	undo := []string{"delete"}
+	for i := len(ps); i >= 1; i-- {
+		undo = append(undo, fmt.Sprintf("pp-%02d", i))
+	}
+	stgtest.Stg(t, kernel, undo...)
+	// Deleting patches leaves the stack log ref and stack files of a different history: start
+	// the comparison from the state after the undo.
+	before = stackState(t, kernel)
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewSource(seed))
+	interrupted := 0
+	for try := 0; try < 10; try++ {
+		delay := time.Duration(rng.Int63n(int64(full) * 4 / 5))
+		code, stderr, _ := apply(delay)
+		after := stackState(t, kernel)
+		switch {
+		case code == 0:
+			// The signal came after the import had finished: the whole series is there.
+			if n := strings.Count(stgtest.Stg(t, kernel, "series", "-a"), "\n"); n != 81 {
+				t.Fatalf("try %d (SIGINT after %v): exit 0 with %d patches", try, delay, n)
+			}
+			stgtest.Stg(t, kernel, undo...)
+			before = stackState(t, kernel)
+		default:
+			interrupted++
+			if after != before {
+				t.Fatalf("try %d (SIGINT after %v, exit %d, %q): the stack changed:\n%s", try, delay, code, stderr, lineDiff(before, after))
+			}
+			if strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "interrupted") {
+				t.Fatalf("try %d: stderr %q, want one line saying it was interrupted", try, stderr)
+			}
+			series := stgtest.Stg(t, kernel, "series", "-a")
+			head := stgtest.Git(t, kernel, "rev-parse", "HEAD")
+			stgtest.Stg(t, kernel, "pop")
+			stgtest.Stg(t, kernel, "push")
+			if stgtest.Stg(t, kernel, "series", "-a") != series || stgtest.Git(t, kernel, "rev-parse", "HEAD") != head {
+				t.Fatalf("try %d: stg pop/push do not work on the restored stack", try)
+			}
+			// pop and push append to stg's stack log: compare the next try with this state.
+			before = stackState(t, kernel)
+		}
+		t.Logf("try %d: SIGINT after %v: exit %d %s", try, delay, code, strings.TrimSpace(stderr))
+	}
+	if interrupted < 5 {
+		t.Fatalf("only %d of 10 tries were interrupted mid-apply", interrupted)
+	}
+}
+
+// TestExportPartialStack: a stack with unapplied patches is refused by Export with their names;
+// ExportApplied writes the applied ones and says in the series file what it left out.
+func TestExportPartialStack(t *testing.T) {
+	ctx := context.Background()
+	stgtest.Hermetic(t)
+	kernel := stgtest.KernelRepo(t)
+	stgtest.Stack(t, kernel, stgtest.DefaultPatches(4))
+	stgtest.Stg(t, kernel, "pop", "-n", "2")
+	r, _ := Open(ctx, kernel)
+	patches := filepath.Join(t.TempDir(), "patches")
+	err := r.Export(ctx, patches)
+	var pe *PartialStackError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "net-foo-patch-number-3, net-foo-patch-number-4") || !strings.Contains(err.Error(), "stg push -a") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("export of a partly applied stack: %v", err)
+	}
+	if _, err := os.Stat(patches); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a refused export wrote patches/")
+	}
+	if err := r.ExportApplied(ctx, patches); err != nil {
+		t.Fatal(err)
+	}
+	series := readFile(t, filepath.Join(patches, "series"))
+	if !strings.HasSuffix(series, "# Not exported (not applied): net-foo-patch-number-3 net-foo-patch-number-4\n") {
+		t.Fatalf("series file:\n%s", series)
+	}
+	s, err := ReadSeries(filepath.Join(patches, "series"))
+	if err != nil || strings.Join(s.Patches, ",") != "net-foo-patch-number-1,net-foo-patch-number-2" {
+		t.Fatalf("%+v %v", s, err)
 	}
 }

@@ -40,8 +40,10 @@ var seriesBuilder = func(ctx context.Context, repo *stgit.Repo, tree string, s *
 const seriesUsage = `usage: ppkit series COMMAND --kernel DIR [flags]
 
 commands:
-  apply   import patches/series onto the kernel tree's stack (nothing changes if a patch fails)
-  export  write the applied stack back to patches/ (atomically)
+  apply   import patches/series onto the kernel tree's stack; atomic: when a patch fails, stg
+          fails or Ctrl-C comes, the branch, the stack and stg's metadata are as before
+  export  write the applied patches back to patches/ (atomically); unapplied ones are named on
+          stderr and in a comment of the series file (--complete refuses such a stack)
   list    list the stack's patches, applied and unapplied
   goto    make patch NAME (or number N) the top of the stack
   check   check every patch: Signed-off-by, subject form, checkpatch.pl --strict, bisectable build
@@ -61,13 +63,14 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("series "+sub, stderr)
 	kernel := pathFlag(fs, "kernel", "", "the kernel git `tree` that holds (or will hold) the stg stack")
 	var seriesFile, dir, branch *string
-	var jsonOut, noBuild *bool
+	var jsonOut, noBuild, complete *bool
 	switch sub {
 	case "apply":
 		seriesFile = pathFlag(fs, "series", filepath.Join("patches", "series"), "series `file` to import")
 		branch = fs.String("branch", "", "create (or use) this `branch` for the stack instead of the checked-out one")
 	case "export":
 		dir = pathFlag(fs, "dir", "patches", "`directory` to write the series to")
+		complete = fs.Bool("complete", false, "refuse a stack with unapplied patches instead of exporting the applied ones")
 	case "list":
 		jsonOut = fs.Bool("json", false, "print JSON")
 	case "goto":
@@ -120,7 +123,8 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := repo.Apply(ctx, s, *branch); err != nil {
 			return failf("%v", err)
 		}
-		ps, err := repo.List(ctx)
+		// The series is applied: a Ctrl-C now must not turn that into a failure.
+		ps, err := repo.List(context.WithoutCancel(ctx))
 		if err != nil {
 			return failf("%v", err)
 		}
@@ -129,8 +133,26 @@ func runSeries(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if fs.NArg() != 0 {
 			return usageErrorf("export takes no arguments")
 		}
-		if err := repo.Export(ctx, *dir); err != nil {
+		ps, err := repo.List(ctx)
+		if err != nil {
 			return failf("%v", err)
+		}
+		var unapplied []string
+		for _, p := range ps {
+			if !p.Applied {
+				unapplied = append(unapplied, p.Name)
+			}
+		}
+		export := repo.ExportApplied
+		if *complete {
+			export = repo.Export
+		}
+		if err := export(ctx, *dir); err != nil {
+			return failf("%v", err)
+		}
+		if len(unapplied) > 0 {
+			fmt.Fprintf(stderr, "ppkit series export: %d of %d patches are not applied and were not exported: %s ('stg push -a' and export again; --complete refuses such a stack)\n",
+				len(unapplied), len(ps), strings.Join(unapplied, ", "))
 		}
 		s, err := stgit.ReadSeries(filepath.Join(*dir, "series"))
 		if err != nil {
