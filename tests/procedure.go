@@ -85,6 +85,7 @@ type Procedure interface {
 func Procedures() map[string]Procedure {
 	ps := []Procedure{
 		&Multicast{}, &TCP{SCPBytes: 8 << 20}, &GRO{}, &Jumbo{}, &Splice{}, &Zerocopy{}, &Copy{},
+		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}},
 	}
 	m := make(map[string]Procedure, len(ps))
 	for _, p := range ps {
@@ -94,7 +95,7 @@ func Procedures() map[string]Procedure {
 }
 
 // DefaultProcedures are the procedures `ppkit test` runs when none is named.
-var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy"}
+var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture"}
 
 // LookupProcedures resolves names (DefaultProcedures when empty) or says which name is unknown.
 func LookupProcedures(names []string) ([]Procedure, error) {
@@ -328,16 +329,72 @@ func collectServerAndListener(ctx context.Context, env *Env, server, listener *g
 		return t, err
 	}
 	if listener != nil {
-		lpath, err := listener.stop(ctx, env)
+		note, err := stopListener(ctx, env, listener)
 		if err != nil {
 			return t, err
 		}
-		n, err := readHelperSummary(lpath, "pktlisten")
-		if err != nil {
-			return t, err
-		}
-		t.Notes = append(t.Notes, "packet socket: "+n)
+		t.Notes = append(t.Notes, note)
 	}
+	return t, nil
+}
+
+// stopListener stops a pktlisten and returns its count as a note.
+func stopListener(ctx context.Context, env *Env, listener *guestProcess) (string, error) {
+	if listener == nil {
+		return "", fmt.Errorf("collect: the packet listener never started")
+	}
+	lpath, err := listener.stop(ctx, env)
+	if err != nil {
+		return "", err
+	}
+	n, err := readHelperSummary(lpath, "pktlisten")
+	if err != nil {
+		return "", err
+	}
+	return "packet socket: " + n, nil
+}
+
+// ---- capture: a procedure with a packet socket reading the NIC ----
+
+// Capture runs Inner while a packet socket on the board's NIC reads every frame, as tcpdump,
+// an AF_PACKET monitor or a DHCP client do on real machines: packet_rcv clones each received
+// skb, so Inner's traffic meets the paths of a cloned pool head — clones in the TCP receive
+// queue and in GRO, skb_try_coalesce() and skb_gro_receive() refusing to steal a locked head,
+// the head freed by whichever of the skb and its clone dies last.
+type Capture struct {
+	Inner    Procedure
+	listener *guestProcess
+}
+
+func (c *Capture) Name() string { return c.Inner.Name() + "-capture" }
+func (c *Capture) Description() string {
+	return c.Inner.Description() + ", with a packet-socket reader on the NIC (cloned heads)"
+}
+func (c *Capture) Paths() []string {
+	return append([]string{"skb_clone", "packet_rcv", "skb_head_is_locked"}, c.Inner.Paths()...)
+}
+func (c *Capture) Helpers() []string { return append([]string{"pktlisten"}, c.Inner.Helpers()...) }
+
+func (c *Capture) Setup(ctx context.Context, env *Env) error {
+	var err error
+	if c.listener, err = startGuest(ctx, env, "pktlisten", env.Helpers["pktlisten"]+" "+shellQuote(env.Board.Interface())); err != nil {
+		return err
+	}
+	return c.Inner.Setup(ctx, env)
+}
+
+func (c *Capture) Run(ctx context.Context, env *Env) error { return c.Inner.Run(ctx, env) }
+
+func (c *Capture) Collect(ctx context.Context, env *Env) (Traffic, error) {
+	t, err := c.Inner.Collect(ctx, env)
+	if err != nil {
+		return t, err
+	}
+	note, err := stopListener(ctx, env, c.listener)
+	if err != nil {
+		return t, err
+	}
+	t.Notes = append(t.Notes, note)
 	return t, nil
 }
 
