@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
@@ -27,6 +28,9 @@ type Config struct {
 	Model       ModelChecker
 	// CacheRoot holds the guest helpers' build cache (CacheRoot() by default).
 	CacheRoot string
+	// StopOnFail ends the run at the first procedure whose verdict is a kernel failure (the
+	// mutation suite: one is enough to kill a mutant).
+	StopOnFail bool
 	Progress  io.Writer
 }
 
@@ -115,11 +119,10 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		if err := tb.Close(); err != nil {
 			res.Notes = append(res.Notes, "testbed close: "+err.Error())
 		}
-		verdict := "PASS"
-		if !res.Pass {
-			verdict = "FAIL"
+		r.progressf("%s: %s (%s)", p.Name(), strings.ToUpper(string(res.Verdict)), res.Duration.Round(time.Second))
+		if r.cfg.StopOnFail && res.Verdict == VerdictFail {
+			break
 		}
-		r.progressf("%s: %s (%s)", p.Name(), verdict, res.Duration.Round(time.Second))
 	}
 	return out
 }

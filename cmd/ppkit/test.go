@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -51,6 +52,9 @@ type testOptions struct {
 	json       bool
 	report     string
 	options    tests.Options
+	// mutants is --mutants: "all" or a comma-separated list of the suite's names ("": none).
+	mutants    string
+	mutantsDir string
 }
 
 func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
@@ -63,15 +67,21 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	compare := fs.String("compare", "", "also run `baseline` and print the ratio of each figure")
 	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`: 10s, 1m, or seconds)")
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
+	mutants := fs.String("mutants", "", "run the mutation suite instead: `all` or NAME,NAME (a real mutant must fail a procedure, an equivalent one pass them all)")
+	mutantsDir := pathFlag(fs, "mutants-dir", tests.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R]")
+		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
 		fmt.Fprintln(stderr, "procedures: "+strings.Join(tests.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
-	o := &testOptions{procedures: fs.Args(), junit: *junit, json: *jsonOut, report: *report}
+	o := &testOptions{procedures: fs.Args(), junit: *junit, json: *jsonOut, report: *report, mutants: *mutants, mutantsDir: *mutantsDir}
+	if o.mutants != "" && (*baseline || *compare != "") {
+		return nil, usageErrorf("--mutants derives its kernels from --series; drop --baseline and --compare")
+	}
 	if _, err := tests.LookupProcedures(o.procedures); err != nil {
 		return nil, usageErrorf("%v", err)
 	}
@@ -137,6 +147,12 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	if err != nil {
 		return err
 	}
+	var mutants []tests.Mutant
+	if o.mutants != "" {
+		if mutants, err = selectMutants(o); err != nil {
+			return err
+		}
+	}
 	// Refuse to start when a piece is missing: never boot a board whose run cannot be judged.
 	var missing []string
 	launcher, lerr := deps.launcher()
@@ -156,8 +172,12 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			return fmt.Errorf("artifact directory: %w", err)
 		}
 	}
-	sum, err := tests.Run(ctx, tests.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
-		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, Progress: stderr})
+	cfg := tests.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
+		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, Progress: stderr}
+	if mutants != nil {
+		return runMutants(ctx, o, cfg, mutants, artifacts, stdout, stderr)
+	}
+	sum, err := tests.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -207,4 +227,60 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		os.RemoveAll(artifacts)
 	}
 	return nil
+}
+
+// selectMutants reads the suite and picks --mutants' names.
+func selectMutants(o *testOptions) ([]tests.Mutant, error) {
+	all, err := tests.ReadMutants(o.mutantsDir, o.kernel.Series)
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	if o.mutants == "all" {
+		return all, nil
+	}
+	byName := map[string]tests.Mutant{}
+	var names []string
+	for _, m := range all {
+		byName[m.Name] = m
+		names = append(names, m.Name)
+	}
+	var out []tests.Mutant
+	for _, n := range strings.Split(o.mutants, ",") {
+		m, ok := byName[strings.TrimSpace(n)]
+		if !ok {
+			return nil, usageErrorf("--mutants: no mutant %q in %s (known: %s)", n, o.mutantsDir, strings.Join(names, ", "))
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// runMutants runs the mutation suite and prints its table (or JSON): exit 0 when every real
+// mutant is killed and every equivalent one passes, 1 otherwise, 2 when a run was unjudged.
+func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants []tests.Mutant, artifacts string, stdout, stderr io.Writer) error {
+	rep, err := tests.RunMutants(ctx, tests.MutantConfig{Mutants: mutants, Patches: o.kernel.Series, Config: cfg})
+	if err != nil {
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		tests.WriteMutationTable(stdout, rep)
+	}
+	if o.report == "" && rep.OK() {
+		os.RemoveAll(artifacts)
+	} else {
+		fmt.Fprintf(stderr, "artifacts of every mutant's runs: %s\n", artifacts)
+	}
+	switch {
+	case rep.OK():
+		return nil
+	case rep.Unjudged > 0 && rep.Killed+rep.Passed+rep.Unjudged == rep.Real+rep.Equivalent:
+		return &exitError{code: 2, err: errors.New("")}
+	}
+	return &exitError{code: 1, err: errors.New("")}
 }
