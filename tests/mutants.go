@@ -124,7 +124,7 @@ type MutationReport struct {
 	Mutants []MutantResult `json:"mutants"`
 	// Killed of Real real mutants were caught; Passed of Equivalent equivalent ones passed.
 	Killed, Real, Passed, Equivalent int
-	Unjudged                         int // runs that ended in infra-error or were interrupted
+	Unjudged                         int           // runs that ended in infra-error or were interrupted
 	Duration                         time.Duration `json:"duration_ns"`
 }
 

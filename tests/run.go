@@ -31,7 +31,7 @@ type Config struct {
 	// StopOnFail ends the run at the first procedure whose verdict is a kernel failure (the
 	// mutation suite: one is enough to kill a mutant).
 	StopOnFail bool
-	Progress  io.Writer
+	Progress   io.Writer
 }
 
 // Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
