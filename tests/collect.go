@@ -153,9 +153,10 @@ func (c *collector) snapshot(ctx context.Context, label string) (Snapshot, []str
 	if s.Interface, err = ParseInterfaceCounters(out); err != nil {
 		return s, nil, err
 	}
-	out, err = b.Run(ctx, "cat /proc/net/snmp")
+	// netstat's TcpExt and IpExt come in snmp's format: one parse reads both.
+	out, err = b.Run(ctx, "cat /proc/net/snmp /proc/net/netstat")
 	if err != nil {
-		return s, nil, fmt.Errorf("read /proc/net/snmp: %w", err)
+		return s, nil, fmt.Errorf("read /proc/net/snmp and /proc/net/netstat: %w", err)
 	}
 	save("snmp", out)
 	if s.SNMP, err = ParseSNMP(out); err != nil {

@@ -101,7 +101,7 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		return []byte("3 packets transmitted, 3 packets received, 0% packet loss\n"), nil
 	case strings.Contains(cmd, "/statistics"):
 		return []byte(fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500)), nil
-	case cmd == "cat /proc/net/snmp":
+	case cmd == "cat /proc/net/snmp /proc/net/netstat":
 		return os.ReadFile("testdata/snmp/host-6.18-netns.txt")
 	case strings.HasPrefix(cmd, "ethtool -S"):
 		return nil, errors.New("sh: ethtool: not found")

@@ -376,6 +376,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 {{end}}</table>{{end}}
 {{range .All}}<h2 id="{{.Kernel}}-{{.Procedure}}">{{.Procedure}} — {{.Kernel}}</h2>
 <p>{{.Description}}. Paths: {{range $i, $p := .Paths}}{{if $i}}, {{end}}<code>{{$p}}</code>{{end}}.</p>
+{{with .PathCounters}}<p class="counters">Kernel counters over the traffic: {{range $k, $v := .}}<code>{{$k}}</code> {{$v}}; {{end}}</p>{{end}}
 {{if .Reasons}}<ul class="reasons">{{range groups .Reasons}}<li class="fail">{{.Kind}}: {{.Detail}}{{if gt .Count 1}} <b>×{{.Count}}</b>{{end}}</li>{{end}}</ul>{{end}}
 {{range .Culprits}}<h3 class="culprit">Culprit of {{.Violation}}: page pfn {{.Pfn}}</h3>
 <p>{{.Detail}} (trace line {{.Line}}). The page's life in the trace, from its allocation by the pool:</p>

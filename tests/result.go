@@ -80,6 +80,9 @@ type Result struct {
 	Console     []ConsoleReport `json:"console_reports,omitempty"`
 	LostEvents  int64           `json:"lost_events"`
 	Notes       []string        `json:"notes,omitempty"`
+	// PathCounters are the kernel counters that show which skb paths the traffic took (their
+	// change over the traffic window; PathCounterNames), the evidence for Paths.
+	PathCounters map[string]int64 `json:"path_counters,omitempty"`
 	// Culprits: the first violation of each kind with its page's history (see Culprits).
 	Culprits  []Culprit `json:"culprits,omitempty"`
 	Artifacts string    `json:"artifacts,omitempty"`
@@ -147,6 +150,7 @@ func Judge(res *Result, ev Evidence) {
 		rx = 0
 	}
 	res.Figures.Packets = rx
+	res.PathCounters = pathCounters(ev.Before.SNMP, ev.After.SNMP)
 	res.Figures.BitsPerSecond = ev.Traffic.BitsPerSecond
 	if ev.Trace != nil {
 		t := ev.Trace
@@ -295,5 +299,29 @@ func Compare(baseline, series []*Result) []ComparisonLine {
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Procedure < out[j].Procedure })
+	return out
+}
+
+// PathCounterNames are the /proc/net/snmp and /proc/net/netstat counters that show which skb
+// paths ran: receive-queue and backlog coalescing (skb_try_coalesce), out-of-order merges,
+// IP reassembly, forwarding, and UDP delivery.
+var PathCounterNames = []string{
+	"TcpExt.TCPRcvCoalesce", "TcpExt.TCPBacklogCoalesce", "TcpExt.TCPOFOMerge", "TcpExt.TCPOFOQueue",
+	"TcpExt.TCPRcvQDrop", "Ip.ReasmOKs", "Ip.ReasmReqds", "Ip.ForwDatagrams", "Udp.InDatagrams", "Tcp.InSegs",
+}
+
+// pathCounters is the change of PathCounterNames between two snapshots (counters that did not
+// move are left out).
+func pathCounters(before, after SNMP) map[string]int64 {
+	out := map[string]int64{}
+	for _, name := range PathCounterNames {
+		proto, counter, _ := strings.Cut(name, ".")
+		if d := after[proto][counter] - before[proto][counter]; d != 0 {
+			out[name] = d
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
