@@ -24,11 +24,12 @@ const (
 	ExitInfra = 2 // the run could not judge the series
 )
 
-// Verdicts.
+// Verdicts: those of tests.Verdict, so that one table decides who broke and one function the
+// exit code (tests.Verdict.ExitCode).
 const (
-	VerdictPass  = "pass"
-	VerdictFail  = "fail"
-	VerdictInfra = "infra-error"
+	VerdictPass  = string(tests.VerdictPass)
+	VerdictFail  = string(tests.VerdictFail)
+	VerdictInfra = string(tests.VerdictInfra)
 )
 
 // Stages, in order. Result.Stage names the one that decided a failed run.
@@ -332,15 +333,7 @@ func (r *run) pipeline(ctx context.Context) {
 	r.compare()
 }
 
-func exitCode(verdict string) int {
-	switch verdict {
-	case VerdictPass:
-		return ExitPass
-	case VerdictFail:
-		return ExitFail
-	}
-	return ExitInfra
-}
+func exitCode(verdict string) int { return tests.Verdict(verdict).ExitCode() }
 
 // skipRest marks the stages after the deciding one as skipped.
 func (r *run) skipRest() {
