@@ -2,7 +2,7 @@
 # install-deps.sh: installs what ppkit needs on a Debian (bookworm) machine, and nothing else.
 # Idempotent: a package already present is not reinstalled; apt lists are refreshed only when
 # something is missing. Groups: base (git, stg, checkpatch's perl, shellcheck for the pipeline
-# scripts in ci/), kernel (cross compiler and linux-source-5.10 from bullseye, pinned low), qemu
+# scripts in ci/, chromium for the report screenshot test), kernel (cross compiler and linux-source-5.10 from bullseye, pinned low), qemu
 # (QEMU build dependencies and source), guest (arm64 .debs for the initramfs are fetched by ppkit
 # itself), net (iproute2, iperf).
 # Usage: install-deps.sh [group...]   (default: all groups)
@@ -14,7 +14,7 @@ groups=("$@")
 sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
-base_pkgs=(git stgit msmtp make perl python3 ca-certificates xz-utils cpio procps shellcheck)
+base_pkgs=(git stgit msmtp make perl python3 ca-certificates xz-utils cpio procps shellcheck chromium)
 kernel_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu bc bison flex libssl-dev libelf-dev
              ccache kmod dwarves linux-source-5.10)
 qemu_pkgs=(qemu-system-arm dpkg-dev ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev

@@ -178,6 +178,10 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
 		}
+		// Each mutant's runs get their own report: the culprit of a killed mutant is one click away.
+		if err := WriteReportDir(dir, sum); err != nil {
+			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
+		}
 		r := MutantResult{Mutant: m, Verdict: sum.Verdict, Results: sum.Results, Duration: time.Since(t0)}
 		for _, res := range sum.Results {
 			if res.Verdict == VerdictFail {
