@@ -351,14 +351,14 @@ func renamed(syms *Symbols, ops []Op) *Scenario {
 
 func formatFound(sc *Scenario, opts ExploreOptions, f Finding) string {
 	var b strings.Builder
-	flags := "--variant " + opts.Config.Variant.String()
+	flags := "--variant " + opts.Config.Name()
 	if opts.Config.Variant == VariantRFC {
 		flags += " --coalesce " + opts.Config.Coalesce.String()
 	}
 	fmt.Fprintf(&b, "# Found by `ppkit model explore %s --seed %d` (episode %d, %d operations),\n", flags, opts.Seed, f.Episode, f.FoundAfter)
 	fmt.Fprintf(&b, "# shrunk to %d operations. They violate %s, so `expect no-violation` fails\n", len(sc.Ops), f.Target)
 	fmt.Fprintf(&b, "# and `ppkit model run` on this file exits 1.\n")
-	v := "variant " + opts.Config.Variant.String()
+	v := "variant " + opts.Config.Name()
 	if opts.Config.Variant == VariantRFC {
 		v += " " + opts.Config.Coalesce.String()
 	}

@@ -73,7 +73,7 @@ func TestShippedScenarios(t *testing.T) {
 // TestDesignBugs checks that the two bugs of the design notes happen under their variant, with
 // the named violations, and under no fixed variant.
 func TestDesignBugs(t *testing.T) {
-	fixed := []Config{{VariantRFC, CoalesceRelease}, {VariantRFC, CoalesceFragList}, {VariantRFC, CoalesceReject}, {Variant: VariantUpstream}}
+	fixed := []Config{{Variant: VariantRFC, Coalesce: CoalesceRelease}, {Variant: VariantRFC, Coalesce: CoalesceFragList}, {Variant: VariantRFC, Coalesce: CoalesceReject}, {Variant: VariantUpstream}, {Variant: VariantSeries, Coalesce: CoalesceRelease}}
 	for _, tc := range []struct {
 		file string
 		want []string
