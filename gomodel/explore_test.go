@@ -23,7 +23,7 @@ func TestExploreFindsDesignBugs(t *testing.T) {
 		target string
 		ops    []string // operations the minimal scenario must contain
 	}{
-		{Config{Variant: VariantPreRFC}, ForeignPageReturned, []string{"rx s1 rxq", "copy s2 s1", "kfree s2"}},
+		{Config{Variant: VariantPreRFC}, ForeignPageReturned, []string{"rx s1 rxq", "copy s", "kfree s"}},
 		{Config{Variant: VariantRFC, Coalesce: CoalesceUnhandled}, DMAMappedPageFreed, []string{"coalesce", "destroy rxq"}},
 	} {
 		t.Run(tc.cfg.String(), func(t *testing.T) {

@@ -113,18 +113,18 @@ func (m *Model) releaseHead(s int32, why string) bool {
 	return true
 }
 
-// checkPoolFrags enforces the rfc design rule: a frag never carries page_pool state, since
-// frags are freed by put_page() and only the head goes through the return hook.
-func (m *Model) checkPoolFrags(d int32, from int, what string) {
+// checkPoolFrag enforces the rfc design rule (prerfc, rfc, series): a page holding page_pool
+// state never becomes a frag on the reference the pool accounts for (a stolen head, a driver's
+// frag), since frags are freed by put_page() and only the head goes through the hook. A frag
+// that takes its own reference (skb_segment(), pskb_copy(), splice) is fine: the refcount rule
+// of page_pool_put_page() releases the page when its head is freed first. Moving existing frags
+// (GRO's frags branch, skb_try_coalesce()) creates no such frag either.
+func (m *Model) checkPoolFrag(f int32, what string) {
 	if !m.hookVariant() {
 		return
 	}
-	fr := m.datas[d].frags
-	for _, f := range fr[from:] {
-		p := &m.pages[f]
-		if p.kind == memPage && p.pool >= 0 && p.ref > 0 {
-			m.violate(PoolPageInFrag, f, "%s made a page holding page_pool state of pool %s a frag; its put_page() will bypass the pool", what, m.poolName(p.pool))
-		}
+	if p := &m.pages[f]; p.kind == memPage && p.pool >= 0 && p.ref > 0 {
+		m.violate(PoolPageInFrag, f, "%s made a page holding page_pool state of pool %s a frag; its put_page() will bypass the pool", what, m.poolName(p.pool))
 	}
 }
 
@@ -253,7 +253,7 @@ func (m *Model) addRxFrag(s, pg int32, noRelease bool) bool {
 			m.skbs[s].ppRecycle = true
 		}
 	}
-	m.checkPoolFrags(m.skbs[s].data, len(d.frags)-1, "skb_add_rx_frag")
+	m.checkPoolFrag(pg, "skb_add_rx_frag")
 	return true
 }
 
@@ -435,7 +435,7 @@ func (m *Model) tryCoalesce(to, from int32, fits bool) (bool, string) {
 	m.note(head, "skb_try_coalesce: head of %s stolen as frag %d of %s (no new reference)", m.skbName(from), start, m.skbName(to))
 	td.frags = append(td.frags, fd.frags...)
 	fd.frags = fd.frags[:0] // from is not cloned: from_shinfo->nr_frags = 0
-	m.checkPoolFrags(m.skbs[to].data, start, "skb_try_coalesce")
+	m.checkPoolFrag(head, "skb_try_coalesce")
 	// kfree_skb_partial(from, true): skb_release_head_state() and the struct only.
 	m.skbs[from].alive = false
 	return true, ""
@@ -465,10 +465,8 @@ func (m *Model) groReceive(p, s int32) (bool, string) {
 			break
 		}
 		m.touch(s, "skb_gro_receive")
-		start := len(ld.frags)
 		ld.frags = append(ld.frags, sd.frags...)
 		sd.frags = sd.frags[:0] // skbinfo->nr_frags = 0
-		m.checkPoolFrags(m.skbs[lp].data, start, "skb_gro_receive")
 		m.kfreeSkbNow(s, "napi_skb_finish: NAPI_GRO_FREE, __kfree_skb")
 		return true, ""
 	case sd.headFrag:
@@ -494,11 +492,10 @@ func (m *Model) groReceive(p, s int32) (bool, string) {
 			}
 		}
 		m.touch(s, "skb_gro_receive")
-		start := len(ld.frags)
 		ld.frags = append(ld.frags, head)
 		m.note(head, "skb_gro_receive: head of %s stolen as a frag of %s (no new reference)", m.skbName(s), m.skbName(lp))
 		ld.frags = append(ld.frags, sd.frags...)
-		m.checkPoolFrags(m.skbs[lp].data, start, "skb_gro_receive")
+		m.checkPoolFrag(head, "skb_gro_receive")
 		// napi_skb_free_stolen_head(): the struct only (dev.c:6124-6130).
 		m.skbs[s].alive = false
 		return true, ""
