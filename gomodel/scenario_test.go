@@ -192,3 +192,38 @@ func TestFormatRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestMutantScenarios: each mutant has its scenario, which shows the mutant's violation (none
+// for the equivalent expand-keeps-id) and nothing at all under the series it mutates.
+func TestMutantScenarios(t *testing.T) {
+	for _, name := range MutantNames() {
+		t.Run(name, func(t *testing.T) {
+			sc := parseFile(t, filepath.Join("testdata/scenarios", "mutant-"+name+".scn"))
+			if sc.Config.Name() != name {
+				t.Fatalf("pins %s, want %s", sc.Config.Name(), name)
+			}
+			res, err := Run(sc, sc.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := mutantFindings[name]
+			got := false
+			for _, v := range res.Violations {
+				got = got || v.Name == want
+			}
+			if want != "" && !got {
+				t.Errorf("violations %v, want %s", res.Violations, want)
+			}
+			if want == "" && len(res.Violations) > 0 {
+				t.Errorf("equivalent mutant, violations %v", res.Violations)
+			}
+			res, err = Run(sc, Config{Variant: VariantSeries, Coalesce: CoalesceRelease})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Violations) != 0 {
+				t.Errorf("under series: %v", res.Violations)
+			}
+		})
+	}
+}
