@@ -48,6 +48,7 @@ type ExploreResult struct {
 type Finding struct {
 	Target     string      `json:"violation"` // the violation the shrinker preserved
 	Episode    int64       `json:"episode"`
+	FoundAtOps int64       `json:"found_at_ops"`    // operations run by explore up to the end of that episode
 	FoundAfter int         `json:"found_after_ops"` // length of the failing sequence
 	Minimal    int         `json:"minimal_ops"`
 	Violations []Violation `json:"violations"` // those of the minimal scenario, with page histories
@@ -70,6 +71,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 	g := newGenerator(opts.Config, pcgChooser{rand.New(rand.NewPCG(uint64(opts.Seed), 0x9e3779b97f4a7c15))})
 	type raw struct {
 		episode int64
+		atOps   int64
 		ops     []Op
 		syms    *Symbols
 		leak    bool // the episode also leaked a pool's inflight count
@@ -97,7 +99,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 			for _, v := range g.m.Violations {
 				leak = leak || v.Name == InflightLeak
 			}
-			seen[target] = raw{res.Episodes, append([]Op(nil), g.ops...), g.syms.clone(), leak}
+			seen[target] = raw{res.Episodes, res.Ops, append([]Op(nil), g.ops...), g.syms.clone(), leak}
 		}
 	}
 	for _, name := range ViolationNames {
@@ -105,7 +107,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 		if !ok {
 			continue
 		}
-		f := Finding{Target: name, Episode: r.episode, FoundAfter: len(r.ops)}
+		f := Finding{Target: name, Episode: r.episode, FoundAtOps: r.atOps, FoundAfter: len(r.ops)}
 		// Keep the pool's inflight leak in the minimal scenario when the episode had one:
 		// it is what a page lost to its pool leads to (one more operation, the destroy).
 		targets := []string{name}
