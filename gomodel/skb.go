@@ -545,7 +545,7 @@ func (m *Model) segmentCheck(s int32, clonePath bool) string {
 // headers and any linear payload (copied: no reference on s's head), then
 // __copy_skb_header(nskb, head_skb) (3992): prerfc's id is copied into it. Payload in frags is
 // shared: __skb_frag_ref() on each of s's frags (4066-4067), and for each frag_list member its
-// frags, and its head, turned into a frag by skb_head_frag_to_page_desc() (3673-3684, 4040-4049)
+// frags, and its head, turned into a frag by skb_head_frag_to_page_desc() (3673-3684, 4033-4052)
 // when a segment runs into it; with clonePath a member whose linear data starts a segment is
 // skb_clone()d (3936), pskb_trim()med and skb_cow_head()ed (3966), i.e. pskb_expand_head() on
 // the clone: a kmalloc copy of its head, references on its frags, dataref back to 1 (the
