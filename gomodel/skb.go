@@ -155,10 +155,11 @@ const (
 	driverNoMark  = -2 // neither page_pool_release_page() nor skb_mark_for_recycle()
 )
 
-// buildSkb mirrors build_skb() around a driver page (head_frag=1, no new page reference; a
-// pfmemalloc page sets skb->pfmemalloc, skbuff.c:331-341) and then what the driver does in each
-// variant (mvneta_swbm_build_skb(), mvneta.c:2306-2333). mark is driverDefault, driverNoMark,
-// or the pool whose id the driver marks the skb with.
+// buildSkb mirrors build_skb() around a driver page (head_frag=1, no new page reference;
+// skbuff.c:331-341 also sets skb->pfmemalloc for a pfmemalloc page, which the model does not
+// need: only page_pool_put_page() looks at the page's flag) and then what the driver does in
+// each variant (mvneta_swbm_build_skb(), mvneta.c:2306-2333). mark is driverDefault,
+// driverNoMark, or the pool whose id the driver marks the skb with.
 func (m *Model) buildSkb(sym, pg int32, mark int32) error {
 	p := &m.pages[pg]
 	if p.ref <= 0 {
