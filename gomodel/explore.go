@@ -178,7 +178,8 @@ func (m *Model) reproduces(ops []Op, targets []string) bool {
 
 // Shrink minimizes ops while they still produce every one of targets: ddmin over the
 // operation list, then simpler arguments (fewer frags, no `fits`, no `direct`, kmalloc heads,
-// splicing the head, the default pool size), repeated until nothing changes.
+// no `clone` path in segment, splicing the head, the default pool size), repeated until nothing
+// changes.
 func Shrink(cfg Config, syms *Symbols, ops []Op, targets ...string) []Op {
 	m := NewModel(cfg, syms, false)
 	test := func(c []Op) bool { return m.reproduces(c, targets) }
@@ -268,7 +269,7 @@ func simplifications(op Op) []Op {
 			o.N = defaultPoolSize
 			out = append(out, o)
 		}
-	case OpCoalesce, OpRecycle, OpAllocSkb:
+	case OpCoalesce, OpRecycle, OpAllocSkb, OpSegment:
 		if op.Flag != 0 {
 			o := op
 			o.Flag = 0
