@@ -121,7 +121,7 @@ func BenchmarkCheckTrace(b *testing.B) {
 // BenchmarkExplore measures exploration: random operations applied to the model, with the
 // generator's choices and the episodes' teardowns included.
 func BenchmarkExplore(b *testing.B) {
-	for _, cfg := range []Config{{Variant: VariantRFC, Coalesce: CoalesceRelease}, {Variant: VariantUpstream}, {Variant: VariantNone}} {
+	for _, cfg := range []Config{{Variant: VariantRFC, Coalesce: CoalesceRelease}, {Variant: VariantUpstream}, {Variant: VariantNone}, {Variant: VariantSeries, Coalesce: CoalesceRelease}} {
 		b.Run(cfg.String(), func(b *testing.B) {
 			b.ReportAllocs()
 			clock := startCPU(b)

@@ -48,6 +48,7 @@ type ExploreResult struct {
 type Finding struct {
 	Target     string      `json:"violation"` // the violation the shrinker preserved
 	Episode    int64       `json:"episode"`
+	FoundAtOps int64       `json:"found_at_ops"`    // operations run by explore up to the end of that episode
 	FoundAfter int         `json:"found_after_ops"` // length of the failing sequence
 	Minimal    int         `json:"minimal_ops"`
 	Violations []Violation `json:"violations"` // those of the minimal scenario, with page histories
@@ -70,6 +71,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 	g := newGenerator(opts.Config, pcgChooser{rand.New(rand.NewPCG(uint64(opts.Seed), 0x9e3779b97f4a7c15))})
 	type raw struct {
 		episode int64
+		atOps   int64
 		ops     []Op
 		syms    *Symbols
 		leak    bool // the episode also leaked a pool's inflight count
@@ -97,7 +99,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 			for _, v := range g.m.Violations {
 				leak = leak || v.Name == InflightLeak
 			}
-			seen[target] = raw{res.Episodes, append([]Op(nil), g.ops...), g.syms.clone(), leak}
+			seen[target] = raw{res.Episodes, res.Ops, append([]Op(nil), g.ops...), g.syms.clone(), leak}
 		}
 	}
 	for _, name := range ViolationNames {
@@ -105,7 +107,7 @@ func Explore(opts ExploreOptions) *ExploreResult {
 		if !ok {
 			continue
 		}
-		f := Finding{Target: name, Episode: r.episode, FoundAfter: len(r.ops)}
+		f := Finding{Target: name, Episode: r.episode, FoundAtOps: r.atOps, FoundAfter: len(r.ops)}
 		// Keep the pool's inflight leak in the minimal scenario when the episode had one:
 		// it is what a page lost to its pool leads to (one more operation, the destroy).
 		targets := []string{name}
@@ -176,7 +178,8 @@ func (m *Model) reproduces(ops []Op, targets []string) bool {
 
 // Shrink minimizes ops while they still produce every one of targets: ddmin over the
 // operation list, then simpler arguments (fewer frags, no `fits`, no `direct`, kmalloc heads,
-// splicing the head, the default pool size), repeated until nothing changes.
+// no `clone` path in segment, splicing the head, the default pool size), repeated until nothing
+// changes.
 func Shrink(cfg Config, syms *Symbols, ops []Op, targets ...string) []Op {
 	m := NewModel(cfg, syms, false)
 	test := func(c []Op) bool { return m.reproduces(c, targets) }
@@ -214,7 +217,7 @@ func Shrink(cfg Config, syms *Symbols, ops []Op, targets ...string) []Op {
 // declares reports whether op creates the object named by its A symbol.
 func declares(op Op) bool {
 	switch op.Kind {
-	case OpPool, OpAlloc, OpPage, OpRx, OpBuildSkb, OpAllocSkb, OpClone, OpCopy, OpPskbCopy, OpSplice, OpZerocopy:
+	case OpPool, OpAlloc, OpPage, OpRx, OpBuildSkb, OpAllocSkb, OpClone, OpCopy, OpPskbCopy, OpSplice, OpZerocopy, OpSegment:
 		return true
 	}
 	return false
@@ -266,7 +269,7 @@ func simplifications(op Op) []Op {
 			o.N = defaultPoolSize
 			out = append(out, o)
 		}
-	case OpCoalesce, OpRecycle, OpAllocSkb:
+	case OpCoalesce, OpRecycle, OpAllocSkb, OpSegment:
 		if op.Flag != 0 {
 			o := op
 			o.Flag = 0
@@ -330,7 +333,7 @@ func renamed(syms *Symbols, ops []Op) *Scenario {
 		switch op.Kind {
 		case OpPool:
 			name(op.A, "rxq")
-		case OpRx, OpBuildSkb, OpAllocSkb, OpClone, OpCopy, OpPskbCopy:
+		case OpRx, OpBuildSkb, OpAllocSkb, OpClone, OpCopy, OpPskbCopy, OpSegment:
 			name(op.A, "s")
 		case OpAlloc, OpPage:
 			name(op.A, "p")
@@ -351,14 +354,14 @@ func renamed(syms *Symbols, ops []Op) *Scenario {
 
 func formatFound(sc *Scenario, opts ExploreOptions, f Finding) string {
 	var b strings.Builder
-	flags := "--variant " + opts.Config.Variant.String()
+	flags := "--variant " + opts.Config.Name()
 	if opts.Config.Variant == VariantRFC {
 		flags += " --coalesce " + opts.Config.Coalesce.String()
 	}
 	fmt.Fprintf(&b, "# Found by `ppkit model explore %s --seed %d` (episode %d, %d operations),\n", flags, opts.Seed, f.Episode, f.FoundAfter)
 	fmt.Fprintf(&b, "# shrunk to %d operations. They violate %s, so `expect no-violation` fails\n", len(sc.Ops), f.Target)
 	fmt.Fprintf(&b, "# and `ppkit model run` on this file exits 1.\n")
-	v := "variant " + opts.Config.Variant.String()
+	v := "variant " + opts.Config.Name()
 	if opts.Config.Variant == VariantRFC {
 		v += " " + opts.Config.Coalesce.String()
 	}
@@ -484,6 +487,9 @@ func (g *generator) teardown() {
 	for len(g.skbs) > 0 {
 		g.do(Op{Kind: OpKfree, A: g.skbs[0], B: -1, C: -1})
 	}
+	if len(g.m.completion) > 0 {
+		g.do(Op{Kind: OpTxAction, A: -1, B: -1, C: -1})
+	}
 	for _, r := range g.refs {
 		g.do(Op{Kind: OpPutPage, A: r, B: -1, C: -1})
 	}
@@ -516,7 +522,7 @@ func (g *generator) step() bool {
 	none := Op{A: -1, B: -1, C: -1}
 	for {
 		op := none
-		switch g.rnd.Intn(24) {
+		switch g.rnd.Intn(29) {
 		case 0, 1, 2, 3: // rx
 			if len(g.skbs) >= 12 {
 				continue
@@ -562,9 +568,9 @@ func (g *generator) step() bool {
 				}
 				s, _ := g.pick(g.skbs)
 				sk, d := g.skb(s), g.data(s)
-				// drivers add frags to the skb they just built: never to a GRO head or a copy
-				// with a frag_list
-				if sk.cloned || sk.users != 1 || d.dataref != 1 || len(d.frags) >= maxSkbFrags || len(d.fragList) > 0 {
+				// drivers add frags to the skb they just built: never to a GRO head, a copy
+				// with a frag_list or a segment
+				if sk.cloned || sk.tx || sk.users != 1 || d.dataref != 1 || len(d.frags) >= maxSkbFrags || len(d.fragList) > 0 {
 					continue
 				}
 				op.Kind, op.A, op.B = OpAddRxFrag, s, h
@@ -620,7 +626,7 @@ func (g *generator) step() bool {
 			}
 			to, _ := g.pick(g.skbs)
 			from, _ := g.pick(g.skbs)
-			if to == from || g.skb(from).users != 1 {
+			if to == from || g.skb(from).users != 1 || g.skb(to).tx || g.skb(from).tx {
 				continue
 			}
 			op.Kind, op.A, op.B = OpCoalesce, to, from
@@ -634,7 +640,7 @@ func (g *generator) step() bool {
 			p, _ := g.pick(g.skbs)
 			s, _ := g.pick(g.skbs)
 			ps, ss := g.skb(p), g.skb(s)
-			if p == s || ps.cloned || g.data(p).listed || ss.cloned || ss.users != 1 || len(g.data(s).fragList) > 0 {
+			if p == s || ps.cloned || ps.tx || ss.tx || g.data(p).listed || ss.cloned || ss.users != 1 || len(g.data(s).fragList) > 0 {
 				continue
 			}
 			op.Kind, op.A, op.B = OpGro, p, s
@@ -644,7 +650,7 @@ func (g *generator) step() bool {
 			}
 			to, _ := g.pick(g.skbs)
 			from, _ := g.pick(g.skbs)
-			if to == from || g.skb(to).cloned {
+			if to == from || g.skb(to).cloned || g.skb(to).tx || g.skb(from).tx {
 				continue
 			}
 			op.Kind, op.A, op.B = OpFragList, to, from
@@ -681,7 +687,7 @@ func (g *generator) step() bool {
 				continue
 			}
 			op.Kind, op.A = OpSkbGet, s
-		default: // kfree_skb / consume_skb
+		case 22, 23: // kfree_skb / consume_skb
 			if len(g.skbs) == 0 {
 				continue
 			}
@@ -689,6 +695,58 @@ func (g *generator) step() bool {
 			op.Kind, op.A = OpKfree, s
 			if g.rnd.Intn(2) == 0 {
 				op.Kind = OpConsume
+			}
+		case 24: // skb_segment: a GRO packet forwarded to a NIC without its GSO type
+			if len(g.skbs) == 0 || len(g.skbs) >= 12 {
+				continue
+			}
+			s, _ := g.pick(g.skbs)
+			if g.skb(s).tx {
+				continue
+			}
+			clone := g.rnd.Intn(2) == 0
+			if g.m.segmentCheck(g.m.lookup(s), clone) != "" {
+				clone = true
+				if g.m.segmentCheck(g.m.lookup(s), clone) != "" {
+					continue
+				}
+			}
+			op.Kind, op.B = OpSegment, s
+			if clone {
+				op.Flag = FlagClone
+			}
+			op.A = g.name(SymSkb, 1)
+			op.C = g.syms.AddDerived(op.A, ".head", SymPage)
+			g.skbs = append(g.skbs, op.A)
+		case 25: // the free paths that bypass __kfree_skb()
+			if len(g.skbs) == 0 {
+				continue
+			}
+			s, _ := g.pick(g.skbs)
+			op.A = s
+			switch r := g.rnd.Intn(3); {
+			case r == 0 && g.m.ctx.inServingSoftirq():
+				op.Kind = OpNapiConsume
+			case r == 1:
+				op.Kind = OpKfreeIRQ
+			default:
+				op.Kind = OpConsumeUDP
+			}
+		case 26: // net_tx_action
+			if len(g.m.completion) == 0 {
+				continue
+			}
+			op.Kind = OpTxAction
+		case 27: // the context the next frees run in
+			op.Kind = OpContext
+			op.N = int32(g.rnd.Intn(4))
+			if ctxKind(op.N) == CtxNAPI {
+				op.A = g.pools[g.rnd.Intn(len(g.pools))]
+			}
+		case 28: // memory pressure: pfmemalloc pages
+			op.Kind = OpPfmemalloc
+			if !g.m.pfmemalloc {
+				op.Flag = FlagOn
 			}
 		}
 		return g.do(op)

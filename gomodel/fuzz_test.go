@@ -11,7 +11,14 @@ import (
 
 var allConfigs = []Config{{Variant: VariantNone}, {Variant: VariantPreRFC}, {Variant: VariantRFC, Coalesce: CoalesceUnhandled},
 	{Variant: VariantRFC, Coalesce: CoalesceRelease}, {Variant: VariantRFC, Coalesce: CoalesceFragList},
-	{Variant: VariantRFC, Coalesce: CoalesceReject}, {Variant: VariantUpstream}}
+	{Variant: VariantRFC, Coalesce: CoalesceReject}, {Variant: VariantUpstream}, {Variant: VariantSeries, Coalesce: CoalesceRelease}}
+
+func init() {
+	for _, n := range MutantNames() {
+		cfg, _ := ParseVariant(n, "")
+		allConfigs = append(allConfigs, cfg)
+	}
+}
 
 func addFiles(f *testing.F, pattern string) {
 	files, _ := filepath.Glob(pattern)

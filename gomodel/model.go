@@ -23,9 +23,16 @@ const (
 	// VariantUpstream is Linux 5.14's design: skb->pp_recycle plus the page->pp_magic signature
 	// checked by page_pool_return_skb_page(), for heads and frags alike.
 	VariantUpstream
+	// VariantSeries is the shipped series (patches/): the rfc design with the release strategy
+	// (skb_pp_release_head() before skb_try_coalesce()/skb_gro_receive() steal a head) plus what
+	// the patches add to it: a 16-bit pp_mem_id looked up in the XDP memory model table
+	// (xdp_return_skb_head(): an unknown id WARNs and the head is freed as a page fragment), a
+	// hook that only considers head_frag heads, and page_pool_return_skb_page(), which releases
+	// instead of recycling in hard-irq context. Every Mutant is this variant with one change.
+	VariantSeries
 )
 
-var variantNames = [...]string{"none", "prerfc", "rfc", "upstream"}
+var variantNames = [...]string{"none", "prerfc", "rfc", "upstream", "series"}
 
 func (v Variant) String() string {
 	if int(v) < len(variantNames) {
@@ -59,21 +66,82 @@ func (c Coalesce) String() string {
 	return fmt.Sprintf("coalesce(%d)", c)
 }
 
-// Config is a variant and, for rfc, its coalesce strategy.
+// Mutant is a realistic single-change bug of the shipped series: VariantSeries with one
+// change. The names are those of ppkit's kernel-side mutation suite.
+type Mutant uint8
+
+const (
+	MutantNone Mutant = iota
+	// MutCloneForgetsID: __skb_clone() does not copy pp_mem_id.
+	MutCloneForgetsID
+	// MutExpandKeepsID: pskb_expand_head() does not clear pp_mem_id.
+	MutExpandKeepsID
+	// MutGroNoRelease: skb_gro_receive() steals a pool head without skb_pp_release_head().
+	MutGroNoRelease
+	// MutCoalesceNoRelease: skb_try_coalesce() steals a pool head without skb_pp_release_head().
+	MutCoalesceNoRelease
+	// MutCoalesceReleaseBeforeCloneCheck: skb_try_coalesce() calls skb_pp_release_head(from)
+	// before the skb_head_is_locked(from) check, so a cloned head leaves its pool (and from
+	// forgets its id) while the clone still carries the id.
+	MutCoalesceReleaseBeforeCloneCheck
+	// MutHookInKfreeSkbOnly: the return hook sits in __kfree_skb() instead of skb_free_head():
+	// heads freed by napi_consume_skb(), __consume_stateless_skb(), net_tx_action()'s
+	// __kfree_skb_defer() and pskb_expand_head() go to put_page() while DMA-mapped.
+	MutHookInKfreeSkbOnly
+	// MutDriverReleasesAndMarks: mvneta keeps page_pool_release_page() on the head and also
+	// calls skb_mark_for_recycle().
+	MutDriverReleasesAndMarks
+	// MutDriverFragNoRelease: mvneta drops page_pool_release_page() after skb_add_rx_frag().
+	MutDriverFragNoRelease
+	// MutWrongPoolID: mvneta marks every skb with the id of its first RX queue's pool.
+	MutWrongPoolID
+	// MutReturnIgnoresRefcount: page_pool_return_skb_page() recycles the head even when its
+	// refcount is not 1 (splice, skb_segment() or zerocopy hold it).
+	MutReturnIgnoresRefcount
+	// MutReturnDirect: page_pool_return_skb_page() passes allow_direct=true, so a free in any
+	// softirq (not only the pool's NAPI poll) recycles into the lockless alloc cache.
+	MutReturnDirect
+)
+
+var mutantNames = [...]string{"", "clone-forgets-id", "expand-keeps-id", "gro-no-release", "coalesce-no-release",
+	"coalesce-release-before-clone-check", "hook-in-kfree-skb-only", "driver-releases-and-marks",
+	"driver-frag-no-release", "wrong-pool-id", "return-ignores-refcount", "return-direct"}
+
+// MutantNames lists every mutant variant name.
+func MutantNames() []string { return append([]string(nil), mutantNames[1:]...) }
+
+func (m Mutant) String() string {
+	if int(m) < len(mutantNames) {
+		return mutantNames[m]
+	}
+	return fmt.Sprintf("mutant(%d)", m)
+}
+
+// Config is a variant and, for rfc, its coalesce strategy; for series, a mutant.
 type Config struct {
 	Variant  Variant
 	Coalesce Coalesce
+	Mutant   Mutant
 }
 
 func (c Config) String() string {
 	if c.Variant == VariantRFC {
 		return "rfc/" + c.Coalesce.String()
 	}
+	return c.Name()
+}
+
+// Name is the --variant value that selects c (without the rfc coalesce strategy).
+func (c Config) Name() string {
+	if c.Mutant != MutantNone {
+		return c.Mutant.String()
+	}
 	return c.Variant.String()
 }
 
-// ParseVariant parses a --variant value and an optional --coalesce value ("" means the rfc
-// default, unhandled: the RFC as posted). A coalesce strategy is refused for other variants.
+// ParseVariant parses a --variant value (a variant or a mutant name) and an optional
+// --coalesce value ("" means the rfc default, unhandled: the RFC as posted). A coalesce
+// strategy is refused for other variants.
 func ParseVariant(variant, coalesce string) (Config, error) {
 	var cfg Config
 	found := false
@@ -82,14 +150,23 @@ func ParseVariant(variant, coalesce string) (Config, error) {
 			cfg.Variant, found = Variant(i), true
 		}
 	}
+	for i, n := range mutantNames {
+		if i > 0 && n == variant {
+			cfg.Variant, cfg.Mutant, found = VariantSeries, Mutant(i), true
+		}
+	}
 	if !found {
-		return cfg, fmt.Errorf("unknown variant %q: use one of %s", variant, strings.Join(variantNames[:], ", "))
+		return cfg, fmt.Errorf("unknown variant %q: use one of %s, or a mutant of series: %s", variant,
+			strings.Join(variantNames[:], ", "), strings.Join(mutantNames[1:], ", "))
+	}
+	if cfg.Variant == VariantSeries {
+		cfg.Coalesce = CoalesceRelease // the series releases a pool head before it is stolen
 	}
 	if coalesce == "" {
 		return cfg, nil
 	}
 	if cfg.Variant != VariantRFC {
-		return cfg, fmt.Errorf("a coalesce strategy only applies to variant rfc, not %s: drop %q", variant, coalesce)
+		return cfg, fmt.Errorf("a coalesce strategy only applies to variant rfc, not %s (series and its mutants release): drop %q", variant, coalesce)
 	}
 	for i, n := range coalesceNames {
 		if n == coalesce {
@@ -145,6 +222,9 @@ type page struct {
 	where    PageState
 	pfn      uint64
 	returned int32 // times the SKB return hook handed this page to a pool
+	pfmem    bool  // page_is_pfmemalloc(): allocated from the emergency reserves
+	released int32 // the pool that last released this page (page_pool_release_page), -1 if none
+	pp       int32 // upstream: page->pp when skb_mark_for_recycle() named another pool, -1 otherwise
 	hist     []string
 }
 
@@ -192,6 +272,11 @@ type Model struct {
 	Violations []Violation
 	anyDestroy bool
 
+	ctx        execCtx // the context skbs are freed in (`context` lines)
+	pfmemalloc bool    // the page allocator hands out pfmemalloc pages (`pfmemalloc on`)
+	completion []int32 // skbs queued by __dev_kfree_skb_irq() for net_tx_action()
+	inKfree    int     // depth of __kfree_skb() calls on the stack (hook-in-kfree-skb-only)
+
 	// tracer, when set, receives the tracepoints the kernel would emit (tests compare the
 	// model with CheckTrace through it).
 	tracer func(ev traceEvent)
@@ -216,11 +301,41 @@ const (
 	RefcountUnderflow   = "refcount-underflow"
 	InflightLeak        = "inflight-leak"
 	PoolPageInFrag      = "pool-page-in-frag"
+	// SharedPageRecycled: a page enters its pool's alloc cache or ptr_ring while somebody else
+	// (a pipe, a segment's frag, a zerocopy mapping) still holds a reference: the pool hands it
+	// to the NIC, which overwrites data that is still being read.
+	SharedPageRecycled = "shared-page-recycled"
+	// DirectRecycleOutsideNAPI: a page enters a pool's lockless alloc cache from a context that
+	// is not the NAPI poll owning that pool (page_pool_put_page() with allow_direct from another
+	// softirq: TX completion, net_tx_action, another queue's poll): a data race on the cache.
+	DirectRecycleOutsideNAPI = "direct-recycle-outside-napi"
 )
 
 // ViolationNames lists every named invariant, most severe first.
 var ViolationNames = []string{ForeignPageReturned, DoubleReturn, UseAfterFree, DMAMappedPageFreed,
-	RefcountUnderflow, InflightLeak, PoolPageInFrag}
+	SharedPageRecycled, DirectRecycleOutsideNAPI, RefcountUnderflow, InflightLeak, PoolPageInFrag}
+
+// ctxKind is where code runs, as far as page_pool cares (in_serving_softirq(), in_irq(), and
+// which NAPI poll owns a pool's alloc cache).
+type ctxKind uint8
+
+const (
+	CtxProcess ctxKind = iota // task context: socket reads, sendfile, ...
+	CtxSoftirq                // a softirq that is not a pool's NAPI poll: net_tx_action, another device's TX completion, timers
+	CtxIRQ                    // hard irq or irqs disabled
+	CtxNAPI                   // the NAPI poll owning pool ctx.pool (the driver's RX queue)
+)
+
+var ctxNames = [...]string{"process", "softirq", "irq", "napi"}
+
+// execCtx is the current context.
+type execCtx struct {
+	kind ctxKind
+	pool int32 // CtxNAPI: the pool whose NAPI poll runs
+}
+
+// inServingSoftirq mirrors in_serving_softirq().
+func (c execCtx) inServingSoftirq() bool { return c.kind == CtxSoftirq || c.kind == CtxNAPI }
 
 // NewModel returns an empty model for cfg whose objects are named by syms.
 func NewModel(cfg Config, syms *Symbols, history bool) *Model {
@@ -238,6 +353,10 @@ func (m *Model) reset() {
 	m.now, m.pfn = 0, 0x40000
 	m.Violations = m.Violations[:0]
 	m.anyDestroy = false
+	m.ctx = execCtx{pool: -1}
+	m.pfmemalloc = false
+	m.completion = m.completion[:0]
+	m.inKfree = 0
 }
 
 func (m *Model) bind(sym int32, idx int) {
@@ -295,7 +414,8 @@ func (m *Model) violate(name string, pg int32, format string, args ...any) {
 // newPage creates a page or kmalloc area named sym with refcount 1.
 func (m *Model) newPage(sym int32, kind memKind) int32 {
 	m.pfn++
-	m.pages = append(m.pages, page{name: sym, kind: kind, ref: 1, pool: -1, where: StateInUse, pfn: m.pfn})
+	m.pages = append(m.pages, page{name: sym, kind: kind, ref: 1, pool: -1, where: StateInUse, pfn: m.pfn,
+		released: -1, pp: -1, pfmem: m.pfmemalloc && kind == memPage})
 	idx := int32(len(m.pages) - 1)
 	if m.history {
 		m.pages[idx].hist = nil
@@ -413,7 +533,7 @@ func (m *Model) poolAlloc(pl int32, sym int32) int32 {
 		pp.name = sym
 		m.bind(sym, int(pg))
 	}
-	m.note(pg, "page_pool_alloc_pages slow path: new page, DMA-mapped=%v, pool %s hold=%d", p.dma, m.poolName(pl), p.hold)
+	m.note(pg, "page_pool_alloc_pages slow path: new page, DMA-mapped=%v, pfmemalloc=%v, pool %s hold=%d", p.dma, pp.pfmem, m.poolName(pl), p.hold)
 	return pg
 }
 
@@ -441,6 +561,10 @@ func (m *Model) handOut(pl, pg int32, sym int32, how string) int32 {
 // maps pages, release_cnt++ and the page_pool_state_release tracepoint; the page leaves the pool.
 func (m *Model) poolReleasePage(pl, pg int32, why string) {
 	pp := &m.pages[pg]
+	if pp.kind == memPage && pp.pool < 0 && pp.released == pl && pp.ref > 0 {
+		m.violate(DoubleReturn, pg, "page_pool_release_page(%s) of a page that pool already released (%s)", m.poolName(pl), why)
+		return
+	}
 	if pp.pool != pl || pp.kind != memPage {
 		m.violate(ForeignPageReturned, pg, "page_pool_release_page(%s) of %s, which does not hold page_pool state of that pool (%s)",
 			m.poolName(pl), m.ownerString(pg), why)
@@ -451,6 +575,7 @@ func (m *Model) poolReleasePage(pl, pg int32, why string) {
 	}
 	pp.mapped = false
 	pp.pool = -1
+	pp.released = pl
 	if pp.where == StateInFlight {
 		pp.where = StateInUse
 	}
@@ -479,13 +604,32 @@ func (m *Model) poolReturnPage(pl, pg int32, why string) {
 	m.putPage(pg, why)
 }
 
-// poolPutPage mirrors page_pool_put_page() (page_pool.c:367-410). hook says the SKB return
-// hook (or 5.14's page_pool_return_skb_page()) is the caller.
+// poolPutPage mirrors the driver's page_pool_put_page() (page_pool.c:367-410): the driver
+// runs in the NAPI poll owning the pool, so allow_direct recycles into the alloc cache.
 func (m *Model) poolPutPage(pl, pg int32, allowDirect bool, why string) {
+	m.poolPut(pl, pg, putArgs{direct: allowDirect, driver: true}, why)
+}
+
+// putArgs says how page_pool_put_page() is called.
+type putArgs struct {
+	direct    bool // allow_direct
+	driver    bool // called by the driver in its own NAPI poll (in_serving_softirq() holds)
+	ignoreRef bool // return-ignores-refcount: the refcount test is skipped
+}
+
+// poolPut mirrors page_pool_put_page() (page_pool.c:367-410) for any caller.
+func (m *Model) poolPut(pl, pg int32, a putArgs, why string) {
 	p := &m.pools[pl]
 	pp := &m.pages[pg]
 	if p.freed {
 		m.violate(UseAfterFree, pg, "page_pool_put_page() into pool %s, already freed by page_pool_destroy() (%s)", m.poolName(pl), why)
+		pp.where = StateLost
+		return
+	}
+	if pp.kind == memPage && pp.pool < 0 && pp.released == pl && pp.ref > 0 {
+		// page_pool_put_page() does not check: the unmapped page would go into the ring and
+		// be handed to the NIC again with dma_addr 0, and released a second time.
+		m.violate(DoubleReturn, pg, "page_pool_put_page(%s) of a page that pool already released (%s)", m.poolName(pl), why)
 		pp.where = StateLost
 		return
 	}
@@ -504,9 +648,19 @@ func (m *Model) poolPutPage(pl, pg int32, allowDirect bool, why string) {
 		m.violate(DoubleReturn, pg, "page_pool_put_page() of a page already in pool %s's %s (%s)", m.poolName(pl), pp.where, why)
 		return
 	}
-	if pp.ref == 1 { // page_ref_count(page) == 1 && pool_page_reusable(): recycle (353-359)
-		// page_pool_recycle_in_cache() when allow_direct and in softirq (384-386, 342-351)
-		if allowDirect && len(p.cache) < allocCacheSize {
+	// page_ref_count(page) == 1 && pool_page_reusable() (376-377); pool_page_reusable() is
+	// !page_is_pfmemalloc(page) (356-359)
+	if (pp.ref == 1 || a.ignoreRef) && !pp.pfmem {
+		if pp.ref != 1 {
+			m.violate(SharedPageRecycled, pg, "page_pool_put_page(%s) recycles a page whose refcount is %d (%s): the pool will hand it to the NIC while another holder reads it",
+				m.poolName(pl), pp.ref, why)
+		}
+		// page_pool_recycle_in_cache() when allow_direct && in_serving_softirq() (384-386, 342-351)
+		if a.direct && (a.driver || m.ctx.inServingSoftirq()) && len(p.cache) < allocCacheSize {
+			if !a.driver && (m.ctx.kind != CtxNAPI || m.ctx.pool != pl) {
+				m.violate(DirectRecycleOutsideNAPI, pg, "page_pool_put_page(%s, allow_direct) in %s puts the page into the lockless alloc cache outside the pool's NAPI poll (%s)",
+					m.poolName(pl), m.ctxString(), why)
+			}
 			p.cache = append(p.cache, pg)
 			pp.where = StateInCache
 			m.note(pg, "page_pool_put_page (%s): recycled into pool %s's alloc cache", why, m.poolName(pl))
@@ -524,10 +678,22 @@ func (m *Model) poolPutPage(pl, pg int32, allowDirect bool, why string) {
 		m.poolReturnPage(pl, pg, why+", ring full")
 		return
 	}
-	// refcount != 1: page_pool_release_page() then put_page() (408-409): the page leaves the pool.
-	m.note(pg, "page_pool_put_page (%s): refcount %d != 1, page leaves pool %s", why, pp.ref, m.poolName(pl))
+	// refcount != 1 or pfmemalloc: page_pool_release_page() then put_page() (408-409): the page
+	// leaves the pool.
+	if pp.pfmem {
+		m.note(pg, "page_pool_put_page (%s): pfmemalloc page is not reusable, page leaves pool %s", why, m.poolName(pl))
+	} else {
+		m.note(pg, "page_pool_put_page (%s): refcount %d != 1, page leaves pool %s", why, pp.ref, m.poolName(pl))
+	}
 	m.poolReleasePage(pl, pg, why)
 	m.putPage(pg, why)
+}
+
+func (m *Model) ctxString() string {
+	if m.ctx.kind == CtxNAPI {
+		return "the NAPI poll of pool " + m.poolName(m.ctx.pool)
+	}
+	return ctxNames[m.ctx.kind] + " context"
 }
 
 // poolDestroy mirrors page_pool_destroy() (page_pool.c:510-526).

@@ -109,6 +109,7 @@ func TestVariantsDifferOnlyWhereDesigned(t *testing.T) {
 		{"rfc unhandled", "", true},
 		{"rfc release", "", true},
 		{"upstream", "", true},
+		{"series", "", true},
 	} {
 		t.Run(tc.variant, func(t *testing.T) {
 			res, err := runText(t, "variant "+tc.variant+"\n"+body)
@@ -141,6 +142,10 @@ func TestParseVariant(t *testing.T) {
 		{"upstream", "release", "", true},
 		{"rfc", "maybe", "", true},
 		{"5.10", "", "", true},
+		{"series", "", "series", false},
+		{"series", "release", "", true},
+		{"return-direct", "", "return-direct", false},
+		{"clone-forgets-id", "unhandled", "", true},
 	} {
 		cfg, err := ParseVariant(tc.v, tc.c)
 		if (err != nil) != tc.err || (err == nil && cfg.String() != tc.want) {

@@ -42,10 +42,28 @@ func (m *Model) apply(op Op) error {
 		pg := m.newPage(op.A, memPage)
 		m.note(pg, "alloc_page: a page without page_pool state")
 		return nil
+	case OpTxAction:
+		m.txAction()
+		return nil
+	case OpPfmemalloc:
+		m.pfmemalloc = op.Flag&FlagOn != 0
+		return nil
+	case OpContext:
+		c := execCtx{kind: ctxKind(op.N), pool: -1}
+		if c.kind == CtxNAPI {
+			pl, err := m.obj1(op.A, "pool")
+			if err != nil {
+				return err
+			}
+			c.pool = pl
+		}
+		m.ctx = c
+		return nil
 	}
 	a, err := m.obj1(op.A, "object")
 	if op.Kind == OpBuildSkb || op.Kind == OpAlloc || op.Kind == OpAllocSkb || op.Kind == OpClone ||
-		op.Kind == OpCopy || op.Kind == OpPskbCopy || op.Kind == OpRx || op.Kind == OpSplice || op.Kind == OpZerocopy {
+		op.Kind == OpCopy || op.Kind == OpPskbCopy || op.Kind == OpRx || op.Kind == OpSplice || op.Kind == OpZerocopy ||
+		op.Kind == OpSegment {
 		a, err = -1, nil // A is being declared
 	}
 	if err != nil {
@@ -71,16 +89,27 @@ func (m *Model) apply(op Op) error {
 	case OpRx:
 		// mvneta_rx_swbm(): page_pool_alloc_pages() per buffer, then mvneta_swbm_build_skb().
 		head := m.poolAlloc(b, op.C)
-		m.buildSkb(op.A, head)
+		if err := m.buildSkb(op.A, head, driverDefault); err != nil {
+			return err
+		}
 		s := m.lookup(op.A)
 		for i := int32(0); i < op.N; i++ {
 			f := m.poolAlloc(b, op.C+1+i)
-			m.addRxFrag(s, f)
+			m.addRxFrag(s, f, false)
 		}
 	case OpBuildSkb:
-		m.buildSkb(op.A, b)
+		mark := int32(driverDefault)
+		switch op.Flag {
+		case FlagNoMark:
+			mark = driverNoMark
+		case FlagMark:
+			if mark, err = m.obj1(op.C, "pool"); err != nil {
+				return err
+			}
+		}
+		return m.buildSkb(op.A, b, mark)
 	case OpAddRxFrag:
-		if !m.addRxFrag(a, b) {
+		if !m.addRxFrag(a, b, op.Flag&FlagKeep != 0) {
 			return invalidf("skb %s already has MAX_SKB_FRAGS (%d) frags", m.syms.Name(op.A), maxSkbFrags)
 		}
 	case OpAllocSkb:
@@ -135,6 +164,22 @@ func (m *Model) apply(op Op) error {
 		m.kfreeSkb(a, "kfree_skb")
 	case OpConsume:
 		m.kfreeSkb(a, "consume_skb")
+	case OpNapiConsume:
+		if !m.ctx.inServingSoftirq() {
+			return invalidf("napi_consume_skb(skb, budget) runs in a NAPI poll (a zero budget takes dev_consume_skb_any()); write `context napi POOL` or `context softirq` before it")
+		}
+		m.napiConsume(a)
+	case OpConsumeUDP:
+		m.consumeUDP(a)
+	case OpKfreeIRQ:
+		m.kfreeIRQ(a)
+	case OpSegment:
+		if m.skbs[b].alive {
+			if why := m.segmentCheck(b, op.Flag&FlagClone != 0); why != "" {
+				return invalidf("skb_segment(%s): %s", m.syms.Name(op.B), why)
+			}
+		}
+		m.segment(op.A, op.C, b, op.Flag&FlagClone != 0)
 	default:
 		return invalidf("not an operation")
 	}

@@ -99,6 +99,13 @@ const (
 	OpSkbGet
 	OpKfree
 	OpConsume
+	OpSegment
+	OpNapiConsume
+	OpConsumeUDP
+	OpKfreeIRQ
+	OpTxAction
+	OpContext
+	OpPfmemalloc
 	// expectations
 	OpExpectViolation
 	OpExpectNoViolation
@@ -119,37 +126,49 @@ var opNames = map[OpKind]string{
 	OpAddRxFrag: "add_rx_frag", OpAllocSkb: "alloc_skb", OpClone: "clone", OpCopy: "copy",
 	OpPskbCopy: "pskb_copy", OpExpandHead: "expand_head", OpCoalesce: "coalesce", OpGro: "gro",
 	OpFragList: "frag_list", OpSplice: "splice", OpZerocopy: "zerocopy", OpSkbGet: "skb_get",
-	OpKfree: "kfree", OpConsume: "consume",
+	OpKfree: "kfree", OpConsume: "consume", OpSegment: "segment", OpNapiConsume: "napi_consume",
+	OpConsumeUDP: "consume_udp", OpKfreeIRQ: "kfree_irq", OpTxAction: "tx_action", OpContext: "context",
+	OpPfmemalloc: "pfmemalloc",
 }
+
+// lastOp is the last operation (not expectation) kind.
+const lastOp = OpPfmemalloc
 
 // usage is the syntax of each operation, quoted in error messages.
 var usage = map[string]string{
-	"variant":     "variant none|prerfc|rfc|upstream [unhandled|release|fraglist|reject]",
-	"pool":        "pool POOL [size N] [nodma]",
-	"alloc":       "alloc PAGE POOL",
-	"page":        "page PAGE",
-	"recycle":     "recycle POOL PAGE [direct]",
-	"release":     "release POOL PAGE",
-	"put_page":    "put_page PAGE",
-	"destroy":     "destroy POOL",
-	"wait":        "wait SECONDS",
-	"rx":          "rx SKB POOL [frags N]",
-	"build_skb":   "build_skb SKB PAGE",
-	"add_rx_frag": "add_rx_frag SKB PAGE",
-	"alloc_skb":   "alloc_skb SKB [kmalloc|frag]",
-	"clone":       "clone NEW SKB",
-	"copy":        "copy NEW SKB",
-	"pskb_copy":   "pskb_copy NEW SKB",
-	"expand_head": "expand_head SKB",
-	"coalesce":    "coalesce TO FROM [fits]",
-	"gro":         "gro P SKB",
-	"frag_list":   "frag_list TO FROM",
-	"splice":      "splice REF SKB head|frag N",
-	"zerocopy":    "zerocopy REF SKB N",
-	"skb_get":     "skb_get SKB",
-	"kfree":       "kfree SKB",
-	"consume":     "consume SKB",
-	"expect":      "expect violation NAME | no-violation | inflight POOL N | hold POOL N | release POOL N | returned PAGE N | state PAGE STATE | refcount PAGE N | stalled POOL | pool POOL alive|deferred|freed | skb SKB alive|freed",
+	"variant":      "variant none|prerfc|rfc|upstream|series|MUTANT [unhandled|release|fraglist|reject]",
+	"pool":         "pool POOL [size N] [nodma]",
+	"alloc":        "alloc PAGE POOL",
+	"page":         "page PAGE",
+	"recycle":      "recycle POOL PAGE [direct]",
+	"release":      "release POOL PAGE",
+	"put_page":     "put_page PAGE",
+	"destroy":      "destroy POOL",
+	"wait":         "wait SECONDS",
+	"rx":           "rx SKB POOL [frags N]",
+	"build_skb":    "build_skb SKB PAGE [nomark|mark POOL]",
+	"add_rx_frag":  "add_rx_frag SKB PAGE [norelease]",
+	"alloc_skb":    "alloc_skb SKB [kmalloc|frag]",
+	"clone":        "clone NEW SKB",
+	"copy":         "copy NEW SKB",
+	"pskb_copy":    "pskb_copy NEW SKB",
+	"expand_head":  "expand_head SKB",
+	"coalesce":     "coalesce TO FROM [fits]",
+	"gro":          "gro P SKB",
+	"frag_list":    "frag_list TO FROM",
+	"splice":       "splice REF SKB head|frag N",
+	"zerocopy":     "zerocopy REF SKB N",
+	"skb_get":      "skb_get SKB",
+	"kfree":        "kfree SKB",
+	"consume":      "consume SKB",
+	"segment":      "segment SEG SKB [clone]",
+	"napi_consume": "napi_consume SKB",
+	"consume_udp":  "consume_udp SKB",
+	"kfree_irq":    "kfree_irq SKB",
+	"tx_action":    "tx_action",
+	"context":      "context process|softirq|irq|napi POOL",
+	"pfmemalloc":   "pfmemalloc on|off",
+	"expect":       "expect violation NAME | no-violation | inflight POOL N | hold POOL N | release POOL N | returned PAGE N | state PAGE STATE | refcount PAGE N | stalled POOL | pool POOL alive|deferred|freed | skb SKB alive|freed",
 }
 
 // Flags of operations.
@@ -158,6 +177,11 @@ const (
 	FlagDirect = 1 // recycle: allow_direct
 	FlagFrag   = 1 // alloc_skb: page_frag head
 	FlagFits   = 1 // coalesce: from fits in to's tailroom
+	FlagNoMark = 1 // build_skb: the driver neither releases nor marks
+	FlagMark   = 2 // build_skb: the driver marks with pool C
+	FlagKeep   = 1 // add_rx_frag: no page_pool_release_page()
+	FlagClone  = 1 // segment: frag_list members go through skb_clone + skb_cow_head
+	FlagOn     = 1 // pfmemalloc on
 )
 
 // Op is one line of a scenario.
@@ -447,7 +471,7 @@ func (p *parser) parseLine(f []string) error {
 			}
 		}
 	case "build_skb", "add_rx_frag":
-		if err := p.want(f, 3, 3); err != nil {
+		if err := p.want(f, 3, 5); err != nil {
 			return err
 		}
 		if op.B, err = p.ref(f[2], SymPage); err != nil {
@@ -455,9 +479,28 @@ func (p *parser) parseLine(f []string) error {
 		}
 		if f[0] == "build_skb" {
 			op.Kind = OpBuildSkb
+			switch {
+			case len(f) == 3:
+			case len(f) == 4 && f[3] == "nomark":
+				op.Flag = FlagNoMark
+			case len(f) == 5 && f[3] == "mark":
+				op.Flag = FlagMark
+				if op.C, err = p.ref(f[4], SymPool); err != nil {
+					return err
+				}
+			default:
+				return p.errf("write `%s`", usage["build_skb"])
+			}
 			op.A, err = p.declare(f[1], SymSkb)
 		} else {
 			op.Kind = OpAddRxFrag
+			switch {
+			case len(f) == 3:
+			case len(f) == 4 && f[3] == "norelease":
+				op.Flag = FlagKeep
+			default:
+				return p.errf("write `%s`", usage["add_rx_frag"])
+			}
 			op.A, err = p.ref(f[1], SymSkb)
 		}
 		if err != nil {
@@ -569,13 +612,66 @@ func (p *parser) parseLine(f []string) error {
 		if op.A, err = p.declare(f[1], SymPage); err != nil {
 			return err
 		}
-	case "skb_get", "kfree", "consume":
+	case "skb_get", "kfree", "consume", "napi_consume", "consume_udp", "kfree_irq":
 		if err := p.want(f, 2, 2); err != nil {
 			return err
 		}
-		op.Kind = map[string]OpKind{"skb_get": OpSkbGet, "kfree": OpKfree, "consume": OpConsume}[f[0]]
+		op.Kind = map[string]OpKind{"skb_get": OpSkbGet, "kfree": OpKfree, "consume": OpConsume,
+			"napi_consume": OpNapiConsume, "consume_udp": OpConsumeUDP, "kfree_irq": OpKfreeIRQ}[f[0]]
 		if op.A, err = p.ref(f[1], SymSkb); err != nil {
 			return err
+		}
+	case "segment":
+		if err := p.want(f, 3, 4); err != nil {
+			return err
+		}
+		op.Kind = OpSegment
+		if len(f) == 4 {
+			if f[3] != "clone" {
+				return p.errf("unexpected %q; write `%s`", f[3], usage["segment"])
+			}
+			op.Flag = FlagClone
+		}
+		if op.B, err = p.ref(f[2], SymSkb); err != nil {
+			return err
+		}
+		if op.A, err = p.declare(f[1], SymSkb); err != nil {
+			return err
+		}
+		if op.C, err = p.derive(op.A, ".head", SymPage); err != nil {
+			return err
+		}
+	case "tx_action":
+		if err := p.want(f, 1, 1); err != nil {
+			return err
+		}
+		op.Kind = OpTxAction
+	case "context":
+		if err := p.want(f, 2, 3); err != nil {
+			return err
+		}
+		op.Kind = OpContext
+		k := indexOf(ctxNames[:], f[1])
+		if k < 0 || (k == int(CtxNAPI)) != (len(f) == 3) {
+			return p.errf("write `%s`", usage["context"])
+		}
+		op.N = int32(k)
+		if len(f) == 3 {
+			if op.A, err = p.ref(f[2], SymPool); err != nil {
+				return err
+			}
+		}
+	case "pfmemalloc":
+		if err := p.want(f, 2, 2); err != nil {
+			return err
+		}
+		op.Kind = OpPfmemalloc
+		switch f[1] {
+		case "on":
+			op.Flag = FlagOn
+		case "off":
+		default:
+			return p.errf("write `%s`", usage["pfmemalloc"])
 		}
 	case "expect":
 		if err := p.parseExpect(f, &op); err != nil {
@@ -593,7 +689,7 @@ func (p *parser) parseLine(f []string) error {
 
 func opList() string {
 	var names []string
-	for k := OpPool; k <= OpConsume; k++ {
+	for k := OpPool; k <= lastOp; k++ {
 		names = append(names, opNames[k])
 	}
 	return strings.Join(names, ", ") + ", expect"
@@ -719,8 +815,38 @@ func (s *Symbols) Format(op Op) string {
 		return out
 	case OpAlloc:
 		return "alloc " + n(op.A) + " " + n(op.B)
-	case OpPage, OpPutPage, OpDestroy, OpExpandHead, OpSkbGet, OpKfree, OpConsume:
+	case OpPage, OpPutPage, OpDestroy, OpExpandHead, OpSkbGet, OpKfree, OpConsume, OpNapiConsume, OpConsumeUDP, OpKfreeIRQ:
 		return opNames[op.Kind] + " " + n(op.A)
+	case OpTxAction:
+		return "tx_action"
+	case OpContext:
+		if ctxKind(op.N) == CtxNAPI {
+			return "context napi " + n(op.A)
+		}
+		return "context " + ctxNames[op.N]
+	case OpPfmemalloc:
+		if op.Flag&FlagOn != 0 {
+			return "pfmemalloc on"
+		}
+		return "pfmemalloc off"
+	case OpSegment:
+		if op.Flag&FlagClone != 0 {
+			return "segment " + n(op.A) + " " + n(op.B) + " clone"
+		}
+		return "segment " + n(op.A) + " " + n(op.B)
+	case OpBuildSkb:
+		switch op.Flag {
+		case FlagNoMark:
+			return "build_skb " + n(op.A) + " " + n(op.B) + " nomark"
+		case FlagMark:
+			return "build_skb " + n(op.A) + " " + n(op.B) + " mark " + n(op.C)
+		}
+		return "build_skb " + n(op.A) + " " + n(op.B)
+	case OpAddRxFrag:
+		if op.Flag&FlagKeep != 0 {
+			return "add_rx_frag " + n(op.A) + " " + n(op.B) + " norelease"
+		}
+		return "add_rx_frag " + n(op.A) + " " + n(op.B)
 	case OpRecycle:
 		out := "recycle " + n(op.A) + " " + n(op.B)
 		if op.Flag&FlagDirect != 0 {
@@ -737,7 +863,7 @@ func (s *Symbols) Format(op Op) string {
 			out += " frags " + strconv.Itoa(int(op.N))
 		}
 		return out
-	case OpBuildSkb, OpAddRxFrag, OpClone, OpCopy, OpPskbCopy, OpGro, OpFragList:
+	case OpClone, OpCopy, OpPskbCopy, OpGro, OpFragList:
 		return opNames[op.Kind] + " " + n(op.A) + " " + n(op.B)
 	case OpAllocSkb:
 		if op.Flag&FlagFrag != 0 {

@@ -73,7 +73,7 @@ func TestShippedScenarios(t *testing.T) {
 // TestDesignBugs checks that the two bugs of the design notes happen under their variant, with
 // the named violations, and under no fixed variant.
 func TestDesignBugs(t *testing.T) {
-	fixed := []Config{{VariantRFC, CoalesceRelease}, {VariantRFC, CoalesceFragList}, {VariantRFC, CoalesceReject}, {Variant: VariantUpstream}}
+	fixed := []Config{{Variant: VariantRFC, Coalesce: CoalesceRelease}, {Variant: VariantRFC, Coalesce: CoalesceFragList}, {Variant: VariantRFC, Coalesce: CoalesceReject}, {Variant: VariantUpstream}, {Variant: VariantSeries, Coalesce: CoalesceRelease}}
 	for _, tc := range []struct {
 		file string
 		want []string
@@ -137,6 +137,15 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "variant none\npool -p\n", 2, "not a valid name"},
 		{"empty", "# nothing\n", 1, "no operations"},
 		{"splice syntax", "variant none\npool p\nrx s p\nsplice r s middle\n", 4, "splice REF SKB head|frag N"},
+		{"context napi needs a pool", "variant series\ncontext napi\n", 2, "context process|softirq|irq|napi POOL"},
+		{"context pool on process", "variant series\npool p\ncontext process p\n", 3, "context process|softirq|irq|napi POOL"},
+		{"pfmemalloc syntax", "variant series\npfmemalloc maybe\n", 2, "pfmemalloc on|off"},
+		{"mark needs a pool", "variant series\npool p\nalloc a p\nbuild_skb s a mark\n", 4, "build_skb SKB PAGE [nomark|mark POOL]"},
+		{"mark unknown pool", "variant series\npool p\nalloc a p\nbuild_skb s a mark q\n", 4, "unknown pool \"q\""},
+		{"norelease syntax", "variant series\npool p\nrx s p\nalloc a p\nadd_rx_frag s a keep\n", 5, "add_rx_frag SKB PAGE [norelease]"},
+		{"segment flag", "variant series\npool p\nrx s p\nsegment g s aligned\n", 4, "segment SEG SKB [clone]"},
+		{"mutant with coalesce", "variant return-direct release\n", 1, "only applies to variant rfc"},
+		{"unknown mutant", "variant return-indirect\n", 1, "a mutant of series"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseScenario(strings.NewReader(tc.text), "x.scn")
@@ -161,6 +170,9 @@ func TestRuntimeErrors(t *testing.T) {
 		{"no such frag", "variant none\npool p\nrx s p frags 1\nsplice r s frag 3\n", 4, "has no frag 3"},
 		{"gro cloned", "variant none\npool p\nrx a p\nrx b p\nclone c b\ngro a b\n", 6, "fresh skb"},
 		{"max frags", "variant none\npool p\nrx s p frags 17\npage x\nadd_rx_frag s x\n", 5, "MAX_SKB_FRAGS"},
+		{"napi_consume in process", "variant series\npool p\nrx s p\nnapi_consume s\n", 4, "runs in a NAPI poll"},
+		{"mark under none", "variant none\npool p\nalloc a p\nbuild_skb s a mark p\n", 4, "variant none has no skb_mark_for_recycle()"},
+		{"segment BUG", "variant series\npool p\nrx s p\nalloc_skb k\nfrag_list s k\nsegment g s\n", 6, "BUG_ON(!list_skb->head_frag)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runText(t, tc.text)
@@ -190,5 +202,40 @@ func TestFormatRoundTrip(t *testing.T) {
 				t.Errorf("%s: %q became %q", file, a, b)
 			}
 		}
+	}
+}
+
+// TestMutantScenarios: each mutant has its scenario, which shows the mutant's violation (none
+// for the equivalent expand-keeps-id) and nothing at all under the series it mutates.
+func TestMutantScenarios(t *testing.T) {
+	for _, name := range MutantNames() {
+		t.Run(name, func(t *testing.T) {
+			sc := parseFile(t, filepath.Join("testdata/scenarios", "mutant-"+name+".scn"))
+			if sc.Config.Name() != name {
+				t.Fatalf("pins %s, want %s", sc.Config.Name(), name)
+			}
+			res, err := Run(sc, sc.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := mutantFindings[name]
+			got := false
+			for _, v := range res.Violations {
+				got = got || v.Name == want
+			}
+			if want != "" && !got {
+				t.Errorf("violations %v, want %s", res.Violations, want)
+			}
+			if want == "" && len(res.Violations) > 0 {
+				t.Errorf("equivalent mutant, violations %v", res.Violations)
+			}
+			res, err = Run(sc, Config{Variant: VariantSeries, Coalesce: CoalesceRelease})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Violations) != 0 {
+				t.Errorf("under series: %v", res.Violations)
+			}
+		})
 	}
 }
