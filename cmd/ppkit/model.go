@@ -27,12 +27,14 @@ const modelUsage = `usage:
   ppkit model explore --variant V [--coalesce C] [--ops N] [--seed S] [--json]
   ppkit model check-trace FILE [--packets N] [--json]
 
-variants: none, prerfc, rfc, upstream; coalesce strategies (rfc only): unhandled (default),
-release, fraglist, reject. The scenario language is described in gomodel/README.md.`
+variants: none, prerfc, rfc, upstream, series (the shipped patches/); coalesce strategies (rfc
+only): unhandled (default), release, fraglist, reject. A variant may also be a single-change
+mutant of series, as named in tests/fixtures/mutants: ` + "%s" + `.
+The scenario language is described in gomodel/README.md.`
 
 func runModel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, modelUsage)
+		fmt.Fprintf(stderr, modelUsage+"\n", strings.Join(gomodel.MutantNames(), ", "))
 		if len(args) == 0 {
 			return usageErrorf("")
 		}
