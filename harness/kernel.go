@@ -311,7 +311,10 @@ func (b *kernelBuild) make(target string) error {
 	args := []string{"-n", "10", "make", "-C", b.work, "O=" + b.dir, "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-",
 		"CC=" + cc, "LOCALVERSION=", fmt.Sprintf("-j%d", jobs), target}
 	cmd := exec.CommandContext(b.ctx, "nice", args...)
-	cmd.Env = append(os.Environ(), "CCACHE_DIR="+filepath.Join(b.cache, "ccache"),
+	// CCACHE_BASEDIR: ccache hashes the compiler's command line, whose -I paths are absolute
+	// (the work tree); relative to the build directory they are the same in every cache root,
+	// so a build in another checkout's or a test's cache hits the same entries.
+	cmd.Env = append(os.Environ(), "CCACHE_DIR="+filepath.Join(b.cache, "ccache"), "CCACHE_BASEDIR="+b.cache,
 		"KBUILD_BUILD_USER=ppkit", "KBUILD_BUILD_HOST=ppkit", "KBUILD_BUILD_TIMESTAMP=2024-08-10")
 	// Kbuild re-invokes make in the build directory: on cancellation kill the whole process
 	// group, or the sub-make would go on building after ppkit returned.
