@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Patch is one patch of a series being checked, as a Builder sees it.
@@ -205,15 +206,27 @@ func (r *Repo) Check(ctx context.Context, s *Series, o CheckOptions) (*CheckRepo
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
 	tree := filepath.Join(tmp, "tree")
+	defer func() {
+		// A kernel work tree is a gigabyte of files: deleting it takes seconds, and an
+		// interrupted ppkit must be gone at once. Git forgets the work tree as soon as its
+		// directory is gone, so it is renamed out of the way, pruned, and deleted by a detached
+		// rm that outlives ppkit.
+		if ctx.Err() != nil {
+			trash := tmp + ".removing"
+			if os.Rename(tmp, trash) == nil {
+				r.git(context.Background(), "worktree", "prune")
+				removeDetached(trash)
+				return
+			}
+		}
+		r.git(context.Background(), "worktree", "remove", "--force", tree)
+		r.git(context.Background(), "worktree", "prune")
+		os.RemoveAll(tmp)
+	}()
 	if _, err := r.git(ctx, "worktree", "add", "-q", "--detach", tree, base); err != nil {
 		return nil, fmt.Errorf("check out %s for checking: %w", base, err)
 	}
-	defer func() {
-		r.git(context.Background(), "worktree", "remove", "--force", tree)
-		r.git(context.Background(), "worktree", "prune")
-	}()
 	wt := &Repo{Dir: tree, Env: append(append([]string{}, r.Env...),
 		"GIT_COMMITTER_NAME=ppkit series check", "GIT_COMMITTER_EMAIL=ppkit@localhost")}
 	checkpatch := filepath.Join(tree, "scripts", "checkpatch.pl")
@@ -309,4 +322,15 @@ func oneLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// removeDetached deletes dir in a process of its own session, which goes on after ppkit exits.
+func removeDetached(dir string) {
+	cmd := exec.Command("rm", "-rf", "--", dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.Start() != nil {
+		os.RemoveAll(dir)
+		return
+	}
+	cmd.Process.Release()
 }

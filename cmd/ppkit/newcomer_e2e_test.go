@@ -104,9 +104,11 @@ func readmeFirstSteps(t *testing.T) []string {
 	return lines
 }
 
-// emptyPrefixCache returns a PPKIT_CACHE with no kernel builds, no build directory and no work
-// tree: every series prefix is applied and built again. It shares the real cache's import of
-// linux-source-5.10 (minutes to make, not what the check tests) and ccache.
+// emptyPrefixCache returns a PPKIT_CACHE with no built kernel: every series prefix is applied
+// to the work tree and built again, which is where a relative patch path broke (a cached
+// prefix is never applied). It shares the real cache's import of linux-source-5.10, its work
+// tree and build directory (under their lock; the builds stay incremental, so the test costs
+// one rebuild per patch, not six cold builds) and ccache.
 func emptyPrefixCache(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
@@ -118,7 +120,7 @@ func emptyPrefixCache(t *testing.T) string {
 		t.Fatal(err)
 	}
 	cache := t.TempDir()
-	for _, shared := range []string{"src", "ccache"} {
+	for _, shared := range []string{"src", "ccache", "work", "build"} {
 		os.MkdirAll(filepath.Join(real, shared), 0o755)
 		if err := os.Symlink(filepath.Join(real, shared), filepath.Join(cache, shared)); err != nil {
 			t.Fatal(err)
