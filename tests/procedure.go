@@ -85,7 +85,7 @@ type Procedure interface {
 func Procedures() map[string]Procedure {
 	ps := []Procedure{
 		&Multicast{}, &TCP{SCPBytes: 8 << 20}, &GRO{}, &Jumbo{}, &Splice{}, &Zerocopy{}, &Copy{},
-		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}},
+		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{},
 	}
 	m := make(map[string]Procedure, len(ps))
 	for _, p := range ps {
@@ -95,7 +95,7 @@ func Procedures() map[string]Procedure {
 }
 
 // DefaultProcedures are the procedures `ppkit test` runs when none is named.
-var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture"}
+var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag"}
 
 // LookupProcedures resolves names (DefaultProcedures when empty) or says which name is unknown.
 func LookupProcedures(names []string) ([]Procedure, error) {
@@ -528,6 +528,52 @@ func (p *GRO) Run(ctx context.Context, env *Env) error {
 }
 
 func (p *GRO) Collect(ctx context.Context, env *Env) (Traffic, error) {
+	return collectServerAndListener(ctx, env, p.server, nil)
+}
+
+// ---- defrag ----
+
+// DefragDatagram is the UDP payload the defrag procedure sends: over the 1500-byte MTU, so the
+// client's IP layer sends each datagram as several fragments and the board reassembles them.
+const DefragDatagram = 8000
+
+// Defrag sends UDP datagrams larger than the MTU to the board: ip_defrag() queues the
+// fragments and inet_frag_reasm_finish() merges them into the first one with
+// skb_try_coalesce(), stealing pool heads into frags (or keeping them on the frag list).
+type Defrag struct{ server *guestProcess }
+
+func (*Defrag) Name() string { return "defrag" }
+func (*Defrag) Description() string {
+	return fmt.Sprintf("UDP datagrams of %d bytes to the board, over the MTU (IP reassembly)", DefragDatagram)
+}
+func (*Defrag) Paths() []string {
+	return []string{"ip_defrag", "inet_frag_reasm_finish", "skb_try_coalesce", "kfree_skb_partial", "skb_free_head"}
+}
+func (*Defrag) Helpers() []string { return nil }
+
+func (p *Defrag) Setup(ctx context.Context, env *Env) error {
+	var err error
+	if p.server, err = startGuest(ctx, env, "iperf-server", fmt.Sprintf("iperf -s -u -l %d -i 1", DefragDatagram)); err != nil {
+		return err
+	}
+	return waitListening(ctx, env, "udp", 5001)
+}
+
+func (p *Defrag) Run(ctx context.Context, env *Env) error {
+	// A third of the rate: each datagram is six fragments, and reassembly is the slow path.
+	rate := max(env.Options.RateMbit/3, 1)
+	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-u", "-l", strconv.Itoa(DefragDatagram),
+		"-t", seconds(env.Options.Duration), "-i", "1", "-b", strconv.Itoa(rate)+"M")
+	if err != nil {
+		return err
+	}
+	if err := sleepCtx(ctx, serverSettle); err != nil {
+		return err
+	}
+	return clientErrors("iperf client", out)
+}
+
+func (p *Defrag) Collect(ctx context.Context, env *Env) (Traffic, error) {
 	return collectServerAndListener(ctx, env, p.server, nil)
 }
 
