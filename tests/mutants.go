@@ -159,7 +159,7 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 			break
 		}
 		dir := filepath.Join(root, m.Name)
-		series := filepath.Join(dir, "series")
+		series := filepath.Join(dir, "patches") // the artifacts go to dir/series/PROCEDURE
 		if err := os.MkdirAll(series, 0o755); err != nil {
 			return nil, err
 		}
