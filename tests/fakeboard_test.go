@@ -105,7 +105,7 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		return os.ReadFile("testdata/snmp/host-6.18-netns.txt")
 	case strings.HasPrefix(cmd, "ethtool -S"):
 		return nil, errors.New("sh: ethtool: not found")
-	case strings.HasPrefix(cmd, "ethtool -K"):
+	case strings.HasPrefix(cmd, "ethtool -K"), strings.HasPrefix(cmd, "echo 1 > /proc/sys/net/ipv4/ipfrag_time"):
 		return nil, nil
 	case strings.Contains(cmd, "trace_marker"):
 		m := regexp.MustCompile(`ppkit: \S+ (begin|end)`).FindString(cmd)
@@ -428,5 +428,28 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestDefragExpiresQueuesBeforeTheDrain: fragment queues of lost datagrams hold pool heads until
+// ipfrag_time; defrag shortens it before any traffic, so that the pool drain judges a leak, not
+// the reassembly timer.
+func TestDefragExpiresQueuesBeforeTheDrain(t *testing.T) {
+	b := newFakeBoard()
+	res := runFake(t, b, &Defrag{}, okModel)
+	if !res.Pass {
+		t.Fatalf("reasons %v", res.Reasons)
+	}
+	set, server := -1, -1
+	for i, cmd := range b.ran {
+		switch {
+		case strings.Contains(cmd, "ipfrag_time") && set < 0:
+			set = i
+		case strings.Contains(cmd, "iperf -s -u -l 8000") && server < 0:
+			server = i
+		}
+	}
+	if set < 0 || server < 0 || set > server {
+		t.Errorf("ipfrag_time set at step %d, server started at %d; commands:\n%s", set, server, strings.Join(b.ran, "\n"))
 	}
 }

@@ -551,7 +551,17 @@ func (*Defrag) Paths() []string {
 }
 func (*Defrag) Helpers() []string { return nil }
 
+// DefragQueueTime is the board's net.ipv4.ipfrag_time during defrag, in seconds. A datagram
+// that lost a fragment waits in its reassembly queue until then, holding the fragments it has
+// — with the series, pool heads — and taking the NIC down does not flush those queues. At the
+// default 30 s, page_pool_destroy() would rightly wait for them beyond PoolDrainTimeout; 1 s
+// lets them expire inside it, so that a page still inflight after the drain is a real leak.
+const DefragQueueTime = 1
+
 func (p *Defrag) Setup(ctx context.Context, env *Env) error {
+	if _, err := env.Board.Run(ctx, fmt.Sprintf("echo %d > /proc/sys/net/ipv4/ipfrag_time", DefragQueueTime)); err != nil {
+		return fmt.Errorf("set net.ipv4.ipfrag_time: %w", err)
+	}
 	var err error
 	if p.server, err = startGuest(ctx, env, "iperf-server", fmt.Sprintf("iperf -s -u -l %d -i 1", DefragDatagram)); err != nil {
 		return err
