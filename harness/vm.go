@@ -360,56 +360,12 @@ func dialSSHOnce(addr string, cfg *ssh.ClientConfig, timeout time.Duration) (*ss
 	return ssh.NewClient(c, chans, reqs), nil
 }
 
-// failure turns an error during boot or a command into the right verdict: a kernel report on
-// the console wins; a live but unresponsive QEMU is a hang; a QEMU that never ran is an infra
-// error. It kills QEMU when the guest cannot be trusted any more.
-func (vm *VM) failure(ctx context.Context, what string, err error) error {
-	if ctx.Err() == context.Canceled {
-		vm.Close()
-		return fmt.Errorf("%s: %w", what, ctx.Err())
-	}
-	// A guest that panics makes QEMU exit (panic=-1, -no-reboot): give the console a moment.
-	select {
-	case <-vm.exited:
-	case <-time.After(2 * time.Second):
-	}
-	console := vm.console.bytes()
-	if reports := ParseReports(console); len(reports) > 0 {
-		vm.Close()
-		r := reports[0]
-		return &GuestError{Title: r.Title, Report: &r, Err: fmt.Errorf("%s: %v", what, err), ConsoleTail: tail(console, 40), CommandLine: vm.CommandLine()}
-	}
-	select {
-	case <-vm.exited:
-		stderr := strings.TrimSpace(vm.stderrString())
-		vm.Close()
-		if len(bytes.TrimSpace(console)) == 0 || stderr != "" {
-			return &InfraError{Err: fmt.Errorf("%s: QEMU exited (%v): %s", what, vm.exitErr, stderr), CommandLine: vm.CommandLine()}
-		}
-		return &GuestError{Title: what + ": guest stopped (QEMU exited)", Err: err, ConsoleTail: tail(console, 40), CommandLine: vm.CommandLine()}
-	default:
-	}
-	state := "unknown"
-	if vm.qmp != nil {
-		if s, qerr := vm.qmp.status(2 * time.Second); qerr == nil {
-			state = s
-		} else {
-			state = "QMP unresponsive"
-		}
-	}
-	vm.Close()
-	return &GuestError{Title: "guest hung: " + what, Err: fmt.Errorf("%v (VM state: %s)", err, state),
-		ConsoleTail: tail(console, 40), CommandLine: vm.CommandLine()}
-}
-
 func (vm *VM) stderrString() string {
 	lw := vm.cmd.Stderr.(*lockedWriter)
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	return vm.stderr.String()
 }
-
-func tail(b []byte, n int) string { return lastLines(b, n) }
 
 func (vm *VM) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -480,46 +436,6 @@ func (d *detachableWriter) detach() {
 	d.mu.Lock()
 	d.w = nil
 	d.mu.Unlock()
-}
-
-// commandFailure decides what the failure of a guest command means. A cancelled context
-// abandons the command and leaves the VM running. A passed deadline on a guest that still answers
-// is only the command's timeout. Anything else — no answer, a dropped connection — goes to
-// failure, which looks for a kernel report and ends the VM.
-func (vm *VM) commandFailure(ctx context.Context, what string, err error) error {
-	switch ctx.Err() {
-	case context.Canceled:
-		return fmt.Errorf("%s: abandoned: %w", what, ctx.Err())
-	case context.DeadlineExceeded:
-		if vm.responsive() {
-			return fmt.Errorf("%s: timed out (the guest still answers): %w", what, ctx.Err())
-		}
-	}
-	return vm.failure(ctx, what, err)
-}
-
-// responsive reports whether the guest runs a trivial command over SSH within a few seconds.
-func (vm *VM) responsive() bool {
-	select {
-	case <-vm.exited:
-		return false
-	default:
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sess, err := vm.newSession(ctx)
-	if err != nil {
-		return false
-	}
-	defer sess.Close()
-	done := make(chan error, 1)
-	go func() { done <- sess.Run("true") }()
-	select {
-	case err := <-done:
-		return err == nil
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func (vm *VM) newSession(ctx context.Context) (*ssh.Session, error) {
