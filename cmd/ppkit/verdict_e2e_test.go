@@ -42,9 +42,9 @@ func junitKinds(t *testing.T, path string) (failures, errors int) {
 var userQMPRe = regexp.MustCompile(`QMP for you on (\S+)`)
 
 // breakBoard kills or stops the board of a running ppkit once traffic flows.
-func breakBoard(t *testing.T, r *ppkitRun, how string) {
+func breakBoard(t *testing.T, r *ppkitRun, how string, within time.Duration) {
 	t.Helper()
-	if !r.waitFor("traffic for", 10*time.Minute) {
+	if !r.waitFor("traffic for", within) {
 		t.Fatalf("no traffic:\n%s", lastLinesOf(r.stderr(), 30))
 	}
 	time.Sleep(2 * time.Second)
@@ -84,7 +84,7 @@ func TestBoardDiesOrHangsIsAKernelFailure(t *testing.T) {
 			dir := t.TempDir()
 			junit := filepath.Join(dir, "junit.xml")
 			r := startPPKit(t, "test", "multicast", "--time", "30s", "--junit", junit, "--report", filepath.Join(dir, "report"))
-			breakBoard(t, r, how)
+			breakBoard(t, r, how, 10*time.Minute)
 			broken := time.Now()
 			select {
 			case <-r.done:
@@ -126,7 +126,8 @@ func TestCIBoardKilledExits1(t *testing.T) {
 	needBoard(t)
 	out := t.TempDir()
 	r := startPPKit(t, "ci", "--repo", checkoutRoot(t), "--ref", "HEAD", "--out", out, "--threshold", "-1", "--time", "30s", "multicast")
-	breakBoard(t, r, "kill")
+	// ppkit ci checks the series first: six prefix builds, minutes when they are not cached.
+	breakBoard(t, r, "kill", 40*time.Minute)
 	<-r.done
 	if code := r.cmd.ProcessState.ExitCode(); code != 1 {
 		t.Errorf("ppkit ci: exit %d, want 1:\n%s", code, lastLinesOf(r.stderr(), 30))
