@@ -192,7 +192,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		Judge(res, ev)
 		// The report names the culprit pages: the model's claims (not those withheld for lost
 		// events) get their pages' whole histories from the trace.
-		if hasReason(res, ReasonViolation) && ev.Model != nil && c.trace != "" {
+		if gaveReason(res, ReasonViolation) && ev.Model != nil && c.trace != "" {
 			var err error
 			if res.Culprits, err = Culprits(c.trace, ev.Model); err != nil {
 				res.Notes = append(res.Notes, err.Error())
@@ -324,7 +324,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	env.logf("%s: figures in %.1fs, model in %.1fs", p.Name(), parsed.Seconds(), time.Since(phase).Seconds())
 }
 
-func hasReason(res *Result, kind string) bool {
+func gaveReason(res *Result, kind string) bool {
 	for _, r := range res.Reasons {
 		if r.Kind == kind {
 			return true
