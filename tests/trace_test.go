@@ -186,3 +186,27 @@ func TestTrimPartialLine(t *testing.T) {
 		}
 	}
 }
+
+// One replay: the model's report carries the figures; a trace without page_pool events keeps
+// its figures beside the model error, so the verdict says both.
+func TestCheckTraceWithModelFigures(t *testing.T) {
+	m, err := CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast",
+		TracePath: "testdata/trace/two-pools-5.10-format.txt", RxPackets: 2000})
+	if err != nil || m.Trace == nil || m.Trace.HoldsInWindow != 2 || m.Trace.LostEvents != 3 || len(m.Trace.Pools) != 2 {
+		t.Fatalf("report %+v, %v", m, err)
+	}
+	empty := t.TempDir() + "/trace.txt"
+	if err := os.WriteFile(empty, []byte("# tracer: nop\nCPU:0 [LOST 4 EVENTS]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ev Evidence
+	ev.judgeTrace(CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast", TracePath: empty}))
+	if ev.ModelErr == nil || ev.Model != nil || ev.Trace == nil || len(ev.Trace.Pools) != 0 || ev.Trace.LostEvents != 4 {
+		t.Fatalf("no pool events: %+v", ev)
+	}
+	res := &Result{}
+	Judge(res, ev)
+	if !hasReason(res, ReasonTraceLost) || !hasReason(res, ReasonModelError) {
+		t.Errorf("reasons %v", res.Reasons)
+	}
+}
