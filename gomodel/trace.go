@@ -21,10 +21,11 @@ const (
 	evPageFree                   // mm_page_free: page=%p pfn=%lu order=%d (5.10; later kernels print pfn=0x%lx)
 	evPageFreeBatched            // mm_page_free_batched: page=%p pfn=%lu order=0
 	evLost                       // ftrace's "CPU:N [LOST M EVENTS]": not an event, a gap
+	evMarker                     // tracing_mark_write of TraceOptions.Procedure's begin (count 1) or end (count 2) marker
 )
 
 var traceEventNames = [...]string{"", "page_pool_state_hold", "page_pool_state_release", "page_pool_release",
-	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched", "[LOST EVENTS]"}
+	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched", "[LOST EVENTS]", "tracing_mark_write"}
 
 // traceEvent is one parsed event.
 type traceEvent struct {
@@ -48,6 +49,39 @@ type TraceOptions struct {
 	// Packets is the number of packets the traced run received (0 if unknown); it turns
 	// slow-path allocations and skb returns into rates per 1000 packets.
 	Packets int64
+	// Procedure names the trace_marker lines that delimit a procedure's traffic window,
+	// MarkerText(Procedure, "begin") and MarkerText(Procedure, "end"): TraceFigures counts the
+	// holds between them. Empty: no window, and marker lines are ignored like other events.
+	Procedure string
+}
+
+// MarkerText is what ppkit writes to trace_marker around a procedure's traffic (edge is
+// "begin" or "end"); the trace shows it as a tracing_mark_write event.
+func MarkerText(procedure, edge string) string { return "ppkit: " + procedure + " " + edge }
+
+// InflightPoint is a pool's inflight at a trace timestamp (seconds since boot).
+type InflightPoint struct {
+	Time     float64
+	Inflight int64
+}
+
+// TraceFigures are the figures ppkit reports from a trace, counted in the same replay that
+// finds the violations (timestamp order, the same pools).
+type TraceFigures struct {
+	// Totals over the pools.
+	Holds      int64 `json:"holds"`
+	Releases   int64 `json:"releases"`
+	SKBReturns int64 `json:"skb_returns"`
+	// HoldsInWindow counts page_pool_state_hold events between the procedure's begin and end
+	// markers (TraceOptions.Procedure): the slow-path allocations caused by its traffic,
+	// without the ring fill at open. WindowStart and WindowEnd are the markers' timestamps
+	// (seconds; 0: not seen).
+	HoldsInWindow int64   `json:"holds_in_window"`
+	WindowStart   float64 `json:"window_start,omitempty"`
+	WindowEnd     float64 `json:"window_end,omitempty"`
+	// LostEvents sums M over ftrace's "[LOST M EVENTS]" lines (TraceReport.LostEvents counts
+	// the lines); a line without a readable M counts 1.
+	LostEvents int64 `json:"lost_events"`
 }
 
 // PoolTrace is one page_pool as the trace shows it. A pool address that is reused after the
@@ -72,6 +106,17 @@ type PoolTrace struct {
 	// LastRelease is the pool's last page_pool_release event (page_pool_destroy and its
 	// deferred retries), if any.
 	LastRelease *PoolReleaseEvent `json:"last_release,omitempty"`
+	// Timeline is the pool's inflight over trace time: holds − releases the trace shows after
+	// each hold or release, and the kernel's own inflight at each page_pool_release.
+	Timeline []InflightPoint `json:"-"`
+}
+
+// FinalInflight is the inflight the pool's last page_pool_release printed (0 without one).
+func (p *PoolTrace) FinalInflight() int64 {
+	if p.LastRelease == nil {
+		return 0
+	}
+	return int64(p.LastRelease.Inflight)
 }
 
 // PoolReleaseEvent is one page_pool_release tracepoint.
@@ -98,6 +143,8 @@ type TraceReport struct {
 	SlowPathPer1k float64     `json:"slow_path_allocs_per_1000_packets,omitempty"`
 	ReturnsPer1k  float64     `json:"skb_returns_per_1000_packets,omitempty"`
 	Passed        bool        `json:"passed"` // no violation
+	// Figures are the counts ppkit reports, from this same replay.
+	Figures TraceFigures `json:"-"`
 }
 
 type poolTraceState struct {
@@ -138,6 +185,9 @@ type traceChecker struct {
 
 	lastPtr *string // the last interned pointer (events of one pool come in runs)
 	lastID  int32
+
+	begin, end []byte // the procedure's marker texts; nil: no window
+	inWindow   bool
 }
 
 func newTraceChecker(opts TraceOptions) *traceChecker {
@@ -182,58 +232,133 @@ func (e *NotATraceError) Error() string {
 // preceded by 0.4 ms). CheckTrace holds events for ReorderWindow of trace time to restore the
 // order.
 func CheckTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
-	c := newTraceChecker(opts)
+	rep, err := ReadTrace(r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// ReadTrace is CheckTrace, except that for a text trace without a page_pool event (or an empty
+// one) it returns the report with the *NotATraceError (no pool, no violation; the figures of
+// the lines read), for a caller that reports figures even then. With any other error (a
+// *LineError, or a *NotATraceError for binary input) the report is nil.
+func ReadTrace(r io.Reader, opts TraceOptions) (*TraceReport, error) {
+	s := NewTraceStream(opts)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	var ev traceEvent
-	var q reorderQueue
-	poolEvents := 0
 	for sc.Scan() {
-		c.lineNo++
-		b := sc.Bytes()
-		if bytes.IndexByte(b, 0) >= 0 {
-			return nil, &NotATraceError{File: opts.File, Reason: fmt.Sprintf("line %d holds a NUL byte: this is not a text trace", c.lineNo)}
-		}
-		lost := c.rep.LostEvents
-		ok, err := c.parse(b, &ev)
-		if err != nil {
-			return nil, &LineError{File: opts.File, Line: c.lineNo, Msg: err.Error()}
-		}
-		if c.rep.LostEvents != lost { // a gap: replayed after every event read so far
-			q.push(traceEvent{kind: evLost, ts: q.newest, line: int32(c.lineNo), pool: -1}, string(b))
-			continue
-		}
-		if !ok {
-			continue
-		}
-		if ev.kind != evPageFree && ev.kind != evPageFreeBatched {
-			poolEvents++
-		}
-		ev.line = int32(c.lineNo)
-		ev.ts = parseTimestamp(c.ts)
-		if late := q.push(ev, string(b)); late {
-			c.rep.Reordered++
-		}
-		for q.ready() {
-			c.replayPending(q.pop())
+		if err := s.Line(sc.Bytes()); err != nil {
+			return nil, err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, &LineError{File: opts.File, Line: c.lineNo + 1, Msg: fmt.Sprintf("read: %v (lines are limited to 1 MiB)", err)}
+		return nil, &LineError{File: opts.File, Line: s.c.lineNo + 1, Msg: fmt.Sprintf("read: %v (lines are limited to 1 MiB)", err)}
 	}
-	switch {
-	case c.lineNo == 0:
-		return nil, &NotATraceError{File: opts.File, Reason: "empty"}
-	case poolEvents == 0:
-		return nil, &NotATraceError{File: opts.File, Reason: fmt.Sprintf("no page_pool event in %d lines", c.lineNo)}
+	return s.Finish()
+}
+
+// TraceStream is CheckTrace one line at a time, for a trace that is still growing: feed it
+// lines with Line, ask Drained whether every pool seen so far is destroyed with nothing
+// inflight, and call Finish at the end. CheckTrace is a TraceStream fed by a reader, so the
+// report, the figures and the violations all come from one parse and one replay.
+type TraceStream struct {
+	opts       TraceOptions
+	c          *traceChecker
+	q          reorderQueue
+	ev         traceEvent
+	poolEvents int
+	finished   bool
+}
+
+// NewTraceStream starts a replay.
+func NewTraceStream(opts TraceOptions) *TraceStream {
+	c := newTraceChecker(opts)
+	if opts.Procedure != "" {
+		c.begin, c.end = []byte(MarkerText(opts.Procedure, "begin")), []byte(MarkerText(opts.Procedure, "end"))
 	}
-	for q.Len() > 0 {
+	return &TraceStream{opts: opts, c: c}
+}
+
+// Line parses one line (without its newline) and replays the events that are now more than
+// ReorderWindow older than the newest one. The error is a *LineError or, for a NUL byte, a
+// *NotATraceError; after one, the stream is not to be fed again.
+func (s *TraceStream) Line(b []byte) error {
+	c, ev, q := s.c, &s.ev, &s.q
+	c.lineNo++
+	if bytes.IndexByte(b, 0) >= 0 {
+		return &NotATraceError{File: s.opts.File, Reason: fmt.Sprintf("line %d holds a NUL byte: this is not a text trace", c.lineNo)}
+	}
+	lost := c.rep.LostEvents
+	ok, err := c.parse(b, ev)
+	if err != nil {
+		return &LineError{File: s.opts.File, Line: c.lineNo, Msg: err.Error()}
+	}
+	if c.rep.LostEvents != lost { // a gap: replayed after every event read so far
+		q.push(traceEvent{kind: evLost, ts: q.newest, line: int32(c.lineNo), pool: -1}, string(b))
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	if ev.kind != evPageFree && ev.kind != evPageFreeBatched && ev.kind != evMarker {
+		s.poolEvents++
+	}
+	ev.line = int32(c.lineNo)
+	ev.ts = parseTimestamp(c.ts)
+	if late := q.push(*ev, string(b)); late && ev.kind != evMarker {
+		c.rep.Reordered++
+	}
+	for q.ready() {
 		c.replayPending(q.pop())
 	}
-	if q.tooLate > 0 {
-		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("%d events came more than %s of trace time after later events and were replayed late", q.tooLate, ReorderWindow))
+	return nil
+}
+
+// Drained replays every event still held back for reordering and reports whether the trace
+// so far shows pools, each destroyed with its last page_pool_release at inflight 0 (a new
+// pool at a freed pool's address is a pool not yet drained). Events that come later and are
+// older than the ones replayed here are still replayed, late.
+func (s *TraceStream) Drained() bool {
+	for s.q.Len() > 0 {
+		s.c.replayPending(s.q.pop())
 	}
-	return c.finish(), nil
+	if len(s.c.pools) == 0 {
+		return false
+	}
+	for i := range s.c.pools {
+		p := &s.c.pools[i]
+		if !p.Destroyed || p.LastRelease.Inflight != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Finish replays what is left and returns the report. For a trace without a single page_pool
+// event (or without a line) the error is a *NotATraceError, and the report is still returned:
+// its figures (lines, lost events, the window) are what the trace shows, with no pool.
+// Finish is called once.
+func (s *TraceStream) Finish() (*TraceReport, error) {
+	if s.finished {
+		panic("gomodel: TraceStream.Finish called twice")
+	}
+	s.finished = true
+	c := s.c
+	for s.q.Len() > 0 {
+		c.replayPending(s.q.pop())
+	}
+	if s.q.tooLate > 0 {
+		c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("%d events came more than %s of trace time after later events and were replayed late", s.q.tooLate, ReorderWindow))
+	}
+	rep := c.finish()
+	switch {
+	case c.lineNo == 0:
+		return rep, &NotATraceError{File: s.opts.File, Reason: "empty"}
+	case s.poolEvents == 0:
+		return rep, &NotATraceError{File: s.opts.File, Reason: fmt.Sprintf("no page_pool event in %d lines", c.lineNo)}
+	}
+	return rep, nil
 }
 
 func (c *traceChecker) replayPending(p pendingEvent) {
@@ -344,10 +469,11 @@ func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
 	if !ok {
 		if bytes.Contains(b, lostMarker) && bytes.Contains(b, []byte("[LOST ")) {
 			c.rep.LostEvents++
+			c.rep.Figures.LostEvents += lostCount(b)
 			return false, nil
 		}
 		// Not an event line. If it mentions a known event, it is a mangled one.
-		for _, n := range traceEventNames[1:] {
+		for _, n := range traceEventNames[1 : evLost+1] {
 			if k := bytes.Index(b, []byte(n+": ")); k >= 0 {
 				return false, fmt.Errorf("a %s line without the ftrace prefix `TASK-PID [CPU] FLAGS TIMESTAMP: `; copy the trace file unmodified", n)
 			}
@@ -371,6 +497,22 @@ func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
 		ev.kind = evPageFree
 	case "mm_page_free_batched":
 		ev.kind = evPageFreeBatched
+	case "tracing_mark_write":
+		// Only the procedure's own markers matter; they count as ignored lines (the report's
+		// Events are the page_pool/kmem events) but are replayed in time order like events.
+		c.rep.Ignored++
+		if c.begin == nil {
+			return false, nil
+		}
+		switch m := bytes.TrimSpace(fields); {
+		case bytes.Equal(m, c.begin):
+			ev.kind, ev.count = evMarker, 1
+		case bytes.Equal(m, c.end):
+			ev.kind, ev.count = evMarker, 2
+		default:
+			return false, nil
+		}
+		return true, nil
 	default:
 		c.rep.Ignored++
 		return false, nil
@@ -723,6 +865,11 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		}
 		p.Holds++
 		p.HoldCounter = ev.count
+		c.rep.Figures.Holds++
+		if c.inWindow {
+			c.rep.Figures.HoldsInWindow++
+		}
+		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
 		st := c.pfn(ev.pfn, true)
 		st.record(ev)
 		if st.holder >= 0 {
@@ -744,6 +891,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		}
 		p.Releases++
 		p.ReleaseCounter = ev.count
+		c.rep.Figures.Releases++
+		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
 		st := c.pfn(ev.pfn, p.Complete)
 		if st == nil { // a page held before tracing started
 			p.preTraced++
@@ -768,6 +917,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 	case evSkbReturn:
 		p := &c.pools[ev.pool]
 		p.SkbReturns++
+		c.rep.Figures.SKBReturns++
 		st := c.pfn(ev.pfn, p.Complete)
 		if st == nil {
 			return
@@ -812,11 +962,41 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		p.Destroyed = true
 		p.LastRelease = &PoolReleaseEvent{Line: int(ev.line), Inflight: ev.inflight, Hold: ev.hold, Release: ev.release, Cnt: ev.cnt}
 		p.HoldCounter, p.ReleaseCounter = ev.hold, ev.release
+		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(ev.inflight)})
 		if ev.inflight == 0 {
 			p.Freed = true
 		}
+	case evMarker:
+		if ev.count == 1 {
+			c.inWindow, c.rep.Figures.WindowStart = true, seconds(ev.ts)
+		} else {
+			c.inWindow, c.rep.Figures.WindowEnd = false, seconds(ev.ts)
+		}
 	case evUpdateNid:
 	}
+}
+
+// seconds turns a trace timestamp in ns back into ftrace's seconds. For ftrace's 6 or 9
+// fraction digits it is the float64 strconv.ParseFloat gives for the text: both operands are
+// exact and IEEE division rounds correctly.
+func seconds(ns uint64) float64 { return float64(ns) / 1e9 }
+
+// lostCount reads M from a "[LOST M EVENTS]" line; 1 if M is not a number.
+func lostCount(b []byte) int64 {
+	i := bytes.Index(b, []byte("[LOST "))
+	if i < 0 {
+		return 1
+	}
+	var n int64
+	j := i + len("[LOST ")
+	k := j
+	for ; k < len(b) && b[k] >= '0' && b[k] <= '9' && k-j < 18; k++ {
+		n = n*10 + int64(b[k]-'0')
+	}
+	if k == j || !bytes.HasPrefix(b[k:], []byte(" EVENTS]")) {
+		return 1
+	}
+	return n
 }
 
 func (p *poolTraceState) relSeen() bool { return p.Releases > 0 || p.LastRelease != nil }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ppkit/ppkit/gomodel"
 )
 
 // tracefs is where the guest's ftrace lives (mounted there by the runner if needed).
@@ -190,10 +192,10 @@ var TraceDrainTimeout = 3 * time.Minute
 func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	b := c.env.Board
 	_, downErr := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down")
-	tail := &traceTail{path: c.trace, p: newTraceParser(c.name)}
+	tail := &traceTail{path: c.trace, s: gomodel.NewTraceStream(gomodel.TraceOptions{File: c.trace, Procedure: c.name})}
 	deadline := time.Now().Add(PoolDrainTimeout)
 	for downErr == nil && time.Now().Before(deadline) {
-		if tail.update(ctx) == nil && tail.p.f.Drained() {
+		if tail.update(ctx) == nil && tail.s.Drained() {
 			break
 		}
 		if sleepCtx(ctx, 100*time.Millisecond) != nil {
@@ -249,12 +251,13 @@ func trimPartialLine(path string) error {
 	return f.Truncate(0)
 }
 
-// traceTail follows a growing trace file, feeding complete lines to a parser.
+// traceTail follows a growing trace file, feeding complete lines to gomodel's replay (the same
+// parser and pool rule as the model's verdict and the figures).
 type traceTail struct {
 	path    string
 	off     int64
 	partial []byte
-	p       *traceParser
+	s       *gomodel.TraceStream
 	err     error
 }
 
@@ -290,7 +293,7 @@ func (t *traceTail) update(ctx context.Context) error {
 		if n%65536 == 0 && ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := t.p.line(string(l)); err != nil {
+		if err := t.s.Line(l); err != nil {
 			t.err = err
 			return err
 		}

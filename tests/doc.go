@@ -11,11 +11,12 @@
 // For each procedure the runner enables the page_pool, skb and kmem tracepoints in the guest,
 // streams the trace to the host, records the counters (ethtool -S, /proc/net/snmp, interface
 // statistics) and the tool outputs, brings the interface down so every pool is destroyed, and
-// then judges: the trace is replayed through the reference model (gomodel), and the procedure
+// then judges: the trace is replayed once through the reference model (gomodel), which gives both
+// the violations and every trace figure, and the procedure
 // fails on any model violation, any console report, an inflight that does not drain to 0 after
 // the pool is destroyed, or no traffic moved. Results are written as a table, JSON, JUnit XML and
 // an offline HTML report.
 //
-// Parsers in this package (iperf 2, /proc/net/snmp, ethtool -S, ftrace page_pool lines) are pure:
-// they read their input and nothing else.
+// Parsers in this package (iperf 2, /proc/net/snmp, ethtool -S) are pure: they read their input
+// and nothing else. The ftrace text is parsed by gomodel only.
 package tests

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/gomodel"
 )
 
 // fakeBoard is a scripted stand-in for the QEMU guest (syzkaller's "test" VM pattern): it
@@ -237,16 +239,13 @@ func (t *fakeTestbed) Close() error   { t.closed = true; return nil }
 
 // okModel is a model that found nothing and predicts what the trace shows.
 func okModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
-	f, err := os.Open(in.TracePath)
-	if err != nil {
+	m, err := CheckTraceWithModel(ctx, in)
+	var nt *gomodel.NotATraceError
+	if m == nil || err != nil && !errors.As(err, &nt) {
 		return nil, err
 	}
-	defer f.Close()
-	tf, err := ParseTraceFigures(f, in.Procedure)
-	if err != nil {
-		return nil, err
-	}
-	return &ModelReport{Predicted: ModelFigures{HoldsInWindow: tf.HoldsInWindow, SKBReturns: tf.SKBReturns, Releases: tf.Releases}}, nil
+	tf := m.Trace
+	return &ModelReport{Trace: tf, Predicted: ModelFigures{HoldsInWindow: tf.HoldsInWindow, SKBReturns: tf.SKBReturns, Releases: tf.Releases}}, nil
 }
 
 func runFake(t *testing.T, b *fakeBoard, p Procedure, model ModelChecker) *Result {

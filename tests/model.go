@@ -25,6 +25,9 @@ type ModelInput struct {
 type ModelReport struct {
 	Violations []ModelViolation `json:"violations"`
 	Predicted  ModelFigures     `json:"predicted"`
+	// Trace is the figures of the same replay (the runner reports them): one parse of the
+	// trace gives both the violations and every figure, with the same pools.
+	Trace *TraceFigures `json:"-"`
 }
 
 // ModelViolation is one invariant the trace broke (gomodel's names: foreign-page-returned,
@@ -115,23 +118,32 @@ type ModelFigures struct {
 	FinalInflight   int64   `json:"final_inflight"`
 }
 
-// ModelChecker replays a procedure's trace through the reference model.
+// ModelChecker replays a procedure's trace through the reference model. Its report's Trace
+// holds the trace's figures; with an error, the report may still be returned for them (a
+// trace without page_pool events has figures but nothing to judge).
 type ModelChecker func(ctx context.Context, in ModelInput) (*ModelReport, error)
 
-// CheckTraceWithModel is the ModelChecker `ppkit test` uses: the trace is replayed through
-// gomodel.CheckTrace, whose violations become the verdict and whose per-pool figures are the
-// model's account of the run. A trace the model cannot read is an error, never a pass.
+// CheckTraceWithModel is the ModelChecker `ppkit test` uses: the trace is replayed once
+// through gomodel.ReadTrace, whose violations become the verdict, whose per-pool figures are
+// the model's account of the run, and whose TraceFigures are the figures ppkit reports. A trace
+// the model cannot read is an error, never a pass; for a trace without page_pool events the
+// error comes with a report that holds only the figures.
 func CheckTraceWithModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
 	f, err := os.Open(in.TracePath)
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
 	defer f.Close()
-	rep, err := gomodel.CheckTrace(ctxReader{ctx, f}, gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets})
+	tf, rep, err := readTrace(ctxReader{ctx, f}, gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets, Procedure: in.Procedure})
 	if err != nil {
+		if tf != nil {
+			return &ModelReport{Violations: []ModelViolation{}, Trace: tf}, fmt.Errorf("model: %w", err)
+		}
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	return modelReport(rep), nil
+	m := modelReport(rep)
+	m.Trace = tf
+	return m, nil
 }
 
 // modelReport converts gomodel's trace report.

@@ -692,7 +692,7 @@ func collectReceiver(ctx context.Context, env *Env, g *guestProcess, name string
 	if err != nil {
 		return Traffic{}, err
 	}
-	kv := traceFields(summary)
+	kv := summaryFields(summary)
 	var t Traffic
 	if t.Bytes, err = strconv.ParseInt(kv["bytes"], 10, 64); err != nil {
 		return t, fmt.Errorf("%s summary %q: bytes: %w", name, summary, err)
@@ -702,6 +702,17 @@ func collectReceiver(ctx context.Context, env *Env, g *guestProcess, name string
 	}
 	t.Notes = append(t.Notes, name+": "+summary)
 	return t, nil
+}
+
+// summaryFields splits a helper's summary "a=1 b=2" into a map.
+func summaryFields(s string) map[string]string {
+	kv := map[string]string{}
+	for _, w := range strings.Fields(s) {
+		if k, v, ok := strings.Cut(w, "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv
 }
 
 // readHelperSummary returns the text after "NAME: " on the last such line of a helper's output.

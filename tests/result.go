@@ -191,7 +191,9 @@ func Judge(res *Result, ev Evidence) {
 					p.Pool, p.FinalInflight, PoolDrainTimeout)
 			}
 		}
-	} else if ev.Trace == nil && complete {
+	} else if ev.Trace == nil && complete && ev.ModelErr == nil {
+		// With a model error and no figures, the model could not read the trace: that error
+		// is the reason.
 		fail(ReasonTraceLost, "no trace was collected")
 	}
 	for _, c := range ev.Console {

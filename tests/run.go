@@ -235,11 +235,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 			return err
 		})
 		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
-			if f, err := os.Open(c.trace); err == nil {
-				ev.Trace, _ = ParseTraceFigures(ctxReader{ctx, f}, p.Name())
-				f.Close()
-			}
-			ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace})
+			ev.judgeTrace(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace}))
 		}
 	}()
 	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
@@ -302,26 +298,29 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		ev.InfraError = err
 		return
 	}
-	f, err := os.Open(c.trace)
+	st, err := os.Stat(c.trace)
 	if err != nil {
 		ev.InfraError = fmt.Errorf("open the trace: %w", err)
 		return
 	}
-	if st, err := f.Stat(); err == nil {
-		env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
-	}
+	env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
 	phase = time.Now()
-	ev.Trace, err = ParseTraceFigures(ctxReader{ctx, f}, p.Name())
-	f.Close()
+	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
+	ev.judgeTrace(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx}))
+	env.logf("%s: trace replayed (figures and model) in %.1fs", p.Name(), time.Since(phase).Seconds())
+}
+
+// judgeTrace takes the model's result: the figures of its replay (also with an error, when it
+// has them) and its report, or its error.
+func (ev *Evidence) judgeTrace(m *ModelReport, err error) {
+	if m != nil {
+		ev.Trace = m.Trace
+	}
 	if err != nil {
-		ev.InfraError = fmt.Errorf("read the trace: %w", err)
+		ev.ModelErr = err
 		return
 	}
-	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
-	parsed := time.Since(phase)
-	phase = time.Now()
-	ev.Model, ev.ModelErr = pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx})
-	env.logf("%s: figures in %.1fs, model in %.1fs", p.Name(), parsed.Seconds(), time.Since(phase).Seconds())
+	ev.Model = m
 }
 
 func gaveReason(res *Result, kind string) bool {

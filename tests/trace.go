@@ -1,13 +1,11 @@
 package tests
 
 import (
-	"bufio"
-	"fmt"
+	"errors"
 	"io"
-	"regexp"
 	"sort"
-	"strconv"
-	"strings"
+
+	"github.com/ppkit/ppkit/gomodel"
 )
 
 // Trace event names this package counts. The first four are Linux 5.10's page_pool events; the
@@ -20,10 +18,12 @@ const (
 	EventMarker       = "tracing_mark_write"
 )
 
-// TraceFigures are the figures read straight from a guest's ftrace text, without the model:
-// what the kernel reported, per pool and in total.
+// TraceFigures are the figures a guest's ftrace text shows, per pool and in total. They come
+// from gomodel's replay of the trace (gomodel.ReadTrace), the same parse and the same pools
+// as the model's violations: events in timestamp order, and a pool address that is reused
+// after its pool was freed (page_pool_release with inflight=0) is a new pool, "ADDR#2".
 type TraceFigures struct {
-	Pools []*PoolTrace `json:"pools"` // in order of first appearance
+	Pools []*PoolFigures `json:"pools"` // in order of first appearance
 	// Totals over the whole trace.
 	Holds      int64 `json:"holds"`
 	Releases   int64 `json:"releases"`
@@ -33,15 +33,14 @@ type TraceFigures struct {
 	HoldsInWindow int64   `json:"holds_in_window"`
 	WindowStart   float64 `json:"window_start,omitempty"`
 	WindowEnd     float64 `json:"window_end,omitempty"`
-	// Events counts every event by name; LostEvents sums ftrace's "[LOST N EVENTS]" notes.
-	Events     map[string]int64 `json:"events"`
-	LostEvents int64            `json:"lost_events"`
-	Lines      int64            `json:"lines"`
+	// LostEvents sums ftrace's "[LOST N EVENTS]" notes.
+	LostEvents int64 `json:"lost_events"`
+	Lines      int64 `json:"lines"`
 }
 
-// PoolTrace is one page_pool as seen in the trace (pools are named by the hashed %p pointer
+// PoolFigures is one page_pool as seen in the trace (pools are named by the hashed %p pointer
 // the kernel prints).
-type PoolTrace struct {
+type PoolFigures struct {
 	Pool       string `json:"pool"`
 	Holds      int64  `json:"holds"`
 	Releases   int64  `json:"releases"`
@@ -56,138 +55,50 @@ type PoolTrace struct {
 }
 
 // InflightPoint is a pool's inflight at a trace timestamp (seconds since boot).
-type InflightPoint struct {
-	Time     float64
-	Inflight int64
-}
-
-// ftrace line: "  <comm>-<pid> [(<tgid>)] [<cpu>] [<flags>] <secs>.<usecs>: <event>: <fields>".
-var (
-	traceLineRE = regexp.MustCompile(`^\s*(.*?)-(\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(\d+)\]\s+(?:\S{4,5}\s+)?(\d+\.\d+):\s+(\w+):\s?(.*)$`)
-	traceLostRE = regexp.MustCompile(`^CPU:\d+ \[LOST (\d+) EVENTS\]`)
-)
+type InflightPoint = gomodel.InflightPoint
 
 // markerText is what the runner writes to trace_marker around a procedure's traffic.
-func markerText(procedure, edge string) string { return "ppkit: " + procedure + " " + edge }
+func markerText(procedure, edge string) string { return gomodel.MarkerText(procedure, edge) }
 
-// ParseTraceFigures reads ftrace text (from trace or trace_pipe) and counts the page_pool events
-// per pool. procedure names the markers ("ppkit: NAME begin"/"end") that delimit the traffic
-// window; with no markers, HoldsInWindow stays 0. Lines that are not trace events (headers,
-// comments) are skipped; a line that looks like an event but has a malformed field is an error.
+// ParseTraceFigures reads ftrace text (from trace or trace_pipe) through gomodel's replay and
+// returns its figures. procedure names the markers ("ppkit: NAME begin"/"end") that delimit
+// the traffic window; with no markers, HoldsInWindow stays 0. A trace without page_pool events
+// gives figures without pools, not an error; a malformed line of a known event is an error.
 func ParseTraceFigures(r io.Reader, procedure string) (*TraceFigures, error) {
-	p := newTraceParser(procedure)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		if err := p.line(sc.Text()); err != nil {
-			return nil, err
-		}
+	tf, _, err := readTrace(r, gomodel.TraceOptions{Procedure: procedure})
+	if tf != nil {
+		return tf, nil // with a *gomodel.NotATraceError: figures without pools
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read trace: %w", err)
-	}
-	return p.f, nil
+	return nil, err
 }
 
-// traceParser accumulates TraceFigures one line at a time, so a growing trace can be followed.
-type traceParser struct {
-	f          *TraceFigures
-	pools      map[string]*PoolTrace // current pool at each address
-	reuse      map[string]int
-	begin, end string
-	inWindow   bool
+// readTrace replays a trace once: the model's report and the figures from it. For a trace the
+// model has nothing to judge in (no page_pool event: a *gomodel.NotATraceError, returned), the
+// figures are still set and the report is nil; for any other error both are nil.
+func readTrace(r io.Reader, opts gomodel.TraceOptions) (*TraceFigures, *gomodel.TraceReport, error) {
+	rep, err := gomodel.ReadTrace(r, opts)
+	var nt *gomodel.NotATraceError
+	switch {
+	case rep != nil && errors.As(err, &nt):
+		return figuresOf(rep), nil, err
+	case err != nil:
+		return nil, nil, err
+	}
+	return figuresOf(rep), rep, nil
 }
 
-func newTraceParser(procedure string) *traceParser {
-	return &traceParser{f: &TraceFigures{Events: map[string]int64{}}, pools: map[string]*PoolTrace{},
-		reuse: map[string]int{}, begin: markerText(procedure, "begin"), end: markerText(procedure, "end")}
-}
-
-func (tp *traceParser) line(line string) error {
-	f := tp.f
-	f.Lines++
-	lineNo := f.Lines
-	if m := traceLostRE.FindStringSubmatch(line); m != nil {
-		n, err := strconv.ParseInt(m[1], 10, 64)
-		if err != nil {
-			return fmt.Errorf("trace line %d: lost-events count: %w", lineNo, err)
-		}
-		f.LostEvents += n
-		return nil
+// figuresOf converts gomodel's figures.
+func figuresOf(rep *gomodel.TraceReport) *TraceFigures {
+	f := rep.Figures
+	tf := &TraceFigures{Holds: f.Holds, Releases: f.Releases, SKBReturns: f.SKBReturns,
+		HoldsInWindow: f.HoldsInWindow, WindowStart: f.WindowStart, WindowEnd: f.WindowEnd,
+		LostEvents: f.LostEvents, Lines: int64(rep.Lines), Pools: make([]*PoolFigures, 0, len(rep.Pools))}
+	for i := range rep.Pools {
+		p := &rep.Pools[i]
+		tf.Pools = append(tf.Pools, &PoolFigures{Pool: p.Pool, Holds: int64(p.Holds), Releases: int64(p.Releases),
+			SKBReturns: int64(p.SkbReturns), Destroyed: p.Destroyed, FinalInflight: p.FinalInflight(), Timeline: p.Timeline})
 	}
-	if strings.HasPrefix(strings.TrimSpace(line), "#") {
-		return nil
-	}
-	m := traceLineRE.FindStringSubmatch(line)
-	if m == nil {
-		return nil
-	}
-	ts, err := strconv.ParseFloat(m[4], 64)
-	if err != nil {
-		return fmt.Errorf("trace line %d: timestamp %q: %w", lineNo, m[4], err)
-	}
-	name, fields := m[5], m[6]
-	f.Events[name]++
-	if name == EventMarker {
-		switch strings.TrimSpace(fields) {
-		case tp.begin:
-			tp.inWindow, f.WindowStart = true, ts
-		case tp.end:
-			tp.inWindow, f.WindowEnd = false, ts
-		}
-		return nil
-	}
-	if !strings.HasPrefix(name, "page_pool_") {
-		return nil
-	}
-	kv := traceFields(fields)
-	id, ok := kv["page_pool"]
-	if !ok {
-		return fmt.Errorf("trace line %d: %s without page_pool=", lineNo, name)
-	}
-	p := tp.pools[id]
-	// A new pool at the address of a destroyed one (the kernel reuses the memory, e.g. after
-	// an MTU change) starts its hold counter at 1 again: it gets a "#N" suffix.
-	if p != nil && name == EventStateHold && kv["hold"] == "1" && p.Holds > 0 {
-		tp.reuse[id]++
-		p = nil
-	}
-	if p == nil {
-		p = &PoolTrace{Pool: id}
-		if n := tp.reuse[id]; n > 0 {
-			p.Pool = fmt.Sprintf("%s#%d", id, n+1)
-		}
-		tp.pools[id] = p
-		f.Pools = append(f.Pools, p)
-	}
-	switch name {
-	case EventStateHold:
-		p.Holds++
-		f.Holds++
-		if tp.inWindow {
-			f.HoldsInWindow++
-		}
-		p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
-	case EventStateRelease:
-		p.Releases++
-		f.Releases++
-		p.Timeline = append(p.Timeline, InflightPoint{ts, p.Holds - p.Releases})
-	case EventSKBReturn:
-		p.SKBReturns++
-		f.SKBReturns++
-	case EventPoolRelease:
-		v, ok := kv["inflight"]
-		if !ok {
-			return fmt.Errorf("trace line %d: page_pool_release without inflight=", lineNo)
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return fmt.Errorf("trace line %d: inflight %q: %w", lineNo, v, err)
-		}
-		p.Destroyed, p.FinalInflight = true, n
-		p.Timeline = append(p.Timeline, InflightPoint{ts, n})
-	}
-	return nil
+	return tf
 }
 
 // Drained reports whether the trace shows pools and every one destroyed with inflight 0.
@@ -201,17 +112,6 @@ func (f *TraceFigures) Drained() bool {
 		}
 	}
 	return true
-}
-
-// traceFields splits "a=1 b=2" into a map.
-func traceFields(s string) map[string]string {
-	kv := map[string]string{}
-	for _, w := range strings.Fields(s) {
-		if k, v, ok := strings.Cut(w, "="); ok {
-			kv[k] = v
-		}
-	}
-	return kv
 }
 
 // Undestroyed returns the pools that took pages but were never destroyed in the trace.

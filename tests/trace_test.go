@@ -27,8 +27,9 @@ func TestParseTraceFigures(t *testing.T) {
 	if tf.WindowStart == 0 || tf.WindowEnd <= tf.WindowStart {
 		t.Errorf("window %v..%v", tf.WindowStart, tf.WindowEnd)
 	}
-	if tf.Events["kfree_skb"] != 8 || tf.Events["mm_page_free"] != 14 || tf.Events["tracing_mark_write"] != 2 {
-		t.Errorf("events %v", tf.Events)
+	data, _ := os.ReadFile("testdata/trace/two-pools-5.10-format.txt")
+	if tf.Lines != int64(strings.Count(string(data), "\n")) {
+		t.Errorf("%d lines", tf.Lines)
 	}
 	if len(tf.Pools) != 2 {
 		t.Fatalf("%d pools", len(tf.Pools))
@@ -183,5 +184,29 @@ func TestTrimPartialLine(t *testing.T) {
 		if string(got) != tc.want {
 			t.Errorf("trim(%.20q…) = %.20q…, want %.20q…", tc.in, got, tc.want)
 		}
+	}
+}
+
+// One replay: the model's report carries the figures; a trace without page_pool events keeps
+// its figures beside the model error, so the verdict says both.
+func TestCheckTraceWithModelFigures(t *testing.T) {
+	m, err := CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast",
+		TracePath: "testdata/trace/two-pools-5.10-format.txt", RxPackets: 2000})
+	if err != nil || m.Trace == nil || m.Trace.HoldsInWindow != 2 || m.Trace.LostEvents != 3 || len(m.Trace.Pools) != 2 {
+		t.Fatalf("report %+v, %v", m, err)
+	}
+	empty := t.TempDir() + "/trace.txt"
+	if err := os.WriteFile(empty, []byte("# tracer: nop\nCPU:0 [LOST 4 EVENTS]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ev Evidence
+	ev.judgeTrace(CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast", TracePath: empty}))
+	if ev.ModelErr == nil || ev.Model != nil || ev.Trace == nil || len(ev.Trace.Pools) != 0 || ev.Trace.LostEvents != 4 {
+		t.Fatalf("no pool events: %+v", ev)
+	}
+	res := &Result{}
+	Judge(res, ev)
+	if !hasReason(res, ReasonTraceLost) || !hasReason(res, ReasonModelError) {
+		t.Errorf("reasons %v", res.Reasons)
 	}
 }

@@ -47,7 +47,7 @@ func TestJudgeVerdicts(t *testing.T) {
 	hung := &harness.GuestError{Title: "guest hung: run \"echo end\"", Err: errors.New("no answer (VM state: paused)")}
 	died := &harness.GuestError{Title: "run \"cat\": guest stopped (QEMU exited)", Err: errors.New("EOF")}
 	clean := Evidence{Traffic: Traffic{Bytes: 1}, After: Snapshot{Interface: InterfaceCounters{RxPackets: 10}},
-		Trace: &TraceFigures{Pools: []*PoolTrace{{Pool: "p", Holds: 1, Releases: 1, Destroyed: true}}}, Model: &ModelReport{}}
+		Trace: &TraceFigures{Pools: []*PoolFigures{{Pool: "p", Holds: 1, Releases: 1, Destroyed: true}}}, Model: &ModelReport{}}
 	with := func(f func(*Evidence)) Evidence { e := clean; f(&e); return e }
 	for _, tc := range []struct {
 		name    string
@@ -78,7 +78,7 @@ func TestJudgeVerdicts(t *testing.T) {
 		{"no traffic", with(func(e *Evidence) { e.After = Snapshot{} }), VerdictFail, []string{ReasonNoTraffic}, 1, "failure"},
 		{"lost events", with(func(e *Evidence) { e.Overrun = 3 }), VerdictFail, []string{ReasonTraceLost}, 1, "failure"},
 		{"leak", with(func(e *Evidence) {
-			e.Trace = &TraceFigures{Pools: []*PoolTrace{{Pool: "p", Holds: 2, Destroyed: true, FinalInflight: 1}}}
+			e.Trace = &TraceFigures{Pools: []*PoolFigures{{Pool: "p", Holds: 2, Destroyed: true, FinalInflight: 1}}}
 		}), VerdictFail, []string{ReasonInflight}, 1, "failure"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
