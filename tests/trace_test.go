@@ -206,7 +206,7 @@ func TestCheckTraceWithModelFigures(t *testing.T) {
 	}
 	res := &Result{}
 	Judge(res, ev)
-	if !hasReason(res, ReasonTraceLost) || !hasReason(res, ReasonModelError) {
+	if !gaveReason(res, ReasonTraceLost) || !gaveReason(res, ReasonModelError) {
 		t.Errorf("reasons %v", res.Reasons)
 	}
 }
