@@ -85,7 +85,7 @@ type Procedure interface {
 func Procedures() map[string]Procedure {
 	ps := []Procedure{
 		&Multicast{}, &TCP{SCPBytes: 8 << 20}, &GRO{}, &Jumbo{}, &Splice{}, &Zerocopy{}, &Copy{},
-		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{},
+		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{}, &Steer{Inner: &TCP{}},
 	}
 	m := make(map[string]Procedure, len(ps))
 	for _, p := range ps {
@@ -396,6 +396,41 @@ func (c *Capture) Collect(ctx context.Context, env *Env) (Traffic, error) {
 	}
 	t.Notes = append(t.Notes, note)
 	return t, nil
+}
+
+// ---- rps: a procedure whose protocol work runs on the other CPU ----
+
+// RPSCPUs is the rps_cpus mask steer sets on the NIC's receive queue: CPU 1, while the NIC's
+// interrupt and NAPI poll run on CPU 0 (the guest has two CPUs).
+const RPSCPUs = "2"
+
+// Steer runs Inner with receive packet steering: NAPI (and the pool's lockless cache) stays on
+// the CPU of the NIC's interrupt, while IP, TCP and UDP run in softirq on the other CPU, so pool
+// heads are freed — copy-coalesced TCP segments by kfree_skb_partial(), dropped skbs — in
+// softirq on a CPU that does not own the pool. The only context in which 5.10's
+// __page_pool_put_page() may recycle into the cache (in_serving_softirq()) then races with
+// the NAPI that allocates from it, unless the hook returns pages through the ptr_ring.
+type Steer struct{ Inner Procedure }
+
+func (s *Steer) Name() string { return s.Inner.Name() + "-rps" }
+func (s *Steer) Description() string {
+	return s.Inner.Description() + ", protocol work steered to the other CPU (RPS)"
+}
+func (s *Steer) Paths() []string {
+	return append([]string{"get_rps_cpu", "enqueue_to_backlog", "process_backlog"}, s.Inner.Paths()...)
+}
+func (s *Steer) Helpers() []string { return s.Inner.Helpers() }
+
+func (s *Steer) Setup(ctx context.Context, env *Env) error {
+	q := "/sys/class/net/" + shellQuote(env.Board.Interface()) + "/queues/rx-0/rps_cpus"
+	if _, err := env.Board.Run(ctx, "echo "+RPSCPUs+" > "+q+" && cat "+q); err != nil {
+		return fmt.Errorf("steer the NIC's receive queue to CPU 1 (needs CONFIG_RPS): %w", err)
+	}
+	return s.Inner.Setup(ctx, env)
+}
+func (s *Steer) Run(ctx context.Context, env *Env) error { return s.Inner.Run(ctx, env) }
+func (s *Steer) Collect(ctx context.Context, env *Env) (Traffic, error) {
+	return s.Inner.Collect(ctx, env)
 }
 
 // ---- tcp ----
