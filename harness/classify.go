@@ -3,8 +3,11 @@ package harness
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -53,9 +56,10 @@ const consoleTailLines = 40
 //     passed on a guest that still answers only timed out (plain error, the VM stays up);
 //   - any other cancelled operation is neither the kernel's fault nor the host's (plain error);
 //   - a kernel report on the console wins: a *GuestError with the first report;
-//   - a QEMU that exited with an empty console, or that wrote to its standard error, failed by
-//     itself: an *InfraError; one that exited after printing a console is the guest stopping, a
-//     *GuestError "guest stopped (QEMU exited)";
+//   - a QEMU that exited with an empty console, that wrote to its standard error, or that a
+//     fault of its own killed (SIGSEGV, SIGABRT, ...), failed by itself: an *InfraError; one that
+//     exited, or was killed from outside (SIGKILL, SIGTERM), after printing a console is the
+//     guest stopping, a *GuestError "guest stopped (QEMU exited)";
 //   - a QEMU that still runs holds a hung guest: a *GuestError "guest hung", with the QMP run
 //     state (or "QMP unresponsive").
 func classify(f facts) decision {
@@ -82,7 +86,18 @@ func classify(f facts) decision {
 		if len(bytes.TrimSpace(f.Console)) == 0 || stderr != "" {
 			return decision{EndVM: true, Err: &InfraError{Err: fmt.Errorf("%s: QEMU exited (%v): %s", f.What, f.ExitErr, stderr), CommandLine: f.CommandLine}}
 		}
-		return decision{EndVM: true, Err: &GuestError{Title: f.What + ": guest stopped (QEMU exited)", Err: f.Err,
+		// QEMU killed by a fault of its own (SIGSEGV, SIGABRT, ...) is the emulator crashing, not
+		// the guest stopping; SIGKILL and SIGTERM come from outside (a kill, the OOM killer),
+		// and a board that vanishes like that fails its run, as a real board that loses power.
+		if sig, ok := exitSignal(f.ExitErr); ok && sig != syscall.SIGKILL && sig != syscall.SIGTERM {
+			return decision{EndVM: true, Err: &InfraError{Err: fmt.Errorf("%s: QEMU crashed (%v) with no kernel report on the console",
+				f.What, f.ExitErr), CommandLine: f.CommandLine}}
+		}
+		err := f.Err
+		if _, ok := exitSignal(f.ExitErr); ok {
+			err = fmt.Errorf("%w (QEMU %v)", f.Err, f.ExitErr)
+		}
+		return decision{EndVM: true, Err: &GuestError{Title: f.What + ": guest stopped (QEMU exited)", Err: err,
 			ConsoleTail: tail(f.Console, consoleTailLines), CommandLine: f.CommandLine}}
 	}
 	state := "unknown"
@@ -95,6 +110,19 @@ func classify(f facts) decision {
 	}
 	return decision{EndVM: true, Err: &GuestError{Title: "guest hung: " + f.What, Err: fmt.Errorf("%v (VM state: %s)", f.Err, state),
 		ConsoleTail: tail(f.Console, consoleTailLines), CommandLine: f.CommandLine}}
+}
+
+// exitSignal returns the signal that ended QEMU, if a signal did.
+func exitSignal(err error) (syscall.Signal, bool) {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return 0, false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return 0, false
+	}
+	return ws.Signal(), true
 }
 
 // failure turns an error during boot (or a VM that stopped running) into the right verdict (see

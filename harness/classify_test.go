@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -220,6 +221,25 @@ func TestClassify(t *testing.T) {
 			msg: "boot failed: SSH: guest stopped (QEMU exited): QEMU exited",
 		},
 
+		{
+			name: "QEMU crashed (SIGSEGV) after a console: infra, the emulator's fault",
+			f:    facts{What: `run "x"`, Err: errDropped, Command: true, Exited: true, ExitErr: killedBy(t, "SEGV"), Console: cleanConsole, CommandLine: cmdline},
+			kind: infra, endVM: true,
+			msg: `run "x": QEMU crashed (signal: segmentation fault) with no kernel report on the console`,
+		},
+		{
+			name: "QEMU aborted after a console: infra",
+			f:    facts{What: `run "x"`, Err: errDropped, Command: true, Exited: true, ExitErr: killedBy(t, "ABRT"), Console: cleanConsole},
+			kind: infra, endVM: true,
+			msg: `run "x": QEMU crashed (signal: aborted) with no kernel report on the console`,
+		},
+		{
+			name: "QEMU killed from outside (SIGKILL) after a console: the board died",
+			f:    facts{What: `run "x"`, Err: errDropped, Command: true, Exited: true, ExitErr: killedBy(t, "KILL"), Console: cleanConsole, CommandLine: cmdline},
+			kind: guest, title: `run "x": guest stopped (QEMU exited)`, endVM: true, wraps: errDropped,
+			msg: `run "x": guest stopped (QEMU exited): ` + errDropped.Error() + " (QEMU signal: killed)",
+		},
+
 		// QEMU runs without a kernel report: the guest hung; the QMP run state says how.
 		{
 			name: "QEMU runs, paused (a QMP stop)",
@@ -310,4 +330,14 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// killedBy is the exit error of a real process that the named signal ended.
+func killedBy(t *testing.T, sig string) error {
+	t.Helper()
+	err := exec.Command("sh", "-c", "kill -"+sig+" $$").Run()
+	if _, ok := exitSignal(err); !ok {
+		t.Fatalf("sh killed by SIG%s: %v", sig, err)
+	}
+	return err
 }
