@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -237,4 +238,23 @@ func Abandon() []string {
 		}
 	}
 	return done
+}
+
+// removeAll removes dir; when ctx was cancelled (ppkit must be gone within seconds) a large
+// directory — a partly extracted kernel tree — is renamed out of the way at once and deleted by
+// a detached rm that outlives ppkit.
+func removeAll(ctx context.Context, dir string) {
+	if ctx.Err() != nil {
+		trash := dir + ".removing"
+		if os.Rename(dir, trash) == nil {
+			cmd := exec.Command("rm", "-rf", "--", trash)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if cmd.Start() == nil {
+				cmd.Process.Release()
+				return
+			}
+			dir = trash
+		}
+	}
+	os.RemoveAll(dir)
 }

@@ -127,7 +127,7 @@ func tarballKernelSource(ctx context.Context, cache, tarball string, progress io
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer removeAll(ctx, tmp)
 	fmt.Fprintf(progress, "kernel: extracting %s (once)\n", tarball)
 	tar := exec.CommandContext(ctx, "nice", "-n", "10", "tar", "-xf", tarball, "-C", tmp)
 	if out, err := tar.CombinedOutput(); err != nil {
