@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -47,19 +46,5 @@ func (vm *VM) Shell(ctx context.Context, stdin *os.File, stdout, stderr io.Write
 	if err := sess.Shell(); err != nil {
 		return -1, fmt.Errorf("shell: %w", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- sess.Wait() }()
-	select {
-	case err := <-done:
-		var exit *ssh.ExitError
-		if err == nil {
-			return 0, nil
-		}
-		if errors.As(err, &exit) {
-			return exit.ExitStatus(), nil
-		}
-		return -1, vm.commandFailure(ctx, "shell", err)
-	case <-ctx.Done():
-		return -1, ctx.Err()
-	}
+	return vm.sessionStatus(ctx, "shell", sess)
 }

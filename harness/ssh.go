@@ -117,10 +117,17 @@ func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout,
 	defer out.detach()
 	defer errw.detach()
 	sess.Stdin, sess.Stdout, sess.Stderr = stdin, out, errw
-	done := make(chan error, 1)
 	if err := sess.Start(command); err != nil {
 		return -1, vm.commandFailure(ctx, what, err)
 	}
+	return vm.sessionStatus(ctx, what, sess)
+}
+
+// sessionStatus waits for a started session (a command, a shell) and returns its exit status, or
+// the failure that ended it: the session's own, ctx's (see commandFailure), or a VM that
+// stopped running.
+func (vm *VM) sessionStatus(ctx context.Context, what string, sess *ssh.Session) (int, error) {
+	done := make(chan error, 1)
 	go func() { done <- sess.Wait() }()
 	select {
 	case err := <-done:
