@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
 )
@@ -76,7 +77,7 @@ type Options struct {
 	Model       tests.ModelChecker
 	// Tools must be on PATH before anything runs; a missing one is an infrastructure failure.
 	Tools []string
-	// Cache is ppkit's cache root (default harness.CacheDir()).
+	// Cache is ppkit's cache root (default cachedir.Root()).
 	Cache    string
 	Progress io.Writer
 }
@@ -241,7 +242,7 @@ func (r *run) resolve(ctx context.Context) error {
 		r.res.Base, r.res.BaseCommit = fullRef(ctx, repo, o.Base), bc
 	}
 	if r.o.Cache == "" {
-		if r.o.Cache, err = harness.CacheDir(); err != nil {
+		if r.o.Cache, err = cachedir.Root(); err != nil {
 			return err
 		}
 	}
@@ -309,7 +310,7 @@ func (r *run) pipeline(ctx context.Context) {
 		r.infra(StageCheckout, fmt.Errorf("not installed: %s (run 'make deps', i.e. harness/install-deps.sh)", strings.Join(missing, ", ")))
 		return
 	}
-	lock, err := harness.LockFile(ctx, filepath.Join(r.state, "lock"), r.o.Progress)
+	lock, err := cachedir.Lock(ctx, filepath.Join(r.state, "lock"), r.o.Progress)
 	if err != nil {
 		r.infra(StageCheckout, err)
 		return

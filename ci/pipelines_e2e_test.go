@@ -14,7 +14,7 @@ import (
 
 	"github.com/rhysd/actionlint"
 
-	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit/stgtest"
 	"github.com/ppkit/ppkit/tests"
 )
@@ -40,7 +40,7 @@ func newPipelineFixture(t *testing.T) *pipelineFixture {
 	}
 	dir := t.TempDir()
 	f := &pipelineFixture{ppkitRepo: filepath.Join(dir, "ppkit.git"), userRepo: filepath.Join(dir, "linux.git")}
-	f.cache, err = harness.CacheDir()
+	f.cache, err = cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/tests"
 )
 
@@ -108,7 +109,7 @@ func TestPostReceiveGoodAndBadSeries(t *testing.T) {
 	ppkit := buildPPKit(t, t.TempDir())
 	ciDir := filepath.Join(t.TempDir(), "ci")
 	bare, work := hookRepo(t, ppkit, ciDir, "ppkit.ci.args", "--time 10s tcp", "ppkit.ci.timeout", "100m")
-	cache, err := harness.CacheDir()
+	cache, err := cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

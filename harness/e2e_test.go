@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // leftovers lists what this process's harness runs left behind: QEMU processes still alive
@@ -367,7 +369,7 @@ func TestSeriesBuildIsIncrementalAndCached(t *testing.T) {
 	baseline, _ := guest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cache, err := CacheDir()
+	cache, err := cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +411,7 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 	guest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cache, err := CacheDir()
+	cache, err := cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

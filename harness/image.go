@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // imageRecipe changes whenever the image layout or init changes, invalidating cached images.
@@ -294,7 +296,7 @@ func fetchDebs(ctx context.Context, dir string, pkgs []ImagePackage, progress io
 		}
 	}
 	if len(missing) > 0 {
-		lock, err := LockFile(ctx, filepath.Join(dir, ".lock"), progress)
+		lock, err := cachedir.Lock(ctx, filepath.Join(dir, ".lock"), progress)
 		if err != nil {
 			return nil, err
 		}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 //go:embed config/ppkit.config
@@ -43,7 +45,7 @@ type KernelOptions struct {
 	Debug bool
 	// Jobs is make's -j (default: the number of CPUs).
 	Jobs int
-	// Cache is the cache root (default CacheDir()).
+	// Cache is the cache root (default cachedir.Root()).
 	Cache string
 	// Progress receives human-readable progress lines (nil: discarded).
 	Progress io.Writer
@@ -136,7 +138,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if opts.Debug {
 		work += "-debug"
 	}
-	lock, err := LockFile(ctx, work+".lock", progress)
+	lock, err := cachedir.Lock(ctx, work+".lock", progress)
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}

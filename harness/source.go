@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
 )
 
@@ -76,7 +77,7 @@ func userKernelSource(ctx context.Context, dir, rev string) (*kernelSource, erro
 }
 
 // LinuxSourceTree returns ppkit's git import of Debian's linux-source-5.10 under cache (""
-// means CacheDir()), importing it the first time: the tree a series is checked on when the user
+// means cachedir.Root()), importing it the first time: the tree a series is checked on when the user
 // names none. Building it is BuildKernel with an empty Tree.
 func LinuxSourceTree(ctx context.Context, cache string, progress io.Writer) (string, error) {
 	cache, progress, err := cacheAndProgress(cache, progress)
@@ -115,7 +116,7 @@ func tarballKernelSource(ctx context.Context, cache, tarball string, progress io
 	if commit, err := git(ctx, repo, "rev-parse", "--verify", "HEAD^{commit}"); err == nil {
 		return &kernelSource{id: id, repo: repo, commit: commit}, nil
 	}
-	lock, err := LockFile(ctx, filepath.Join(cache, "src", id+".lock"), progress)
+	lock, err := cachedir.Lock(ctx, filepath.Join(cache, "src", id+".lock"), progress)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/ppkit/ppkit/harness"
 	"io"
 	"os"
 	"os/exec"
@@ -31,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // BinaryName is the QEMU system emulator that carries the model.
@@ -78,16 +79,13 @@ var ConfigureArgs = []string{
 
 // Options control Build.
 type Options struct {
-	// CacheDir is the ppkit cache root; "" means harness.CacheDir().
+	// CacheDir is the ppkit cache root; "" means cachedir.Root().
 	CacheDir string
 	// Jobs is ninja's parallelism; 0 means the number of CPUs.
 	Jobs int
 	// Progress receives one-line progress reports; nil discards them.
 	Progress io.Writer
 }
-
-// DefaultCacheDir is ppkit's cache root, the same for every package: harness.CacheDir.
-func DefaultCacheDir() (string, error) { return harness.CacheDir() }
 
 // InputsKey hashes everything the binary is built from except the source package version.
 func InputsKey() string {
@@ -117,7 +115,7 @@ func binaryKey(sourceVersion string) string {
 // never builds and never runs apt; a cached build of any source version of the series counts.
 func CachedBinary(cacheDir string) (string, bool) {
 	if cacheDir == "" {
-		d, err := DefaultCacheDir()
+		d, err := cachedir.Root()
 		if err != nil {
 			return "", false
 		}
@@ -144,7 +142,7 @@ func Binary(ctx context.Context, opts Options) (string, error) {
 // Build returns the path of the mvneta QEMU for the current inputs, building it if needed.
 func Build(ctx context.Context, opts Options) (string, error) {
 	if opts.CacheDir == "" {
-		d, err := DefaultCacheDir()
+		d, err := cachedir.Root()
 		if err != nil {
 			return "", err
 		}
@@ -160,7 +158,7 @@ func Build(ctx context.Context, opts Options) (string, error) {
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return "", fmt.Errorf("qemu build: %w", err)
 	}
-	lock, err := harness.LockFile(ctx, filepath.Join(b.root, "build.lock"), opts.Progress)
+	lock, err := cachedir.Lock(ctx, filepath.Join(b.root, "build.lock"), opts.Progress)
 	if err != nil {
 		return "", fmt.Errorf("qemu build: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
-	"github.com/ppkit/ppkit/harness"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -127,6 +126,3 @@ func BuildGuestHelpers(ctx context.Context, cc, arch, cacheRoot string, names []
 	}
 	return out, nil
 }
-
-// CacheRoot is ppkit's cache directory, the same for every package: harness.CacheDir.
-func CacheRoot() (string, error) { return harness.CacheDir() }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // Config is one `ppkit test` invocation.
@@ -26,7 +27,7 @@ type Config struct {
 	ArtifactDir string
 	Launcher    Launcher
 	Model       ModelChecker
-	// CacheRoot holds the guest helpers' build cache (CacheRoot() by default).
+	// CacheRoot holds the guest helpers' build cache (cachedir.Root() by default).
 	CacheRoot string
 	// StopOnFail ends the run at the first procedure whose verdict is a kernel failure (the
 	// mutation suite: one is enough to kill a mutant).
@@ -52,7 +53,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("options: duration %s and rate %d Mbit/s must be positive", cfg.Options.Duration, cfg.Options.RateMbit)
 	}
 	if cfg.CacheRoot == "" {
-		if cfg.CacheRoot, err = CacheRoot(); err != nil {
+		if cfg.CacheRoot, err = cachedir.Root(); err != nil {
 			return nil, err
 		}
 	}

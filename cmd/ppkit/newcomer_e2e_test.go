@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // needBoard requires what a ppkit test on the emulated board needs (under CI=true a missing
@@ -115,7 +116,7 @@ func emptyPrefixCache(t *testing.T) string {
 	if _, err := harness.LinuxSourceTree(ctx, "", os.Stderr); err != nil { // import once, into the real cache
 		t.Fatal(err)
 	}
-	real, err := harness.CacheDir()
+	real, err := cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // Require fails (CI=true) or skips the test when a tool is not installed.
@@ -243,17 +245,13 @@ func Snapshot(t testing.TB, repo string, dirs ...string) string {
 // KernelScripts are the scripts of linux-source-5.10 that ppkit runs from a kernel tree.
 var KernelScripts = []string{"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch", "scripts/get_maintainer.pl"}
 
-// cacheRoot is ppkit's cache, read before Hermetic replaces HOME. It follows harness.CacheDir
-// ($PPKIT_CACHE, else the user cache dir), which stgtest cannot import: harness imports stgit.
+// cacheRoot is ppkit's cache (cachedir.Root), read before Hermetic replaces HOME.
 var cacheRoot = func() string {
-	if d := os.Getenv("PPKIT_CACHE"); d != "" {
-		return d
-	}
-	d, err := os.UserCacheDir()
+	d, err := cachedir.Root()
 	if err != nil {
 		return filepath.Join(os.TempDir(), "ppkit-cache")
 	}
-	return filepath.Join(d, "ppkit")
+	return d
 }()
 
 // LinuxSourceTarball is Debian's linux-source-5.10.
