@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -140,9 +141,10 @@ type SeriesInfo struct {
 // input (a *UsageError) or an output directory it cannot write; every other failure is in the
 // Result, with its exit code.
 func Run(ctx context.Context, o Options) (*Result, error) {
-	// A git hook runs with GIT_DIR and friends set; every git and stg command below must work on
-	// the repository it is pointed at instead.
-	for _, v := range gitLocalEnv {
+	// A git hook runs with GIT_DIR and friends set. stgit's runner drops them from every git and
+	// stg command; the kernel build's own git calls (scripts/setlocalversion under make) must not
+	// see them either.
+	for _, v := range stgit.RepoLocalEnv {
 		os.Unsetenv(v)
 	}
 	if o.Progress == nil {
@@ -166,12 +168,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return r.res, nil
 }
 
-// gitLocalEnv is `git rev-parse --local-env-vars` of git 2.39.
-var gitLocalEnv = []string{"GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
-	"GIT_CONFIG_COUNT", "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE",
-	"GIT_GRAFT_FILE", "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
-	"GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR", "GIT_QUARANTINE_PATH"}
-
 type run struct {
 	o        Options
 	res      *Result
@@ -186,27 +182,6 @@ type run struct {
 
 func (r *run) progressf(format string, args ...any) {
 	fmt.Fprintf(r.o.Progress, "ci: "+format+"\n", args...)
-}
-
-// git runs git in dir with no user hooks and returns its trimmed output.
-func git(ctx context.Context, dir string, args ...string) (string, error) {
-	full := append([]string{"-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"}, args...)
-	cmd := exec.CommandContext(ctx, "git", full...)
-	cmd.Dir = dir
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndex(msg, "\n"); i >= 0 {
-			msg = msg[i+1:]
-		}
-		if msg == "" {
-			msg = err.Error()
-		}
-		return "", fmt.Errorf("git %s: %s", strings.Join(args[:min(2, len(args))], " "), msg)
-	}
-	return strings.TrimSpace(string(out)), nil
 }
 
 // resolve validates the repository and refs.
@@ -224,22 +199,23 @@ func (r *run) resolve(ctx context.Context) error {
 	if err != nil {
 		return usageErrorf("--repo %s: %v", o.Repo, err)
 	}
-	if _, err := git(ctx, repo, "rev-parse", "--git-dir"); err != nil {
+	pushed := &stgit.Repo{Dir: repo} // only read
+	if _, err := pushed.GitDir(ctx); err != nil {
 		return usageErrorf("--repo %s is not a git repository (%v); give the pushed repository, bare or not", o.Repo, err)
 	}
 	r.res.Repo = repo
-	commit, err := git(ctx, repo, "rev-parse", "--verify", "-q", o.Ref+"^{commit}")
+	commit, err := pushed.Commit(ctx, o.Ref)
 	if err != nil {
 		return usageErrorf("--ref %s does not name a commit of %s; give a branch, tag or commit", o.Ref, repo)
 	}
 	r.res.Commit = commit
-	r.res.Ref = fullRef(ctx, repo, o.Ref)
+	r.res.Ref = pushed.FullRef(ctx, o.Ref)
 	if o.Base != "" {
-		bc, err := git(ctx, repo, "rev-parse", "--verify", "-q", o.Base+"^{commit}")
+		bc, err := pushed.Commit(ctx, o.Base)
 		if err != nil {
 			return usageErrorf("--base %s does not name a commit of %s", o.Base, repo)
 		}
-		r.res.Base, r.res.BaseCommit = fullRef(ctx, repo, o.Base), bc
+		r.res.Base, r.res.BaseCommit = pushed.FullRef(ctx, o.Base), bc
 	}
 	if r.o.Cache == "" {
 		if r.o.Cache, err = cachedir.Root(); err != nil {
@@ -257,14 +233,6 @@ func (r *run) resolve(ctx context.Context) error {
 func StateDir(cache, repo string) string {
 	sum := sha256.Sum256([]byte(repo))
 	return filepath.Join(cache, "ci", filepath.Base(strings.TrimSuffix(repo, ".git"))+"-"+hex.EncodeToString(sum[:])[:12])
-}
-
-// fullRef returns refs/heads/x for a branch name x (a commit or an ambiguous name stays as given).
-func fullRef(ctx context.Context, repo, ref string) string {
-	if full, err := git(ctx, repo, "rev-parse", "--symbolic-full-name", ref); err == nil && strings.HasPrefix(full, "refs/") {
-		return full
-	}
-	return ref
 }
 
 // outputs are the entries of the output directory a run writes; stale ones are removed first so
@@ -376,11 +344,12 @@ func (r *run) checkout(ctx context.Context) error {
 	r.tmp = tmp
 	r.tree = filepath.Join(tmp, "tree")
 	r.progressf("checking out %s (%s) in %s", r.res.Ref, short(r.res.Commit), r.tree)
-	if _, err := git(ctx, tmp, "clone", "-q", "--shared", "--no-checkout", r.res.Repo, r.tree); err != nil {
+	clone, err := stgit.SharedClone(ctx, r.res.Repo, r.tree, r.res.Commit)
+	if err != nil {
 		r.cleanup()
-		return fmt.Errorf("clone %s: %w", r.res.Repo, err)
+		return err
 	}
-	if _, err := git(ctx, r.tree, "checkout", "-q", "-b", "ppkit-ci", r.res.Commit); err != nil {
+	if _, err := clone.Git(ctx, "checkout", "-q", "-b", "ppkit-ci", r.res.Commit); err != nil {
 		r.cleanup()
 		return fmt.Errorf("check out %s: %w", short(r.res.Commit), err)
 	}
@@ -469,34 +438,15 @@ func (r *run) exportCommits(ctx context.Context, dst string) bool {
 		r.stage(StageSeries, VerdictInfra, "a kernel tree needs --base REF: the upstream commit the series starts from")
 		return false
 	}
-	n, err := git(ctx, r.tree, "rev-list", "--count", r.res.BaseCommit+".."+r.res.Commit)
-	if err != nil {
-		r.infra(StageSeries, err)
-		return false
-	}
-	if n == "0" {
-		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s..%s holds no commit: nothing to test", r.o.Base, r.o.Ref))
-		return false
-	}
-	if out, _ := git(ctx, r.tree, "rev-list", "--merges", r.res.BaseCommit+".."+r.res.Commit); out != "" {
-		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s..%s has merge commits; a patch series must be linear (rebase it on %s)", r.o.Base, r.o.Ref, r.o.Base))
-		return false
-	}
-	if mb, err := git(ctx, r.tree, "merge-base", r.res.BaseCommit, r.res.Commit); err != nil || mb != r.res.BaseCommit {
-		r.stage(StageSeries, VerdictFail, fmt.Sprintf("%s is not an ancestor of %s; rebase the series on it", r.o.Base, r.o.Ref))
-		return false
-	}
-	repo := &stgit.Repo{Dir: r.tree, Env: stgEnv}
-	if err := repo.InitStack(ctx, ""); err != nil {
-		r.infra(StageSeries, err)
-		return false
-	}
-	if _, err := repo.Stg(ctx, "uncommit", "-n", n); err != nil {
-		r.infra(StageSeries, fmt.Errorf("stg uncommit -n %s: %w", n, err))
-		return false
-	}
-	if err := repo.Export(ctx, dst); err != nil {
-		r.infra(StageSeries, err)
+	repo := stgit.OwnRepo(r.tree)
+	repo.Env = stgEnv
+	if err := repo.ExportRange(ctx, r.res.BaseCommit, r.o.Base, r.o.Ref, dst); err != nil {
+		var bad *stgit.RangeError
+		if errors.As(err, &bad) {
+			r.stage(StageSeries, VerdictFail, bad.Error())
+		} else {
+			r.infra(StageSeries, err)
+		}
 		return false
 	}
 	r.kernel = r.tree
@@ -511,13 +461,11 @@ func (r *run) exportCommits(ctx context.Context, dst string) bool {
 
 // baseTree keeps dir a --shared clone of repo with commit checked out (detached).
 func baseTree(ctx context.Context, repo, dir, commit string) error {
-	if _, err := os.Stat(filepath.Join(dir, ".git")); err != nil {
-		os.RemoveAll(dir)
-		if _, err := git(ctx, filepath.Dir(dir), "clone", "-q", "--shared", "--no-checkout", repo, dir); err != nil {
-			return err
-		}
+	clone, err := stgit.SharedClone(ctx, repo, dir, commit)
+	if err != nil {
+		return err
 	}
-	_, err := git(ctx, dir, "checkout", "-q", "-f", "--detach", commit)
+	_, err = clone.Git(ctx, "checkout", "-q", "-f", "--detach", commit)
 	return err
 }
 

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -29,30 +28,11 @@ type kernelSource struct {
 	commit string // commit to build
 }
 
-// git runs git with a clean environment (no GIT_* from the caller, no user hooks or signing).
+// git runs git in dir, a tree ppkit owns or only reads, through stgit's one runner
+// (stgit.OwnRepo: no user hooks or signing, ppkit's identity) and returns its trimmed output.
 func git(ctx context.Context, dir string, args ...string) (string, error) {
-	full := append([]string{"-c", "commit.gpgsign=false", "-c", "user.name=ppkit", "-c", "user.email=ppkit@localhost",
-		"-c", "core.hooksPath=/dev/null", "-c", "advice.detachedHead=false"}, args...)
-	cmd := exec.CommandContext(ctx, "git", full...)
-	cmd.Dir = dir
-	cmd.Env = cleanGitEnv()
-	var out, errb bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
-	}
-	return strings.TrimSpace(out.String()), nil
-}
-
-func cleanGitEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GIT_") {
-			env = append(env, kv)
-		}
-	}
-	return env
+	out, err := stgit.OwnRepo(dir).Git(ctx, args...)
+	return strings.TrimSpace(out), err
 }
 
 // userKernelSource resolves a user's kernel git tree to the commit at its HEAD. Uncommitted
@@ -93,11 +73,11 @@ func LinuxSourceTree(ctx context.Context, cache string, progress io.Writer) (str
 
 // ConfiguredKernelTree returns the user's kernel tree from `git config ppkit.kernel`, or "".
 func ConfiguredKernelTree(ctx context.Context) string {
-	out, err := exec.CommandContext(ctx, "git", "config", "--get", "ppkit.kernel").Output()
+	out, err := (&stgit.Repo{}).Git(ctx, "config", "--get", "ppkit.kernel")
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(out)
 }
 
 // tarballKernelSource extracts the Debian source tarball once into cache/src/<id> and commits it
@@ -264,23 +244,14 @@ func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series
 	}
 	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
 		fmt.Fprintf(progress, "kernel: creating work tree %s (once)\n", work)
-		os.RemoveAll(work)
-		if err := os.MkdirAll(filepath.Dir(work), 0o755); err != nil {
-			return "", err
-		}
-		if _, err := git(ctx, "", "clone", "-q", "--shared", "--no-checkout", src.repo, work); err != nil {
-			return "", fmt.Errorf("work tree: %w", err)
-		}
 	}
-	if _, err := git(ctx, work, "cat-file", "-e", src.commit+"^{commit}"); err != nil {
-		if _, err := git(ctx, work, "fetch", "-q", src.repo, src.commit); err != nil {
-			return "", fmt.Errorf("work tree: fetch %s: %w", src.commit, err)
-		}
+	if _, err := stgit.SharedClone(ctx, src.repo, work, src.commit); err != nil {
+		return "", fmt.Errorf("work tree: %w", err)
 	}
 	// The stgit package checks the whole prefix against a private index first, so a patch that
 	// does not apply is named (with its rejected hunk) before the work tree changes.
 	if series != nil && len(series.Patches) > 0 {
-		if err := (&stgit.Repo{Dir: work}).CheckApplies(ctx, src.commit, series.stg); err != nil {
+		if err := stgit.OwnRepo(work).CheckApplies(ctx, src.commit, series.stg); err != nil {
 			return "", err
 		}
 	}
@@ -333,13 +304,12 @@ func commitImport(ctx context.Context, tree, pkg string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "git", "-c", "commit.gpgsign=false", "-c", "user.name=ppkit",
-		"-c", "user.email=ppkit@localhost", "-c", "core.hooksPath=/dev/null",
-		"commit", "-q", "-m", "Import Debian "+pkg+" "+version)
-	cmd.Dir = tree
-	cmd.Env = append(cleanGitEnv(), "GIT_AUTHOR_DATE=2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("git commit of the kernel import: %w: %s", err, strings.TrimSpace(string(out)))
+	// Identity and dates are the import's own, whatever GIT_AUTHOR_* the caller has set.
+	repo := stgit.OwnRepo(tree)
+	repo.Env = []string{"GIT_AUTHOR_NAME=ppkit", "GIT_AUTHOR_EMAIL=ppkit@localhost", "GIT_COMMITTER_NAME=ppkit",
+		"GIT_COMMITTER_EMAIL=ppkit@localhost", "GIT_AUTHOR_DATE=2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z"}
+	if _, err := repo.Git(ctx, "commit", "-q", "-m", "Import Debian "+pkg+" "+version); err != nil {
+		return fmt.Errorf("git commit of the kernel import: %w", err)
 	}
 	return nil
 }

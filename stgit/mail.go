@@ -537,7 +537,7 @@ func (r *Repo) edit(ctx context.Context, o *MailOptions, file string) error {
 	}
 	cmd := exec.CommandContext(ctx, "sh", "-c", editor+` "$@"`, editor, file)
 	cmd.Dir = r.Dir
-	cmd.Env = append(os.Environ(), r.Env...)
+	cmd.Env = r.environ()
 	cmd.Stdin = os.Stdin
 	cmd.Stdout = o.Stdout
 	cmd.Stderr = o.Stderr

@@ -17,21 +17,59 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// Repo is a git work tree, usually a kernel tree, that may hold an stg stack.
+// Repo is a git work tree, usually a kernel tree, that may hold an stg stack. Every git and stg
+// command ppkit runs, in any package, runs through a Repo, with one environment policy: the
+// caller's environment without git's repository-local variables (RepoLocalEnv: a hook's GIT_DIR
+// or GIT_INDEX_FILE would point git at another repository than Dir), then Env.
 type Repo struct {
-	// Dir is the top-level directory of the work tree.
+	// Dir is the top-level directory of the work tree ("" runs in the current directory).
 	Dir string
 	// Env is added to the process environment of every git and stg command.
 	Env []string
 
+	own        bool            // a tree ppkit owns: git runs with ownConfig
 	dropEnv    map[string]bool // variables removed from the environment of the commands
 	foreground bool            // run commands in ppkit's process group (they may open an editor)
+}
+
+// OwnRepo is a tree ppkit owns (a clone in its cache or in a temporary directory): git runs
+// there with no user hooks, no commit signing, ppkit's identity and no detached-HEAD advice,
+// whatever the user's configuration says.
+func OwnRepo(dir string) *Repo { return &Repo{Dir: dir, own: true} }
+
+// ownConfig is the configuration git runs with in an OwnRepo.
+var ownConfig = []string{"-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false", "-c", "user.name=ppkit",
+	"-c", "user.email=ppkit@localhost", "-c", "advice.detachedHead=false"}
+
+// RepoLocalEnv are the variables that tie git to one repository (`git rev-parse
+// --local-env-vars` of git 2.39). A git hook runs with GIT_DIR and friends set; no command ppkit
+// runs inherits them.
+var RepoLocalEnv = []string{"GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+	"GIT_CONFIG_COUNT", "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE",
+	"GIT_GRAFT_FILE", "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
+	"GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR", "GIT_QUARANTINE_PATH"}
+
+// environ is the environment of a command run in r (see Repo).
+func (r *Repo) environ() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !slices.Contains(RepoLocalEnv, k) && !r.dropEnv[k] {
+			env = append(env, kv)
+		}
+	}
+	for _, kv := range r.Env {
+		if k, _, _ := strings.Cut(kv, "="); !r.dropEnv[k] {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // ErrNotRepo reports a directory that is not a git work tree.
@@ -82,20 +120,15 @@ func (e *CommandError) Error() string {
 func (e *CommandError) Unwrap() error { return e.Err }
 
 func (r *Repo) command(ctx context.Context, stdin []byte, name string, args ...string) (string, error) {
+	shown := append([]string{name}, args...)
+	if name == "git" && r.own {
+		args = append(append([]string{}, ownConfig...), args...)
+	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = r.Dir
-	cmd.Env = append(os.Environ(), r.Env...)
+	cmd.Env = r.environ()
 	if !r.foreground {
 		inGroup(cmd)
-	}
-	if r.dropEnv != nil {
-		var env []string
-		for _, kv := range cmd.Env {
-			if k, _, _ := strings.Cut(kv, "="); !r.dropEnv[k] {
-				env = append(env, kv)
-			}
-		}
-		cmd.Env = env
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
@@ -108,7 +141,7 @@ func (r *Repo) command(ctx context.Context, stdin []byte, name string, args ...s
 		run = (*exec.Cmd).Run
 	}
 	if err := run(cmd); err != nil {
-		return stdout.String(), &CommandError{Args: append([]string{name}, args...), Stderr: stderr.String(), Err: err}
+		return stdout.String(), &CommandError{Args: shown, Stderr: stderr.String(), Err: err}
 	}
 	return stdout.String(), nil
 }
