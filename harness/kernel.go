@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/internal/cachedir"
+	"github.com/ppkit/ppkit/stgit"
 )
 
 //go:embed config/ppkit.config
@@ -87,10 +88,10 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
-	var series *Series
-	var patches []Patch
+	var series *stgit.Series
+	var patches []string
 	if opts.Series != "" {
-		all, err := ReadSeries(opts.Series)
+		all, err := stgit.ReadSeries(opts.Series)
 		if err != nil {
 			return nil, fmt.Errorf("build kernel: %w", err)
 		}
@@ -99,7 +100,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		}
 		series = all
 		if opts.Upto > 0 {
-			series = all.prefix(opts.Upto)
+			series = all.Prefix(opts.Upto)
 		}
 		patches = series.Patches
 	}
@@ -114,12 +115,14 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	key.add("recipe", []byte(kernelRecipe))
 	key.add("commit", []byte(src.commit))
 	key.add("fragment", fragment)
-	names := make([]string, len(patches))
-	for i, p := range patches {
-		key.add("patch", p.Data)
-		names[i] = p.Name
+	for _, name := range patches {
+		data, err := os.ReadFile(series.PatchPath(name))
+		if err != nil {
+			return nil, fmt.Errorf("build kernel: %w", err)
+		}
+		key.add("patch", data)
 	}
-	k := &Kernel{Key: keySum(), Patches: names, Debug: opts.Debug}
+	k := &Kernel{Key: keySum(), Patches: patches, Debug: opts.Debug}
 	k.Dir = filepath.Join(cache, "kernel", k.Key)
 	k.Image = filepath.Join(k.Dir, "Image")
 	k.Config = filepath.Join(k.Dir, "config")

@@ -193,52 +193,10 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-// Patch is one patch of a series, in application order.
-type Patch struct {
-	Name string
-	Path string
-	Data []byte
-}
-
-// Series is a series read through the stgit package, ready to apply.
-type Series struct {
-	stg     *stgit.Series
-	Patches []Patch
-}
-
-// ReadSeries reads an stg-exported series (a directory holding a "series" file, or the series
-// file itself) with the stgit package's parser, which validates it.
-func ReadSeries(path string) (*Series, error) {
-	file := path
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		file = filepath.Join(path, "series")
-	}
-	s, err := stgit.ReadSeries(file)
-	if err != nil {
-		return nil, err
-	}
-	out := &Series{stg: s}
-	for _, name := range s.Patches {
-		data, err := os.ReadFile(s.PatchPath(name))
-		if err != nil {
-			return nil, fmt.Errorf("series %s: patch %s: %w", file, name, err)
-		}
-		out.Patches = append(out.Patches, Patch{Name: name, Path: s.PatchPath(name), Data: data})
-	}
-	return out, nil
-}
-
-// prefix returns the series cut to its first n patches.
-func (s *Series) prefix(n int) *Series {
-	stg := *s.stg
-	stg.Patches = append([]string(nil), s.stg.Patches[:n]...)
-	return &Series{stg: &stg, Patches: s.Patches[:n]}
-}
-
 // prepareWorkTree makes ppkit's own work tree work (a shared clone of src, created on first use)
 // hold exactly src.commit plus the series. Only files whose content changes are rewritten, so
 // the out-of-tree build stays incremental. The caller holds the work tree lock.
-func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *Series, progress io.Writer) (string, error) {
+func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *stgit.Series, progress io.Writer) (string, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -251,7 +209,7 @@ func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series
 	// The stgit package checks the whole prefix against a private index first, so a patch that
 	// does not apply is named (with its rejected hunk) before the work tree changes.
 	if series != nil && len(series.Patches) > 0 {
-		if err := stgit.OwnRepo(work).CheckApplies(ctx, src.commit, series.stg); err != nil {
+		if err := stgit.OwnRepo(work).CheckApplies(ctx, src.commit, series); err != nil {
 			return "", err
 		}
 	}
@@ -261,10 +219,10 @@ func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series
 	if series == nil {
 		return work, nil
 	}
-	for i, p := range series.Patches {
-		if err := applyPatch(ctx, work, p); err != nil {
+	for i, name := range series.Patches {
+		if err := applyPatch(ctx, work, series.PatchPath(name)); err != nil {
 			resetWorkTree(ctx, work, src.commit)
-			return "", fmt.Errorf("patch %d/%d %s does not apply: %w", i+1, len(series.Patches), p.Name, err)
+			return "", fmt.Errorf("patch %d/%d %s does not apply: %w", i+1, len(series.Patches), name, err)
 		}
 	}
 	return work, nil
@@ -283,8 +241,8 @@ func resetWorkTree(ctx context.Context, work, commit string) error {
 // applyPatch applies one patch, already checked by stgit.CheckApplies, to the work tree with
 // `git apply`: unlike `stg import` it leaves no commits or stack behind, so going back to the
 // base for the next build rewrites only the files the patches touched.
-var applyPatch = func(ctx context.Context, work string, p Patch) error {
-	_, err := git(ctx, work, "apply", "--whitespace=nowarn", p.Path)
+func applyPatch(ctx context.Context, work, patch string) error {
+	_, err := git(ctx, work, "apply", "--whitespace=nowarn", patch)
 	return err
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/stgit"
 )
 
 // fakeKernelTree makes a small git tree shaped like a kernel (a Makefile, two C files).
@@ -76,7 +78,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 		t.Errorf("source %+v", src)
 	}
 	cache := filepath.Join(t.TempDir(), "work")
-	series, err := ReadSeries(writeSeries(t, map[string]string{"probe.patch": probePatch}, "probe.patch"))
+	series, err := stgit.ReadSeries(writeSeries(t, map[string]string{"probe.patch": probePatch}, "probe.patch"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +108,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	}
 
 	// A patch that does not apply is refused before the work tree changes.
-	bad, err := ReadSeries(writeSeries(t, map[string]string{"bad.patch": strings.Replace(probePatch, " int pool;", " int other;", 1)}, "bad.patch"))
+	bad, err := stgit.ReadSeries(writeSeries(t, map[string]string{"bad.patch": strings.Replace(probePatch, " int pool;", " int other;", 1)}, "bad.patch"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestKernelSourceErrors(t *testing.T) {
 	if _, err := tarballKernelSource(ctx, t.TempDir(), "/nonexistent/linux.tar.xz", nil); err == nil || !strings.Contains(err.Error(), "install-deps.sh") {
 		t.Errorf("missing tarball: err = %v", err)
 	}
-	if _, err := ReadSeries(t.TempDir()); err == nil {
+	if _, err := stgit.ReadSeries(t.TempDir()); err == nil {
 		t.Error("a directory without a series file was accepted")
 	}
 }

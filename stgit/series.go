@@ -71,8 +71,12 @@ func ParseSeries(r io.Reader) (*Series, error) {
 	return s, nil
 }
 
-// ReadSeries reads and validates a series file: every patch it names must be readable.
+// ReadSeries reads and validates a series file (or the "series" file of a directory, as
+// `stg export` writes it): every patch it names must be readable.
 func ReadSeries(path string) (*Series, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, "series")
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read series file: %w; give the series file of an 'stg export' (patches/series)", err)
@@ -94,6 +98,13 @@ func ReadSeries(path string) (*Series, error) {
 		}
 	}
 	return s, nil
+}
+
+// Prefix is the series cut to its first n patches (the kernel with the first n patches applied).
+func (s *Series) Prefix(n int) *Series {
+	cut := *s
+	cut.Patches = append([]string(nil), s.Patches[:n]...)
+	return &cut
 }
 
 // PatchPath returns the path of the named patch file.

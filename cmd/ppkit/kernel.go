@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/stgit"
 )
 
 func init() {
@@ -62,7 +63,7 @@ func (k *kernelFlags) options(ctx context.Context, progress io.Writer) (harness.
 		}
 	}
 	if series != "" {
-		if _, err := harness.ReadSeries(series); err != nil {
+		if _, err := stgit.ReadSeries(series); err != nil {
 			return harness.KernelOptions{}, usageErrorf("%v", err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
 )
 
@@ -110,7 +111,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		}
 		// The series is the user's input: a series file naming a missing patch is said here, in
 		// one line, not found by the kernel build under the board launch.
-		if _, err := harness.ReadSeries(abs); err != nil {
+		if _, err := stgit.ReadSeries(abs); err != nil {
 			return nil, usageErrorf("%v", err)
 		}
 		o.kernel = tests.Kernel{Series: abs}
