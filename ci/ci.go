@@ -34,7 +34,7 @@ const (
 	VerdictInfra = string(tests.VerdictInfra)
 )
 
-// Stages, in order. Result.Stage names the one that decided a failed run.
+// Stages, in order. RunResult.Stage names the one that decided a failed run.
 const (
 	StageCheckout = "checkout"
 	StageSeries   = "series"
@@ -97,8 +97,8 @@ func usageErrorf(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
-// Result is what result.json holds.
-type Result struct {
+// RunResult is one run, as result.json holds it (and as a passing run is stored for later comparisons).
+type RunResult struct {
 	Repo       string    `json:"repo"`
 	Ref        string    `json:"ref"`
 	Commit     string    `json:"commit"`
@@ -139,8 +139,8 @@ type SeriesInfo struct {
 
 // Run runs the whole pipeline and writes the output directory. It returns an error only for bad
 // input (a *UsageError) or an output directory it cannot write; every other failure is in the
-// Result, with its exit code.
-func Run(ctx context.Context, o Options) (*Result, error) {
+// RunResult, with its exit code.
+func Run(ctx context.Context, o Options) (*RunResult, error) {
 	// A git hook runs with GIT_DIR and friends set. stgit's runner drops them from every git and
 	// stg command; the kernel build's own git calls (scripts/setlocalversion under make) must not
 	// see them either.
@@ -153,7 +153,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.TestOptions.Duration == 0 {
 		o.TestOptions = tests.DefaultOptions
 	}
-	r := &run{o: o, res: &Result{Started: time.Now()}}
+	r := &run{o: o, res: &RunResult{Started: time.Now()}}
 	if err := r.resolve(ctx); err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 type run struct {
 	o        Options
-	res      *Result
+	res      *RunResult
 	cache    string
 	state    string // <cache>/ci/<repo-hash>
 	tmp      string

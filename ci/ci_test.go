@@ -140,13 +140,13 @@ func TestClassifyTests(t *testing.T) {
 func TestCompareStage(t *testing.T) {
 	state := t.TempDir()
 	ref, base := "refs/heads/topic", "refs/heads/master"
-	stored := &Result{Ref: base, Commit: "1111111111111111", Verdict: VerdictPass,
+	stored := &RunResult{Ref: base, Commit: "1111111111111111", Verdict: VerdictPass,
 		Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass, Results: []*tests.Result{result("multicast", figs(900e6, 10, 9000, 50))}}}
 	if _, err := store(state, stored); err != nil {
 		t.Fatal(err)
 	}
 	newRun := func(base string, f tests.Figures) *run {
-		return &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &Result{Ref: ref, Base: base,
+		return &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &RunResult{Ref: ref, Base: base,
 			Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass, Results: []*tests.Result{result("multicast", f)}}}}
 	}
 
@@ -196,7 +196,7 @@ func TestCompareStage(t *testing.T) {
 
 // The outputs of a failed comparison: summary table, JUnit failure per regressed procedure.
 func TestOutputsOfARegression(t *testing.T) {
-	res := &Result{Ref: "refs/heads/topic", Commit: "2222222222222222", Verdict: VerdictFail, ExitCode: 1,
+	res := &RunResult{Ref: "refs/heads/topic", Commit: "2222222222222222", Verdict: VerdictFail, ExitCode: 1,
 		Stage: StageCompare, Message: "1 figures regressed",
 		Stages: []StageResult{{StageCheckout, "ok", ""}, {StageSeries, "ok", "4 patches (patches)"}, {StageCheck, "ok", ""},
 			{StageTest, "ok", "all 2 procedures pass"}, {StageCompare, VerdictFail, "1 figures regressed"}},

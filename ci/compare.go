@@ -117,7 +117,7 @@ func storeKey(ref string) string {
 }
 
 // loadStored reads the stored result of ref; (nil, nil) when there is none.
-func loadStored(state, ref string) (*Result, error) {
+func loadStored(state, ref string) (*RunResult, error) {
 	data, err := os.ReadFile(storedPath(state, ref))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -125,7 +125,7 @@ func loadStored(state, ref string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var res Result
+	var res RunResult
 	if err := json.Unmarshal(data, &res); err != nil {
 		return nil, fmt.Errorf("stored result %s: %w", storedPath(state, ref), err)
 	}
@@ -133,7 +133,7 @@ func loadStored(state, ref string) (*Result, error) {
 }
 
 // store writes res as ref's reference result, atomically.
-func store(state string, res *Result) (string, error) {
+func store(state string, res *RunResult) (string, error) {
 	path := storedPath(state, res.Ref)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
@@ -168,7 +168,7 @@ func (r *run) compare() {
 		c.Note = "comparison disabled (--threshold < 0)"
 		r.stage(StageCompare, "ok", c.Note)
 	} else {
-		var prev *Result
+		var prev *RunResult
 		var err error
 		for _, ref := range []string{r.res.Base, r.res.Ref} {
 			if ref == "" {

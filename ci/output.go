@@ -16,7 +16,7 @@ import (
 
 // writeOutputs writes result.json, summary.md and junit.xml into the output directory.
 func (r *run) writeOutputs() error {
-	for name, write := range map[string]func(io.Writer, *Result) error{
+	for name, write := range map[string]func(io.Writer, *RunResult) error{
 		"result.json": WriteJSON, "summary.md": WriteSummary, "junit.xml": WriteJUnit,
 	} {
 		var buf bytes.Buffer
@@ -31,7 +31,7 @@ func (r *run) writeOutputs() error {
 }
 
 // WriteJSON writes the result as indented JSON (result.json).
-func WriteJSON(w io.Writer, res *Result) error {
+func WriteJSON(w io.Writer, res *RunResult) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(res)
@@ -40,7 +40,7 @@ func WriteJSON(w io.Writer, res *Result) error {
 // WriteJUnit writes junit.xml: a "ppkit ci" suite with one case per stage (so a failed run
 // always has a failed case), the series check with one case per patch, the procedures (as
 // tests.WriteJUnit writes them) and the figure comparison with one case per procedure.
-func WriteJUnit(w io.Writer, res *Result) error {
+func WriteJUnit(w io.Writer, res *RunResult) error {
 	doc := tests.JUnitSuites{Name: "ppkit ci " + res.Ref}
 	stages := tests.JUnitSuite{Name: "ppkit ci " + res.Ref}
 	for _, s := range res.Stages {
@@ -183,7 +183,7 @@ func mdEscape(s string) string {
 
 // WriteSummary writes summary.md: the verdict, a table of the stages, and tables of the series
 // check, the procedures and the figure comparison, for a human reading a CI page.
-func WriteSummary(w io.Writer, res *Result) error {
+func WriteSummary(w io.Writer, res *RunResult) error {
 	var b strings.Builder
 	verdict := map[string]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRASTRUCTURE ERROR"}[res.Verdict]
 	fmt.Fprintf(&b, "# ppkit ci: %s @ %s — %s (exit %d)\n\n", mdEscape(res.Ref), short(res.Commit), verdict, res.ExitCode)

@@ -64,13 +64,13 @@ func newPipelineFixture(t *testing.T) *pipelineFixture {
 }
 
 // checkOutputs checks what a passing pipeline run leaves in out/ and returns its result.
-func checkOutputs(t *testing.T, out string) *Result {
+func checkOutputs(t *testing.T, out string) *RunResult {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(out, "result.json"))
 	if err != nil {
 		t.Fatalf("the pipeline left no result.json: %v", err)
 	}
-	var res Result
+	var res RunResult
 	if err := json.Unmarshal(data, &res); err != nil {
 		t.Fatalf("result.json: %v", err)
 	}

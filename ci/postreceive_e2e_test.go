@@ -145,7 +145,7 @@ func TestPostReceiveGoodAndBadSeries(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.branch, err)
 		}
-		var res Result
+		var res RunResult
 		if err := json.Unmarshal(data, &res); err != nil {
 			t.Fatalf("%s: result.json: %v", tc.branch, err)
 		}

@@ -129,7 +129,7 @@ func FuzzTraceStream(f *testing.F) {
 		for _, p := range rep.Pools {
 			holds += int64(p.Holds)
 			releases += int64(p.Releases)
-			skb += int64(p.SkbReturns)
+			skb += int64(p.SKBReturns)
 			if len(p.Timeline) < int(p.Holds+p.Releases) {
 				t.Fatalf("pool %s: %d timeline points for %d holds and %d releases", p.Pool, len(p.Timeline), p.Holds, p.Releases)
 			}

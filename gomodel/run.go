@@ -215,8 +215,8 @@ type PoolSummary struct {
 	CritErrors []string `json:"crit,omitempty"`
 }
 
-// Result is what Run reports.
-type Result struct {
+// ScenarioResult is what Run reports of one scenario under one variant.
+type ScenarioResult struct {
 	File         string         `json:"file"`
 	Variant      string         `json:"variant"`
 	Violations   []Violation    `json:"violations"`
@@ -227,9 +227,9 @@ type Result struct {
 
 // Run executes a scenario under cfg. A runtime error (an operation that cannot run, such as
 // pskb_expand_head on a shared skb) is a *LineError.
-func Run(sc *Scenario, cfg Config) (*Result, error) {
+func Run(sc *Scenario, cfg Config) (*ScenarioResult, error) {
 	m := NewModel(cfg, sc.Syms, true)
-	res := &Result{File: sc.File, Variant: cfg.String(), Passed: true}
+	res := &ScenarioResult{File: sc.File, Variant: cfg.String(), Passed: true}
 	for i := range sc.Ops {
 		op := sc.Ops[i]
 		m.opText = func() string { return sc.Syms.Format(op) }

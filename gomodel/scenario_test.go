@@ -30,7 +30,7 @@ func parseFile(t testing.TB, file string) *Scenario {
 	return sc
 }
 
-func runText(t *testing.T, text string) (*Result, error) {
+func runText(t *testing.T, text string) (*ScenarioResult, error) {
 	t.Helper()
 	sc, err := ParseScenario(strings.NewReader(text), "inline.scn")
 	if err != nil {

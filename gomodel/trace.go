@@ -99,7 +99,7 @@ type PoolTrace struct {
 	// the last counters the trace shows.
 	Inflight       int64  `json:"inflight"`
 	Held           int    `json:"held_at_end"` // pages the trace shows held and not released
-	SkbReturns     uint64 `json:"skb_returns"`
+	SKBReturns     uint64 `json:"skb_returns"`
 	FreedWhileHeld int    `json:"freed_while_held"`
 	Destroyed      bool   `json:"destroyed"`
 	Freed          bool   `json:"freed"`
@@ -916,7 +916,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		}
 	case evSkbReturn:
 		p := &c.pools[ev.pool]
-		p.SkbReturns++
+		p.SKBReturns++
 		c.rep.Figures.SKBReturns++
 		st := c.pfn(ev.pfn, p.Complete)
 		if st == nil {
@@ -1008,7 +1008,7 @@ func (c *traceChecker) finish() *TraceReport {
 		p := &c.pools[i]
 		p.Inflight = int64(int32(p.HoldCounter - p.ReleaseCounter))
 		holds += p.Holds
-		returns += p.SkbReturns
+		returns += p.SKBReturns
 		if p.preTraced > 0 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d releases of pages held before the trace started", p.Pool, p.preTraced))
 		}

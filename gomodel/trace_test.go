@@ -60,7 +60,7 @@ func TestShippedTraces(t *testing.T) {
 			var holds, returns uint64
 			for _, p := range rep.Pools {
 				holds += p.Holds
-				returns += p.SkbReturns
+				returns += p.SKBReturns
 			}
 			if len(rep.Pools) != tc.pools || holds != tc.holds || returns != tc.returns || len(rep.Notes) != tc.notes {
 				t.Errorf("pools %d holds %d returns %d notes %v", len(rep.Pools), holds, returns, rep.Notes)

@@ -168,7 +168,7 @@ func modelReport(rep *gomodel.TraceReport) *ModelReport {
 	for _, pool := range rep.Pools {
 		p.Holds += int64(pool.Holds)
 		p.Releases += int64(pool.Releases)
-		p.SKBReturns += int64(pool.SkbReturns)
+		p.SKBReturns += int64(pool.SKBReturns)
 		p.FinalInflight += pool.Inflight
 	}
 	// gomodel counts every slow-path allocation of the trace, the ring fill at open included.

@@ -96,7 +96,7 @@ func figuresOf(rep *gomodel.TraceReport) *TraceFigures {
 	for i := range rep.Pools {
 		p := &rep.Pools[i]
 		tf.Pools = append(tf.Pools, &PoolFigures{Pool: p.Pool, Holds: int64(p.Holds), Releases: int64(p.Releases),
-			SKBReturns: int64(p.SkbReturns), Destroyed: p.Destroyed, FinalInflight: p.FinalInflight(), Timeline: p.Timeline})
+			SKBReturns: int64(p.SKBReturns), Destroyed: p.Destroyed, FinalInflight: p.FinalInflight(), Timeline: p.Timeline})
 	}
 	return tf
 }

@@ -85,7 +85,7 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return &exitError{code: ci.ExitInfra, err: fmt.Errorf("infrastructure error in %s: %s", res.Stage, res.Message)}
 }
 
-func ciOneLine(res *ci.Result) string {
+func ciOneLine(res *ci.RunResult) string {
 	if res.Message != "" {
 		return res.Stage + ": " + res.Message
 	}

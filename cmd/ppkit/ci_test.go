@@ -59,13 +59,13 @@ func setCIHooks(t *testing.T, launch func(tree string) tests.Launcher) {
 	ciHooks.tools = []string{"git", "stg", "perl", "make", "aarch64-linux-gnu-gcc"}
 }
 
-func readCIResult(t *testing.T, out string) *ci.Result {
+func readCIResult(t *testing.T, out string) *ci.RunResult {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(out, "result.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res ci.Result
+	var res ci.RunResult
 	if err := json.Unmarshal(data, &res); err != nil {
 		t.Fatalf("result.json: %v\n%s", err, data)
 	}

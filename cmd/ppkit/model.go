@@ -144,7 +144,7 @@ func modelPrintViolations(w io.Writer, vs []gomodel.Violation) {
 	}
 }
 
-func modelPrintRun(w io.Writer, res *gomodel.Result, source string) {
+func modelPrintRun(w io.Writer, res *gomodel.ScenarioResult, source string) {
 	fmt.Fprintf(w, "scenario %s, variant %s (%s)\n", res.File, res.Variant, source)
 	if len(res.Violations) == 0 {
 		fmt.Fprintln(w, "violations: none")
@@ -311,7 +311,7 @@ func modelPrintTrace(w io.Writer, rep *gomodel.TraceReport) {
 			complete = "trace started after its first allocation"
 		}
 		fmt.Fprintf(w, "  %s: %d slow-path allocations (hold events), %d releases, inflight %d (hold_cnt %d, release_cnt %d), %d skb returns, %d pages held at the end, %d freed while held; %s; %s\n",
-			p.Pool, p.Holds, p.Releases, p.Inflight, p.HoldCounter, p.ReleaseCounter, p.SkbReturns, p.Held, p.FreedWhileHeld, state, complete)
+			p.Pool, p.Holds, p.Releases, p.Inflight, p.HoldCounter, p.ReleaseCounter, p.SKBReturns, p.Held, p.FreedWhileHeld, state, complete)
 	}
 	if rep.Packets > 0 {
 		fmt.Fprintf(w, "per 1000 packets (%d packets): %.2f slow-path allocations, %.2f skb returns\n", rep.Packets, rep.SlowPathPer1k, rep.ReturnsPer1k)
