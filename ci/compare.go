@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/ppkit/ppkit/tests"
@@ -17,87 +16,13 @@ import (
 type Comparison struct {
 	// Against is the ref whose stored result was used, at AgainstCommit; empty when none was
 	// stored (Note says so).
-	Against       string         `json:"against,omitempty"`
-	AgainstCommit string         `json:"against_commit,omitempty"`
-	StoredFile    string         `json:"stored_file,omitempty"`
-	Threshold     float64        `json:"threshold"`
-	Lines         []FigureChange `json:"lines,omitempty"`
-	Regressions   int            `json:"regressions"`
-	Note          string         `json:"note,omitempty"`
-}
-
-// FigureChange is one figure of one procedure, earlier against now.
-type FigureChange struct {
-	Procedure string  `json:"procedure"`
-	Figure    string  `json:"figure"`
-	Previous  float64 `json:"previous"`
-	Current   float64 `json:"current"`
-	// Worse is the relative change in the figure's bad direction (0.25: 25% worse; negative:
-	// better); 0 when Previous is 0.
-	Worse      float64 `json:"worse"`
-	Regression bool    `json:"regression"`
-}
-
-// comparedFigure is a figure the regression check watches.
-type comparedFigure struct {
-	name         string
-	higherBetter bool
-	// floor is the smallest absolute change that can count as a regression, so that noise
-	// around a tiny figure (0.2 → 0.5 slow-path allocations per 1000 packets) is not one.
-	floor float64
-	get   func(tests.Figures) float64
-}
-
-func per1000(n int64, packets int64) float64 {
-	if packets <= 0 {
-		return 0
-	}
-	return float64(n) * 1000 / float64(packets)
-}
-
-// ComparedFigures are the figures compared between runs, in order. Counts that grow with the
-// traffic time are compared per 1000 received packets.
-var comparedFigures = []comparedFigure{
-	{"throughput_bps", true, 0, func(f tests.Figures) float64 { return f.BitsPerSecond }},
-	{"slow_path_per_1000", false, 1, func(f tests.Figures) float64 { return f.SlowPathPer1000 }},
-	{"skb_returns_per_1000", true, 1, func(f tests.Figures) float64 { return per1000(f.SKBReturns, f.Packets) }},
-	{"releases_per_1000", false, 1, func(f tests.Figures) float64 { return per1000(f.Releases, f.Packets) }},
-}
-
-// CompareFigures pairs the procedures of two runs and flags every figure that moved in its bad
-// direction by more than threshold (relative) and more than the figure's floor (absolute).
-// Procedures present in only one run are not compared.
-func CompareFigures(previous, current []*tests.Result, threshold float64) []FigureChange {
-	prev := map[string]*tests.Result{}
-	for _, r := range previous {
-		prev[r.Procedure] = r
-	}
-	var out []FigureChange
-	for _, c := range current {
-		p, ok := prev[c.Procedure]
-		if !ok {
-			continue
-		}
-		for _, f := range comparedFigures {
-			l := FigureChange{Procedure: c.Procedure, Figure: f.name, Previous: f.get(p.Figures), Current: f.get(c.Figures)}
-			worseBy := l.Current - l.Previous // absolute change in the bad direction
-			if f.higherBetter {
-				worseBy = -worseBy
-			}
-			if l.Previous != 0 {
-				l.Worse = worseBy / l.Previous
-				if l.Previous < 0 {
-					l.Worse = -l.Worse
-				}
-				l.Regression = l.Worse > threshold && worseBy > f.floor
-			} else {
-				l.Regression = worseBy > f.floor
-			}
-			out = append(out, l)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Procedure < out[j].Procedure })
-	return out
+	Against       string               `json:"against,omitempty"`
+	AgainstCommit string               `json:"against_commit,omitempty"`
+	StoredFile    string               `json:"stored_file,omitempty"`
+	Threshold     float64              `json:"threshold"`
+	Lines         []tests.FigureChange `json:"lines,omitempty"`
+	Regressions   int                  `json:"regressions"`
+	Note          string               `json:"note,omitempty"`
 }
 
 // storedPath is where the last passing result of ref is kept. A remote-tracking branch
@@ -188,12 +113,12 @@ func (r *run) compare() {
 			c.Note = "no stored result for " + firstNonEmpty(r.res.Base, r.res.Ref) + "; this run becomes the reference"
 			r.stage(StageCompare, "ok", c.Note)
 		} else {
-			c.Lines = CompareFigures(prev.Tests.Results, r.res.Tests.Results, r.o.Threshold)
+			c.Lines = tests.CompareFigures(prev.Tests.Results, r.res.Tests.Results, r.o.Threshold)
 			var worst []string
 			for _, l := range c.Lines {
 				if l.Regression {
 					c.Regressions++
-					worst = append(worst, fmt.Sprintf("%s %s %s → %s", l.Procedure, l.Figure, formatFigure(l.Previous), formatFigure(l.Current)))
+					worst = append(worst, fmt.Sprintf("%s %s %s → %s", l.Procedure, l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current)))
 				}
 			}
 			if c.Regressions > 0 {

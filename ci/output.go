@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/ppkit/ppkit/tests"
@@ -86,7 +84,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
 		figs := tests.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
-		byProc := map[string][]FigureChange{}
+		byProc := map[string][]tests.FigureChange{}
 		var order []string
 		for _, l := range res.Comparison.Lines {
 			if _, ok := byProc[l.Procedure]; !ok {
@@ -98,7 +96,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 			c := tests.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
 			var text, bad []string
 			for _, l := range byProc[proc] {
-				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, formatFigure(l.Previous), formatFigure(l.Current), worseText(l))
+				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current), worseText(l))
 				text = append(text, line)
 				if l.Regression {
 					bad = append(bad, line)
@@ -116,17 +114,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 	return doc.Write(w)
 }
 
-func formatFigure(v float64) string {
-	switch {
-	case v == math.Trunc(v) && math.Abs(v) < 1e15:
-		return strconv.FormatInt(int64(v), 10)
-	case math.Abs(v) >= 1e6:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
-}
-
-func worseText(l FigureChange) string {
+func worseText(l tests.FigureChange) string {
 	switch {
 	case l.Previous == 0 && l.Regression:
 		return "was 0: regression"
@@ -235,7 +223,7 @@ func WriteSummary(w io.Writer, res *RunResult) error {
 				if l.Regression {
 					change = "**" + change + "**"
 				}
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, formatFigure(l.Previous), formatFigure(l.Current), change)
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current), change)
 			}
 		}
 	}

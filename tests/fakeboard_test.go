@@ -392,13 +392,13 @@ func TestRunCompareBaseline(t *testing.T) {
 		t.Fatalf("summary pass=%v baseline=%d results=%d: %v %v", sum.Pass, len(sum.Baseline), len(sum.Results),
 			sum.Baseline[0].Reasons, sum.Results[0].Reasons)
 	}
-	var slow *ComparisonLine
+	var slow *FigureChange
 	for i := range sum.Comparison {
 		if sum.Comparison[i].Figure == "slow_path_per_1000" {
 			slow = &sum.Comparison[i]
 		}
 	}
-	if slow == nil || slow.Baseline != 1000 || slow.Series != 3 {
+	if slow == nil || slow.Previous != 1000 || slow.Current != 3 {
 		t.Errorf("slow-path comparison %+v", slow)
 	}
 	if !strings.Contains(strings.Join(sum.Results[0].Traffic.Notes, " "), "scp: 8388608 bytes") {

@@ -92,23 +92,28 @@ func kernelShort(k string) string {
 }
 
 // WriteComparison prints the ratio series/baseline of each figure.
-func WriteComparison(w io.Writer, lines []ComparisonLine) {
+func WriteComparison(w io.Writer, lines []FigureChange) {
 	fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", "PROCEDURE", "FIGURE", "BASELINE", "SERIES", "SERIES/BASE")
 	for _, l := range lines {
 		ratio := "n/a"
-		if l.Baseline != 0 {
+		if l.Previous != 0 {
 			ratio = strconv.FormatFloat(l.Ratio, 'f', 3, 64) + "x"
 			if l.Ratio > 0 && l.Ratio < 1 {
 				ratio += fmt.Sprintf(" (%.1fx lower)", 1/l.Ratio)
 			}
 		}
-		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, trimFloat(l.Baseline), trimFloat(l.Series), ratio)
+		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, FormatFigure(l.Previous), FormatFigure(l.Current), ratio)
 	}
 }
 
-func trimFloat(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+// FormatFigure prints a compared figure: whole numbers as integers, large ones without
+// decimals, the rest with two.
+func FormatFigure(v float64) string {
+	switch {
+	case v == math.Trunc(v) && math.Abs(v) < 1e15:
 		return strconv.FormatInt(int64(v), 10)
+	case math.Abs(v) >= 1e6:
+		return strconv.FormatFloat(v, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
 }
@@ -347,8 +352,9 @@ func downsample(pts []InflightPoint, n int) []InflightPoint {
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"rate":    FormatBitRate,
 	"f1":      func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	"figure":  FormatFigure,
 	"svg":     func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
-	"ratio":   func(l ComparisonLine) string { return ratioText(l) },
+	"ratio":   func(l FigureChange) string { return ratioText(l) },
 	"color":   func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
 	"groups":  GroupReasons,
 	"console": GroupConsole,
@@ -372,7 +378,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 {{end}}</table>
 {{if .Comparison}}<h2>Series against baseline</h2>
 <table><tr><th class="l">procedure</th><th class="l">figure</th><th>baseline</th><th>series</th><th>series / baseline</th></tr>
-{{range .Comparison}}<tr><td class="l">{{.Procedure}}</td><td class="l">{{.Figure}}</td><td>{{.Baseline}}</td><td>{{.Series}}</td><td>{{ratio .}}</td></tr>
+{{range .Comparison}}<tr><td class="l">{{.Procedure}}</td><td class="l">{{.Figure}}</td><td>{{figure .Previous}}</td><td>{{figure .Current}}</td><td>{{ratio .}}</td></tr>
 {{end}}</table>{{end}}
 {{range .All}}<h2 id="{{.Kernel}}-{{.Procedure}}">{{.Procedure}} — {{.Kernel}}</h2>
 <p>{{.Description}}. Paths: {{range $i, $p := .Paths}}{{if $i}}, {{end}}<code>{{$p}}</code>{{end}}.</p>
@@ -398,8 +404,8 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 </body></html>
 `))
 
-func ratioText(l ComparisonLine) string {
-	if l.Baseline == 0 {
+func ratioText(l FigureChange) string {
+	if l.Previous == 0 {
 		return "n/a"
 	}
 	s := strconv.FormatFloat(l.Ratio, 'f', 3, 64) + "×"

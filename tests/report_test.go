@@ -56,7 +56,7 @@ func sampleSummary() *Summary {
 	for _, r := range append(s.Baseline, s.Results...) {
 		r.Verdict = VerdictOf(r.Reasons)
 	}
-	s.Comparison = Compare(s.Baseline, s.Results)
+	s.Comparison = CompareFigures(s.Baseline, s.Results, -1)
 	return s
 }
 

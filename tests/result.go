@@ -250,58 +250,12 @@ func firstLine(s string) string {
 type Summary struct {
 	Results []*Result `json:"results"`
 	// Comparison is set with --compare baseline: the baseline's results are in Baseline.
-	Baseline   []*Result        `json:"baseline,omitempty"`
-	Comparison []ComparisonLine `json:"comparison,omitempty"`
-	Pass       bool             `json:"pass"`
-	Verdict    Verdict          `json:"verdict"`
+	Baseline   []*Result      `json:"baseline,omitempty"`
+	Comparison []FigureChange `json:"comparison,omitempty"`
+	Pass       bool           `json:"pass"`
+	Verdict    Verdict        `json:"verdict"`
 	// Interrupted: the run was stopped before every procedure was judged.
 	Interrupted bool `json:"interrupted,omitempty"`
-}
-
-// ComparisonLine is one figure of one procedure, baseline against series.
-type ComparisonLine struct {
-	Procedure string  `json:"procedure"`
-	Figure    string  `json:"figure"`
-	Baseline  float64 `json:"baseline"`
-	Series    float64 `json:"series"`
-	// Ratio is Series/Baseline; 0 with a zero baseline.
-	Ratio float64 `json:"ratio"`
-}
-
-// comparedFigures are the figures --compare reports, in order.
-var comparedFigures = []struct {
-	name string
-	get  func(Figures) float64
-}{
-	{"packets", func(f Figures) float64 { return float64(f.Packets) }},
-	{"throughput_bps", func(f Figures) float64 { return f.BitsPerSecond }},
-	{"slow_path_per_1000", func(f Figures) float64 { return f.SlowPathPer1000 }},
-	{"skb_returns", func(f Figures) float64 { return float64(f.SKBReturns) }},
-	{"releases", func(f Figures) float64 { return float64(f.Releases) }},
-}
-
-// Compare pairs baseline and series results by procedure.
-func Compare(baseline, series []*Result) []ComparisonLine {
-	byName := map[string]*Result{}
-	for _, r := range baseline {
-		byName[r.Procedure] = r
-	}
-	var out []ComparisonLine
-	for _, s := range series {
-		b, ok := byName[s.Procedure]
-		if !ok {
-			continue
-		}
-		for _, f := range comparedFigures {
-			l := ComparisonLine{Procedure: s.Procedure, Figure: f.name, Baseline: f.get(b.Figures), Series: f.get(s.Figures)}
-			if l.Baseline != 0 {
-				l.Ratio = l.Series / l.Baseline
-			}
-			out = append(out, l)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Procedure < out[j].Procedure })
-	return out
 }
 
 // PathCounterNames are the /proc/net/snmp and /proc/net/netstat counters that show which skb

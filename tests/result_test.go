@@ -90,29 +90,6 @@ func TestJudgeFigures(t *testing.T) {
 	}
 }
 
-func TestCompare(t *testing.T) {
-	base := []*Result{{Procedure: "multicast", Figures: Figures{Packets: 1000, SlowPathPer1000: 1000, Releases: 1000}},
-		{Procedure: "tcp", Figures: Figures{Packets: 10}}}
-	series := []*Result{{Procedure: "multicast", Figures: Figures{Packets: 1100, SlowPathPer1000: 20, SKBReturns: 1090, Releases: 10}}}
-	lines := Compare(base, series)
-	if len(lines) != len(comparedFigures) {
-		t.Fatalf("%d lines", len(lines))
-	}
-	got := map[string]ComparisonLine{}
-	for _, l := range lines {
-		got[l.Figure] = l
-	}
-	if r := got["slow_path_per_1000"].Ratio; r != 0.02 {
-		t.Errorf("slow-path ratio %v, want 0.02", r)
-	}
-	if r := got["packets"].Ratio; r != 1.1 {
-		t.Errorf("packets ratio %v", r)
-	}
-	if l := got["skb_returns"]; l.Ratio != 0 || l.Baseline != 0 || l.Series != 1090 {
-		t.Errorf("skb returns %+v: a zero baseline has no ratio", l)
-	}
-}
-
 func TestJudgeCountsRepeatedViolations(t *testing.T) {
 	ev := cleanEvidence()
 	for i := 0; i < 1000; i++ {

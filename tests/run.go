@@ -64,7 +64,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	s.Results = r.runKernel(ctx, cfg.Kernel, procs)
 	if cfg.CompareBaseline {
-		s.Comparison = Compare(s.Baseline, s.Results)
+		s.Comparison = CompareFigures(s.Baseline, s.Results, -1)
 	}
 	s.Verdict = Worst(append(append([]*Result{}, s.Baseline...), s.Results...))
 	s.Pass = s.Verdict == VerdictPass
