@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/xml"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -138,6 +140,36 @@ func TestCompareStage(t *testing.T) {
 	r.compare()
 	if r.res.Verdict != VerdictPass || r.res.Comparison.Against != "" || !strings.Contains(r.res.Comparison.Note, "becomes the reference") {
 		t.Fatalf("first run: %+v", r.res.Comparison)
+	}
+}
+
+// A result stored by an earlier ppkit (its comparison lines without "ratio", a tests summary
+// whose --compare lines read baseline/series) is still a reference: results stored in a CI
+// cache outlive ppkit upgrades.
+func TestStoredResultOfEarlierVersion(t *testing.T) {
+	state := t.TempDir()
+	old := `{"repo": "/srv/git/linux.git", "ref": "refs/heads/master", "commit": "1111111111111111", "verdict": "pass",
+ "exit_code": 0, "stages": [{"name": "compare", "outcome": "ok"}],
+ "tests": {"results": [{"procedure": "multicast", "kernel": "series /s", "figures": {"packets": 10000,
+   "bits_per_second": 900000000, "slow_path_allocs": 100, "slow_path_per_1000": 10, "skb_returns": 9000,
+   "releases": 50, "holds": 120}, "pass": true, "verdict": "pass"}],
+   "comparison": [{"procedure": "multicast", "figure": "packets", "baseline": 1, "series": 2, "ratio": 2}],
+   "pass": true, "verdict": "pass"},
+ "comparison": {"threshold": 0.2, "lines": [{"procedure": "multicast", "figure": "throughput_bps", "previous": 1,
+   "current": 1, "worse": 0, "regression": false}], "regressions": 0}}`
+	path := storedPath(state, "refs/heads/master")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &RunResult{Ref: "refs/heads/topic", Base: "refs/heads/master",
+		Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass,
+			Results: []*tests.Result{result("multicast", figs(900e6, 300, 9000, 50))}}}}
+	r.compare()
+	if r.res.Comparison.Against != "refs/heads/master" || r.res.Comparison.Regressions != 1 || r.res.Verdict != VerdictFail {
+		t.Fatalf("against the earlier version's stored result: verdict %s %+v", r.res.Verdict, r.res.Comparison)
 	}
 }
 
