@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit/stgtest"
 )
 
@@ -109,14 +108,11 @@ func TestPostReceiveQueuesDetachedRuns(t *testing.T) {
 	waitStatus(t, ciDir, "doomed", 2*time.Minute)
 
 	// Hold the CI lock, as a long run would.
-	lockf, err := os.OpenFile(filepath.Join(ciDir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := cachedir.Lock(context.Background(), filepath.Join(ciDir, "lock"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lockf.Close()
-	if err := unix.Flock(int(lockf.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
+	defer lock.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	push := exec.CommandContext(ctx, "git", "push", "origin", "topic/a", "empty-series", ":doomed")
@@ -147,7 +143,7 @@ func TestPostReceiveQueuesDetachedRuns(t *testing.T) {
 		t.Fatal("a run started while another held the lock")
 	}
 
-	unix.Flock(int(lockf.Fd()), unix.LOCK_UN)
+	lock.Unlock()
 	for _, branch := range []string{"topic/a", "empty-series"} {
 		st := waitStatus(t, ciDir, branch, 2*time.Minute)
 		if len(st) != 4 || st[0] != "1" || st[1] != VerdictFail {
