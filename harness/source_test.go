@@ -178,3 +178,49 @@ func TestKernelVersion(t *testing.T) {
 		t.Fatal("a Makefile without a version was accepted")
 	}
 }
+
+// The import commit is the one patches/README.md spells out, whatever identity, dates, hooks
+// or repository variables the caller's environment carries: the series' "applies on GIT commit"
+// line names it on every machine.
+func TestCommitImportIgnoresCallerEnvironment(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	ctx := context.Background()
+	tree := func() string {
+		dir := filepath.Join(t.TempDir(), "linux-source-5.10")
+		os.MkdirAll(filepath.Join(dir, "net"), 0o755)
+		os.WriteFile(filepath.Join(dir, "Makefile"), []byte("VERSION = 5\nPATCHLEVEL = 10\nSUBLEVEL = 223\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "net", "x.c"), []byte("int x;\n"), 0o644)
+		for _, args := range [][]string{{"init", "-q"}, {"add", "-f", "."}} {
+			if _, err := git(ctx, dir, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	// As patches/README.md does it, in a clean environment.
+	want := tree()
+	cmd := exec.Command("git", "-c", "user.name=ppkit", "-c", "user.email=ppkit@localhost", "-c", "commit.gpgsign=false",
+		"commit", "-q", "-m", "Import Debian linux-source-5.10 5.10.223")
+	cmd.Dir = want
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"), "GIT_CONFIG_NOSYSTEM=1",
+		"GIT_AUTHOR_DATE=2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2000-01-01T00:00:00Z"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("reference commit: %v\n%s", err, out)
+	}
+	wantSHA, _ := git(ctx, want, "rev-parse", "HEAD")
+
+	got := tree()
+	for k, v := range map[string]string{"GIT_AUTHOR_NAME": "Someone Else", "GIT_AUTHOR_EMAIL": "else@example.org",
+		"GIT_COMMITTER_NAME": "Someone Else", "GIT_AUTHOR_DATE": "2024-05-05T00:00:00Z",
+		"GIT_DIR": filepath.Join(t.TempDir(), "elsewhere.git"), "GIT_INDEX_FILE": filepath.Join(t.TempDir(), "index")} {
+		t.Setenv(k, v)
+	}
+	if err := commitImport(ctx, got, "linux-source-5.10"); err != nil {
+		t.Fatal(err)
+	}
+	if gotSHA, _ := git(ctx, got, "rev-parse", "HEAD"); gotSHA != wantSHA || wantSHA == "" {
+		t.Errorf("import commit %s, want %s (patches/README.md's recipe)", gotSHA, wantSHA)
+	}
+}
