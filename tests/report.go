@@ -254,7 +254,7 @@ func JUnitOf(results []*Result) JUnitSuites {
 func WriteJUnit(w io.Writer, results []*Result) error { return JUnitOf(results).Write(w) }
 
 // InflightSVG draws each pool's inflight over time as an inline SVG line chart (no script).
-func InflightSVG(pools []PoolResult, width, height int) string {
+func InflightSVG(pools []PoolFigures, width, height int) string {
 	const left, right, top, bottom = 60, 10, 10, 30
 	var tmin, tmax = math.Inf(1), math.Inf(-1)
 	var vmax int64 = 1
@@ -353,7 +353,7 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"rate":    FormatBitRate,
 	"f1":      func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	"figure":  FormatFigure,
-	"svg":     func(p []PoolResult) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
+	"svg":     func(p []PoolFigures) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
 	"ratio":   func(l FigureChange) string { return ratioText(l) },
 	"color":   func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
 	"groups":  GroupReasons,

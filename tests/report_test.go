@@ -27,13 +27,13 @@ func sampleSummary() *Summary {
 		Kernel: "baseline", Started: started, Duration: 41 * time.Second,
 		Figures: Figures{Packets: 84000, BitsPerSecond: 412e6, SlowPathAllocs: 84010, SlowPathPer1000: 1000.1, Releases: 88100, Holds: 88100},
 		Model:   &ModelReport{Predicted: ModelFigures{SlowPathPer1000: 1000.1, Releases: 88100}},
-		Pools:   []PoolResult{{Pool: "00000000c0ffee01", Holds: 88100, Releases: 88100, Destroyed: true, Timeline: timeline(5)}},
+		Pools:   []PoolFigures{{Pool: "00000000c0ffee01", Holds: 88100, Releases: 88100, Destroyed: true, Timeline: timeline(5)}},
 		Pass:    true}
 	series := &Result{Procedure: "multicast", Description: base.Description, Paths: base.Paths,
 		Kernel: "series /src/patches", Started: started, Duration: 39 * time.Second,
 		Figures: Figures{Packets: 86000, BitsPerSecond: 420e6, SlowPathAllocs: 430, SlowPathPer1000: 5, SKBReturns: 85570, Releases: 4526, Holds: 4526},
 		Model:   &ModelReport{Predicted: ModelFigures{SlowPathPer1000: 5, SKBReturns: 85570, Releases: 4526}},
-		Pools: []PoolResult{{Pool: "00000000c0ffee01", Holds: 4526, Releases: 4526, SKBReturns: 85570, Destroyed: true, Timeline: timeline(8)},
+		Pools: []PoolFigures{{Pool: "00000000c0ffee01", Holds: 4526, Releases: 4526, SKBReturns: 85570, Destroyed: true, Timeline: timeline(8)},
 			{Pool: "00000000c0ffee02", Holds: 512, Releases: 512, Destroyed: true, Timeline: timeline(3)}},
 		Traffic: Traffic{Notes: []string{"packet socket: packets=86010 bytes=126434700"}},
 		Pass:    true}
@@ -124,7 +124,7 @@ func TestInflightSVG(t *testing.T) {
 	for i := 0; i < 100000; i++ {
 		pts = append(pts, InflightPoint{Time: float64(i) / 1000, Inflight: int64(i % 977)})
 	}
-	svg = InflightSVG([]PoolResult{{Pool: "a<b", Timeline: pts}, {Pool: "p2", Timeline: pts[:10]}}, 720, 240)
+	svg = InflightSVG([]PoolFigures{{Pool: "a<b", Timeline: pts}, {Pool: "p2", Timeline: pts[:10]}}, 720, 240)
 	if strings.Count(svg, "<polyline") != 2 || strings.Contains(svg, "a<b") {
 		t.Errorf("polylines or escaping wrong")
 	}

@@ -54,17 +54,6 @@ type Reason struct {
 
 func (r Reason) String() string { return r.Kind + ": " + r.Detail }
 
-// PoolResult is one pool's trace figures.
-type PoolResult struct {
-	Pool          string          `json:"pool"`
-	Holds         int64           `json:"holds"`
-	Releases      int64           `json:"releases"`
-	SKBReturns    int64           `json:"skb_returns"`
-	Destroyed     bool            `json:"destroyed"`
-	FinalInflight int64           `json:"final_inflight"`
-	Timeline      []InflightPoint `json:"-"`
-}
-
 // Result is one procedure on one kernel.
 type Result struct {
 	Procedure   string          `json:"procedure"`
@@ -76,7 +65,7 @@ type Result struct {
 	Figures     Figures         `json:"figures"`
 	Model       *ModelReport    `json:"model,omitempty"`
 	Traffic     Traffic         `json:"traffic"`
-	Pools       []PoolResult    `json:"pools"`
+	Pools       []PoolFigures   `json:"pools"`
 	Console     []ConsoleReport `json:"console_reports,omitempty"`
 	LostEvents  int64           `json:"lost_events"`
 	Notes       []string        `json:"notes,omitempty"`
@@ -161,8 +150,7 @@ func Judge(res *Result, ev Evidence) {
 		}
 		res.LostEvents = t.LostEvents + ev.Overrun
 		for _, p := range t.Pools {
-			res.Pools = append(res.Pools, PoolResult{Pool: p.Pool, Holds: p.Holds, Releases: p.Releases,
-				SKBReturns: p.SKBReturns, Destroyed: p.Destroyed, FinalInflight: p.FinalInflight, Timeline: p.Timeline})
+			res.Pools = append(res.Pools, *p)
 		}
 	}
 	// Traffic: the NIC must have received packets and the receiving tool must have seen data.
