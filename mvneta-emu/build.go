@@ -200,7 +200,11 @@ func (b *builder) run(ctx context.Context) (string, error) {
 	if err := b.fetchSource(ctx, version, work); err != nil {
 		return "", err
 	}
-	if err := applySeries(ctx, src, qemuSeries); err != nil {
+	restore := func(ctx context.Context, files []string) error {
+		b.logf("the patches applied earlier do not revert; taking Debian's %s again", strings.Join(files, ", "))
+		return restorePristine(ctx, work, src, files)
+	}
+	if err := applySeries(ctx, src, qemuSeries, restore); err != nil {
 		return "", err
 	}
 	build := filepath.Join(work, "build")
@@ -329,8 +333,10 @@ const appliedStamp = ".ppkit-applied.patch"
 // applySeries applies the patches in order, first reverting a different series applied earlier
 // (the stamp); the same series is not applied twice. Each patch is tried with --dry-run before
 // it is applied, and a failure reverts the ones applied before it: the tree is left as it was,
-// pristine, never half-patched.
-func applySeries(ctx context.Context, src string, series []qemuPatch) error {
+// pristine, never half-patched. If the earlier series does not revert — files changed under
+// it, as an older ppkit sharing the cache does when it copies its model files in before
+// reverting — restore (if not nil) puts Debian's version of the files it names back.
+func applySeries(ctx context.Context, src string, series []qemuPatch, restore func(ctx context.Context, files []string) error) error {
 	stamp := filepath.Join(src, appliedStamp)
 	var all []byte
 	for _, p := range series {
@@ -346,7 +352,12 @@ func applySeries(ctx context.Context, src string, series []qemuPatch) error {
 		kept := fileStates(src, patchFiles(append(append([]byte{}, old...), all...)))
 		defer kept.restoreUnchanged(src)
 		if err := revertSeries(ctx, src, old); err != nil {
-			return err
+			if restore == nil {
+				return err
+			}
+			if rerr := restore(ctx, patchFiles(append(append([]byte{}, old...), all...))); rerr != nil {
+				return fmt.Errorf("%w; restoring Debian's files failed too: %v", err, rerr)
+			}
 		}
 		os.Remove(stamp)
 	}
@@ -370,6 +381,41 @@ func applySeries(ctx context.Context, src string, series []qemuPatch) error {
 		}
 	}
 	return writeFileAtomic(stamp, all)
+}
+
+// restorePristine writes Debian's version of files into dst, and deletes those Debian's tree
+// lacks, from a scratch extraction of the source package downloaded into work; the build tree
+// stays, so the rebuild is incremental.
+func restorePristine(ctx context.Context, work, dst string, files []string) error {
+	dscs, _ := filepath.Glob(filepath.Join(work, "download", "qemu_*.dsc"))
+	if len(dscs) == 0 {
+		return fmt.Errorf("no source package in %s", filepath.Join(work, "download"))
+	}
+	tmp, err := os.MkdirTemp(work, "pristine-")
+	if err != nil {
+		return err
+	}
+	tmp = filepath.Join(tmp, "src")
+	defer os.RemoveAll(filepath.Dir(tmp))
+	cmd := exec.CommandContext(ctx, "dpkg-source", "--no-check", "-x", dscs[0], tmp)
+	cmd.Dir = filepath.Dir(dscs[0])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("dpkg-source -x: %w\n%s", err, tail(out, 10))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(tmp, f))
+		switch {
+		case os.IsNotExist(err):
+			os.Remove(filepath.Join(dst, f))
+		case err != nil:
+			return err
+		default:
+			if err := writeFileAtomic(filepath.Join(dst, f), data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // revertSeries reverts a series applied earlier, last patch first. A stamp from before the

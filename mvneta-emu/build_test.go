@@ -100,13 +100,13 @@ func TestApplySeriesRevertsAnEarlierOne(t *testing.T) {
 	os.WriteFile(filepath.Join(src, appliedStamp), legacy, 0o644)
 	os.WriteFile(filepath.Join(src, "new.txt"), []byte("copied in by an earlier ppkit\n"), 0o644)
 
-	if err := applySeries(ctx, src, s1); err != nil {
+	if err := applySeries(ctx, src, s1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if read() != "one\nTWO\nTHREE\n" || !exists("new.txt") {
 		t.Fatalf("after s1 over the legacy patch: %q, new.txt %v", read(), exists("new.txt"))
 	}
-	if err := applySeries(ctx, src, s1); err != nil {
+	if err := applySeries(ctx, src, s1, nil); err != nil {
 		t.Fatalf("re-applying the same series must be a no-op: %v", err)
 	}
 	// A series that changes one file only (as a model change does) leaves the others' times:
@@ -115,7 +115,7 @@ func TestApplySeriesRevertsAnEarlierOne(t *testing.T) {
 	os.Chtimes(filepath.Join(src, "f.txt"), old, old)
 	os.Chtimes(filepath.Join(src, "new.txt"), old, old)
 	s1b := append(append([]qemuPatch{}, s1[:2]...), qemuPatch{"0003-c.patch", mail("c", "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+newer\n")})
-	if err := applySeries(ctx, src, s1b); err != nil {
+	if err := applySeries(ctx, src, s1b, nil); err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(filepath.Join(src, "f.txt")); !fi.ModTime().Equal(old) {
@@ -124,14 +124,36 @@ func TestApplySeriesRevertsAnEarlierOne(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(src, "new.txt")); fi.ModTime().Equal(old) {
 		t.Error("new.txt, changed by the new series, kept its old time")
 	}
-	if err := applySeries(ctx, src, s2); err != nil {
+	if err := applySeries(ctx, src, s2, nil); err != nil {
 		t.Fatal(err)
 	}
 	if read() != "ONE\ntwo\nthree\n" || exists("new.txt") {
 		t.Fatalf("after s2: %q, new.txt %v (s1 must be reverted first, last patch first)", read(), exists("new.txt"))
 	}
+	// A tree whose series no longer reverts (an older ppkit copied its model over a file the
+	// series created, then failed to revert) is restored from Debian's files, then patched.
+	if err := applySeries(ctx, src, s1, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(src, "new.txt"), []byte("an older ppkit's model\n"), 0o644)
+	if err := applySeries(ctx, src, s2, nil); err == nil {
+		t.Fatal("a series that does not revert, and no way to restore: no error")
+	}
+	var restored []string
+	restore := func(_ context.Context, files []string) error {
+		restored = files
+		os.WriteFile(filepath.Join(src, "f.txt"), []byte(orig), 0o644)
+		os.Remove(filepath.Join(src, "new.txt"))
+		return nil
+	}
+	if err := applySeries(ctx, src, s2, restore); err != nil {
+		t.Fatal(err)
+	}
+	if read() != "ONE\ntwo\nthree\n" || exists("new.txt") || strings.Join(restored, " ") != "f.txt new.txt" {
+		t.Fatalf("after restoring: %q, new.txt %v, restored %v", read(), exists("new.txt"), restored)
+	}
 	bad := append(append([]qemuPatch{}, s1[:2]...), qemuPatch{"0003-bad.patch", mail("bad", "--- a/f.txt\n+++ b/f.txt\n@@ -1,3 +1,3 @@\n nope\n-nothing\n+x\n here\n")})
-	err := applySeries(ctx, src, bad)
+	err := applySeries(ctx, src, bad, nil)
 	if err == nil || !strings.Contains(err.Error(), "0003-bad.patch does not apply") {
 		t.Fatalf("a series that does not apply: err = %v", err)
 	}
