@@ -1,13 +1,16 @@
 // Package mvnetaemu builds the QEMU that carries ppkit's model of the Marvell Armada 3700 NETA
 // (mvneta) Ethernet controller, and hands out the path of the resulting qemu-system-aarch64.
 //
-// The model (hw/net/mvneta.c, include/hw/net/mvneta.h) and a small patch wiring it into QEMU's
-// build and `virt` machine (qemu-7.2-mvneta.patch) are embedded in this package. Build fetches
-// Debian bookworm's qemu source package with apt, lets dpkg-source apply Debian's patches, adds
-// the model, configures a minimal aarch64-softmmu build and runs ninja. The finished binary is
-// cached under <cache>/qemu/<key>/ where key hashes every input (source package version, model
-// files, patch, configure arguments): unchanged input never rebuilds. The source and build trees
-// stay in <cache>/qemu/work/<source version>/ so a model change rebuilds incrementally.
+// The model is a QEMU patch series in qemu-patches/ (git format-patch output, embedded in this
+// package): the device (hw/net/mvneta.c, include/hw/net/mvneta.h, Kconfig, meson, trace events),
+// the virt board wiring, and the device-tree node. hw/net/mvneta.c and include/hw/net/mvneta.h
+// in this directory are the files the first patch carries, kept whole for reading and editing
+// (TestDevicePatchCarriesTheModel keeps them equal). Build fetches Debian bookworm's qemu source
+// package with apt, lets dpkg-source apply Debian's patches, applies the series, configures a
+// minimal aarch64-softmmu build and runs ninja. The finished binary is cached under
+// <cache>/qemu/<key>/ where key hashes every input (source package version, patches, configure
+// arguments): unchanged input never rebuilds. The source and build trees stay in
+// <cache>/qemu/work/<source version>/ so a model change rebuilds incrementally.
 package mvnetaemu
 
 import (
@@ -15,7 +18,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,22 +47,34 @@ const DeviceName = "mvneta"
 // package. A newer bookworm security upload of the same series is picked up automatically.
 const SourceSeries = "1:7.2+dfsg"
 
-var (
-	//go:embed hw/net/mvneta.c
-	modelC []byte
-	//go:embed include/hw/net/mvneta.h
-	modelH []byte
-	//go:embed qemu-7.2-mvneta.patch
-	qemuPatch []byte
-)
+//go:embed qemu-patches/*.patch
+var patchFS embed.FS
 
-// modelFiles are copied into the QEMU source tree, keyed by their path there.
-func modelFiles() map[string][]byte {
-	return map[string][]byte{
-		"hw/net/mvneta.c":         modelC,
-		"include/hw/net/mvneta.h": modelH,
-	}
+// PatchDir is where the QEMU series lives in this package's directory.
+const PatchDir = "qemu-patches"
+
+// qemuPatch is one patch of the series: its file name (NNNN-subject.patch) and content.
+type qemuPatch struct {
+	Name string
+	Data []byte
 }
+
+// qemuSeries is the series in the order it applies: device, virt board, device tree.
+var qemuSeries = func() []qemuPatch {
+	entries, err := patchFS.ReadDir(PatchDir)
+	if err != nil {
+		panic(err)
+	}
+	var series []qemuPatch
+	for _, e := range entries { // ReadDir sorts by name: 0001-, 0002-, ...
+		data, err := patchFS.ReadFile(PatchDir + "/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		series = append(series, qemuPatch{e.Name(), data})
+	}
+	return series
+}()
 
 // ConfigureArgs are the arguments of QEMU's configure: the aarch64 system emulator only, with
 // the `virt` board (configs/devices/aarch64-softmmu/minimal.mak), TCG, slirp user networking and
@@ -90,18 +105,10 @@ type Options struct {
 // InputsKey hashes everything the binary is built from except the source package version.
 func InputsKey() string {
 	h := sha256.New()
-	files := modelFiles()
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
+	for _, p := range qemuSeries {
+		fmt.Fprintf(h, "patch %s %d\n", p.Name, len(p.Data))
+		h.Write(p.Data)
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(h, "file %s %d\n", n, len(files[n]))
-		h.Write(files[n])
-	}
-	fmt.Fprintf(h, "patch %d\n", len(qemuPatch))
-	h.Write(qemuPatch)
 	fmt.Fprintf(h, "configure %q\n", ConfigureArgs)
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -191,10 +198,11 @@ func (b *builder) run(ctx context.Context) (string, error) {
 	if err := b.fetchSource(ctx, version, work); err != nil {
 		return "", err
 	}
-	if err := addModel(src); err != nil {
-		return "", err
+	restore := func(ctx context.Context, files []string) error {
+		b.logf("the patches applied earlier do not revert; taking Debian's %s again", strings.Join(files, ", "))
+		return restorePristine(ctx, work, src, files)
 	}
-	if err := applyPatch(ctx, src, qemuPatch); err != nil {
+	if err := applySeries(ctx, src, qemuSeries, restore); err != nil {
 		return "", err
 	}
 	build := filepath.Join(work, "build")
@@ -317,42 +325,199 @@ func (b *builder) fetchSource(ctx context.Context, version, work string) error {
 	return nil
 }
 
-// addModel writes the model files into the tree, touching only files whose content changed so
-// that ninja rebuilds only what depends on them.
-func addModel(src string) error {
-	for rel, data := range modelFiles() {
-		p := filepath.Join(src, rel)
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, data) {
-			continue
+// appliedStamp, in the source tree, holds the series applied to it: the patches concatenated.
+const appliedStamp = ".ppkit-applied.patch"
+
+// applySeries applies the patches in order, first reverting a different series applied earlier
+// (the stamp); the same series is not applied twice. Each patch is tried with --dry-run before
+// it is applied, and a failure reverts the ones applied before it: the tree is left as it was,
+// pristine, never half-patched. If the earlier series does not revert — files changed under
+// it, as an older ppkit sharing the cache does when it copies its model files in before
+// reverting — restore (if not nil) puts Debian's version of the files it names back.
+func applySeries(ctx context.Context, src string, series []qemuPatch, restore func(ctx context.Context, files []string) error) error {
+	stamp := filepath.Join(src, appliedStamp)
+	var all []byte
+	for _, p := range series {
+		all = append(all, p.Data...)
+	}
+	old, err := os.ReadFile(stamp)
+	if err == nil && bytes.Equal(old, all) {
+		return nil
+	}
+	if err == nil {
+		// Files the swap leaves as they were keep their modification time, so that ninja
+		// rebuilds only what changed: after a model change, mvneta.c and the link.
+		kept := fileStates(src, patchFiles(append(append([]byte{}, old...), all...)))
+		defer kept.restoreUnchanged(src)
+		if err := revertSeries(ctx, src, old); err != nil {
+			if restore == nil {
+				return err
+			}
+			if rerr := restore(ctx, patchFiles(append(append([]byte{}, old...), all...))); rerr != nil {
+				return fmt.Errorf("%w; restoring Debian's files failed too: %v", err, rerr)
+			}
 		}
-		if err := writeFileAtomic(p, data); err != nil {
-			return fmt.Errorf("qemu source: add model file %s: %w", rel, err)
+		os.Remove(stamp)
+	}
+	// A file the series creates is not in Debian's tree; a copy there is what an earlier ppkit
+	// put in outside its patch (it copied the model files in), and would block the patch.
+	for _, p := range series {
+		for _, f := range createdFiles(p.Data) {
+			os.Remove(filepath.Join(src, f))
+		}
+	}
+	for i, p := range series {
+		out, err := runPatch(ctx, src, p.Data, "--dry-run")
+		if err == nil {
+			out, err = runPatch(ctx, src, p.Data)
+		}
+		if err != nil {
+			for j := i - 1; j >= 0; j-- {
+				runPatch(ctx, src, series[j].Data, "-R")
+			}
+			return fmt.Errorf("qemu source: %s/%s does not apply to %s: %w\n%s", PatchDir, p.Name, src, err, out)
+		}
+	}
+	return writeFileAtomic(stamp, all)
+}
+
+// restorePristine writes Debian's version of files into dst, and deletes those Debian's tree
+// lacks, from a scratch extraction of the source package downloaded into work; the build tree
+// stays, so the rebuild is incremental.
+func restorePristine(ctx context.Context, work, dst string, files []string) error {
+	dscs, _ := filepath.Glob(filepath.Join(work, "download", "qemu_*.dsc"))
+	if len(dscs) == 0 {
+		return fmt.Errorf("no source package in %s", filepath.Join(work, "download"))
+	}
+	tmp, err := os.MkdirTemp(work, "pristine-")
+	if err != nil {
+		return err
+	}
+	tmp = filepath.Join(tmp, "src")
+	defer os.RemoveAll(filepath.Dir(tmp))
+	cmd := exec.CommandContext(ctx, "dpkg-source", "--no-check", "-x", dscs[0], tmp)
+	cmd.Dir = filepath.Dir(dscs[0])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("dpkg-source -x: %w\n%s", err, tail(out, 10))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(tmp, f))
+		switch {
+		case os.IsNotExist(err):
+			os.Remove(filepath.Join(dst, f))
+		case err != nil:
+			return err
+		default:
+			if err := writeFileAtomic(filepath.Join(dst, f), data); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// applyPatch applies patch to the tree, first reverting a different one applied earlier (kept in
-// .ppkit-applied.patch); the same patch is not applied twice.
-func applyPatch(ctx context.Context, src string, patch []byte) error {
-	stamp := filepath.Join(src, ".ppkit-applied.patch")
-	old, err := os.ReadFile(stamp)
-	if err == nil && bytes.Equal(old, patch) {
-		return nil
-	}
-	if err == nil {
-		if out, err := runPatch(ctx, src, old, "-R"); err != nil {
-			return fmt.Errorf("qemu source: revert the previous mvneta patch: %w\n%s", err, out)
+// revertSeries reverts a series applied earlier, last patch first. A stamp from before the
+// series was split is one plain diff, reverted as one.
+func revertSeries(ctx context.Context, src string, applied []byte) error {
+	parts := splitMails(applied)
+	for i := len(parts) - 1; i >= 0; i-- {
+		if out, err := runPatch(ctx, src, parts[i], "-R"); err != nil {
+			return fmt.Errorf("qemu source: revert the mvneta patches applied earlier to %s: %w\n%s", src, err, out)
 		}
-		os.Remove(stamp)
 	}
-	if out, err := runPatch(ctx, src, patch, "--dry-run"); err != nil {
-		return fmt.Errorf("qemu source: mvneta patch does not apply to %s: %w\n%s", src, err, out)
+	return nil
+}
+
+// splitMails cuts concatenated git format-patch output at its "From <commit> <date>" lines.
+func splitMails(data []byte) [][]byte {
+	var parts [][]byte
+	start := 0
+	for i := 0; i < len(data); {
+		end := bytes.IndexByte(data[i:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += i + 1
+		}
+		if i > start && mailStart.Match(data[i:end]) {
+			parts = append(parts, data[start:i])
+			start = i
+		}
+		i = end
 	}
-	if out, err := runPatch(ctx, src, patch); err != nil {
-		return fmt.Errorf("qemu source: apply mvneta patch: %w\n%s", err, out)
+	return append(parts, data[start:])
+}
+
+var mailStart = regexp.MustCompile(`^From [0-9a-f]{40} `)
+
+// patchFiles lists the files a patch touches, in either format-patch or diff -ruN form.
+func patchFiles(patch []byte) []string {
+	seen := map[string]bool{}
+	var files []string
+	for _, l := range strings.Split(string(patch), "\n") {
+		var f string
+		switch {
+		case strings.HasPrefix(l, "--- a/"):
+			f = strings.TrimPrefix(l, "--- a/")
+		case strings.HasPrefix(l, "+++ b/"):
+			f = strings.TrimPrefix(l, "+++ b/")
+		default:
+			continue
+		}
+		if i := strings.IndexByte(f, '\t'); i >= 0 {
+			f = f[:i]
+		}
+		if !seen[f] {
+			seen[f] = true
+			files = append(files, f)
+		}
 	}
-	return writeFileAtomic(stamp, patch)
+	return files
+}
+
+type fileState struct {
+	data  []byte
+	mtime time.Time
+}
+
+type fileStateMap map[string]fileState
+
+// fileStates records the content and modification time of the files that exist.
+func fileStates(dir string, files []string) fileStateMap {
+	m := fileStateMap{}
+	for _, f := range files {
+		p := filepath.Join(dir, f)
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		if data, err := os.ReadFile(p); err == nil {
+			m[f] = fileState{data, fi.ModTime()}
+		}
+	}
+	return m
+}
+
+// restoreUnchanged gives every file whose content is what it was its old modification time.
+func (m fileStateMap) restoreUnchanged(dir string) {
+	for f, st := range m {
+		p := filepath.Join(dir, f)
+		if data, err := os.ReadFile(p); err == nil && bytes.Equal(data, st.data) {
+			os.Chtimes(p, st.mtime, st.mtime)
+		}
+	}
+}
+
+// createdFiles lists the files a patch creates (its "--- /dev/null" sections).
+func createdFiles(patch []byte) []string {
+	var files []string
+	lines := strings.Split(string(patch), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if lines[i] == "--- /dev/null" && strings.HasPrefix(lines[i+1], "+++ b/") {
+			files = append(files, strings.TrimPrefix(lines[i+1], "+++ b/"))
+		}
+	}
+	return files
 }
 
 func runPatch(ctx context.Context, dir string, patch []byte, extra ...string) ([]byte, error) {

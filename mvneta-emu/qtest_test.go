@@ -798,7 +798,7 @@ func TestQtestGuestErrors(t *testing.T) {
 			q.setReg(rRXQUpdate, 16<<16)
 			q.sendFrame(udpFrame(nicMAC, []byte("x")))
 			time.Sleep(100 * time.Millisecond)
-		}, "descriptor 0 at 0xfff00000 is not in RAM"},
+		}, "RXQ0 descriptor 0 at 0xfff00000 (32 bytes) is not in RAM"},
 		{"RX buffer outside RAM", func() {
 			q.setReg(rRXQBase, rxRing)
 			q.memWrite(rxRing, rxDescBytes(notRAM))
@@ -808,7 +808,7 @@ func TestQtestGuestErrors(t *testing.T) {
 			if v := q.reg(rRXQStatus) & 0x3fff; v != 0 {
 				t.Errorf("occupied = %d: a frame whose buffer is not in RAM was counted", v)
 			}
-		}, "buffer 0xfff00000 of descriptor 0 is not in RAM"},
+		}, "RXQ0 buffer of descriptor 0 at 0xfff00000 (66 bytes) is not in RAM"},
 		{"RX buffer in the flash", func() {
 			// What a corrupted guest did: buffers inside virt's pflash, whose write handler
 			// takes frame data for flash commands.
@@ -820,14 +820,14 @@ func TestQtestGuestErrors(t *testing.T) {
 			if v := q.reg(rRXQStatus) & 0x3fff; v != 0 {
 				t.Errorf("occupied = %d: a frame was written into the flash", v)
 			}
-		}, "buffer 0x1000 of descriptor 0 is not in RAM"},
+		}, "RXQ0 buffer of descriptor 0 at 0x1000 ("},
 		{"RX ring in the flash", func() {
 			q.setReg(rRXQBase, flashBase)
 			q.setReg(rRXQUpdate, 16<<16)
 			q.sendFrame(udpFrame(nicMAC, []byte("x")))
 			time.Sleep(100 * time.Millisecond)
 			q.setReg(rRXQBase, rxRing)
-		}, "descriptor 0 at 0x1000 is not in RAM"},
+		}, "RXQ0 descriptor 0 at 0x1000 (32 bytes) is not in RAM"},
 		{"RX descriptor counted free without a buffer", func() {
 			q.setReg(rRXQBase, rxRing)
 			q.memWrite(rxRing, rxDescBytes(0))
@@ -873,12 +873,12 @@ func TestQtestGuestErrors(t *testing.T) {
 			q.setReg(rTXQBase, txRing)
 			q.memWrite(txRing, txDescBytes(txdFirst|txdLast, 1500, notRAM))
 			q.setReg(rTXQUpdate, 1)
-		}, "buffer 0xfff00000 (1500 bytes) is not in RAM"},
+		}, "TXQ0 buffer of descriptor 0 at 0xfff00000 (1500 bytes) is not in RAM"},
 		{"TX buffer in the flash", func() {
 			q.setReg(rTXQBase, txRing)
 			q.memWrite(txRing, txDescBytes(txdFirst|txdLast, 1500, flashBase))
 			q.setReg(rTXQUpdate, 1)
-		}, "buffer 0x1000 (1500 bytes) is not in RAM"},
+		}, "TXQ0 buffer of descriptor 0 at 0x1000 (1500 bytes) is not in RAM"},
 		{"TX descriptor without FIRST", func() {
 			q.setReg(rTXQBase, txRing)
 			q.memWrite(txRing, txDescBytes(txdLast, 60, txBufBase))
@@ -1127,5 +1127,161 @@ func TestQtestRandomRegisterWrites(t *testing.T) {
 	q.clockStep(1_000_000)
 	if v := q.reg(rPortStatus); v&(1<<8) == 0 {
 		t.Fatalf("device no longer answers (PORT_STATUS %#x)", v)
+	}
+}
+
+// miscInternalAddrErr is MVNETA_CAUSE_INTERNAL_ADDR_ERR: the DMA engine met an address with no
+// RAM behind it.
+const (
+	miscInternalAddrErr = 1 << 7
+	newCauseMisc        = 1 << 31
+	rRXDiscard          = 0x2484
+)
+
+// quit stops QEMU through QMP and waits for it, so that its log files are complete.
+func (q *qtest) quit() {
+	q.t.Helper()
+	q.qmp.call("quit", nil)
+	select {
+	case <-q.exited:
+	case <-time.After(30 * time.Second):
+		q.t.Fatal("QEMU did not exit after quit")
+	}
+}
+
+// TestQtestDMAErrorCause checks what a failed DMA does besides the guest-error log: the misc
+// cause latches INTERNAL_ADDR_ERR, which interrupts only when the driver unmasks it (Linux 5.10
+// unmasks link changes only, so a guest never sees an interrupt storm from it), the driver's
+// write of 0 acknowledges it, and the frame is dropped and counted.
+func TestQtestDMAErrorCause(t *testing.T) {
+	q := startQtest(t)
+	q.setupPort(16, 3520, 16)
+	q.setReg(rNewMask, newCauseMisc)
+	q.setReg(rMiscMask, 0x3) // what mvneta_open unmasks: PHY status and link changes
+
+	// TX: a buffer outside RAM. Nothing goes on the wire; the descriptor counts as sent.
+	q.memWrite(txRing, txDescBytes(txdFirst|txdLast, 100, notRAM))
+	q.setReg(rTXQUpdate, 1)
+	if f := q.recvFrame(200 * time.Millisecond); f != nil {
+		t.Errorf("a frame whose buffer is not in RAM was sent: %x", f)
+	}
+	if v := q.reg(rTXQStatus) >> 16; v != 1 {
+		t.Errorf("TXQ sent = %d, want 1: the descriptor is consumed", v)
+	}
+	if c := q.reg(rMiscCause); c&miscInternalAddrErr == 0 {
+		t.Errorf("MISC_CAUSE = %#x after a TX DMA error, want INTERNAL_ADDR_ERR (bit 7)", c)
+	}
+	if q.irqLevel() {
+		t.Error("interrupt from a cause the driver left masked")
+	}
+	q.setReg(rMiscMask, 0x3|miscInternalAddrErr)
+	if c := q.reg(rNewCause); c&newCauseMisc == 0 {
+		t.Errorf("NEW_CAUSE = %#x with an unmasked misc cause, want bit 31", c)
+	}
+	if !q.irqLevel() {
+		t.Error("no interrupt for an unmasked INTERNAL_ADDR_ERR")
+	}
+	q.setReg(rMiscCause, 0) // mvneta_poll's acknowledgement
+	if q.irqLevel() {
+		t.Error("line still raised after MISC_CAUSE was cleared")
+	}
+	q.setReg(rTXQUpdate, 1<<16)
+
+	// RX: a buffer outside RAM. The frame is dropped whole, counted as a discard.
+	q.reg(rRXDiscard)
+	q.memWrite(rxRing, rxDescBytes(notRAM))
+	q.sendFrame(udpFrame(nicMAC, []byte("to nowhere")))
+	deadline := time.Now().Add(5 * time.Second)
+	for q.reg(rMiscCause)&miscInternalAddrErr == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no INTERNAL_ADDR_ERR after an RX DMA error")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !q.irqLevel() {
+		t.Error("no interrupt for an unmasked INTERNAL_ADDR_ERR on RX")
+	}
+	if v := q.reg(rRXQStatus) & 0x3fff; v != 0 {
+		t.Errorf("occupied = %d: the frame was counted", v)
+	}
+	if v := q.reg(rRXDiscard); v != 1 {
+		t.Errorf("RX_DISCARD = %d, want 1", v)
+	}
+	// The next frame with a good buffer is received as usual.
+	q.setReg(rMiscCause, 0)
+	q.memWrite(rxRing, rxDescBytes(rxBufBase))
+	q.sendFrame(udpFrame(nicMAC, []byte("to RAM")))
+	q.waitOccupied(1)
+	if c := q.reg(rMiscCause); c != 0 {
+		t.Errorf("MISC_CAUSE = %#x after a good frame, want 0", c)
+	}
+}
+
+// TestQtestDMALinkSetByVirt checks that the virt board links the device's DMA to system memory.
+func TestQtestDMALinkSetByVirt(t *testing.T) {
+	q := startQtest(t)
+	var path string
+	raw := q.qmp.call("qom-get", map[string]string{"path": "/machine/peripheral/nic0", "property": "dma-memory"})
+	if err := json.Unmarshal(raw, &path); err != nil {
+		t.Fatalf("qom-get dma-memory: %v (%s)", err, raw)
+	}
+	// get_system_memory() has no owner: QOM files it as /machine/unattached/system[0].
+	if !strings.HasSuffix(path, "/system[0]") {
+		t.Errorf("dma-memory links %q, want the system memory region", path)
+	}
+}
+
+// TestQtestTraceEvents runs QEMU with -trace 'mvneta_*' into a file and checks that the paths
+// that used to be silent report themselves.
+func TestQtestTraceEvents(t *testing.T) {
+	trace := filepath.Join(t.TempDir(), "trace.log")
+	q := startQtest(t, "-trace", "enable=mvneta_*,file="+trace)
+	q.setupPort(16, 512, 2)  // two free 512-byte buffers
+	q.setReg(0x2500, 0x1234) // ACC_MODE: a register without behaviour
+	q.setReg(rRXQStatus, 5)  // read-only
+	one := udpFrame(nicMAC, []byte("one"))
+	q.sendFrame(one)
+	q.waitOccupied(1)
+	notOurs := udpFrame(net.HardwareAddr{0x52, 0x54, 0x00, 0x99, 0x99, 0x99}, []byte("not ours"))
+	q.sendFrame(notOurs)
+	big := udpFrame(nicMAC, bytes.Repeat([]byte{7}, 700)) // two buffers, one free: held
+	q.sendFrame(big)
+	time.Sleep(100 * time.Millisecond)
+	q.setReg(rRXQUpdate, 1<<16) // one more buffer: the held frame lands
+	q.waitOccupied(3)
+	q.sendFrame(one) // no free buffer at all: QEMU keeps it
+	time.Sleep(100 * time.Millisecond)
+	q.memWrite(txRing, txDescBytes(txdFirst|txdLast, 100, notRAM))
+	q.setReg(rTXQUpdate, 1)
+	q.qmp.call("set_link", map[string]any{"name": "nic0", "up": false})
+	q.quit()
+
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(data)
+	for _, want := range []string{
+		"mvneta_reset",
+		"mvneta_reg_write offset 0x2c00",
+		"mvneta_reg_read offset 0x14e0",
+		"mvneta_reg_storage_write offset 0x2500 value 0x00001234: no behaviour modelled",
+		"mvneta_reg_readonly_write offset 0x14e0 value 0x00000005",
+		fmt.Sprintf("mvneta_rx_frame RXQ0: %d-byte frame in 1 descriptors from 0, status 0x", len(one)),
+		fmt.Sprintf("mvneta_rx_ignore %d-byte frame not received: destination address filtered out", len(notOurs)),
+		fmt.Sprintf("mvneta_rx_hold RXQ0: %d-byte frame needs 2 descriptors, 1 free", len(big)),
+		fmt.Sprintf("mvneta_rx_frame RXQ0: %d-byte frame in 2 descriptors from 1,", len(big)),
+		"mvneta_rx_no_buffers RXQ0: no free descriptor",
+		"mvneta_dma_error TXQ0 buffer of descriptor 0 at 0xfff00000 (100 bytes): no RAM there",
+		"mvneta_tx_drop TXQ0: frame at descriptor 0 dropped: buffer not in RAM",
+		"mvneta_irq new cause 0x00000100 mask 0x8000ffff level 1",
+		"mvneta_link_change link up 0",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("trace lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("trace:\n%s", log)
 	}
 }

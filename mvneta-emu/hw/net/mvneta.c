@@ -22,6 +22,12 @@
  * Every other register is plain storage.  Guest mistakes are logged with
  * LOG_GUEST_ERROR and never stop the emulator.
  *
+ * DMA goes through the "dma-memory" link property (the board sets it; virt
+ * links the system memory) and reaches RAM only; a refused access latches
+ * INTERNAL_ADDR_ERR in the misc cause.  The mvneta_* trace events report
+ * register accesses, frames received, held, ignored, dropped and sent, DMA
+ * errors, interrupt updates and link changes.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 
@@ -37,6 +43,7 @@
 #include "net/checksum.h"
 #include "net/eth.h"
 #include "sysemu/dma.h"
+#include "trace.h"
 #include <zlib.h>
 
 /* Registers (byte offsets) */
@@ -78,8 +85,18 @@
 
 #define RING_SIZE_MASK          0x3fff
 #define RXQ_BUF_SIZE_SHIFT      19
-#define RXQ_PKT_OFFSET(v)       ((((v) >> 8) & 0xf) * 8)
-#define TXQ_SENT_THRESH(v)      (((v) >> 16) & 0x3fff)
+#define RXQ_BUF_SIZE(v)         (((v) >> RXQ_BUF_SIZE_SHIFT) * MVNETA_RX_BUF_UNIT)
+#define RXQ_PKT_OFFSET(v)       ((((v) >> 8) & 0xf) * MVNETA_RX_BUF_UNIT)
+#define RXQ_STATUS_FREE_SHIFT   16                      /* [29:16] */
+#define TXQ_STATUS_SENT_SHIFT   16                      /* [29:16] */
+#define RXQ_UPDATE_DONE(v)      ((v) & 0xff)            /* descriptors returned */
+#define RXQ_UPDATE_ADD(v)       (((v) >> 16) & 0xff)    /* buffers added */
+#define TXQ_SENT_THRESH(v)      (((v) >> 16) & RING_SIZE_MASK)
+#define TXQ_UPDATE_PENDING(v)   ((v) & 0xff)            /* descriptors added */
+#define TXQ_UPDATE_DEC_SENT(v)  (((v) >> 16) & 0xff)    /* sent ones released */
+#define Q_CMD_ENABLE(v)         ((v) & 0xff)            /* TXQ_CMD, RXQ_CMD */
+#define Q_CMD_DISABLE(v)        (((v) >> 8) & 0xff)
+#define PORT_RESET_QUEUES       BIT(0)                  /* PORT_RX/TX_RESET */
 #define PORT_CONFIG_UPM         BIT(0)
 #define PORT_CONFIG_DEF_RXQ(v)  (((v) >> 1) & 7)
 #define PORT_STATUS_FIFO_EMPTY  BIT(8)
@@ -91,11 +108,17 @@
 #define GMAC_STAT_FULL_DUPLEX   BIT(3)
 #define GMAC_STAT_AN_COMPLETE   BIT(11)
 #define GMAC_STAT_SYNC_OK       BIT(14)
+#define NEW_CAUSE_TXQ(q)        BIT(q)
+#define NEW_CAUSE_RXQ(q)        BIT(8 + (q))
 #define NEW_CAUSE_MISC          BIT(31)
 #define MISC_CAUSE_LINK_CHANGE  BIT(1)
+/* The DMA engine met an address nothing answers (no RAM behind it). */
+#define MISC_CAUSE_INTERNAL_ADDR_ERR BIT(7)
 
 /* Descriptors: 32 bytes, little-endian */
 #define DESC_SIZE               32
+#define TXD_L3_OFFSET(cmd)      ((cmd) & 0x7f)          /* bytes */
+#define TXD_IP_HLEN(cmd)        ((((cmd) >> 8) & 0x1f) * 4)
 #define TXD_UDP                 BIT(16)
 #define TXD_IP6                 BIT(17)
 #define TXD_IP_CSUM             BIT(18)
@@ -104,17 +127,43 @@
 #define TXD_FIRST               BIT(21)
 #define TXD_L4_CSUM_FULL        BIT(30)
 #define TXD_L4_CSUM_NOT         BIT(31)
+#define RXD_ERR_SUMMARY         BIT(16)
+#define RXD_ERR_RESOURCE        (BIT(17) | BIT(18))
 #define RXD_L3_IP4              BIT(25)
 #define RXD_LAST                BIT(26)
 #define RXD_FIRST               BIT(27)
 #define RXD_L4_CSUM_OK          BIT(30)
 
-#define MH_SIZE                 2       /* Marvell header in front of RX data */
-#define FCS_SIZE                4
-#define MIN_FRAME               60
-#define MAX_FRAME               16384
+#define MIN_FRAME               60      /* frames are padded to this, FCS excluded */
+
+/*
+ * MIB counters: byte offsets from REG_MIB_BASE, the names of the driver's
+ * ethtool statistics.  The two 64-bit counters are read low word first; the
+ * read latches the high word for the next read.
+ */
+#define MIB_GOOD_OCTETS_RCVD    0x00    /* 64-bit */
+#define MIB_GOOD_OCTETS_RCVD_HI 0x04
+#define MIB_GOOD_FRAMES_RCVD    0x10
+#define MIB_BROADCAST_RCVD      0x18
+#define MIB_MULTICAST_RCVD      0x1c
+#define MIB_FRAMES_64           0x20
+#define MIB_FRAMES_65_127       0x24
+#define MIB_FRAMES_128_255      0x28
+#define MIB_FRAMES_256_511      0x2c
+#define MIB_FRAMES_512_1023     0x30
+#define MIB_FRAMES_1024_MAX     0x34
+#define MIB_GOOD_OCTETS_SENT    0x38    /* 64-bit */
+#define MIB_GOOD_OCTETS_SENT_HI 0x3c
+#define MIB_GOOD_FRAMES_SENT    0x40
+#define MIB_MULTICAST_SENT      0x48
+#define MIB_BROADCAST_SENT      0x4c
+#define MIB_OVERSIZE_RCVD       0x68
+#define MIB(s, off)             ((s)->mib[(off) / 4])
 
 #define REG(s, off)             ((s)->regs[(off) >> 2])
+
+#define mvneta_guest_error(fmt, ...) \
+    qemu_log_mask(LOG_GUEST_ERROR, "mvneta: " fmt "\n", ## __VA_ARGS__)
 
 static uint32_t mvneta_ring_size(MvnetaState *s, hwaddr size_reg)
 {
@@ -132,19 +181,58 @@ static bool mvneta_link_up(MvnetaState *s)
            !(REG(s, REG_GMAC_AUTONEG) & GMAC_AN_FORCE_LINK_DOWN);
 }
 
+static uint32_t mvneta_new_cause(MvnetaState *s)
+{
+    uint32_t cause = 0;
+    int q;
+
+    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
+        MvnetaTxQueue *txq = &s->txq[q];
+        MvnetaRxQueue *rxq = &s->rxq[q];
+        uint32_t tx_thresh = TXQ_SENT_THRESH(REG(s, REG_TXQ_SIZE(q)));
+        uint32_t rx_coal = REG(s, REG_RXQ_THRESHOLD(q)) & RING_SIZE_MASK;
+
+        if (txq->sent && txq->sent >= MAX(tx_thresh, 1)) {
+            cause |= NEW_CAUSE_TXQ(q);
+        }
+        if (rxq->occupied &&
+            (rxq->occupied >= rx_coal || rxq->time_fired)) {
+            cause |= NEW_CAUSE_RXQ(q);
+        }
+    }
+    if (s->misc_cause & REG(s, REG_INTR_MISC_MASK)) {
+        cause |= NEW_CAUSE_MISC;
+    }
+    return cause;
+}
+
+static void mvneta_update_irq(MvnetaState *s)
+{
+    uint32_t cause = mvneta_new_cause(s);
+    uint32_t mask = REG(s, REG_INTR_NEW_MASK);
+
+    trace_mvneta_irq(cause, mask, (cause & mask) != 0);
+    qemu_set_irq(s->irq, (cause & mask) != 0);
+}
+
+/* ---- DMA --------------------------------------------------------------- */
+
 /*
- * The device DMAs to and from guest RAM only. A descriptor or buffer address anywhere else —
- * the flash, another device's registers, its own — would turn frame data into device accesses
- * (the virt flash takes it for commands and rebuilds the memory map for every frame), so such
- * an access is refused before anything is read or written.
+ * The device DMAs to and from RAM only.  A descriptor or buffer address
+ * anywhere else in its address space (the "dma-memory" link) — the flash,
+ * another device's registers, its own — would turn frame data into device
+ * accesses (the virt flash takes it for commands and rebuilds the memory map
+ * for every frame), so such an access is refused before anything is read or
+ * written.
  */
-static bool mvneta_dma_is_ram(hwaddr addr, hwaddr len, bool is_write)
+static bool mvneta_dma_is_ram(MvnetaState *s, hwaddr addr, hwaddr len,
+                              bool is_write)
 {
     RCU_READ_LOCK_GUARD();
 
     while (len) {
         hwaddr xlat, l = len;
-        MemoryRegion *mr = address_space_translate(&address_space_memory, addr,
+        MemoryRegion *mr = address_space_translate(&s->dma_as, addr,
                                                    &xlat, &l, is_write,
                                                    MEMTXATTRS_UNSPECIFIED);
 
@@ -158,35 +246,47 @@ static bool mvneta_dma_is_ram(hwaddr addr, hwaddr len, bool is_write)
     return true;
 }
 
-static uint32_t mvneta_new_cause(MvnetaState *s)
+/*
+ * A DMA access the device could not make: the hardware latches "internal
+ * address error" in the misc cause (an interrupt if the driver unmasked it);
+ * the model also logs a guest error and a trace event.  dir is "RXQ" or
+ * "TXQ", what "descriptor" or "buffer of descriptor".
+ */
+static void mvneta_dma_error(MvnetaState *s, const char *dir, int q,
+                             const char *what, uint32_t index, hwaddr addr,
+                             uint32_t len)
 {
-    uint32_t cause = 0;
-    int q;
-
-    for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
-        MvnetaTxQueue *txq = &s->txq[q];
-        MvnetaRxQueue *rxq = &s->rxq[q];
-        uint32_t tx_thresh = TXQ_SENT_THRESH(REG(s, REG_TXQ_SIZE(q)));
-        uint32_t rx_coal = REG(s, REG_RXQ_THRESHOLD(q)) & RING_SIZE_MASK;
-
-        if (txq->sent && txq->sent >= MAX(tx_thresh, 1)) {
-            cause |= BIT(q);
-        }
-        if (rxq->occupied &&
-            (rxq->occupied >= rx_coal || rxq->time_fired)) {
-            cause |= BIT(8 + q);
-        }
-    }
-    if (s->misc_cause & REG(s, REG_INTR_MISC_MASK)) {
-        cause |= NEW_CAUSE_MISC;
-    }
-    return cause;
+    trace_mvneta_dma_error(dir, q, what, index, addr, len);
+    mvneta_guest_error("%s%d %s %u at 0x%" HWADDR_PRIx " (%u bytes) is not "
+                       "in RAM", dir, q, what, index, addr, len);
+    s->misc_cause |= MISC_CAUSE_INTERNAL_ADDR_ERR;
+    mvneta_update_irq(s);
 }
 
-static void mvneta_update_irq(MvnetaState *s)
+static bool mvneta_dma_read(MvnetaState *s, const char *dir, int q,
+                            const char *what, uint32_t index, hwaddr addr,
+                            void *buf, uint32_t len)
 {
-    qemu_set_irq(s->irq,
-                 (mvneta_new_cause(s) & REG(s, REG_INTR_NEW_MASK)) != 0);
+    if (!mvneta_dma_is_ram(s, addr, len, false) ||
+        dma_memory_read(&s->dma_as, addr, buf, len,
+                        MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+        mvneta_dma_error(s, dir, q, what, index, addr, len);
+        return false;
+    }
+    return true;
+}
+
+/* RX writes: their addresses were checked with mvneta_dma_is_ram before. */
+static bool mvneta_dma_write(MvnetaState *s, int q, const char *what,
+                             uint32_t index, hwaddr addr, const void *buf,
+                             uint32_t len)
+{
+    if (dma_memory_write(&s->dma_as, addr, buf, len,
+                         MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
+        mvneta_dma_error(s, "RXQ", q, what, index, addr, len);
+        return false;
+    }
+    return true;
 }
 
 /* ---- RX ---------------------------------------------------------------- */
@@ -209,7 +309,9 @@ static void mvneta_rx_coal_timer_cb(void *opaque)
 
     for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
         MvnetaRxQueue *rxq = &s->rxq[q];
-        if (rxq->occupied && !timer_pending(rxq->coal_timer)) {
+        if (rxq->occupied && !timer_pending(rxq->coal_timer) &&
+            !rxq->time_fired) {
+            trace_mvneta_rx_coal_timer(q, rxq->occupied);
             rxq->time_fired = true;
         }
     }
@@ -331,27 +433,27 @@ static uint32_t mvneta_rx_csum_status(const uint8_t *buf, size_t len)
 
 static void mvneta_mib_count_rx(MvnetaState *s, const uint8_t *buf, size_t len)
 {
-    size_t wire = len + FCS_SIZE;
+    size_t wire = len + MVNETA_FCS_SIZE;
 
-    s->mib[0] += wire;                          /* good_octets_received */
-    s->mib[0x10 / 4]++;                         /* good_frames_received */
+    MIB(s, MIB_GOOD_OCTETS_RCVD) += wire;
+    MIB(s, MIB_GOOD_FRAMES_RCVD)++;
     if (is_broadcast_ether_addr(buf)) {
-        s->mib[0x18 / 4]++;
+        MIB(s, MIB_BROADCAST_RCVD)++;
     } else if (is_multicast_ether_addr(buf)) {
-        s->mib[0x1c / 4]++;
+        MIB(s, MIB_MULTICAST_RCVD)++;
     }
     if (wire <= 64) {
-        s->mib[0x20 / 4]++;
+        MIB(s, MIB_FRAMES_64)++;
     } else if (wire <= 127) {
-        s->mib[0x24 / 4]++;
+        MIB(s, MIB_FRAMES_65_127)++;
     } else if (wire <= 255) {
-        s->mib[0x28 / 4]++;
+        MIB(s, MIB_FRAMES_128_255)++;
     } else if (wire <= 511) {
-        s->mib[0x2c / 4]++;
+        MIB(s, MIB_FRAMES_256_511)++;
     } else if (wire <= 1023) {
-        s->mib[0x30 / 4]++;
+        MIB(s, MIB_FRAMES_512_1023)++;
     } else {
-        s->mib[0x34 / 4]++;
+        MIB(s, MIB_FRAMES_1024_MAX)++;
     }
 }
 
@@ -363,7 +465,21 @@ static bool mvneta_can_receive(NetClientState *nc)
     if (!mvneta_port_enabled(s) || !(s->rxq_enabled & BIT(q))) {
         return true;            /* frames are dropped, as on the wire */
     }
-    return s->rxq[q].non_occupied > 0;
+    if (!s->rxq[q].non_occupied) {
+        /* QEMU holds frames until RXQ_STATUS_UPDATE adds buffers */
+        trace_mvneta_rx_no_buffers(q);
+        return false;
+    }
+    return true;
+}
+
+/* A frame the port does not store: counted as a discard, traced. */
+static ssize_t mvneta_rx_discard(MvnetaState *s, int q, size_t size,
+                                 const char *reason)
+{
+    trace_mvneta_rx_drop(q, size, reason);
+    s->rx_discard++;
+    return size;
 }
 
 static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
@@ -374,116 +490,134 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
     uint32_t ring, buf_size, offset, status, base, ndesc, total, done, idx, i;
     size_t len = size;
     uint8_t *frame = s->rx_frame;
+    bool stored = true;
     uint32_t crc;
     int q;
 
-    if (!mvneta_port_enabled(s) || !mvneta_link_up(s) || size < ETH_HLEN) {
+    if (!mvneta_port_enabled(s)) {
+        trace_mvneta_rx_ignore(size, "port disabled");
         return size;
     }
-    if (size > MAX_FRAME) {
-        s->mib[0x68 / 4]++;     /* oversize_received */
+    if (!mvneta_link_up(s)) {
+        trace_mvneta_rx_ignore(size, "link down");
+        return size;
+    }
+    if (size < ETH_HLEN) {
+        trace_mvneta_rx_ignore(size, "shorter than an Ethernet header");
+        return size;
+    }
+    if (size > MVNETA_MAX_FRAME) {
+        trace_mvneta_rx_ignore(size, "oversize");
+        MIB(s, MIB_OVERSIZE_RCVD)++;
         return size;
     }
     q = mvneta_rx_queue_for(s, buf);
     if (q < 0) {
-        return size;            /* filtered out */
+        trace_mvneta_rx_ignore(size, "destination address filtered out");
+        return size;
     }
     if (!(s->rxq_enabled & BIT(q))) {
-        s->rx_discard++;
-        return size;
+        return mvneta_rx_discard(s, q, size, "queue disabled");
     }
     rxq = &s->rxq[q];
     ring = mvneta_ring_size(s, REG_RXQ_SIZE(q));
-    buf_size = (REG(s, REG_RXQ_SIZE(q)) >> RXQ_BUF_SIZE_SHIFT) << 3;
+    buf_size = RXQ_BUF_SIZE(REG(s, REG_RXQ_SIZE(q)));
     offset = RXQ_PKT_OFFSET(REG(s, REG_RXQ_CONFIG(q)));
     base = REG(s, REG_RXQ_BASE(q));
     if (ring == 0 || buf_size <= offset) {
-        qemu_log_mask(LOG_GUEST_ERROR,
-                      "mvneta: RXQ%d enabled with ring size %u, buffer size %u"
-                      ": frame dropped\n", q, ring, buf_size);
-        s->rx_discard++;
-        return size;
+        mvneta_guest_error("RXQ%d enabled with ring size %u, buffer size %u: "
+                           "frame dropped", q, ring, buf_size);
+        return mvneta_rx_discard(s, q, size, "ring or buffer size 0");
     }
     buf_size -= offset;
 
     /* Marvell header, frame padded to the minimum, FCS */
-    memset(frame, 0, MH_SIZE);
-    memcpy(frame + MH_SIZE, buf, len);
+    memset(frame, 0, MVNETA_MH_SIZE);
+    memcpy(frame + MVNETA_MH_SIZE, buf, len);
     if (len < MIN_FRAME) {
-        memset(frame + MH_SIZE + len, 0, MIN_FRAME - len);
+        memset(frame + MVNETA_MH_SIZE + len, 0, MIN_FRAME - len);
         len = MIN_FRAME;
     }
-    crc = cpu_to_le32(crc32(0, frame + MH_SIZE, len));
-    memcpy(frame + MH_SIZE + len, &crc, FCS_SIZE);
-    total = MH_SIZE + len + FCS_SIZE;
+    crc = cpu_to_le32(crc32(0, frame + MVNETA_MH_SIZE, len));
+    memcpy(frame + MVNETA_MH_SIZE + len, &crc, MVNETA_FCS_SIZE);
+    total = MVNETA_MH_SIZE + len + MVNETA_FCS_SIZE;
 
     ndesc = DIV_ROUND_UP(total, buf_size);
     if (ndesc > ring) {
-        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: a %zu-byte frame "
-                      "needs %u buffers, the ring has %u\n",
-                      q, size, ndesc, ring);
-        s->rx_discard++;
-        return size;
+        mvneta_guest_error("RXQ%d: a %zu-byte frame needs %u buffers, the "
+                           "ring has %u", q, size, ndesc, ring);
+        return mvneta_rx_discard(s, q, size, "frame longer than the ring");
     }
     if (ndesc > rxq->non_occupied) {
         if (q == PORT_CONFIG_DEF_RXQ(REG(s, REG_PORT_CONFIG))) {
-            return 0;           /* QEMU holds it until buffers are returned */
+            /* QEMU holds it until buffers are returned */
+            trace_mvneta_rx_hold(q, size, ndesc, rxq->non_occupied);
+            return 0;
         }
-        s->rx_discard++;
-        return size;            /* no buffers: resource drop */
+        return mvneta_rx_discard(s, q, size, "no free descriptors");
     }
 
-    status = mvneta_rx_csum_status(frame + MH_SIZE, len);
+    status = mvneta_rx_csum_status(frame + MVNETA_MH_SIZE, len);
     /* Check every buffer first: a frame is written whole or not at all. */
     if (ndesc > ARRAY_SIZE(s->rx_bufs)) {
-        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: %u-byte buffers are too "
-                      "small for a %zu-byte frame\n", q, buf_size, size);
-        s->rx_discard++;
-        return size;
+        mvneta_guest_error("RXQ%d: %u-byte buffers are too small for a "
+                           "%zu-byte frame", q, buf_size, size);
+        return mvneta_rx_discard(s, q, size, "buffers too small");
     }
     for (i = 0, idx = rxq->index % ring; i < ndesc; i++, idx = (idx + 1) % ring) {
         hwaddr desc = (hwaddr)base + (hwaddr)idx * DESC_SIZE;
-        uint32_t b;
+        uint32_t b, chunk;
 
-        if (!mvneta_dma_is_ram(desc, DESC_SIZE, true) ||
-            dma_memory_read(&address_space_memory, desc + 8, &b, 4,
+        if (!mvneta_dma_is_ram(s, desc, DESC_SIZE, true) ||
+            dma_memory_read(&s->dma_as, desc + 8, &b, sizeof(b),
                             MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u at "
-                          "0x%" HWADDR_PRIx " is not in RAM: frame dropped\n",
-                          q, idx, desc);
-            s->rx_discard++;
-            return size;
+            mvneta_dma_error(s, "RXQ", q, "descriptor", idx, desc, DESC_SIZE);
+            return mvneta_rx_discard(s, q, size, "descriptor not in RAM");
         }
         b = le32_to_cpu(b);
         if (b == 0) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d descriptor %u is "
-                          "counted as free but has no buffer (buf_phys_addr "
-                          "0): frame dropped\n", q, idx);
-            s->rx_discard++;
-            return size;
+            mvneta_guest_error("RXQ%d descriptor %u is counted as free but "
+                               "has no buffer (buf_phys_addr 0): frame "
+                               "dropped", q, idx);
+            return mvneta_rx_discard(s, q, size, "free descriptor without a "
+                                     "buffer");
         }
-        if (!mvneta_dma_is_ram((hwaddr)b + offset,
-                               MIN(buf_size, total - i * buf_size), true)) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d buffer 0x%x of "
-                          "descriptor %u is not in RAM: frame dropped\n",
-                          q, b, idx);
-            s->rx_discard++;
-            return size;
+        chunk = MIN(buf_size, total - i * buf_size);
+        if (!mvneta_dma_is_ram(s, (hwaddr)b + offset, chunk, true)) {
+            mvneta_dma_error(s, "RXQ", q, "buffer of descriptor", idx,
+                             (hwaddr)b + offset, chunk);
+            return mvneta_rx_discard(s, q, size, "buffer not in RAM");
         }
         s->rx_bufs[i] = b;
+    }
+
+    /*
+     * Data first, then the descriptors: a buffer that cannot be written after
+     * all (checked above, so only if the memory map changed under the device)
+     * marks the frame with a resource error, as the hardware reports a frame
+     * it could not store; the driver drops it and reuses the buffers.
+     */
+    for (i = 0, done = 0, idx = rxq->index % ring; done < total;
+         i++, idx = (idx + 1) % ring) {
+        uint32_t chunk = MIN(buf_size, total - done);
+
+        stored &= mvneta_dma_write(s, q, "buffer of descriptor", idx,
+                                   (hwaddr)s->rx_bufs[i] + offset,
+                                   frame + done, chunk);
+        done += chunk;
+    }
+    if (!stored) {
+        status = RXD_ERR_SUMMARY | RXD_ERR_RESOURCE;
     }
 
     idx = rxq->index % ring;
     for (i = 0, done = 0; done < total; i++) {
         hwaddr desc = (hwaddr)base + (hwaddr)idx * DESC_SIZE;
         uint32_t chunk = MIN(buf_size, total - done);
-        uint32_t buf_addr = s->rx_bufs[i];
         uint32_t d_status = 0;
         uint16_t d_size;
+        uint8_t head[8];
 
-        /* Checked above: RAM accesses do not fail. */
-        dma_memory_write(&address_space_memory, (hwaddr)buf_addr + offset,
-                         frame + done, chunk, MEMTXATTRS_UNSPECIFIED);
         if (done == 0) {
             d_status |= RXD_FIRST | status;
             d_size = total;
@@ -494,22 +628,21 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
         if (done == total) {
             d_status |= RXD_LAST;
         }
-        {
-            uint8_t head[8];
-
-            stl_le_p(head, d_status);
-            stw_le_p(head + 4, 0);
-            stw_le_p(head + 6, d_size);
-            dma_memory_write(&address_space_memory, desc, head, 8,
-                             MEMTXATTRS_UNSPECIFIED);
-        }
+        stl_le_p(head, d_status);
+        stw_le_p(head + 4, 0);
+        stw_le_p(head + 6, d_size);
+        /* A lost status write leaves the driver a stale descriptor. */
+        mvneta_dma_write(s, q, "descriptor", idx, desc, head, sizeof(head));
         idx = (idx + 1) % ring;
         rxq->non_occupied--;
         rxq->occupied++;
     }
+    trace_mvneta_rx_frame(q, size, ndesc, rxq->index % ring, status);
     rxq->index = idx;
     rxq->occupied = MIN(rxq->occupied, RING_SIZE_MASK);
-    mvneta_mib_count_rx(s, buf, len);
+    if (stored) {
+        mvneta_mib_count_rx(s, buf, len);
+    }
 
     mvneta_rx_arm_coal_timer(s, q);
     mvneta_update_irq(s);
@@ -520,8 +653,8 @@ static ssize_t mvneta_receive(NetClientState *nc, const uint8_t *buf,
 
 static void mvneta_tx_checksum(uint8_t *frame, size_t len, uint32_t cmd)
 {
-    size_t l3 = cmd & 0x7f;
-    size_t hlen = ((cmd >> 8) & 0x1f) * 4;
+    size_t l3 = TXD_L3_OFFSET(cmd);
+    size_t hlen = TXD_IP_HLEN(cmd);
     size_t l4 = l3 + hlen;
     bool udp = cmd & TXD_UDP;
     bool ip6 = cmd & TXD_IP6;
@@ -531,9 +664,9 @@ static void mvneta_tx_checksum(uint8_t *frame, size_t len, uint32_t cmd)
     uint8_t pseudo[8];
 
     if (hlen < 20 || l4 > len) {
-        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TX checksum request with L3 "
-                      "offset %zu, IP header %zu on a %zu-byte frame\n",
-                      l3, hlen, len);
+        mvneta_guest_error("TX checksum request with L3 offset %zu, IP header "
+                           "%zu on a %zu-byte frame", l3, hlen, len);
+        trace_mvneta_tx_csum_error(l3, hlen, len);
         return;
     }
     if ((cmd & TXD_IP_CSUM) && !ip6) {
@@ -573,12 +706,12 @@ static void mvneta_tx_checksum(uint8_t *frame, size_t len, uint32_t cmd)
 
 static void mvneta_mib_count_tx(MvnetaState *s, const uint8_t *buf, size_t len)
 {
-    s->mib[0x38 / 4] += len + FCS_SIZE;         /* good_octets_sent */
-    s->mib[0x40 / 4]++;                         /* good_frames_sent */
+    MIB(s, MIB_GOOD_OCTETS_SENT) += len + MVNETA_FCS_SIZE;
+    MIB(s, MIB_GOOD_FRAMES_SENT)++;
     if (is_broadcast_ether_addr(buf)) {
-        s->mib[0x4c / 4]++;
+        MIB(s, MIB_BROADCAST_SENT)++;
     } else if (is_multicast_ether_addr(buf)) {
-        s->mib[0x48 / 4]++;
+        MIB(s, MIB_MULTICAST_SENT)++;
     }
 }
 
@@ -594,8 +727,9 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
     }
     if (ring == 0) {
         if (txq->pending) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d has %u pending "
-                          "descriptors and ring size 0\n", q, txq->pending);
+            mvneta_guest_error("TXQ%d has %u pending descriptors and ring "
+                               "size 0", q, txq->pending);
+            trace_mvneta_tx_drop(q, txq->index, "ring size 0");
             txq->pending = 0;
         }
         return;
@@ -615,12 +749,9 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
             uint32_t d_cmd, d_buf;
             uint16_t d_len;
 
-            if (!mvneta_dma_is_ram(desc, sizeof(d), false) ||
-                dma_memory_read(&address_space_memory, desc, d, sizeof(d),
-                                MEMTXATTRS_UNSPECIFIED) != MEMTX_OK) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d descriptor at "
-                              "0x%" HWADDR_PRIx " is not in RAM\n",
-                              q, desc);
+            if (!mvneta_dma_read(s, "TXQ", q, "descriptor", (idx + n) % ring,
+                                 desc, d, sizeof(d))) {
+                trace_mvneta_tx_drop(q, idx, "descriptor not in RAM");
                 bad = true;
                 n++;
                 break;
@@ -630,31 +761,31 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
             d_buf = ldl_le_p(d + 8);
             if (n == 0) {
                 if (!(d_cmd & TXD_FIRST)) {
-                    qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d descriptor"
-                                  " %u lacks FIRST; skipped\n", q, idx);
+                    mvneta_guest_error("TXQ%d descriptor %u lacks FIRST; "
+                                       "skipped", q, idx);
+                    trace_mvneta_tx_drop(q, idx, "no FIRST");
                     bad = true;
                     n++;
                     break;
                 }
                 cmd = d_cmd;
             } else if (d_cmd & TXD_FIRST) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d frame at "
-                              "descriptor %u has no LAST; dropped\n", q, idx);
+                mvneta_guest_error("TXQ%d frame at descriptor %u has no LAST; "
+                                   "dropped", q, idx);
+                trace_mvneta_tx_drop(q, idx, "no LAST");
                 bad = true;
                 break;          /* the new FIRST starts the next frame */
             }
-            if (!bad && len + d_len > MAX_FRAME) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d frame longer "
-                              "than %d bytes; dropped\n", q, MAX_FRAME);
+            if (!bad && len + d_len > MVNETA_MAX_FRAME) {
+                mvneta_guest_error("TXQ%d frame longer than %d bytes; "
+                                   "dropped", q, MVNETA_MAX_FRAME);
+                trace_mvneta_tx_drop(q, idx, "oversize");
                 bad = true;
             }
             if (!bad && d_len &&
-                (!mvneta_dma_is_ram(d_buf, d_len, false) ||
-                 dma_memory_read(&address_space_memory, d_buf, frame + len,
-                                 d_len, MEMTXATTRS_UNSPECIFIED) != MEMTX_OK)) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d buffer 0x%x "
-                              "(%u bytes) is not in RAM\n",
-                              q, d_buf, d_len);
+                !mvneta_dma_read(s, "TXQ", q, "buffer of descriptor",
+                                 (idx + n) % ring, d_buf, frame + len, d_len)) {
+                trace_mvneta_tx_drop(q, idx, "buffer not in RAM");
                 bad = true;
             }
             if (!bad) {
@@ -668,8 +799,9 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
         }
         if (!complete && !bad) {
             if (n >= ring) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d: no LAST "
-                              "descriptor in the whole ring\n", q);
+                mvneta_guest_error("TXQ%d: no LAST descriptor in the whole "
+                                   "ring", q);
+                trace_mvneta_tx_drop(q, idx, "no LAST in the ring");
                 n = txq->pending;
                 bad = true;
             } else {
@@ -686,8 +818,11 @@ static void mvneta_tx_queue(MvnetaState *s, int q)
             }
             if (len >= ETH_HLEN) {
                 mvneta_mib_count_tx(s, frame, len);
+                trace_mvneta_tx_frame(q, len, n, idx, cmd);
                 if (mvneta_link_up(s)) {
                     qemu_send_packet(qemu_get_queue(s->nic), frame, len);
+                } else {
+                    trace_mvneta_tx_drop(q, idx, "link down");
                 }
             }
         }
@@ -720,22 +855,51 @@ static void mvneta_flush_rx(MvnetaState *s)
     }
 }
 
-static uint64_t mvneta_read(void *opaque, hwaddr addr, unsigned size)
+/* MIB counters are read-to-clear; off is the offset from REG_MIB_BASE. */
+static uint32_t mvneta_mib_read(MvnetaState *s, hwaddr off)
 {
-    MvnetaState *s = opaque;
+    uint32_t val;
+    int latch;
+
+    switch (off) {
+    case MIB_GOOD_OCTETS_RCVD:
+    case MIB_GOOD_OCTETS_SENT:
+        /* 64-bit: the low word; the high word waits in its latch */
+        latch = off == MIB_GOOD_OCTETS_SENT;
+        val = MIB(s, off);
+        s->mib_high_latch[latch] = MIB(s, off) >> 32;
+        MIB(s, off) = 0;
+        return val;
+    case MIB_GOOD_OCTETS_RCVD_HI:
+    case MIB_GOOD_OCTETS_SENT_HI:
+        latch = off == MIB_GOOD_OCTETS_SENT_HI;
+        val = s->mib_high_latch[latch];
+        s->mib_high_latch[latch] = 0;
+        return val;
+    default:
+        val = MIB(s, off);
+        MIB(s, off) = 0;
+        return val;
+    }
+}
+
+static uint32_t mvneta_reg_read(MvnetaState *s, hwaddr addr)
+{
     uint32_t val;
     int q;
 
     switch (addr) {
     case REG_RXQ_STATUS(0) ... REG_RXQ_STATUS(7):
         q = (addr - REG_RXQ_STATUS(0)) / 4;
-        return s->rxq[q].occupied | (s->rxq[q].non_occupied << 16);
+        return s->rxq[q].occupied |
+               (s->rxq[q].non_occupied << RXQ_STATUS_FREE_SHIFT);
     case REG_RXQ_STATUS_UPDATE(0) ... REG_RXQ_STATUS_UPDATE(7):
     case REG_TXQ_UPDATE(0) ... REG_TXQ_UPDATE(7):
         return 0;               /* write-only */
     case REG_TXQ_STATUS(0) ... REG_TXQ_STATUS(7):
         q = (addr - REG_TXQ_STATUS(0)) / 4;
-        return (s->txq[q].sent << 16) | (s->txq[q].pending & RING_SIZE_MASK);
+        return (s->txq[q].sent << TXQ_STATUS_SENT_SHIFT) |
+               (s->txq[q].pending & RING_SIZE_MASK);
     case REG_PORT_STATUS:
         return PORT_STATUS_FIFO_EMPTY;
     case REG_TXQ_CMD:
@@ -764,24 +928,20 @@ static uint64_t mvneta_read(void *opaque, hwaddr addr, unsigned size)
         s->rx_overrun = 0;
         return val;
     case REG_MIB_BASE ... REG_MIB_END - 1:
-        q = (addr - REG_MIB_BASE) / 4;
-        if (q == 0 || q == 0x38 / 4) {          /* 64-bit: low, latch high */
-            val = (uint32_t)s->mib[q];
-            s->mib_high_latch[q ? 1 : 0] = s->mib[q] >> 32;
-            s->mib[q] = 0;
-            return val;
-        }
-        if (q == 1 || q == 0x3c / 4) {
-            val = s->mib_high_latch[q == 1 ? 0 : 1];
-            s->mib_high_latch[q == 1 ? 0 : 1] = 0;
-            return val;
-        }
-        val = (uint32_t)s->mib[q];
-        s->mib[q] = 0;
-        return val;
+        return mvneta_mib_read(s, addr - REG_MIB_BASE);
     default:
+        trace_mvneta_reg_storage_read(addr, REG(s, addr));
         return REG(s, addr);
     }
+}
+
+static uint64_t mvneta_read(void *opaque, hwaddr addr, unsigned size)
+{
+    MvnetaState *s = opaque;
+    uint32_t val = mvneta_reg_read(s, addr);
+
+    trace_mvneta_reg_read(addr, val);
+    return val;
 }
 
 static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
@@ -792,6 +952,7 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
     uint32_t ring, n;
     int q;
 
+    trace_mvneta_reg_write(addr, val);
     switch (addr) {
     case REG_RXQ_BASE(0) ... REG_RXQ_BASE(7):
         q = (addr - REG_RXQ_BASE(0)) / 4;
@@ -804,29 +965,33 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
         REG(s, addr) = val;
         ring = val & RING_SIZE_MASK;
         if (ring == 0 && val != 0) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d size register "
-                          "0x%x: ring size 0 (valid 1..16383)\n", q, val);
+            mvneta_guest_error("RXQ%d size register 0x%x: ring size 0 "
+                               "(valid 1..16383)", q, val);
+            trace_mvneta_queue_error("RXQ", q, "ring size 0", val, 0);
         }
         break;
     case REG_RXQ_STATUS_UPDATE(0) ... REG_RXQ_STATUS_UPDATE(7): {
         MvnetaRxQueue *rxq;
-        uint32_t done = val & 0xff, add = (val >> 16) & 0xff;
+        uint32_t done = RXQ_UPDATE_DONE(val), add = RXQ_UPDATE_ADD(val);
 
         q = (addr - REG_RXQ_STATUS_UPDATE(0)) / 4;
         rxq = &s->rxq[q];
         ring = mvneta_ring_size(s, REG_RXQ_SIZE(q));
         if (done > rxq->occupied) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: %u descriptors "
-                          "returned, only %u occupied\n",
-                          q, done, rxq->occupied);
+            mvneta_guest_error("RXQ%d: %u descriptors returned, only %u "
+                               "occupied", q, done, rxq->occupied);
+            trace_mvneta_queue_error("RXQ", q, "returned more than occupied",
+                                     done, rxq->occupied);
             done = rxq->occupied;
         }
         rxq->occupied -= done;
         rxq->non_occupied += add;
         if (rxq->occupied + rxq->non_occupied > ring) {
-            qemu_log_mask(LOG_GUEST_ERROR, "mvneta: RXQ%d: %u occupied + %u "
-                          "free descriptors exceed the ring size %u\n",
-                          q, rxq->occupied, rxq->non_occupied, ring);
+            mvneta_guest_error("RXQ%d: %u occupied + %u free descriptors "
+                               "exceed the ring size %u",
+                               q, rxq->occupied, rxq->non_occupied, ring);
+            trace_mvneta_queue_error("RXQ", q, "more descriptors than the ring",
+                                     rxq->occupied + rxq->non_occupied, ring);
             rxq->non_occupied = ring > rxq->occupied ?
                                 ring - rxq->occupied : 0;
         }
@@ -851,12 +1016,13 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
     case REG_MIB_BASE ... REG_MIB_END - 1:
     case REG_RX_DISCARD:
     case REG_RX_OVERRUN:
-        qemu_log_mask(LOG_GUEST_ERROR, "mvneta: write 0x%x to read-only "
-                      "register 0x%" HWADDR_PRIx "\n", val, addr);
+        mvneta_guest_error("write 0x%x to read-only register 0x%" HWADDR_PRIx,
+                           val, addr);
+        trace_mvneta_reg_readonly_write(addr, val);
         break;
     case REG_PORT_RX_RESET:
         REG(s, addr) = val;
-        if (val & 1) {
+        if (val & PORT_RESET_QUEUES) {
             for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
                 mvneta_rx_reset_queue(s, q);
             }
@@ -865,7 +1031,7 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
         break;
     case REG_PORT_TX_RESET:
         REG(s, addr) = val;
-        if (val & 1) {
+        if (val & PORT_RESET_QUEUES) {
             for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
                 s->txq[q].pending = 0;
                 s->txq[q].sent = 0;
@@ -888,26 +1054,30 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
         break;
     case REG_TXQ_UPDATE(0) ... REG_TXQ_UPDATE(7): {
         MvnetaTxQueue *txq;
-        uint32_t dec = (val >> 16) & 0xff;
+        uint32_t dec = TXQ_UPDATE_DEC_SENT(val);
 
         q = (addr - REG_TXQ_UPDATE(0)) / 4;
         txq = &s->txq[q];
         ring = mvneta_ring_size(s, REG_TXQ_SIZE(q));
         if (dec) {
             if (dec > txq->sent) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d: %u sent "
-                              "descriptors released, only %u sent\n",
-                              q, dec, txq->sent);
+                mvneta_guest_error("TXQ%d: %u sent descriptors released, "
+                                   "only %u sent", q, dec, txq->sent);
+                trace_mvneta_queue_error("TXQ", q, "released more than sent",
+                                         dec, txq->sent);
                 dec = txq->sent;
             }
             txq->sent -= dec;
         }
-        n = val & 0xff;
+        n = TXQ_UPDATE_PENDING(val);
         if (n) {
             if (txq->pending + n + txq->sent > ring) {
-                qemu_log_mask(LOG_GUEST_ERROR, "mvneta: TXQ%d: %u pending + "
-                              "%u sent descriptors exceed the ring size %u\n",
-                              q, txq->pending + n, txq->sent, ring);
+                mvneta_guest_error("TXQ%d: %u pending + %u sent descriptors "
+                                   "exceed the ring size %u",
+                                   q, txq->pending + n, txq->sent, ring);
+                trace_mvneta_queue_error("TXQ", q,
+                                         "more descriptors than the ring",
+                                         txq->pending + n + txq->sent, ring);
                 n = ring > txq->pending + txq->sent ?
                     ring - txq->pending - txq->sent : 0;
             }
@@ -918,11 +1088,13 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
         break;
     }
     case REG_TXQ_CMD:
-        s->txq_enabled = (s->txq_enabled | (val & 0xff)) & ~(val >> 8 & 0xff);
+        s->txq_enabled = (s->txq_enabled | Q_CMD_ENABLE(val)) &
+                         ~Q_CMD_DISABLE(val);
         mvneta_tx_all(s);
         break;
     case REG_RXQ_CMD:
-        s->rxq_enabled = (s->rxq_enabled | (val & 0xff)) & ~(val >> 8 & 0xff);
+        s->rxq_enabled = (s->rxq_enabled | Q_CMD_ENABLE(val)) &
+                         ~Q_CMD_DISABLE(val);
         mvneta_flush_rx(s);
         break;
     case REG_INTR_NEW_CAUSE:
@@ -951,6 +1123,7 @@ static void mvneta_write(void *opaque, hwaddr addr, uint64_t val64,
         mvneta_flush_rx(s);
         break;
     default:
+        trace_mvneta_reg_storage_write(addr, val);
         REG(s, addr) = val;
         break;
     }
@@ -974,6 +1147,7 @@ static void mvneta_set_link(NetClientState *nc)
 {
     MvnetaState *s = qemu_get_nic_opaque(nc);
 
+    trace_mvneta_link_change(!nc->link_down);
     s->misc_cause |= MISC_CAUSE_LINK_CHANGE;
     mvneta_update_irq(s);
 }
@@ -992,6 +1166,7 @@ static void mvneta_reset(DeviceState *dev)
     const uint8_t *mac = s->conf.macaddr.a;
     int q;
 
+    trace_mvneta_reset();
     memset(s->regs, 0, sizeof(s->regs));
     for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
         mvneta_rx_reset_queue(s, q);
@@ -1029,6 +1204,11 @@ static void mvneta_realize(DeviceState *dev, Error **errp)
     MvnetaState *s = MVNETA(dev);
     int q;
 
+    if (!s->dma_mr) {
+        error_setg(errp, TYPE_MVNETA " 'dma-memory' link not set");
+        return;
+    }
+    address_space_init(&s->dma_as, s->dma_mr, "mvneta-dma");
     for (q = 0; q < MVNETA_NUM_QUEUES; q++) {
         s->rxq[q].coal_timer = timer_new_ns(QEMU_CLOCK_VIRTUAL,
                                             mvneta_rx_coal_timer_cb, s);
@@ -1049,6 +1229,7 @@ static void mvneta_unrealize(DeviceState *dev)
         timer_free(s->rxq[q].coal_timer);
     }
     qemu_del_nic(s->nic);
+    address_space_destroy(&s->dma_as);
 }
 
 static int mvneta_post_load(void *opaque, int version_id)
@@ -1105,7 +1286,7 @@ static const VMStateDescription vmstate_mvneta = {
         VMSTATE_UINT32(txq_enabled, MvnetaState),
         VMSTATE_UINT32(misc_cause, MvnetaState),
         VMSTATE_UINT64_ARRAY(mib, MvnetaState, MVNETA_NUM_MIB),
-        VMSTATE_UINT32_ARRAY(mib_high_latch, MvnetaState, 2),
+        VMSTATE_UINT32_ARRAY(mib_high_latch, MvnetaState, MVNETA_NUM_MIB64),
         VMSTATE_UINT32(rx_discard, MvnetaState),
         VMSTATE_UINT32(rx_overrun, MvnetaState),
         VMSTATE_END_OF_LIST()
@@ -1114,6 +1295,9 @@ static const VMStateDescription vmstate_mvneta = {
 
 static Property mvneta_properties[] = {
     DEFINE_NIC_PROPERTIES(MvnetaState, conf),
+    /* What the device's DMA sees; the board links it (virt: system memory). */
+    DEFINE_PROP_LINK("dma-memory", MvnetaState, dma_mr,
+                     TYPE_MEMORY_REGION, MemoryRegion *),
     DEFINE_PROP_UINT32("clock-frequency", MvnetaState, clock_frequency,
                        24000000),
     DEFINE_PROP_END_OF_LIST(),
