@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 var update = flag.Bool("update", false, "rewrite qemu-patches/ from hw/net/mvneta.c, include/hw/net/mvneta.h and hw/net/mvneta-trace-events (needs git and the QEMU source of a 'ppkit qemu build')")
@@ -152,7 +154,7 @@ func TestSplitMails(t *testing.T) {
 // finds them.
 func pristineFiles(t *testing.T) string {
 	t.Helper()
-	cache, err := DefaultCacheDir()
+	cache, err := cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
