@@ -806,7 +806,11 @@ func (st *pfnState) record(ev *traceEvent) {
 }
 
 func (c *traceChecker) violate(name string, ev *traceEvent, st *pfnState, format string, args ...any) {
-	v := Violation{Name: name, Line: int(ev.line), Op: strings.TrimSpace(c.line), Detail: fmt.Sprintf(format, args...)}
+	op := strings.TrimSpace(c.line)
+	if op == "" { // a decoded event (TraceStream.Event) has no text line
+		op = c.render(ev)
+	}
+	v := Violation{Name: name, Line: int(ev.line), Op: op, Detail: fmt.Sprintf(format, args...)}
 	if st != nil {
 		v.Page = fmt.Sprintf("pfn %d", ev.pfn)
 		v.History = c.pfnHistory(st)
