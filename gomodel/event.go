@@ -140,11 +140,9 @@ func (s *TraceStream) Event(e *Event) error {
 func (s *TraceStream) push(ev traceEvent) {
 	c, q := s.c, &s.q
 	if q.Len() == 0 && ev.ts >= q.newest {
+		// Parsed and replayed at once: the interned pool is the current one at its address.
 		q.newest, q.released = ev.ts, ev.ts
 		c.line = ""
-		if ev.pool >= 0 {
-			ev.pool = c.ptrs[c.pools[ev.pool].ptr]
-		}
 		c.replay(&ev)
 		return
 	}
@@ -159,6 +157,18 @@ func (s *TraceStream) push(ev traceEvent) {
 // internPool names a pool pointer as the text prints it: %p of 5.10's trace output is the
 // plain address, 16 hex digits (trace_event_printf()).
 func (s *TraceStream) internPool(p uint64) int32 {
+	c := s.c
+	// Events of one pool come in runs: the last pointer's pool, while the checker's own
+	// cache still names it (newPool clears that cache when an address gets a new pool).
+	if s.rawPoolOK && p == s.rawPool && c.lastPtr != nil && c.lastID == s.rawPoolID {
+		return s.rawPoolID
+	}
+	id := s.formatPool(p)
+	s.rawPool, s.rawPoolID, s.rawPoolOK = p, id, true
+	return id
+}
+
+func (s *TraceStream) formatPool(p uint64) int32 {
 	const hex = "0123456789abcdef"
 	var b [16]byte
 	for i := 15; i >= 0; i-- {

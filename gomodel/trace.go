@@ -269,6 +269,10 @@ type TraceStream struct {
 	ev         traceEvent
 	poolEvents int
 	finished   bool
+	// the last pool pointer of a decoded Event and its pool (event.go)
+	rawPool   uint64
+	rawPoolID int32
+	rawPoolOK bool
 }
 
 // NewTraceStream starts a replay.

@@ -203,7 +203,12 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 		return &DecodeError{CPU: rec.CPU, TS: rec.TS, Msg: fmt.Sprintf("event %s/%s (id %d) is %d bytes, its format needs %d",
 			dc.f.System, dc.f.Name, id, len(data), dc.need)}
 	}
-	*ev = gomodel.Event{Kind: dc.kind, TS: usecs(rec.TS), CPU: rec.CPU, Flags: data[dc.flags.off], PreemptCount: data[dc.preempt.off]}
+	// Field by field: a composite literal would copy the whole Event with write barriers.
+	ev.Kind, ev.TS, ev.CPU, ev.Flags, ev.PreemptCount = dc.kind, usecs(rec.TS), rec.CPU, data[dc.flags.off], data[dc.preempt.off]
+	ev.Pool, ev.PFN, ev.Count, ev.Inflight, ev.Hold, ev.Release, ev.Cnt, ev.Order, ev.Lost = 0, 0, 0, 0, 0, 0, 0, 0, 0
+	if ev.Marker != nil {
+		ev.Marker = nil
+	}
 	switch dc.kind {
 	case gomodel.EventOther:
 	case gomodel.EventMarker:
@@ -248,11 +253,12 @@ type Merger struct {
 	heads []Record
 	live  []bool
 	done  []bool
+	last  int // the head handed out by the last Next, -1
 }
 
 // NewMerger merges the streams; streams[i] is CPU i's pages (nil: a CPU without a stream).
 func NewMerger(streams []io.Reader, h *HeaderPage) *Merger {
-	m := &Merger{}
+	m := &Merger{last: -1}
 	for i, r := range streams {
 		if r == nil {
 			continue
@@ -265,9 +271,12 @@ func NewMerger(streams []io.Reader, h *HeaderPage) *Merger {
 	return m
 }
 
-// Next returns the next record of all CPUs (io.EOF when every stream has ended). The record's
-// Data is valid until the next call.
-func (m *Merger) Next(rec *Record) error {
+// Next returns the next record of all CPUs (io.EOF when every stream has ended). The record
+// and its Data are valid until the next call.
+func (m *Merger) Next() (*Record, error) {
+	if m.last >= 0 {
+		m.live[m.last] = false
+	}
 	best := -1
 	for i, c := range m.cpus {
 		if m.done[i] {
@@ -279,7 +288,7 @@ func (m *Merger) Next(rec *Record) error {
 					m.done[i] = true
 					continue
 				}
-				return err
+				return nil, err
 			}
 			m.live[i] = true
 		}
@@ -287,12 +296,11 @@ func (m *Merger) Next(rec *Record) error {
 			best = i
 		}
 	}
+	m.last = best
 	if best < 0 {
-		return io.EOF
+		return nil, io.EOF
 	}
-	*rec = m.heads[best]
-	m.live[best] = false
-	return nil
+	return &m.heads[best], nil
 }
 
 // Pages is the number of pages read from every CPU so far.
@@ -308,6 +316,7 @@ func (m *Merger) Pages() int {
 type Stats struct {
 	Pages  int
 	Events int
+	Gaps   int // places where the kernel flagged lost events
 	// Lost sums the stored lost-event counts; LostUnknown counts the gaps the kernel flagged
 	// without room on the page to store their count.
 	Lost        int64
@@ -324,20 +333,20 @@ func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomod
 	m := NewMerger(streams, &fm.Page)
 	d := NewDecoder(fm)
 	s := gomodel.NewTraceStream(opts)
-	var rec Record
 	var ev gomodel.Event
 	for {
-		err := m.Next(&rec)
+		rec, err := m.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, st, err
 		}
-		if err := d.Decode(&rec, &ev); err != nil {
+		if err := d.Decode(rec, &ev); err != nil {
 			return nil, st, err
 		}
 		if rec.Data == nil {
+			st.Gaps++
 			if rec.Lost > 0 {
 				st.Lost += rec.Lost
 			} else {

@@ -139,7 +139,7 @@ func (c *CPUReader) Next(rec *Record) error {
 		}
 		if c.gap {
 			c.gap = false
-			*rec = Record{CPU: c.cpu, TS: c.ts, Lost: c.lost}
+			rec.CPU, rec.TS, rec.Data, rec.Lost = c.cpu, c.ts, nil, c.lost
 			return nil
 		}
 		d, off := c.data, c.off
@@ -192,7 +192,8 @@ func (c *CPUReader) Next(rec *Record) error {
 		}
 		c.ts += delta
 		c.off = end
-		*rec = Record{CPU: c.cpu, TS: c.ts, Data: d[start:end]}
+		// Field by field: a composite literal would copy the Record with write barriers.
+		rec.CPU, rec.TS, rec.Data, rec.Lost = c.cpu, c.ts, d[start:end], 0
 		return nil
 	}
 }

@@ -175,19 +175,19 @@ func TestDecodeContext(t *testing.T) {
 	fm := testFormatSet(t)
 	e := tev{cpu: 1, ts: 5_000_000_499, name: "page_pool_skb_return", pool: 0xffffff8001a5b000, pfn: 7, flags: 0x10 | 0x01}
 	m := NewMerger(readers(nil, pages(fm, []tev{e}, nil)), &fm.Page)
-	var rec Record
-	if err := m.Next(&rec); err != nil {
+	rec, err := m.Next()
+	if err != nil {
 		t.Fatal(err)
 	}
 	var ev gomodel.Event
-	if err := NewDecoder(fm).Decode(&rec, &ev); err != nil {
+	if err := NewDecoder(fm).Decode(rec, &ev); err != nil {
 		t.Fatal(err)
 	}
 	want := gomodel.Event{Kind: gomodel.EventSkbReturn, TS: 5_000_000_000, CPU: 1, Flags: 0x11, PreemptCount: 1, Pool: 0xffffff8001a5b000, PFN: 7}
 	if sprint(ev) != sprint(want) || !ev.Softirq() {
 		t.Fatalf("got %+v\nwant %+v", ev, want)
 	}
-	if err := m.Next(&rec); err != io.EOF {
+	if _, err := m.Next(); err != io.EOF {
 		t.Fatalf("after the last event: %v", err)
 	}
 }
@@ -248,8 +248,7 @@ func TestLostEvents(t *testing.T) {
 	}
 	// The gap comes before the page's first event, in the merged order too.
 	m := NewMerger(readers(raw), &fm.Page)
-	var rec Record
-	if err := m.Next(&rec); err != nil || rec.Data != nil || rec.Lost != 17 || rec.TS != 1e9 {
+	if rec, err := m.Next(); err != nil || rec.Data != nil || rec.Lost != 17 || rec.TS != 1e9 {
 		t.Fatalf("first record %+v, %v; want the gap of 17 at 1 s", rec, err)
 	}
 }
