@@ -33,9 +33,10 @@ type Event struct {
 	// TS is the timestamp in ns, at the text's precision: ftrace prints ns2usecs(ts)
 	// (kernel/trace/trace.c, rounded to µs), and both transports must give the same figures.
 	TS uint64
-	// CPU, Flags (common_flags: TRACE_FLAG_*) and PreemptCount (common_preempt_count) are the
-	// text's [CPU] and irq-info columns.
+	// CPU, PID (common_pid), Flags (common_flags: TRACE_FLAG_*) and PreemptCount
+	// (common_preempt_count) are the text's TASK-PID, [CPU] and irq-info columns.
 	CPU          int
+	PID          int32
 	Flags        uint8
 	PreemptCount uint8
 	// Fields, by Kind: Pool is the page_pool pointer (printed %016x, as the text's %p);

@@ -60,7 +60,7 @@ type decoder struct {
 	kind gomodel.EventKind
 	// need is the record length the fields need: a shorter record is an error.
 	need                   int
-	flags, preempt         slot
+	flags, preempt, pid    slot
 	pool, pfn, count, ord  slot
 	inflight, hold, rel    slot
 	cnt                    slot
@@ -117,6 +117,9 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 		return nil, err
 	}
 	if dc.preempt, err = field("common_preempt_count", 1); err != nil {
+		return nil, err
+	}
+	if dc.pid, err = field("common_pid", 4); err != nil {
 		return nil, err
 	}
 	me, known := modelEvents[f.Name]
@@ -205,6 +208,7 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 	}
 	// Field by field: a composite literal would copy the whole Event with write barriers.
 	ev.Kind, ev.TS, ev.CPU, ev.Flags, ev.PreemptCount = dc.kind, usecs(rec.TS), rec.CPU, data[dc.flags.off], data[dc.preempt.off]
+	ev.PID = int32(binary.LittleEndian.Uint32(data[dc.pid.off:]))
 	ev.Pool, ev.PFN, ev.Count, ev.Inflight, ev.Hold, ev.Release, ev.Cnt, ev.Order, ev.Lost = 0, 0, 0, 0, 0, 0, 0, 0, 0
 	if ev.Marker != nil {
 		ev.Marker = nil

@@ -113,10 +113,16 @@ func (c *CPUReader) nextPage() error {
 	case commit&missedStored != 0 && commit&missedEvents == 0:
 		return c.fail(-1, "commit word %#x has RB_MISSED_STORED without RB_MISSED_EVENTS", commit)
 	case commit&missedStored != 0:
-		if size+8 > len(data) {
+		// an unsigned long, the size of local_t
+		if size+h.Commit.Size > len(data) {
 			return c.fail(-1, "lost-event count stored at %d, past the page's %d data bytes", size, len(data))
 		}
-		n := binary.LittleEndian.Uint64(data[size:])
+		var n uint64
+		if h.Commit.Size == 8 {
+			n = binary.LittleEndian.Uint64(data[size:])
+		} else {
+			n = uint64(binary.LittleEndian.Uint32(data[size:]))
+		}
 		if n == 0 || n > 1<<62 {
 			return c.fail(size, "stored lost-event count %d is not a count", n)
 		}

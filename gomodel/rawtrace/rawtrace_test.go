@@ -173,7 +173,7 @@ func TestSyntheticRawEqualsText(t *testing.T) {
 // The events gomodel is given carry the context columns of the text.
 func TestDecodeContext(t *testing.T) {
 	fm := testFormatSet(t)
-	e := tev{cpu: 1, ts: 5_000_000_499, name: "page_pool_skb_return", pool: 0xffffff8001a5b000, pfn: 7, flags: 0x10 | 0x01}
+	e := tev{cpu: 1, ts: 5_000_000_499, name: "page_pool_skb_return", pool: 0xffffff8001a5b000, pfn: 7, flags: 0x10 | 0x01, pid: 1234}
 	m := NewMerger(readers(nil, pages(fm, []tev{e}, nil)), &fm.Page)
 	rec, err := m.Next()
 	if err != nil {
@@ -183,7 +183,7 @@ func TestDecodeContext(t *testing.T) {
 	if err := NewDecoder(fm).Decode(rec, &ev); err != nil {
 		t.Fatal(err)
 	}
-	want := gomodel.Event{Kind: gomodel.EventSkbReturn, TS: 5_000_000_000, CPU: 1, Flags: 0x11, PreemptCount: 1, Pool: 0xffffff8001a5b000, PFN: 7}
+	want := gomodel.Event{Kind: gomodel.EventSkbReturn, TS: 5_000_000_000, CPU: 1, PID: 1234, Flags: 0x11, PreemptCount: 1, Pool: 0xffffff8001a5b000, PFN: 7}
 	if sprint(ev) != sprint(want) || !ev.Softirq() {
 		t.Fatalf("got %+v\nwant %+v", ev, want)
 	}
