@@ -253,25 +253,25 @@ func usecs(ns uint64) uint64 { return (ns + 500) / 1000 * 1000 }
 // (__find_next_entry() in kernel/trace/trace.c: the smallest timestamp first, the lowest CPU
 // on a tie).
 type Merger struct {
-	cpus  []*CPUReader
-	heads []Record
-	live  []bool
-	done  []bool
-	last  int // the head handed out by the last Next, -1
+	cpus []mergeHead
+	last int // the head handed out by the last Next, -1
+}
+
+type mergeHead struct {
+	rec  Record
+	r    *CPUReader
+	live bool // rec holds the CPU's next record
+	done bool
 }
 
 // NewMerger merges the streams; streams[i] is CPU i's pages (nil: a CPU without a stream).
 func NewMerger(streams []io.Reader, h *HeaderPage) *Merger {
 	m := &Merger{last: -1}
 	for i, r := range streams {
-		if r == nil {
-			continue
+		if r != nil {
+			m.cpus = append(m.cpus, mergeHead{r: NewCPUReader(i, r, h)})
 		}
-		m.cpus = append(m.cpus, NewCPUReader(i, r, h))
 	}
-	m.heads = make([]Record, len(m.cpus))
-	m.live = make([]bool, len(m.cpus))
-	m.done = make([]bool, len(m.cpus))
 	return m
 }
 
@@ -279,39 +279,41 @@ func NewMerger(streams []io.Reader, h *HeaderPage) *Merger {
 // and its Data are valid until the next call.
 func (m *Merger) Next() (*Record, error) {
 	if m.last >= 0 {
-		m.live[m.last] = false
+		m.cpus[m.last].live = false
 	}
 	best := -1
-	for i, c := range m.cpus {
-		if m.done[i] {
+	var bestTS uint64
+	for i := range m.cpus {
+		h := &m.cpus[i]
+		if h.done {
 			continue
 		}
-		if !m.live[i] {
-			if err := c.Next(&m.heads[i]); err != nil {
+		if !h.live {
+			if err := h.r.Next(&h.rec); err != nil {
 				if err == io.EOF {
-					m.done[i] = true
+					h.done = true
 					continue
 				}
 				return nil, err
 			}
-			m.live[i] = true
+			h.live = true
 		}
-		if best < 0 || m.heads[i].TS < m.heads[best].TS {
-			best = i
+		if best < 0 || h.rec.TS < bestTS {
+			best, bestTS = i, h.rec.TS
 		}
 	}
 	m.last = best
 	if best < 0 {
 		return nil, io.EOF
 	}
-	return &m.heads[best], nil
+	return &m.cpus[best].rec, nil
 }
 
 // Pages is the number of pages read from every CPU so far.
 func (m *Merger) Pages() int {
 	n := 0
-	for _, c := range m.cpus {
-		n += c.pages
+	for i := range m.cpus {
+		n += m.cpus[i].r.pages
 	}
 	return n
 }
