@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -18,12 +19,16 @@ import (
 // file (the iterator does not consume) and the binary pages of every per_cpu/cpuN/
 // trace_pipe_raw (which does), with the per-CPU stats and the format files of the traced
 // systems. gomodel/rawtrace's golden tests replay both and require the same events and the
-// same report. A second capture runs the traffic into a ring of a few pages, so that the
-// kernel overwrites events and flags the pages that follow (RB_MISSED_EVENTS).
+// same report. "multicast-overrun" runs multicast into a ring of a few pages, so that the
+// kernel overwrites events and flags the pages that follow (RB_MISSED_EVENTS). Each procedure
+// runs for 1 s at 2 Mbit/s with a 64 MiB ring per CPU.
 //
 //	flock /tmp/ppkit-heavy.lock go test -tags 'e2e rawcapture' -run TestCaptureRawTrace ./tests \
-//	    -rawtrace.out ../gomodel/rawtrace/testdata
-var rawOut = flag.String("rawtrace.out", "", "directory the captures are written to (a subdirectory per capture)")
+//	    -rawtrace.out ../gomodel/rawtrace/testdata -rawtrace.procedures multicast,multicast-overrun
+var (
+	rawOut   = flag.String("rawtrace.out", "", "directory the captures are written to (a subdirectory per capture)")
+	rawProcs = flag.String("rawtrace.procedures", "multicast", "comma-separated procedures to capture (and multicast-overrun)")
+)
 
 func TestCaptureRawTrace(t *testing.T) {
 	requireBoard(t)
@@ -34,15 +39,24 @@ func TestCaptureRawTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct {
+	type capture struct {
 		name     string
 		proc     string
 		bufferKB int
 		opts     Options
-	}{
-		{"multicast", "multicast", 16384, Options{Duration: time.Second, RateMbit: 2}},
-		{"multicast-overrun", "multicast", 64, Options{Duration: time.Second, RateMbit: 2}},
-	} {
+	}
+	var caps []capture
+	for _, p := range strings.Split(*rawProcs, ",") {
+		if p == "multicast-overrun" {
+			caps = append(caps, capture{p, "multicast", 64, Options{Duration: time.Second, RateMbit: 2}})
+			continue
+		}
+		if _, ok := Procedures()[p]; !ok {
+			t.Fatalf("no procedure %q", p)
+		}
+		caps = append(caps, capture{p, p, 65536, Options{Duration: time.Second, RateMbit: 2}})
+	}
+	for _, c := range caps {
 		t.Run(c.name, func(t *testing.T) {
 			captureRaw(t, Kernel{Series: series}, c.proc, c.bufferKB, c.opts, filepath.Join(*rawOut, c.name))
 		})

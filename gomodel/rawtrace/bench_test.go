@@ -2,6 +2,7 @@ package rawtrace
 
 import (
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -107,6 +108,31 @@ func BenchmarkDecode(b *testing.B) {
 		}
 		if k != n {
 			b.Fatalf("%d events, want %d", k, n)
+		}
+	}
+	b.StopTimer()
+	total := float64(n) * float64(b.N)
+	b.ReportMetric(total/b.Elapsed().Seconds()/1e6, "Mevents/s")
+	if cpu := threadCPU() - cpu0; cpu > 0 {
+		b.ReportMetric(total/cpu.Seconds()/1e6, "Mevents/cpu-s")
+	}
+}
+
+// BenchmarkText is gomodel's replay of the text twin of BenchmarkReplay's pages (the same
+// events as tracefs's trace file prints them): the transport the pages replace.
+func BenchmarkText(b *testing.B) {
+	perCPU, text := split(steadyState())
+	n := len(perCPU[0]) + len(perCPU[1])
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rep, err := gomodel.ReadTrace(strings.NewReader(text), gomodel.TraceOptions{File: "bench"})
+		if err != nil || rep.Events+rep.Ignored != n || !rep.Passed {
+			b.Fatalf("%v", err)
 		}
 	}
 	b.StopTimer()
