@@ -93,7 +93,7 @@ func (s *TraceStream) Event(e *Event) error {
 		c.rep.LostEvents++
 		c.rep.Figures.LostEvents += n
 		ev.ts = q.newest
-		s.push(ev)
+		s.push(&ev)
 		return nil
 	case EventMarker:
 		c.rep.Ignored++
@@ -108,7 +108,7 @@ func (s *TraceStream) Event(e *Event) error {
 		default:
 			return nil
 		}
-		s.push(ev)
+		s.push(&ev)
 		return nil
 	case EventStateHold, EventStateRelease:
 		ev.pool = s.internPool(e.Pool)
@@ -131,23 +131,23 @@ func (s *TraceStream) Event(e *Event) error {
 	if ev.kind != evPageFree && ev.kind != evPageFreeBatched {
 		s.poolEvents++
 	}
-	s.push(ev)
+	s.push(&ev)
 	return nil
 }
 
 // push replays an event at once when nothing is held back and it is not older than any
 // event before it (the decoded transport's merged order), and otherwise queues it like a
 // text line.
-func (s *TraceStream) push(ev traceEvent) {
+func (s *TraceStream) push(ev *traceEvent) {
 	c, q := s.c, &s.q
 	if q.Len() == 0 && ev.ts >= q.newest {
 		// Parsed and replayed at once: the interned pool is the current one at its address.
 		q.newest, q.released = ev.ts, ev.ts
 		c.line = ""
-		c.replay(&ev)
+		c.replay(ev)
 		return
 	}
-	if late := q.push(ev, ""); late && ev.kind != evMarker && ev.kind != evLost {
+	if late := q.push(*ev, ""); late && ev.kind != evMarker && ev.kind != evLost {
 		c.rep.Reordered++
 	}
 	for q.ready() {
