@@ -129,11 +129,13 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 	time.Sleep(PoolDrainTimeout) // the pools' destroy retries run every second
 	run("tracing off", "echo 0 > "+tracefs+"/tracing_on")
 	// trace first (the iterator leaves the buffer as it is), then the pages (read consumes
-	// them); trace_pipe_raw blocks when a CPU's buffer is empty, so each read is cut off.
+	// them); trace_pipe_raw blocks when a CPU's buffer is empty, so each read is cut off. dd,
+	// not cat: busybox's cat uses sendfile(), and trace_pipe_raw's splice hands out only full
+	// pages (tracing_buffers_splice_read()), so the last, partial page of each CPU would stay.
 	const guestDir = "/tmp/rawtrace"
 	run("capture", fmt.Sprintf(`set -e; cd %[1]s; D=%[2]s; rm -rf $D; mkdir -p $D/events
 cat trace > $D/trace.txt
-for c in per_cpu/cpu*; do n=${c#per_cpu/}; cat $c/stats > $D/$n.stats; timeout 5 cat $c/trace_pipe_raw > $D/$n.raw || true; done
+for c in per_cpu/cpu*; do n=${c#per_cpu/}; cat $c/stats > $D/$n.stats; timeout 5 dd if=$c/trace_pipe_raw of=$D/$n.raw bs=4096 2>/dev/null || true; done
 cp events/header_page events/header_event $D/events/
 for s in page_pool skb kmem ftrace; do for e in events/$s/*/; do [ -f $e/format ] || continue; mkdir -p $D/$e; cat $e/format > $D/$e/format; done; done
 cd /tmp; tar czf rawtrace.tgz rawtrace`, tracefs, guestDir))
