@@ -177,7 +177,7 @@ type traceChecker struct {
 	rep    *TraceReport
 	ptrs   map[string]int32 // pointer -> current pool
 	pools  []poolTraceState
-	pfnIdx map[uint64]int32
+	pfnIdx pfnIndex
 	pfns   []pfnState
 	line   string // the raw line of the event being replayed, for violation reports
 	lineNo int
@@ -192,9 +192,8 @@ type traceChecker struct {
 
 func newTraceChecker(opts TraceOptions) *traceChecker {
 	return &traceChecker{
-		rep:    &TraceReport{File: opts.File, Packets: opts.Packets},
-		ptrs:   map[string]int32{},
-		pfnIdx: map[uint64]int32{},
+		rep:  &TraceReport{File: opts.File, Packets: opts.Packets},
+		ptrs: map[string]int32{},
 	}
 }
 
@@ -269,6 +268,10 @@ type TraceStream struct {
 	ev         traceEvent
 	poolEvents int
 	finished   bool
+	// the last pool pointer of a decoded Event and its pool (event.go)
+	rawPool   uint64
+	rawPoolID int32
+	rawPoolOK bool
 }
 
 // NewTraceStream starts a replay.
@@ -789,14 +792,14 @@ func (c *traceChecker) newPool(ptr string) int32 {
 // ---- replay ----
 
 func (c *traceChecker) pfn(pfn uint64, create bool) *pfnState {
-	if i, ok := c.pfnIdx[pfn]; ok {
+	if i, ok := c.pfnIdx.get(pfn); ok {
 		return &c.pfns[i]
 	}
 	if !create {
 		return nil
 	}
 	c.pfns = append(c.pfns, pfnState{holder: -1, released: -1})
-	c.pfnIdx[pfn] = int32(len(c.pfns) - 1)
+	c.pfnIdx.set(pfn, int32(len(c.pfns)-1))
 	return &c.pfns[len(c.pfns)-1]
 }
 
@@ -806,7 +809,11 @@ func (st *pfnState) record(ev *traceEvent) {
 }
 
 func (c *traceChecker) violate(name string, ev *traceEvent, st *pfnState, format string, args ...any) {
-	v := Violation{Name: name, Line: int(ev.line), Op: strings.TrimSpace(c.line), Detail: fmt.Sprintf(format, args...)}
+	op := strings.TrimSpace(c.line)
+	if op == "" { // a decoded event (TraceStream.Event) has no text line
+		op = c.render(ev)
+	}
+	v := Violation{Name: name, Line: int(ev.line), Op: op, Detail: fmt.Sprintf(format, args...)}
 	if st != nil {
 		v.Page = fmt.Sprintf("pfn %d", ev.pfn)
 		v.History = c.pfnHistory(st)
@@ -844,7 +851,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		if len(c.pfns) > 0 {
 			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("line %d: %s: page states forgotten, pages are judged again from their next event", ev.line, strings.TrimSpace(c.line)))
 		}
-		clear(c.pfnIdx)
+		c.pfnIdx.reset()
 		c.pfns = c.pfns[:0]
 		for i := range c.pools {
 			c.pools[i].Complete = false
@@ -938,7 +945,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		n := uint64(1) << ev.order
 		for k := uint64(0); k < n; k++ {
 			pfn := ev.pfn + k
-			i, ok := c.pfnIdx[pfn]
+			i, ok := c.pfnIdx.get(pfn)
 			if !ok {
 				continue
 			}
@@ -1022,7 +1029,8 @@ func (c *traceChecker) finish() *TraceReport {
 					p.Pool, lr.Inflight, lr.Hold, lr.Release, lr.Cnt, p.Held, p.FreedWhileHeld)}
 			if p.hasCulp {
 				v.Page = fmt.Sprintf("pfn %d", p.culprit)
-				v.History = c.pfnHistory(&c.pfns[c.pfnIdx[p.culprit]])
+				i, _ := c.pfnIdx.get(p.culprit)
+				v.History = c.pfnHistory(&c.pfns[i])
 			}
 			rep.Violations = append(rep.Violations, v)
 		}

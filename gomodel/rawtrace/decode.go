@@ -1,0 +1,375 @@
+package rawtrace
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ppkit/ppkit/gomodel"
+)
+
+// modelEvents are the events gomodel replays, by format name, with the fields it takes from
+// each (the fields of the TP_printk format the text parser reads).
+var modelEvents = map[string]struct {
+	kind   gomodel.EventKind
+	fields []string
+}{
+	"page_pool_state_hold":    {gomodel.EventStateHold, []string{"pool", "pfn", "hold"}},
+	"page_pool_state_release": {gomodel.EventStateRelease, []string{"pool", "pfn", "release"}},
+	"page_pool_release":       {gomodel.EventPoolRelease, []string{"pool", "inflight", "hold", "release", "cnt"}},
+	"page_pool_update_nid":    {gomodel.EventUpdateNid, []string{"pool"}},
+	"page_pool_skb_return":    {gomodel.EventSkbReturn, []string{"pool", "pfn"}},
+	"mm_page_free":            {gomodel.EventPageFree, []string{"pfn", "order"}},
+	"mm_page_free_batched":    {gomodel.EventPageFreeBatched, []string{"pfn"}},
+}
+
+// slot is where one field sits in a record.
+type slot struct {
+	off, size int
+	signed    bool
+}
+
+func (s slot) get(d []byte) uint64 {
+	switch s.size {
+	case 1:
+		if s.signed {
+			return uint64(int64(int8(d[s.off])))
+		}
+		return uint64(d[s.off])
+	case 2:
+		v := binary.LittleEndian.Uint16(d[s.off:])
+		if s.signed {
+			return uint64(int64(int16(v)))
+		}
+		return uint64(v)
+	case 4:
+		v := binary.LittleEndian.Uint32(d[s.off:])
+		if s.signed {
+			return uint64(int64(int32(v)))
+		}
+		return uint64(v)
+	}
+	return binary.LittleEndian.Uint64(d[s.off:])
+}
+
+// decoder turns one event id's records into gomodel events.
+type decoder struct {
+	f    *Format
+	kind gomodel.EventKind
+	// need is the record length the fields need: a shorter record is an error.
+	need                   int
+	flags, preempt, pid    slot
+	pool, pfn, count, ord  slot
+	inflight, hold, rel    slot
+	cnt                    slot
+	buf                    int // ftrace/print: offset of buf[]
+	hasOrder, isPrint, nop bool
+}
+
+// Decoder turns the records of a trace's pages into gomodel events, by the events' formats.
+type Decoder struct {
+	fm   *Formats
+	decs []*decoder // by id, built on first use
+}
+
+// NewDecoder decodes records with fm's formats.
+func NewDecoder(fm *Formats) *Decoder { return &Decoder{fm: fm} }
+
+// DecodeError is a record the decoder cannot read: its CPU, timestamp and what is wrong.
+type DecodeError struct {
+	CPU int
+	TS  uint64
+	Msg string
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("cpu%d event at %d.%09d: %s", e.CPU, e.TS/1e9, e.TS%1e9, e.Msg)
+}
+
+func (d *Decoder) decoder(id int) (*decoder, error) {
+	if id < len(d.decs) && d.decs[id] != nil {
+		return d.decs[id], nil
+	}
+	f := d.fm.ByID(id)
+	if f == nil {
+		return nil, fmt.Errorf("event id %d has no format: copy events/*/format of every enabled event", id)
+	}
+	dc := &decoder{f: f, need: 4}
+	field := func(name string, sizes ...int) (slot, error) {
+		fd := f.Field(name)
+		if fd == nil {
+			return slot{}, fmt.Errorf("event %s/%s (id %d) has no field %s, which gomodel reads", f.System, f.Name, id, name)
+		}
+		ok := false
+		for _, s := range sizes {
+			ok = ok || fd.Size == s
+		}
+		if !ok || fd.Array >= 0 {
+			return slot{}, fmt.Errorf("event %s/%s (id %d): field %s is %d bytes (%s), want %v", f.System, f.Name, id, name, fd.Size, fd.Type, sizes)
+		}
+		dc.need = max(dc.need, fd.Offset+fd.Size)
+		return slot{off: fd.Offset, size: fd.Size, signed: fd.Signed}, nil
+	}
+	var err error
+	if dc.flags, err = field("common_flags", 1); err != nil {
+		return nil, err
+	}
+	if dc.preempt, err = field("common_preempt_count", 1); err != nil {
+		return nil, err
+	}
+	if dc.pid, err = field("common_pid", 4); err != nil {
+		return nil, err
+	}
+	me, known := modelEvents[f.Name]
+	switch {
+	case f.System == "ftrace" && f.Name == "print":
+		fd := f.Field("buf")
+		if fd == nil || fd.Array != 0 {
+			return nil, fmt.Errorf("event ftrace/print (id %d) has no dynamic char buf[]", id)
+		}
+		dc.kind, dc.isPrint, dc.buf = gomodel.EventMarker, true, fd.Offset
+		dc.need = max(dc.need, fd.Offset)
+	case known:
+		dc.kind = me.kind
+		for _, name := range me.fields {
+			var s slot
+			switch name {
+			case "pool":
+				s, err = field(name, 8)
+				dc.pool = s
+			case "pfn":
+				s, err = field(name, 8, 4)
+				dc.pfn = s
+			case "hold":
+				if me.kind == gomodel.EventPoolRelease {
+					s, err = field(name, 4)
+					dc.hold = s
+				} else {
+					s, err = field(name, 4)
+					dc.count = s
+				}
+			case "release":
+				if me.kind == gomodel.EventPoolRelease {
+					s, err = field(name, 4)
+					dc.rel = s
+				} else {
+					s, err = field(name, 4)
+					dc.count = s
+				}
+			case "inflight":
+				s, err = field(name, 4)
+				dc.inflight = s
+			case "cnt":
+				s, err = field(name, 8)
+				dc.cnt = s
+			case "order":
+				s, err = field(name, 4)
+				dc.ord, dc.hasOrder = s, true
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	default:
+		dc.kind, dc.nop = gomodel.EventOther, true
+	}
+	for id >= len(d.decs) {
+		d.decs = append(d.decs, nil)
+	}
+	d.decs[id] = dc
+	return dc, nil
+}
+
+// Decode turns one event record into a gomodel event (ev.Marker points into rec.Data).
+func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
+	if rec.Data == nil {
+		*ev = gomodel.Event{Kind: gomodel.EventLost, TS: usecs(rec.TS), CPU: rec.CPU, Lost: rec.Lost}
+		return nil
+	}
+	data := rec.Data
+	if len(data) < 4 {
+		return &DecodeError{CPU: rec.CPU, TS: rec.TS, Msg: fmt.Sprintf("a record of %d bytes has no common fields", len(data))}
+	}
+	id := int(binary.LittleEndian.Uint16(data))
+	var dc *decoder
+	if id < len(d.decs) && d.decs[id] != nil {
+		dc = d.decs[id]
+	} else {
+		var err error
+		if dc, err = d.decoder(id); err != nil {
+			return &DecodeError{CPU: rec.CPU, TS: rec.TS, Msg: err.Error()}
+		}
+	}
+	if len(data) < dc.need {
+		return &DecodeError{CPU: rec.CPU, TS: rec.TS, Msg: fmt.Sprintf("event %s/%s (id %d) is %d bytes, its format needs %d",
+			dc.f.System, dc.f.Name, id, len(data), dc.need)}
+	}
+	// Field by field: a composite literal would copy the whole Event with write barriers.
+	ev.Kind, ev.TS, ev.CPU, ev.Flags, ev.PreemptCount = dc.kind, usecs(rec.TS), rec.CPU, data[dc.flags.off], data[dc.preempt.off]
+	ev.PID = int32(binary.LittleEndian.Uint32(data[dc.pid.off:]))
+	ev.Pool, ev.PFN, ev.Count, ev.Inflight, ev.Hold, ev.Release, ev.Cnt, ev.Order, ev.Lost = 0, 0, 0, 0, 0, 0, 0, 0, 0
+	if ev.Marker != nil {
+		ev.Marker = nil
+	}
+	switch dc.kind {
+	case gomodel.EventOther:
+	case gomodel.EventMarker:
+		b := data[dc.buf:]
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			b = b[:i]
+		}
+		ev.Marker = b
+	case gomodel.EventPageFree, gomodel.EventPageFreeBatched:
+		ev.PFN = dc.pfn.get(data)
+		if dc.hasOrder {
+			ev.Order = uint32(dc.ord.get(data))
+		}
+	case gomodel.EventPoolRelease:
+		ev.Pool = dc.pool.get(data)
+		ev.Inflight = int32(dc.inflight.get(data))
+		ev.Hold = uint32(dc.hold.get(data))
+		ev.Release = uint32(dc.rel.get(data))
+		ev.Cnt = dc.cnt.get(data)
+	case gomodel.EventUpdateNid:
+		ev.Pool = dc.pool.get(data)
+	case gomodel.EventSkbReturn:
+		ev.Pool = dc.pool.get(data)
+		ev.PFN = dc.pfn.get(data)
+	default: // hold, release
+		ev.Pool = dc.pool.get(data)
+		ev.PFN = dc.pfn.get(data)
+		ev.Count = uint32(dc.count.get(data))
+	}
+	return nil
+}
+
+// usecs rounds a timestamp to what the text shows: ns2usecs() (kernel/trace/trace.c) adds
+// 500 ns before dividing.
+func usecs(ns uint64) uint64 { return (ns + 500) / 1000 * 1000 }
+
+// Merger merges the CPUs' records in timestamp order exactly as ftrace's trace file does
+// (__find_next_entry() in kernel/trace/trace.c: the smallest timestamp first, the lowest CPU
+// on a tie).
+type Merger struct {
+	cpus []mergeHead
+	last int // the head handed out by the last Next, -1
+}
+
+type mergeHead struct {
+	rec  Record
+	r    *CPUReader
+	live bool // rec holds the CPU's next record
+	done bool
+}
+
+// NewMerger merges the streams; streams[i] is CPU i's pages (nil: a CPU without a stream).
+func NewMerger(streams []io.Reader, h *HeaderPage) *Merger {
+	m := &Merger{last: -1}
+	for i, r := range streams {
+		if r != nil {
+			m.cpus = append(m.cpus, mergeHead{r: NewCPUReader(i, r, h)})
+		}
+	}
+	return m
+}
+
+// Next returns the next record of all CPUs (io.EOF when every stream has ended). The record
+// and its Data are valid until the next call.
+func (m *Merger) Next() (*Record, error) {
+	if m.last >= 0 {
+		m.cpus[m.last].live = false
+	}
+	best := -1
+	var bestTS uint64
+	for i := range m.cpus {
+		h := &m.cpus[i]
+		if h.done {
+			continue
+		}
+		if !h.live {
+			if err := h.r.Next(&h.rec); err != nil {
+				if err == io.EOF {
+					h.done = true
+					continue
+				}
+				return nil, err
+			}
+			h.live = true
+		}
+		if best < 0 || h.rec.TS < bestTS {
+			best, bestTS = i, h.rec.TS
+		}
+	}
+	m.last = best
+	if best < 0 {
+		return nil, io.EOF
+	}
+	return &m.cpus[best].rec, nil
+}
+
+// Pages is the number of pages read from every CPU so far.
+func (m *Merger) Pages() int {
+	n := 0
+	for i := range m.cpus {
+		n += m.cpus[i].r.pages
+	}
+	return n
+}
+
+// Stats are what a replay of raw pages saw besides the model's report.
+type Stats struct {
+	Pages  int
+	Events int
+	Gaps   int // places where the kernel flagged lost events
+	// Lost sums the stored lost-event counts; LostUnknown counts the gaps the kernel flagged
+	// without room on the page to store their count.
+	Lost        int64
+	LostUnknown int
+}
+
+// Replay decodes the CPUs' pages, merges them in timestamp order and replays them through
+// gomodel's TraceStream: the report is ReadTrace's for the text of the same buffers (same
+// events, same timestamps, same pools), and its error ReadTrace's (*gomodel.NotATraceError
+// with the report for a trace without page_pool events). A page or record the decoder cannot
+// read is a *PageError or *DecodeError and no report.
+func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomodel.TraceReport, Stats, error) {
+	var st Stats
+	m := NewMerger(streams, &fm.Page)
+	d := NewDecoder(fm)
+	s := gomodel.NewTraceStream(opts)
+	var ev gomodel.Event
+	for {
+		rec, err := m.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, st, err
+		}
+		if err := d.Decode(rec, &ev); err != nil {
+			return nil, st, err
+		}
+		if rec.Data == nil {
+			st.Gaps++
+			if rec.Lost > 0 {
+				st.Lost += rec.Lost
+			} else {
+				st.LostUnknown++
+			}
+		} else {
+			st.Events++
+		}
+		if err := s.Event(&ev); err != nil {
+			return nil, st, err
+		}
+	}
+	st.Pages = m.Pages()
+	rep, err := s.Finish()
+	var nt *gomodel.NotATraceError
+	if err != nil && !errors.As(err, &nt) {
+		return nil, st, err
+	}
+	return rep, st, err
+}

@@ -1,0 +1,107 @@
+package rawtrace
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/ppkit/ppkit/gomodel"
+)
+
+// FuzzFormat: any input is a format (with sane fields) or a *FormatError; never a panic.
+func FuzzFormat(f *testing.F) {
+	for _, text := range testFormats {
+		f.Add([]byte(text))
+	}
+	f.Add([]byte(headerPage510))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ef, err := ParseFormat(bytes.NewReader(data), "sys", "format")
+		var fe *FormatError
+		switch {
+		case err != nil && !errors.As(err, &fe):
+			t.Fatalf("not a *FormatError: %v", err)
+		case err == nil:
+			if ef.Name == "" || ef.ID < 0 || ef.ID > 0xffff || ef.Field("common_type") == nil {
+				t.Fatalf("accepted %+v", ef)
+			}
+			for _, fd := range append(ef.Common, ef.Fields...) {
+				if fd.Name == "" || fd.Offset < 0 || fd.Size < 0 {
+					t.Fatalf("field %+v", fd)
+				}
+			}
+		}
+		h, err := ParseHeaderPage(bytes.NewReader(data), "header_page")
+		if err == nil && (h.PageSize() <= h.Data.Offset || h.Timestamp.Size != 8) {
+			t.Fatalf("accepted header %+v", h)
+		}
+	})
+}
+
+// FuzzPages: any bytes as a CPU's pages decode to a report or to a *PageError, *DecodeError or
+// *gomodel.LineError (a field out of its text range); never a panic, and never a report that
+// counts fewer events than were decoded.
+func FuzzPages(f *testing.F) {
+	fm := testFormatSet(f)
+	rnd := rand.New(rand.NewSource(1))
+	perCPU, _ := split(synthetic(rnd, 200))
+	f.Add(pages(fm, perCPU[0], map[int]int64{0: 3}), pages(fm, perCPU[1], map[int]int64{0: -1}))
+	p := &pageBuilder{ts: 1000, last: 1000}
+	p.event(1010, (&tev{name: "print", marker: strings.Repeat("y", 150)}).record(fm))
+	p.abs(1 << 40)
+	p.discard(12)
+	f.Add(p.bytes(&fm.Page), []byte{})
+	f.Fuzz(func(t *testing.T, cpu0, cpu1 []byte) {
+		// The decoder alone: records within their pages, events or a typed error.
+		m, d := NewMerger(readers(cpu0, cpu1), &fm.Page), NewDecoder(fm)
+		var ev gomodel.Event
+		bigFree := false
+		for {
+			rec, err := m.Next()
+			if err != nil {
+				var pe *PageError
+				if err != io.EOF && !errors.As(err, &pe) {
+					t.Fatalf("unexpected error type %T: %v", err, err)
+				}
+				break
+			}
+			if len(rec.Data) > fm.Page.Data.Size {
+				t.Fatalf("a record of %d bytes from a page of %d", len(rec.Data), fm.Page.Data.Size)
+			}
+			if err := d.Decode(rec, &ev); err != nil {
+				var de *DecodeError
+				if !errors.As(err, &de) {
+					t.Fatalf("unexpected error type %T: %v", err, err)
+				}
+				break
+			}
+			bigFree = bigFree || ev.Order > 4
+		}
+		if bigFree {
+			return // the replay frees 2^order pages per event: too slow to fuzz
+		}
+		// Through the model: a report, or one of the typed errors.
+		rep, st, err := Replay(readers(cpu0, cpu1), fm, gomodel.TraceOptions{Procedure: "multicast"})
+		var pe *PageError
+		var de *DecodeError
+		var le *gomodel.LineError
+		var nt *gomodel.NotATraceError
+		switch {
+		case err != nil && (errors.As(err, &pe) || errors.As(err, &de) || errors.As(err, &le)):
+			if rep != nil {
+				t.Fatal("a report with a decoding error")
+			}
+		case err != nil && !errors.As(err, &nt):
+			t.Fatalf("unexpected error type %T: %v", err, err)
+		default:
+			if rep.Events+rep.Ignored < st.Events {
+				t.Fatalf("%d events decoded, the report has %d + %d ignored", st.Events, rep.Events, rep.Ignored)
+			}
+			if rep.LostEvents != st.Gaps || rep.Figures.LostEvents != st.Lost+int64(st.LostUnknown) {
+				t.Fatalf("gaps: report %d markers, %d lost; stats %+v", rep.LostEvents, rep.Figures.LostEvents, st)
+			}
+		}
+	})
+}

@@ -1,0 +1,205 @@
+package rawtrace
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The ring buffer's event header (include/linux/ring_buffer.h, kernel/trace/ring_buffer.c,
+// 5.10): a u32 with type_len in bits 0-4 and time_delta in bits 5-31, then array[].
+const (
+	typeDataMax    = 28 // type_len 1..28: 4*type_len bytes of data after the header
+	typePadding    = 29 // discarded event (time_delta != 0, length in array[0]) or end of page
+	typeTimeExtend = 30 // time_delta + array[0]<<27 added to the time
+	typeTimeStamp  = 31 // absolute time: time_delta + array[0]<<27
+	tsShift        = 27
+	hdrSize        = 4
+
+	// Flags in the page's commit word (ring_buffer_read_page()).
+	missedEvents = 1 << 31 // events were lost before this page
+	missedStored = 1 << 30 // and their count is stored after the data, as an unsigned long
+)
+
+// PageError is a page that cannot be decoded: which CPU's stream, which page, where.
+type PageError struct {
+	CPU    int
+	Page   int // 0-based index in the CPU's stream
+	Offset int // byte offset in the page, -1 for the page as a whole
+	Msg    string
+}
+
+func (e *PageError) Error() string {
+	if e.Offset < 0 {
+		return fmt.Sprintf("cpu%d page %d: %s", e.CPU, e.Page, e.Msg)
+	}
+	return fmt.Sprintf("cpu%d page %d offset %d: %s", e.CPU, e.Page, e.Offset, e.Msg)
+}
+
+// Record is what a CPU's pages hold, one at a time: an event, or a gap of lost events.
+type Record struct {
+	CPU int
+	TS  uint64 // ns of the trace clock; for a gap, the timestamp of the page that follows it
+	// Data is the event's record (common fields first), padded to 4 bytes; it points into the
+	// page and is valid until the next call of Next. Nil for a gap.
+	Data []byte
+	// Lost is the number of events the ring buffer overwrote before this page (a gap); -1
+	// when the kernel flagged the gap but had no room on the page to store the count.
+	Lost int64
+}
+
+// CPUReader decodes one CPU's stream of ring-buffer pages, as per_cpu/cpuN/trace_pipe_raw
+// hands them out (ring_buffer_read_page(): each page a struct buffer_data_page of
+// HeaderPage.PageSize() bytes).
+type CPUReader struct {
+	cpu   int
+	r     io.Reader
+	h     HeaderPage
+	buf   []byte
+	page  int // index of the page in buf; -1 before the first
+	data  []byte
+	off   int
+	ts    uint64
+	lost  int64 // a gap to report before the page's first event
+	gap   bool
+	pages int
+}
+
+// NewCPUReader reads the pages of one CPU from r.
+func NewCPUReader(cpu int, r io.Reader, h *HeaderPage) *CPUReader {
+	return &CPUReader{cpu: cpu, r: r, h: *h, buf: make([]byte, h.PageSize()), page: -1}
+}
+
+// Pages is the number of pages read so far.
+func (c *CPUReader) Pages() int { return c.pages }
+
+func (c *CPUReader) fail(off int, format string, args ...any) error {
+	return &PageError{CPU: c.cpu, Page: c.page, Offset: off, Msg: fmt.Sprintf(format, args...)}
+}
+
+// nextPage reads and checks the next page's header; io.EOF at the end of the stream.
+func (c *CPUReader) nextPage() error {
+	n, err := io.ReadFull(c.r, c.buf)
+	c.page++
+	switch {
+	case err == io.EOF:
+		return io.EOF
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return c.fail(-1, "truncated page: %d of %d bytes", n, len(c.buf))
+	case err != nil:
+		return c.fail(-1, "read: %v", err)
+	}
+	c.pages++
+	h := &c.h
+	c.ts = binary.LittleEndian.Uint64(c.buf[h.Timestamp.Offset:])
+	var commit uint64
+	if h.Commit.Size == 8 {
+		commit = binary.LittleEndian.Uint64(c.buf[h.Commit.Offset:])
+		// RB_MISSED_EVENTS is (1 << 31), an int: local_add() sign-extends it into the long.
+		if hi := commit >> 32; hi != 0 && !(hi == 0xffffffff && commit&missedEvents != 0) {
+			return c.fail(-1, "commit word %#x has bits above 31 set: not a ring-buffer page", commit)
+		}
+	} else {
+		commit = uint64(binary.LittleEndian.Uint32(c.buf[h.Commit.Offset:]))
+	}
+	size := int(commit & (missedStored - 1))
+	data := c.buf[h.Data.Offset:]
+	if size > len(data) {
+		return c.fail(-1, "commit %d is beyond the page's %d data bytes", size, len(data))
+	}
+	c.data, c.off, c.gap, c.lost = data[:size], 0, false, 0
+	switch {
+	case commit&missedStored != 0 && commit&missedEvents == 0:
+		return c.fail(-1, "commit word %#x has RB_MISSED_STORED without RB_MISSED_EVENTS", commit)
+	case commit&missedStored != 0:
+		// an unsigned long, the size of local_t
+		if size+h.Commit.Size > len(data) {
+			return c.fail(-1, "lost-event count stored at %d, past the page's %d data bytes", size, len(data))
+		}
+		var n uint64
+		if h.Commit.Size == 8 {
+			n = binary.LittleEndian.Uint64(data[size:])
+		} else {
+			n = uint64(binary.LittleEndian.Uint32(data[size:]))
+		}
+		if n == 0 || n > 1<<62 {
+			return c.fail(size, "stored lost-event count %d is not a count", n)
+		}
+		c.gap, c.lost = true, int64(n)
+	case commit&missedEvents != 0:
+		c.gap, c.lost = true, -1
+	}
+	return nil
+}
+
+// Next returns the CPU's next record: io.EOF at the end of its stream, a *PageError for a page
+// that is not what the kernel writes.
+func (c *CPUReader) Next(rec *Record) error {
+	for {
+		if c.page < 0 || c.off >= len(c.data) && !c.gap {
+			if err := c.nextPage(); err != nil {
+				return err
+			}
+			continue
+		}
+		if c.gap {
+			c.gap = false
+			rec.CPU, rec.TS, rec.Data, rec.Lost = c.cpu, c.ts, nil, c.lost
+			return nil
+		}
+		d, off := c.data, c.off
+		if off+hdrSize > len(d) {
+			return c.fail(off, "truncated event header: %d bytes left of the page's commit %d", len(d)-off, len(d))
+		}
+		hdr := binary.LittleEndian.Uint32(d[off:])
+		typeLen, delta := hdr&31, uint64(hdr>>5)
+		switch {
+		case typeLen == typePadding && delta == 0:
+			c.off = len(d) // the rest of the page is padding
+			continue
+		case typeLen == 0 || typeLen > typeDataMax:
+			if off+8 > len(d) {
+				return c.fail(off, "truncated event: type_len %d needs 8 bytes, %d left of the page's commit %d", typeLen, len(d)-off, len(d))
+			}
+		}
+		arr := uint64(0)
+		if off+8 <= len(d) {
+			arr = uint64(binary.LittleEndian.Uint32(d[off+4:]))
+		}
+		switch typeLen {
+		case typePadding: // a discarded event: the kernel's reader skips it, time unchanged
+			end := off + hdrSize + int(arr)
+			if arr < 4 || end > len(d) {
+				return c.fail(off, "discarded event of %d bytes runs past the page's commit %d", hdrSize+arr, len(d))
+			}
+			c.off = end
+			continue
+		case typeTimeExtend:
+			c.ts += arr<<tsShift + delta
+			c.off = off + 8
+			continue
+		case typeTimeStamp:
+			c.ts = arr<<tsShift + delta
+			c.off = off + 8
+			continue
+		}
+		var start, end int
+		if typeLen == 0 { // the length is in array[0], the data follows it
+			if arr < 4 {
+				return c.fail(off, "event length %d in array[0] is shorter than the length word", arr)
+			}
+			start, end = off+8, off+hdrSize+int(arr)
+		} else {
+			start, end = off+hdrSize, off+hdrSize+4*int(typeLen)
+		}
+		if end > len(d) {
+			return c.fail(off, "event of %d bytes runs past the page's commit %d", end-off, len(d))
+		}
+		c.ts += delta
+		c.off = end
+		// Field by field: a composite literal would copy the Record with write barriers.
+		rec.CPU, rec.TS, rec.Data, rec.Lost = c.cpu, c.ts, d[start:end], 0
+		return nil
+	}
+}

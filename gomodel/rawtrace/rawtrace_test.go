@@ -1,0 +1,333 @@
+package rawtrace
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/ppkit/ppkit/gomodel"
+)
+
+// synthetic is a run of one pool over two CPUs: the ring fill on CPU 0, skb returns and page
+// frees on both, unrelated skb events, the procedure's markers, the pool's release at the end.
+// Timestamps grow by rnd steps, with a gap that needs a time extend.
+func synthetic(rnd *rand.Rand, n int) []tev {
+	const pool = 0xffffff8001a5b000
+	var evs []tev
+	ts := uint64(2_380_513_000)
+	step := func() uint64 {
+		ts += uint64(rnd.Intn(3000))
+		if rnd.Intn(500) == 0 {
+			ts += 1 << 28 // a gap a 27-bit delta cannot say
+		}
+		return ts
+	}
+	evs = append(evs, tev{cpu: 0, ts: step(), name: "print", marker: "ppkit: multicast begin", pid: 300})
+	for i := 0; i < 64; i++ {
+		evs = append(evs, tev{cpu: 0, ts: step(), name: "page_pool_state_hold", pool: pool, pfn: 286015 + uint64(i), count: uint32(i + 1), pid: 72})
+	}
+	for i := 0; i < n; i++ {
+		cpu := rnd.Intn(2)
+		switch rnd.Intn(3) {
+		case 0:
+			evs = append(evs, tev{cpu: cpu, ts: step(), name: "page_pool_skb_return", pool: pool, pfn: 286015 + uint64(rnd.Intn(64)), flags: 0x10, pid: 0})
+		case 1:
+			evs = append(evs, tev{cpu: cpu, ts: step(), name: "mm_page_free", pfn: 900000 + uint64(i), flags: 0x10})
+		default:
+			evs = append(evs, tev{cpu: cpu, ts: step(), name: "kfree_skb", pid: 300})
+		}
+	}
+	evs = append(evs, tev{cpu: 1, ts: step(), name: "print", marker: "ppkit: multicast end", pid: 301})
+	for i := 0; i < 64; i++ {
+		evs = append(evs, tev{cpu: 1, ts: step(), name: "page_pool_state_release", pool: pool, pfn: 286015 + uint64(i), count: uint32(i + 1)})
+	}
+	evs = append(evs, tev{cpu: 1, ts: step(), name: "page_pool_release", pool: pool, count: 0, release: 64})
+	return evs
+}
+
+// split returns each CPU's events and the text of the trace file: the merged order of
+// __find_next_entry() (time, then CPU).
+func split(evs []tev) (perCPU [2][]tev, text string) {
+	for _, e := range evs {
+		perCPU[e.cpu] = append(perCPU[e.cpu], e)
+	}
+	merged := append([]tev{}, evs...)
+	sort.SliceStable(merged, func(i, j int) bool {
+		return merged[i].ts < merged[j].ts || merged[i].ts == merged[j].ts && merged[i].cpu < merged[j].cpu
+	})
+	var b strings.Builder
+	b.WriteString("# tracer: nop\n#\n# entries-in-buffer/entries-written: 1/1   #P:2\n#\n")
+	for i := range merged {
+		b.WriteString(merged[i].text())
+		b.WriteByte('\n')
+	}
+	return perCPU, b.String()
+}
+
+var lineNo = regexp.MustCompile(`line \d+`)
+
+// sameReport requires the raw replay's report to be the text's: every count, pool, figure,
+// violation and note, except what names a line of the text (the raw events are numbered in
+// merged order, without the text's header lines).
+func sameReport(t *testing.T, text, raw *gomodel.TraceReport, headerLines int) {
+	t.Helper()
+	if text.Lines != raw.Lines+headerLines {
+		t.Errorf("lines: text %d = raw %d + %d header lines?", text.Lines, raw.Lines, headerLines)
+	}
+	strip := func(r *gomodel.TraceReport) gomodel.TraceReport {
+		c := *r
+		c.File, c.Lines = "", 0
+		c.Pools = append([]gomodel.PoolTrace{}, r.Pools...)
+		for i := range c.Pools {
+			if lr := c.Pools[i].LastRelease; lr != nil {
+				x := *lr
+				x.Line = 0
+				c.Pools[i].LastRelease = &x
+			}
+		}
+		c.Violations = append([]gomodel.Violation{}, r.Violations...)
+		for i := range c.Violations {
+			v := &c.Violations[i]
+			v.Line, v.Op = 0, ""
+			for j := range v.History {
+				v.History[j] = lineNo.ReplaceAllString(v.History[j], "line N")
+			}
+		}
+		c.Notes = nil
+		for _, n := range r.Notes {
+			c.Notes = append(c.Notes, lineNo.ReplaceAllString(n, "line N"))
+		}
+		return c
+	}
+	a, b := strip(text), strip(raw)
+	if d := diffReports(&a, &b); d != "" {
+		t.Errorf("raw replay differs from the text's:\n%s", d)
+	}
+}
+
+func diffReports(a, b *gomodel.TraceReport) string {
+	var out []string
+	chk := func(what string, x, y any) {
+		if sx, sy := sprint(x), sprint(y); sx != sy {
+			out = append(out, what+":\n  text "+clip(sx)+"\n  raw  "+clip(sy))
+		}
+	}
+	chk("events", a.Events, b.Events)
+	chk("ignored", a.Ignored, b.Ignored)
+	chk("lost markers", a.LostEvents, b.LostEvents)
+	chk("reordered", a.Reordered, b.Reordered)
+	chk("passed", a.Passed, b.Passed)
+	chk("figures", a.Figures, b.Figures)
+	chk("per-1k", [2]float64{a.SlowPathPer1k, a.ReturnsPer1k}, [2]float64{b.SlowPathPer1k, b.ReturnsPer1k})
+	chk("notes", a.Notes, b.Notes)
+	chk("violations", a.Violations, b.Violations)
+	chk("pools", len(a.Pools), len(b.Pools))
+	for i := range min(len(a.Pools), len(b.Pools)) {
+		pa, pb := a.Pools[i], b.Pools[i]
+		chk("pool "+pa.Pool+" timeline", pa.Timeline, pb.Timeline)
+		chk("pool "+pa.Pool+" last release", pa.LastRelease, pb.LastRelease)
+		pa.Timeline, pb.Timeline, pa.LastRelease, pb.LastRelease = nil, nil, nil, nil
+		chk("pool "+pa.Pool, pa, pb)
+	}
+	return strings.Join(out, "\n")
+}
+
+func readers(b ...[]byte) []io.Reader {
+	var rs []io.Reader
+	for _, x := range b {
+		rs = append(rs, bytes.NewReader(x))
+	}
+	return rs
+}
+
+func TestSyntheticRawEqualsText(t *testing.T) {
+	fm := testFormatSet(t)
+	for seed := int64(1); seed <= 20; seed++ {
+		rnd := rand.New(rand.NewSource(seed))
+		perCPU, text := split(synthetic(rnd, 3000))
+		opts := gomodel.TraceOptions{Procedure: "multicast"}
+		want, err := gomodel.ReadTrace(strings.NewReader(text), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, st, err := Replay(readers(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)), fm, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Events != len(perCPU[0])+len(perCPU[1]) || st.Lost != 0 || st.Pages < 2 {
+			t.Fatalf("stats %+v", st)
+		}
+		if want.Figures.HoldsInWindow != 64 || want.Figures.WindowEnd == 0 || !want.Passed || len(want.Pools) != 1 {
+			t.Fatalf("the synthetic run is not what it should be: %+v", want)
+		}
+		sameReport(t, want, got, 4)
+	}
+}
+
+// The events gomodel is given carry the context columns of the text.
+func TestDecodeContext(t *testing.T) {
+	fm := testFormatSet(t)
+	e := tev{cpu: 1, ts: 5_000_000_499, name: "page_pool_skb_return", pool: 0xffffff8001a5b000, pfn: 7, flags: 0x10 | 0x01, pid: 1234}
+	m := NewMerger(readers(nil, pages(fm, []tev{e}, nil)), &fm.Page)
+	rec, err := m.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev gomodel.Event
+	if err := NewDecoder(fm).Decode(rec, &ev); err != nil {
+		t.Fatal(err)
+	}
+	want := gomodel.Event{Kind: gomodel.EventSkbReturn, TS: 5_000_000_000, CPU: 1, PID: 1234, Flags: 0x11, PreemptCount: 1, Pool: 0xffffff8001a5b000, PFN: 7}
+	if sprint(ev) != sprint(want) || !ev.Softirq() {
+		t.Fatalf("got %+v\nwant %+v", ev, want)
+	}
+	if _, err := m.Next(); err != io.EOF {
+		t.Fatalf("after the last event: %v", err)
+	}
+}
+
+// Every kind of event header 5.10 writes: small and long data events, a time extend, an
+// absolute time stamp, a discarded event, and null padding at the end of the commit.
+func TestPageEventTypes(t *testing.T) {
+	fm := testFormatSet(t)
+	h := &fm.Page
+	long := tev{name: "print", marker: strings.Repeat("x", 200)}
+	short := tev{name: "mm_page_free", pfn: 1}
+	p := &pageBuilder{ts: 1000, last: 1000}
+	p.event(1010, short.record(fm))          // delta 10
+	p.event(1010+1<<30, long.record(fm))     // time extend, then a type_len 0 event
+	p.discard(24)                            // skipped; time unchanged
+	p.abs(7_000_000_000)                     // absolute
+	p.event(7_000_000_005, short.record(fm)) // delta 5 from the absolute time
+	p.word(typePadding)                      // null padding: the rest of the commit
+	p.word(0xdeadbeef)
+	var rec Record
+	c := NewCPUReader(3, bytes.NewReader(p.bytes(h)), h)
+	var got []string
+	for {
+		err := c.Next(&rec)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, sprint(rec.CPU, rec.TS, len(rec.Data)))
+	}
+	want := []string{sprint(3, uint64(1010), 20), sprint(3, uint64(1010+1<<30), 220), sprint(3, uint64(7_000_000_005), 20)}
+	if sprint(got) != sprint(want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}
+
+// Lost events: the count ring_buffer_read_page() stored after the data, or only its flag.
+func TestLostEvents(t *testing.T) {
+	fm := testFormatSet(t)
+	var evs []tev
+	for i := 0; i < 400; i++ {
+		evs = append(evs, tev{ts: uint64(1e9 + i*1000), name: "mm_page_free", pfn: uint64(i)})
+	}
+	raw := pages(fm, evs, map[int]int64{0: 17, 2: -1})
+	_, st, err := Replay(readers(raw), fm, gomodel.TraceOptions{})
+	var nt *gomodel.NotATraceError
+	if !errors.As(err, &nt) {
+		t.Fatalf("want NotATraceError (no page_pool event), got %v", err)
+	}
+	if st.Lost != 17 || st.LostUnknown != 1 || st.Events != 400 {
+		t.Fatalf("stats %+v", st)
+	}
+	rep, _, _ := Replay(readers(raw), fm, gomodel.TraceOptions{})
+	if rep.LostEvents != 2 || rep.Figures.LostEvents != 18 {
+		t.Fatalf("report: %d gaps, %d lost; want 2 gaps, 17+1 lost", rep.LostEvents, rep.Figures.LostEvents)
+	}
+	// The gap comes before the page's first event, in the merged order too.
+	m := NewMerger(readers(raw), &fm.Page)
+	if rec, err := m.Next(); err != nil || rec.Data != nil || rec.Lost != 17 || rec.TS != 1e9 {
+		t.Fatalf("first record %+v, %v; want the gap of 17 at 1 s", rec, err)
+	}
+}
+
+func TestPageErrors(t *testing.T) {
+	fm := testFormatSet(t)
+	h := &fm.Page
+	good := pages(fm, []tev{{ts: 1e9, name: "mm_page_free"}, {ts: 2e9, name: "mm_page_free"}}, nil)
+	mod := func(f func(p []byte)) []byte {
+		p := append([]byte{}, good...)
+		f(p)
+		return p
+	}
+	for _, c := range []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"truncated page", good[:4000], "cpu0 page 0: truncated page: 4000 of 4096 bytes"},
+		{"commit past the page", mod(func(p []byte) { p[8], p[9] = 0xff, 0x0f }), "commit 4095 is beyond the page's 4080 data bytes"},
+		{"high commit bits", mod(func(p []byte) { p[12] = 1 }), "has bits above 31 set"},
+		{"stored without missed", mod(func(p []byte) { p[11] = 0x40 }), "RB_MISSED_STORED without RB_MISSED_EVENTS"},
+		{"event past the commit", mod(func(p []byte) { p[8] = 20 }), "offset 0: event of 24 bytes runs past the page's commit 20"},
+		{"truncated header", mod(func(p []byte) { p[8] = 26 }), "offset 24: truncated event header: 2 bytes left"},
+		{"long event past the commit", mod(func(p []byte) { p[16] = 0; binary.LittleEndian.PutUint32(p[20:], 200) }), "event of 204 bytes runs past"},
+		{"discard past the commit", mod(func(p []byte) { p[16] = typePadding | 1<<5; binary.LittleEndian.PutUint32(p[20:], 200) }), "discarded event of 204 bytes runs past"},
+		{"unknown id", mod(func(p []byte) { p[20] = 0x99; p[21] = 0x09 }), "event id 2457 has no format"},
+		{"record shorter than its format", mod(func(p []byte) { p[16] = 2 }), "event kmem/mm_page_free (id 410) is 8 bytes, its format needs 20"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, _, err := Replay(readers(c.raw), fm, gomodel.TraceOptions{})
+			if err == nil || !strings.Contains(err.Error(), c.want) || rep != nil {
+				t.Fatalf("got %v (report %v), want an error with %q", err, rep != nil, c.want)
+			}
+		})
+	}
+	_ = h
+}
+
+func TestFormatErrors(t *testing.T) {
+	hold := testFormats["page_pool/page_pool_state_hold"]
+	for _, c := range []struct{ name, text, want string }{
+		{"not a format", "hello\n", `unexpected line "hello"`},
+		{"no name", strings.Replace(hold, "name: page_pool_state_hold\n", "", 1), `no "name:" line`},
+		{"no id", strings.Replace(hold, "ID: 400\n", "", 1), `no "ID:" line`},
+		{"bad id", strings.Replace(hold, "ID: 400", "ID: 70000", 1), "is not an event id"},
+		{"bad offset", strings.Replace(hold, "offset:24;", "offset:x;", 1), `field hold: offset "x" is not a number`},
+		{"no common_type", strings.Replace(hold, "common_type;\toffset:0;\tsize:2", "common_type;\toffset:0;\tsize:4", 1), "no common_type field of 2 bytes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseFormat(strings.NewReader(c.text), "page_pool", "f")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+	if _, err := ParseHeaderPage(strings.NewReader(strings.Replace(headerPage510, "size:8;\tsigned:1", "size:2;\tsigned:1", 1)), "hp"); err == nil || !strings.Contains(err.Error(), "commit is 2 bytes") {
+		t.Fatalf("header_page: %v", err)
+	}
+	if err := ParseHeaderEvent(strings.NewReader(strings.Replace(headerEvent510, "== 29", "== 30", 1)), "he"); err == nil || !strings.Contains(err.Error(), "padding : type == 29") {
+		t.Fatalf("header_event: %v", err)
+	}
+	// A field gomodel reads with the wrong size is an error when the event is decoded.
+	fm := testFormatSet(t)
+	bad, _ := ParseFormat(strings.NewReader(strings.Replace(testFormats["kmem/mm_page_free"], "order;\toffset:16;\tsize:4", "order;\toffset:16;\tsize:2", 1)), "kmem", "f")
+	fm.byID[bad.ID] = bad
+	_, _, err := Replay(readers(pages(testFormatSet(t), []tev{{ts: 1, name: "mm_page_free"}}, nil)), fm, gomodel.TraceOptions{})
+	if err == nil || !strings.Contains(err.Error(), "field order is 2 bytes") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func sprint(a ...any) string {
+	var b strings.Builder
+	for i, x := range a {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strings.TrimSpace(strings.ReplaceAll(fmtV(x), "\n", " ")))
+	}
+	return b.String()
+}
