@@ -268,14 +268,19 @@ func (e *NotATraceError) Error() string {
 
 // CheckTrace replays a text ftrace (the format of /sys/kernel/tracing/trace) of
 // page_pool_state_hold, page_pool_state_release, page_pool_release, page_pool_update_nid,
-// page_pool_skb_return, mm_page_free and mm_page_free_batched, and reports violations:
+// page_pool_skb_return, mm_page_free, mm_page_free_batched and the kprobe events of
+// KprobeEvents, and reports violations:
 //   - dma-mapped-page-freed: the page allocator frees (or hands out again) a page a pool still
 //     holds (a hold without a release);
 //   - foreign-page-returned: a pool releases, or the return hook hands it, a page it does not hold;
 //   - double-return: a pool releases, or is handed, a page it already released;
 //   - use-after-free: a pool releases, or is handed, a page already freed;
 //   - inflight-leak: a pool's last page_pool_release event, after page_pool_destroy, shows
-//     inflight != 0.
+//     inflight != 0;
+//   - not-synced-for-device (with the kprobe events, KprobeEvents): a pool page is handed to
+//     the NIC (slow path, or again after a return) without arch_sync_dma_for_device of it;
+//   - direct-recycle-outside-napi (kprobe events): page_pool_put_page(allow_direct) in
+//     softirq on a CPU other than the one where the pool allocates in softirq.
 //
 // Other events are ignored. A malformed line of a known event is a *LineError. Capture the
 // trace after the traffic stopped and the pools were destroyed, so that the last
