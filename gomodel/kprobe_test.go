@@ -1,7 +1,13 @@
 package gomodel
 
 import (
+	"bytes"
+	"compress/gzip"
+	"flag"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -199,4 +205,84 @@ func TestEventContext(t *testing.T) {
 			t.Errorf("%q: cpu %d softirq %d, want %v", line, cpu, softirq, want)
 		}
 	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden")
+
+// TestKprobeRealTraces replays excerpts of real guest traces (ppkit test tcp-rps --time 10s on
+// the emulated board, kprobe events on: the page_pool, kmem page-free, kprobe and marker lines
+// from the start of the procedure's trace, gzip'd): the shipped series is clean, each mutant
+// shows its violation. What the replay finds is frozen in testdata/golden (go test -update).
+func TestKprobeRealTraces(t *testing.T) {
+	files, _ := filepath.Glob("testdata/traces/kprobe-*.trace.gz")
+	want := map[string]string{
+		"kprobe-series-tcp-rps.trace.gz":           "",
+		"kprobe-return-direct-tcp-rps.trace.gz":    DirectRecycleOutsideNAPI,
+		"kprobe-return-sync-none-tcp-rps.trace.gz": NotSyncedForDevice,
+	}
+	if len(files) == 0 {
+		t.Fatal("no real kprobe trace in testdata/traces")
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			w, ok := want[name]
+			if !ok {
+				t.Fatalf("%s: no expected verdict", name)
+			}
+			rep, err := CheckTrace(bytes.NewReader(gunzip(t, file)), TraceOptions{File: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := violationNames(rep.Violations); got != w {
+				t.Errorf("violations %q, want %q: %+v", got, w, rep.Violations)
+			}
+			if rep.DMASyncs == 0 || rep.Puts == 0 {
+				t.Errorf("syncs %d puts %d: the real kprobe lines were not read", rep.DMASyncs, rep.Puts)
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "lines=%d events=%d ignored=%d syncs=%d puts=%d direct=%d passed=%v\n",
+				rep.Lines, rep.Events, rep.Ignored, rep.DMASyncs, rep.Puts, rep.DirectPuts, rep.Passed)
+			for _, p := range rep.Pools {
+				fmt.Fprintf(&b, "pool %s holds=%d releases=%d skb=%d held=%d\n", p.Pool, p.Holds, p.Releases, p.SkbReturns, p.Held)
+			}
+			for _, v := range rep.Violations {
+				fmt.Fprintf(&b, "%s line %d %s: %s\n", v.Name, v.Line, v.Page, v.Detail)
+			}
+			for _, n := range rep.Notes {
+				fmt.Fprintf(&b, "note: %s\n", n)
+			}
+			golden := filepath.Join("testdata/golden", strings.TrimSuffix(name, ".trace.gz")+".txt")
+			if *update {
+				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			g, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (go test -update writes it)", err)
+			}
+			if string(g) != b.String() {
+				t.Errorf("%s differs (go test -update rewrites it)\n--- got\n%s--- want\n%s", golden, b.String(), g)
+			}
+		})
+	}
+}
+
+func gunzip(t testing.TB, file string) []byte {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
