@@ -80,7 +80,10 @@ func (s *TraceStream) Event(e *Event) error {
 	if int(e.Kind) >= len(evKinds) {
 		return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("event kind %d is not one of gomodel's", e.Kind)}
 	}
-	ev := traceEvent{kind: evKinds[e.Kind], ts: e.TS, line: int32(c.lineNo), pool: -1}
+	ev := traceEvent{kind: evKinds[e.Kind], ts: e.TS, line: int32(c.lineNo), pool: -1, cpu: int16(e.CPU), softirq: 0}
+	if e.Softirq() {
+		ev.softirq = 1
+	}
 	switch e.Kind {
 	case EventOther:
 		c.rep.Ignored++

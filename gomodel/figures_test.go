@@ -112,6 +112,10 @@ func FuzzTraceStream(f *testing.F) {
 		}
 		f.Add(b, uint8(i%4))
 	}
+	real, _ := filepath.Glob("testdata/traces/*.trace.gz") // real guest traces with the kprobe events
+	for i, file := range real {
+		f.Add(gunzip(f, file), uint8(i%4))
+	}
 	f.Add([]byte(markedTrace), uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, every uint8) {
 		rep, err := ReadTrace(bytes.NewReader(data), TraceOptions{File: "fuzz.trace", Procedure: "multicast"})

@@ -2,7 +2,9 @@ package gomodel
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,15 @@ func addFiles(f *testing.F, pattern string) {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			f.Fatal(err)
+		}
+		if strings.HasSuffix(file, ".gz") {
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			if err != nil {
+				f.Fatal(err)
+			}
+			if b, err = io.ReadAll(zr); err != nil {
+				f.Fatal(err)
+			}
 		}
 		f.Add(b)
 	}
@@ -61,8 +72,12 @@ func FuzzParseScenario(f *testing.F) {
 // panic.
 func FuzzCheckTrace(f *testing.F) {
 	addFiles(f, "testdata/traces/*.trace")
+	addFiles(f, "testdata/traces/*.trace.gz") // real guest traces with the kprobe events
 	f.Add([]byte(ctx + "page_pool_release: page_pool=00000000aa inflight=-1 hold=0 release=1 cnt=1\n"))
 	f.Add([]byte(ctx + "mm_page_free: page=00000000bb pfn=0xffffffffffffffff order=10\n"))
+	f.Add([]byte(ctx + "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=1 hold=1\n" +
+		ctx + "arch_sync_dma_for_device: (arch_sync_dma_for_device+0x0/0x20) paddr=0x0 size=18446744073709551615 dir=0\n" +
+		ctx + "page_pool_put_page: (page_pool_put_page+0x0/0x1a0) dma=0x1000 sync=0 direct=1\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rep, err := CheckTrace(bytes.NewReader(data), TraceOptions{File: "fuzz.trace", Packets: 10})
 		var nt *NotATraceError

@@ -20,18 +20,56 @@ const (
 	evSkbReturn                  // page_pool_skb_return: page_pool=%p page=%p pfn=%lu (the series)
 	evPageFree                   // mm_page_free: page=%p pfn=%lu order=%d (5.10; later kernels print pfn=0x%lx)
 	evPageFreeBatched            // mm_page_free_batched: page=%p pfn=%lu order=0
+	evDMASync                    // kprobe arch_sync_dma_for_device: (SYM) paddr=0x%Lx size=%Lu dir=%u (KprobeEvents)
+	evPut                        // kprobe page_pool_put_page: (SYM) dma=0x%Lx sync=%u direct=%u (KprobeEvents)
 	evLost                       // ftrace's "CPU:N [LOST M EVENTS]": not an event, a gap
 	evMarker                     // tracing_mark_write of TraceOptions.Procedure's begin (count 1) or end (count 2) marker
 )
 
 var traceEventNames = [...]string{"", "page_pool_state_hold", "page_pool_state_release", "page_pool_release",
-	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched", "[LOST EVENTS]", "tracing_mark_write"}
+	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched",
+	"arch_sync_dma_for_device", "page_pool_put_page", "[LOST EVENTS]", "tracing_mark_write"}
+
+// KprobeEvents are the kprobe events (tracefs kprobe_events, group ppkit) whose lines the
+// checker reads beside the tracepoints; `ppkit test` defines them. Registers are arm64's
+// argument registers (AAPCS64: x0, x1, ... in declaration order), checked against 5.10:
+//   - arch_sync_dma_for_device(phys_addr_t paddr, size_t size, enum dma_data_direction dir)
+//     (arch/arm64/mm/dma-mapping.c): the cache maintenance dma_sync_single_for_device() and
+//     dma_map_page() do for a device that is not DMA-coherent (kernel/dma/direct.h);
+//   - page_pool_put_page(struct page_pool *pool, struct page *page, unsigned int
+//     dma_sync_size, bool allow_direct) (net/core/page_pool.c): every page handed back to a
+//     pool (page_pool_put_full_page() is an inline wrapper). %p pointers in the tracepoints
+//     are hashed and cannot be matched, so the probe reads page->dma_addr (+8: the first word
+//     of struct page's page_pool union, after flags; include/linux/mm_types.h), which on the
+//     emulated board (no IOMMU, no dma-ranges) is the physical address: pfn = dma >> 12.
+var KprobeEvents = []string{
+	"p:ppkit/arch_sync_dma_for_device arch_sync_dma_for_device paddr=%x0:x64 size=%x1:u64 dir=%x2:u32",
+	"p:ppkit/page_pool_put_page page_pool_put_page dma=+8(%x1):x64 sync=%x2:u32 direct=%x3:u8",
+}
+
+// KprobeGroup is the tracefs event group of KprobeEvents.
+const KprobeGroup = "ppkit"
+
+// pageShift is the guest's PAGE_SHIFT (arm64 with 4 KiB pages, the kernel config's default).
+const pageShift = 12
+
+// DMA directions (include/linux/dma-direction.h).
+const (
+	dmaBidirectional = 0
+	dmaToDevice      = 1
+	dmaFromDevice    = 2
+)
 
 // traceEvent is one parsed event.
 type traceEvent struct {
 	ts       uint64 // timestamp, ns
 	kind     uint8
 	order    uint8
+	dir      uint8  // evDMASync: the DMA direction
+	direct   bool   // evPut: allow_direct
+	softirq  int8   // the ftrace flags' hardirq/softirq column says in_serving_softirq(): 1 yes, 0 no, -1 no flags column
+	cpu      int16  // the [CPU] column
+	size     uint64 // evDMASync: bytes synced
 	line     int32
 	pool     int32 // interned page_pool pointer
 	pfn      uint64
@@ -143,19 +181,31 @@ type TraceReport struct {
 	SlowPathPer1k float64     `json:"slow_path_allocs_per_1000_packets,omitempty"`
 	ReturnsPer1k  float64     `json:"skb_returns_per_1000_packets,omitempty"`
 	Passed        bool        `json:"passed"` // no violation
+	// The kprobe events (KprobeEvents): DMA syncs for the device, pages handed back to a pool,
+	// and those handed back with allow_direct.
+	DMASyncs   int `json:"dma_syncs_for_device,omitempty"`
+	Puts       int `json:"page_pool_puts,omitempty"`
+	DirectPuts int `json:"direct_puts,omitempty"`
 	// Figures are the counts ppkit reports, from this same replay.
 	Figures TraceFigures `json:"-"`
 }
 
 type poolTraceState struct {
 	PoolTrace
-	ptr       string // the %p value, without the generation suffix
-	seen      bool
-	holdGap   bool
-	relGap    bool
-	culprit   uint64 // a pfn freed while held
-	hasCulp   bool
-	preTraced int
+	ptr string // the %p value, without the generation suffix
+	// syncChecked: the pool's pages are synced for the device (a slow-path allocation of it
+	// was preceded by arch_sync_dma_for_device of the page), so the sync rule applies to it.
+	syncChecked bool
+	// napiCPUs: the CPUs on which the pool allocated in softirq (its NAPI poll), bit per CPU.
+	napiCPUs uint64
+	// further violations of the two probe rules after the first one reported for this pool
+	moreNotSynced, moreDirect int
+	seen                      bool
+	holdGap                   bool
+	relGap                    bool
+	culprit                   uint64 // a pfn freed while held
+	hasCulp                   bool
+	preTraced                 int
 }
 
 type histEntry struct {
@@ -168,8 +218,14 @@ type pfnState struct {
 	holder   int32 // pool holding page_pool state, -1
 	released int32 // pool that released it last and has not held it since, -1
 	freed    bool  // freed by the page allocator and not held since
-	nh       uint8
-	hist     [8]histEntry
+	// The DMA sync rule: synced says arch_sync_dma_for_device covered the page since its last
+	// return to its pool (or since its last release: for the slow path's first hand-out);
+	// returned says the page went back to its pool (page_pool_skb_return or
+	// page_pool_put_page) and has not left it since; skbReturn says the last event was the
+	// hook's page_pool_skb_return, whose page_pool_put_page is the same return.
+	synced, returned, skbReturn bool
+	nh                          uint8
+	hist                        [8]histEntry
 }
 
 // traceChecker replays events: per pool its counters, per pfn which pool holds it.
@@ -211,14 +267,19 @@ func (e *NotATraceError) Error() string {
 
 // CheckTrace replays a text ftrace (the format of /sys/kernel/tracing/trace) of
 // page_pool_state_hold, page_pool_state_release, page_pool_release, page_pool_update_nid,
-// page_pool_skb_return, mm_page_free and mm_page_free_batched, and reports violations:
+// page_pool_skb_return, mm_page_free, mm_page_free_batched and the kprobe events of
+// KprobeEvents, and reports violations:
 //   - dma-mapped-page-freed: the page allocator frees (or hands out again) a page a pool still
 //     holds (a hold without a release);
 //   - foreign-page-returned: a pool releases, or the return hook hands it, a page it does not hold;
 //   - double-return: a pool releases, or is handed, a page it already released;
 //   - use-after-free: a pool releases, or is handed, a page already freed;
 //   - inflight-leak: a pool's last page_pool_release event, after page_pool_destroy, shows
-//     inflight != 0.
+//     inflight != 0;
+//   - not-synced-for-device (with the kprobe events, KprobeEvents): a pool page is handed to
+//     the NIC (slow path, or again after a return) without arch_sync_dma_for_device of it;
+//   - direct-recycle-outside-napi (kprobe events): page_pool_put_page(allow_direct) in
+//     softirq on a CPU other than the one where the pool allocates in softirq.
 //
 // Other events are ignored. A malformed line of a known event is a *LineError. Capture the
 // trace after the traffic stopped and the pools were destroyed, so that the last
@@ -304,7 +365,7 @@ func (s *TraceStream) Line(b []byte) error {
 	if !ok {
 		return nil
 	}
-	if ev.kind != evPageFree && ev.kind != evPageFreeBatched && ev.kind != evMarker {
+	if ev.kind != evPageFree && ev.kind != evPageFreeBatched && ev.kind != evMarker && ev.kind != evDMASync {
 		s.poolEvents++
 	}
 	ev.line = int32(c.lineNo)
@@ -500,6 +561,10 @@ func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
 		ev.kind = evPageFree
 	case "mm_page_free_batched":
 		ev.kind = evPageFreeBatched
+	case "arch_sync_dma_for_device":
+		ev.kind = evDMASync
+	case "page_pool_put_page":
+		ev.kind = evPut
 	case "tracing_mark_write":
 		// Only the procedure's own markers matter; they count as ignored lines (the report's
 		// Events are the page_pool/kmem events) but are replayed in time order like events.
@@ -553,6 +618,28 @@ func (c *traceChecker) parse(b []byte, ev *traceEvent) (bool, error) {
 			f.fail("order=%d is not a page order", o)
 		}
 		ev.order = uint8(o)
+	case evDMASync:
+		f.probedSymbol()
+		paddr := f.uint("paddr", 64)
+		ev.pfn = paddr >> pageShift
+		ev.size = f.uint("size", 64)
+		ev.dir = uint8(f.uint("dir", 8))
+		if paddr+ev.size < paddr {
+			f.fail("paddr=%#x size=%d wraps around", paddr, ev.size)
+		}
+		// the last page synced, for the replay (size 0 syncs nothing)
+		if ev.size > 0 {
+			ev.cnt = (paddr + ev.size - 1) >> pageShift
+		}
+	case evPut:
+		f.probedSymbol()
+		ev.pfn = f.uint("dma", 64) >> pageShift
+		ev.count = uint32(f.uint("sync", 32))
+		d := f.uint("direct", 8)
+		ev.direct = d != 0
+	}
+	if ev.kind == evHold || ev.kind == evPut {
+		ev.cpu, ev.softirq = eventContext(b)
 	}
 	if f.err == nil && len(f.b) > 0 {
 		f.fail("unexpected %q after the last field", string(f.b))
@@ -623,6 +710,45 @@ func splitEventLine(b []byte) (name, fields, ts []byte, ok bool) {
 	return name, rest, ts, true
 }
 
+// eventContext reads the CPU column and whether the event's flags say in_serving_softirq():
+// the hardirq/softirq column of "TASK-PID [CPU] FLAGS TIMESTAMP:" is 's' (softirq) or 'H'
+// (hard irq that interrupted a softirq: SOFTIRQ_OFFSET is still set), kernel/trace/
+// trace_output.c trace_print_lat_fmt(). Without the flags column (irq-info off) softirq is -1.
+func eventContext(b []byte) (cpu int16, softirq int8) {
+	softirq = -1
+	for i := 0; i < len(b); i++ {
+		k := bytes.IndexByte(b[i:], '[')
+		if k < 0 {
+			return -1, -1
+		}
+		i += k
+		j := i + 1
+		n := 0
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' && n < 1<<14 {
+			n = n*10 + int(b[j]-'0')
+			j++
+		}
+		if j > i+1 && j < len(b) && b[j] == ']' {
+			cpu = int16(n)
+			rest := b[j+1:]
+			for len(rest) > 0 && rest[0] == ' ' {
+				rest = rest[1:]
+			}
+			// flags: irqs-off, need-resched, hardirq/softirq, preempt-depth; then a space
+			if len(rest) >= 5 && rest[4] == ' ' && (rest[0] == 'd' || rest[0] == 'X' || rest[0] == '.') {
+				switch rest[2] {
+				case 's', 'H':
+					softirq = 1
+				default:
+					softirq = 0
+				}
+			}
+			return cpu, softirq
+		}
+	}
+	return -1, -1
+}
+
 // fieldParser reads "key=value key=value" in the order of the TP_printk format.
 type fieldParser struct {
 	b     []byte
@@ -670,6 +796,28 @@ func (f *fieldParser) next(key string) []byte {
 }
 
 func (f *fieldParser) ptr(key string) []byte { return f.next(key) }
+
+// probedSymbol reads the "(SYMBOL+0xOFF/0xSIZE)" a kprobe event prints before its arguments.
+func (f *fieldParser) probedSymbol() {
+	if f.err != nil {
+		return
+	}
+	b := f.b
+	j := bytes.IndexByte(b, ' ')
+	if j < 0 {
+		j = len(b)
+	}
+	if j < 3 || b[0] != '(' || b[j-1] != ')' {
+		got := b[:j]
+		f.fail("want the probed function `(SYMBOL+0xOFF/0xSIZE)` here, got %q; the format is `%s`", string(got), traceFormats[f.event])
+		return
+	}
+	if j < len(b) {
+		f.b = b[j+1:]
+	} else {
+		f.b = nil
+	}
+}
 
 func (f *fieldParser) uint(key string, bits int) uint64 {
 	v := f.next(key)
@@ -745,13 +893,15 @@ func (f *fieldParser) int(key string) int64 {
 }
 
 var traceFormats = map[string]string{
-	"page_pool_state_hold":    "page_pool=%p page=%p pfn=%lu hold=%u",
-	"page_pool_state_release": "page_pool=%p page=%p pfn=%lu release=%u",
-	"page_pool_release":       "page_pool=%p inflight=%d hold=%u release=%u cnt=%llu",
-	"page_pool_update_nid":    "page_pool=%p pool_nid=%d new_nid=%d",
-	"page_pool_skb_return":    "page_pool=%p page=%p pfn=%lu",
-	"mm_page_free":            "page=%p pfn=%lu order=%d",
-	"mm_page_free_batched":    "page=%p pfn=%lu order=0",
+	"page_pool_state_hold":     "page_pool=%p page=%p pfn=%lu hold=%u",
+	"page_pool_state_release":  "page_pool=%p page=%p pfn=%lu release=%u",
+	"page_pool_release":        "page_pool=%p inflight=%d hold=%u release=%u cnt=%llu",
+	"page_pool_update_nid":     "page_pool=%p pool_nid=%d new_nid=%d",
+	"page_pool_skb_return":     "page_pool=%p page=%p pfn=%lu",
+	"mm_page_free":             "page=%p pfn=%lu order=%d",
+	"mm_page_free_batched":     "page=%p pfn=%lu order=0",
+	"arch_sync_dma_for_device": "(SYMBOL+0xOFF/0xSIZE) paddr=0x%Lx size=%Lu dir=%u",
+	"page_pool_put_page":       "(SYMBOL+0xOFF/0xSIZE) dma=0x%Lx sync=%u direct=%u",
 }
 
 // intern maps a pointer to the current pool with that address.
@@ -877,8 +1027,23 @@ func (c *traceChecker) replay(ev *traceEvent) {
 			c.rep.Figures.HoldsInWindow++
 		}
 		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
+		_, known := c.pfnIdx.get(ev.pfn)
 		st := c.pfn(ev.pfn, true)
 		st.record(ev)
+		// page_pool's slow path maps the page and syncs it for the device before the hold
+		// (__page_pool_alloc_pages_slow(), PP_FLAG_DMA_SYNC_DEV): a synced first page says the
+		// pool's device is not coherent and the sync rule applies to the pool. A page the
+		// trace never saw since a lost-events gap may have had its sync in the gap.
+		switch {
+		case st.synced:
+			p.syncChecked = true
+		case p.syncChecked && (known || c.rep.LostEvents == 0):
+			c.notSynced(ev, st, pl, "pool %s hands pfn %d to the NIC (slow-path allocation, page_pool_state_hold) without arch_sync_dma_for_device of the page", p.Pool, ev.pfn)
+		}
+		st.synced, st.returned, st.skbReturn = false, false, false
+		if ev.softirq == 1 && ev.cpu >= 0 && ev.cpu < 64 {
+			p.napiCPUs |= 1 << uint(ev.cpu)
+		}
 		if st.holder >= 0 {
 			old := &c.pools[st.holder]
 			old.Held--
@@ -910,6 +1075,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		case st.holder == ev.pool:
 			p.Held--
 			st.holder, st.released = -1, ev.pool
+			st.synced, st.returned, st.skbReturn = false, false, false
 		case st.holder >= 0:
 			c.violate(ForeignPageReturned, ev, st, "pool %s releases pfn %d, which pool %s holds", p.Pool, ev.pfn, c.poolName(st.holder))
 		case st.freed:
@@ -932,6 +1098,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		st.record(ev)
 		switch {
 		case st.holder == ev.pool:
+			c.returnedToPool(ev, st)
+			st.skbReturn = true
 		case st.holder >= 0:
 			c.violate(ForeignPageReturned, ev, st, "the return hook hands pfn %d to pool %s, but pool %s holds it", ev.pfn, p.Pool, c.poolName(st.holder))
 		case st.freed:
@@ -963,6 +1131,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 				c.violate(DMAMappedPageFreed, &e, st, "pfn %d is freed while pool %s still holds it (no page_pool_state_release): freed while DMA-mapped", pfn, p.Pool)
 			}
 			st.holder, st.released, st.freed = -1, -1, true
+			st.synced, st.returned, st.skbReturn = false, false, false
 		}
 	case evPoolRelease:
 		p := &c.pools[ev.pool]
@@ -979,8 +1148,91 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		} else {
 			c.inWindow, c.rep.Figures.WindowEnd = false, seconds(ev.ts)
 		}
+	case evDMASync:
+		c.rep.DMASyncs++
+		if ev.size == 0 || ev.dir != dmaFromDevice && ev.dir != dmaBidirectional {
+			return // syncs nothing the device may write
+		}
+		last := ev.cnt
+		if last-ev.pfn >= maxSyncPages {
+			last = ev.pfn + maxSyncPages - 1
+		}
+		for pfn := ev.pfn; ; pfn++ {
+			st := c.pfn(pfn, true)
+			st.synced = true
+			if pfn == ev.pfn {
+				st.record(ev)
+			}
+			if pfn == last {
+				break
+			}
+		}
+	case evPut:
+		c.rep.Puts++
+		if ev.direct {
+			c.rep.DirectPuts++
+		}
+		st := c.pfn(ev.pfn, false)
+		if st == nil || st.holder < 0 {
+			return // not a page the trace knows a pool holds (held before tracing, or no DMA address)
+		}
+		st.record(ev)
+		if st.skbReturn { // the hook's put of the page it just traced
+			st.skbReturn = false
+		} else {
+			c.returnedToPool(ev, st)
+		}
+		p := &c.pools[st.holder]
+		if !ev.direct || ev.softirq != 1 || p.napiCPUs == 0 || ev.cpu < 0 || ev.cpu >= 64 || p.napiCPUs&(1<<uint(ev.cpu)) != 0 {
+			return
+		}
+		if p.moreDirect++; p.moreDirect > 1 {
+			return
+		}
+		c.violate(DirectRecycleOutsideNAPI, ev, st, "page_pool_put_page(allow_direct=true) of pfn %d in softirq on CPU %d: 5.10 puts the page into pool %s's lockless alloc cache (in_serving_softirq()), which the pool's NAPI poll uses without a lock on CPU %s",
+			ev.pfn, ev.cpu, p.Pool, cpuList(p.napiCPUs))
 	case evUpdateNid:
 	}
+}
+
+// maxSyncPages bounds the pages one arch_sync_dma_for_device marks synced (page_pool syncs at
+// most a page of order 0 here; a larger range only needs its first pages for the rule).
+const maxSyncPages = 64
+
+// returnedToPool applies the sync rule to a page handed back to the pool that holds it
+// (page_pool_skb_return, or a page_pool_put_page that is not the hook's): if it had been
+// handed back before, the pool has handed it out again since (the page is back), so it must
+// have been synced for the device in between: a cache or ring hit emits no event, the return
+// shows that the NIC had the page. page_pool_put_page syncs right after this event, before the
+// page enters the cache or the ring.
+func (c *traceChecker) returnedToPool(ev *traceEvent, st *pfnState) {
+	if st.returned && !st.synced && c.pools[st.holder].syncChecked {
+		c.notSynced(ev, st, st.holder, "pfn %d comes back to pool %s, which handed it out again (to the NIC) without arch_sync_dma_for_device of the page after its previous return", ev.pfn, c.poolName(st.holder))
+	}
+	st.returned, st.synced, st.skbReturn = true, false, false
+}
+
+// notSynced reports NotSyncedForDevice once per pool; later ones are counted in a note.
+func (c *traceChecker) notSynced(ev *traceEvent, st *pfnState, pool int32, format string, args ...any) {
+	p := &c.pools[pool]
+	if p.moreNotSynced++; p.moreNotSynced > 1 {
+		return
+	}
+	c.violate(NotSyncedForDevice, ev, st, format, args...)
+}
+
+// cpuList names the CPUs of a bit mask: "0", "0,1".
+func cpuList(mask uint64) string {
+	var b strings.Builder
+	for i := 0; i < 64; i++ {
+		if mask&(1<<uint(i)) != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%d", i)
+		}
+	}
+	return b.String()
 }
 
 // seconds turns a trace timestamp in ns back into ftrace's seconds. For ftrace's 6 or 9
@@ -1016,6 +1268,12 @@ func (c *traceChecker) finish() *TraceReport {
 		p.Inflight = int64(int32(p.HoldCounter - p.ReleaseCounter))
 		holds += p.Holds
 		returns += p.SKBReturns
+		if p.moreNotSynced > 1 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d more pages handed to the NIC without a sync for the device", p.Pool, p.moreNotSynced-1))
+		}
+		if p.moreDirect > 1 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d more direct puts in softirq on a CPU other than its NAPI's", p.Pool, p.moreDirect-1))
+		}
 		if p.preTraced > 0 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d releases of pages held before the trace started", p.Pool, p.preTraced))
 		}

@@ -94,6 +94,9 @@ func TestTraceLineFormats(t *testing.T) {
 		{"hex pfn (newer kmem)", ctx + "mm_page_free: page=00000000bb pfn=0x1000 order=0", 1},
 		{"batched", ctx + "mm_page_free_batched: page=00000000bb pfn=4096 order=0", 1},
 		{"nid", ctx + "page_pool_update_nid: page_pool=00000000aa pool_nid=-1 new_nid=0", 1},
+		{"kprobe dma sync", ctx + "arch_sync_dma_for_device: (arch_sync_dma_for_device+0x0/0x20) paddr=0x4a3c1100 size=3776 dir=2", 1},
+		{"kprobe put", ctx + "page_pool_put_page: (page_pool_put_page+0x0/0x1a0) dma=0x4a3c1000 sync=4294967295 direct=0", 1},
+		{"other kprobe", ctx + "arch_sync_dma_for_cpu: (arch_sync_dma_for_cpu+0x0/0x20) paddr=0x4a3c1100 size=66 dir=2", 0},
 		{"other event", ctx + "kfree_skb: skbaddr=00000000cc protocol=2048 location=00000000dd", 0},
 		{"comment", "# tracer: nop", 0},
 		{"lost", "CPU:1 [LOST 7 EVENTS]", 0},
@@ -151,6 +154,9 @@ func TestTraceMalformed(t *testing.T) {
 		{"inflight", ctx + "page_pool_release: page_pool=00000000aa inflight=x hold=1 release=1 cnt=1", "inflight=x is not a 32-bit integer"},
 		{"order", ctx + "mm_page_free: page=00000000bb pfn=1 order=99", "not a page order"},
 		{"no prefix", "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=1 hold=1", "without the ftrace prefix"},
+		{"kprobe without its symbol", ctx + "arch_sync_dma_for_device: paddr=0x4a3c1100 size=3776 dir=2", "want the probed function"},
+		{"kprobe wraps", ctx + "arch_sync_dma_for_device: (arch_sync_dma_for_device+0x0/0x20) paddr=0xffffffffffffff00 size=3776 dir=2", "wraps around"},
+		{"kprobe direct", ctx + "page_pool_put_page: (page_pool_put_page+0x0/0x1a0) dma=0x4a3c1000 sync=1 direct=256", "direct=256 does not fit in 8 bits"},
 		{"empty value", ctx + "page_pool_state_hold: page_pool= page=00000000bb pfn=1 hold=1", "empty page_pool="},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

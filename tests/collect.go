@@ -19,7 +19,8 @@ const tracefs = "/sys/kernel/tracing"
 
 // TraceEvents are the tracepoints enabled during a procedure, relative to tracefs/events.
 // page_pool/ covers 5.10's events and the series' page_pool_skb_return; kmem's page-free events
-// let the model see a pool page reach the page allocator while still DMA-mapped.
+// let the model see a pool page reach the page allocator while still DMA-mapped. The kprobe
+// events gomodel.KprobeEvents (group gomodel.KprobeGroup) are defined and enabled beside them.
 var TraceEvents = []string{"page_pool", "skb", "kmem/mm_page_free", "kmem/mm_page_free_batched"}
 
 // TraceBufferKB is the per-CPU ring size: the kmem and skb events come at several per packet,
@@ -32,6 +33,13 @@ func tracingSetupScript() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; [ -d %[1]s/events ] || mount -t tracefs nodev %[1]s; cd %[1]s\n", tracefs)
 	b.WriteString("echo 0 > tracing_on; echo 0 > events/enable; echo > trace\n")
+	// The kprobe events (gomodel.KprobeEvents): the DMA syncs for the device page_pool owns, and
+	// every page_pool_put_page with its allow_direct. Defined anew (events are all off now).
+	fmt.Fprintf(&b, "[ -e kprobe_events ] || { echo \"no kprobe_events in %s: the guest kernel needs CONFIG_KPROBE_EVENTS\" >&2; exit 3; }\n", tracefs)
+	b.WriteString("echo > kprobe_events\n")
+	for _, k := range gomodel.KprobeEvents {
+		fmt.Fprintf(&b, "echo %[1]s >> kprobe_events || { echo \"cannot define the kprobe event %[2]s (is the function inlined or missing from kallsyms?)\" >&2; exit 3; }\n", shellQuote(k), strings.Fields(k)[1])
+	}
 	for _, e := range TraceEvents {
 		if strings.HasPrefix(e, "kmem/") {
 			fmt.Fprintf(&b, "echo 0 > events/%s/filter\n", e)
@@ -42,6 +50,7 @@ func tracingSetupScript() string {
 		fmt.Fprintf(&b, "[ -e events/%[1]s/enable ] || { echo \"no tracepoint %[1]s in %[2]s/events: the guest kernel needs CONFIG_FTRACE and CONFIG_PAGE_POOL\" >&2; exit 3; }\n", e, tracefs)
 		fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", e)
 	}
+	fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", gomodel.KprobeGroup)
 	b.WriteString("echo 1 > tracing_on\n")
 	return b.String()
 }

@@ -62,6 +62,12 @@ func (b *fakeBoard) emit(event, fields string) {
 	}
 }
 
+// emitSync traces page_pool's arch_sync_dma_for_device of a page (the kprobe event), as the
+// slow path does before its hold and page_pool_put_page after a return.
+func (b *fakeBoard) emitSync(pfn int) {
+	b.emit("arch_sync_dma_for_device", fmt.Sprintf("(arch_sync_dma_for_device+0x0/0x20) paddr=0x%x size=3776 dir=2", pfn<<12+0x100))
+}
+
 var (
 	startRE = regexp.MustCompile(`echo \$\$ > (\S+) && exec (.*)$`)
 	killRE  = regexp.MustCompile(`kill -(TERM|KILL) \$\(cat (\S+)\)`)
@@ -91,6 +97,7 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		return nil, nil
 	case strings.Contains(cmd, "ip addr flush dev eth1"):
 		for i := 0; i < 64; i++ { // ring fill at open
+			b.emitSync(4096 + i)
 			b.emit(EventStateHold, fmt.Sprintf("page_pool=%s page=0000000000%06x pfn=%d hold=%d", fakePool, i, 4096+i, i+1))
 		}
 		return nil, nil
@@ -114,10 +121,13 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		b.emit(EventMarker, m)
 		if strings.HasSuffix(m, "begin") {
 			for i := 0; i < b.holdsRun; i++ {
+				b.emitSync(9000 + i)
 				b.emit(EventStateHold, fmt.Sprintf("page_pool=%s page=00000000aa%06x pfn=%d hold=%d", fakePool, i, 9000+i, 65+i))
 			}
 			for i := 0; i < 10; i++ {
 				b.emit(EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000bb pfn=4100", fakePool))
+				b.emit("page_pool_put_page", fmt.Sprintf("(page_pool_put_page+0x0/0x1a0) dma=0x%x sync=4294967295 direct=0", 4100<<12))
+				b.emitSync(4100)
 				b.emit("kfree_skb", "skbaddr=00000000cc protocol=2048 location=00000000dd")
 			}
 			b.rx += b.packets

@@ -169,6 +169,12 @@ func Judge(res *Result, ev Evidence) {
 		if len(ev.Trace.Pools) == 0 && ev.InfraError == nil {
 			fail(ReasonTraceLost, "no page_pool event in the trace: is the NIC under test using page_pool?")
 		}
+		if ev.Trace.Holds > 0 && ev.Trace.DMASyncs == 0 {
+			// page_pool's slow path syncs every page it maps (PP_FLAG_DMA_SYNC_DEV): none in the
+			// trace means the guest skipped them as for a coherent device, or the probe is gone.
+			fail(ReasonInfra, "the trace shows %d slow-path allocations and no arch_sync_dma_for_device: the NIC's device-tree node says dma-coherent (a QEMU built before issue 13?) or the kprobe event caught nothing; the DMA sync rule cannot be judged",
+				ev.Trace.Holds)
+		}
 		for _, p := range ev.Trace.Pools {
 			switch {
 			case !p.Destroyed && p.Holds > 0:

@@ -11,7 +11,7 @@ func cleanEvidence() Evidence {
 		Traffic: Traffic{Bytes: 1 << 20, BitsPerSecond: 9e8, Datagrams: 700},
 		Before:  Snapshot{Interface: InterfaceCounters{RxPackets: 100}},
 		After:   Snapshot{Interface: InterfaceCounters{RxPackets: 2100}},
-		Trace: &TraceFigures{Holds: 520, Releases: 520, SKBReturns: 1990, HoldsInWindow: 8, Pools: []*PoolFigures{
+		Trace: &TraceFigures{Holds: 520, Releases: 520, SKBReturns: 1990, HoldsInWindow: 8, DMASyncs: 2510, Puts: 1990, Pools: []*PoolFigures{
 			{Pool: "p1", Holds: 520, Releases: 520, SKBReturns: 1990, Destroyed: true, FinalInflight: 0},
 		}},
 		Model: &ModelReport{Predicted: ModelFigures{HoldsInWindow: 8, SlowPathPer1000: 4, SKBReturns: 1990, Releases: 520}},
@@ -51,6 +51,7 @@ func TestJudge(t *testing.T) {
 		}, []string{ReasonTraceLost, ReasonTraceLost}},
 		{"no page_pool at all", func(e *Evidence) { e.Trace.Pools = nil }, []string{ReasonTraceLost}},
 		{"no trace", func(e *Evidence) { e.Trace = nil }, []string{ReasonTraceLost}},
+		{"pool pages never synced for the device", func(e *Evidence) { e.Trace.DMASyncs = 0 }, []string{ReasonInfra}},
 		{"procedure error", func(e *Evidence) { e.Procedure = errors.New("setup: ethtool: not found") }, []string{ReasonProcedure}},
 		{"kernel crashed at boot", func(e *Evidence) {
 			*e = Evidence{BootError: errors.New("launch the board: boot: Kernel panic - not syncing: Attempted to kill init!")}

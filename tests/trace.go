@@ -36,6 +36,11 @@ type TraceFigures struct {
 	// LostEvents sums ftrace's "[LOST N EVENTS]" notes.
 	LostEvents int64 `json:"lost_events"`
 	Lines      int64 `json:"lines"`
+	// DMASyncs and Puts count the kprobe events (gomodel.KprobeEvents): arch_sync_dma_for_device
+	// and page_pool_put_page, DirectPuts those with allow_direct.
+	DMASyncs   int64 `json:"dma_syncs,omitempty"`
+	Puts       int64 `json:"puts,omitempty"`
+	DirectPuts int64 `json:"direct_puts,omitempty"`
 }
 
 // PoolFigures is one page_pool as seen in the trace (pools are named by the hashed %p pointer
@@ -92,7 +97,8 @@ func figuresOf(rep *gomodel.TraceReport) *TraceFigures {
 	f := rep.Figures
 	tf := &TraceFigures{Holds: f.Holds, Releases: f.Releases, SKBReturns: f.SKBReturns,
 		HoldsInWindow: f.HoldsInWindow, WindowStart: f.WindowStart, WindowEnd: f.WindowEnd,
-		LostEvents: f.LostEvents, Lines: int64(rep.Lines), Pools: make([]*PoolFigures, 0, len(rep.Pools))}
+		LostEvents: f.LostEvents, Lines: int64(rep.Lines), Pools: make([]*PoolFigures, 0, len(rep.Pools)),
+		DMASyncs: int64(rep.DMASyncs), Puts: int64(rep.Puts), DirectPuts: int64(rep.DirectPuts)}
 	for i := range rep.Pools {
 		p := &rep.Pools[i]
 		tf.Pools = append(tf.Pools, &PoolFigures{Pool: p.Pool, Holds: int64(p.Holds), Releases: int64(p.Releases),
