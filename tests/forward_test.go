@@ -110,3 +110,27 @@ func TestParseProbeTrace(t *testing.T) {
 		t.Errorf("missing on an empty trace = %q", m)
 	}
 }
+
+// FuzzParseProbeTrace: any text parses; every counted hit is a probe line's, so a phase's
+// hits never exceed the lines of the input.
+func FuzzParseProbeTrace(f *testing.F) {
+	if data, err := os.ReadFile("testdata/forward/probes.txt"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("x: skb_segment: () caller=a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := parseProbeTrace(data)
+		lines := int64(strings.Count(string(data), "\n") + 1)
+		var n int64
+		for ph, probes := range c {
+			for probe := range probes {
+				n += c.total(ph, probe, "")
+			}
+		}
+		if n > lines {
+			t.Fatalf("%d hits from %d lines", n, lines)
+		}
+		c.notes(0)
+		c.missing()
+	})
+}
