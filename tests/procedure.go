@@ -98,7 +98,7 @@ func Procedures() map[string]Procedure {
 }
 
 // DefaultProcedures are the procedures `ppkit test` runs when none is named.
-var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag"}
+var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag", "forward"}
 
 // LookupProcedures resolves names (DefaultProcedures when empty) or says which name is unknown.
 func LookupProcedures(names []string) ([]Procedure, error) {
