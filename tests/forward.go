@@ -28,7 +28,8 @@ const (
 
 // ForwardProbes are the kprobe events forward counts in a tracefs instance of its own: kernel
 // functions with no tracepoint, each with its caller (the return address at entry, x30 on
-// arm64), so that the counts say which path called them.
+// arm64), so that the counts say which path called them. (The kprobe options in
+// harness/config/ppkit.config.)
 var ForwardProbes = []string{"skb_segment", "pskb_expand_head", "page_frag_free"}
 
 const (
@@ -55,9 +56,14 @@ const (
 //     skbs around page-frag buffers that belong to no page_pool (head_frag, no pool id), and
 //     their heads reach skb_free_head() — after forwarding, at mvneta's TX completion.
 //
-// The kprobe counts (ForwardProbes) are the evidence for the first two; the peer NIC's
-// negotiated features (no mergeable buffers, no guest GSO) and its receive counter for the
-// third. Collect fails when one of them shows that a path was not driven.
+// The evidence, checked by Collect (a path not driven is a procedure error): for the first, a
+// counting rule in the mangle FORWARD chain (skbs forwarded from mvneta to virtio-net) against
+// the virtio-net NIC's TX packets — more packets than skbs; skb_segment's kprobe count is
+// reported too, but it also counts the management NIC's SSH stream (QEMU's user network offers
+// no TSO). For the second, pskb_expand_head's kprobe with caller ip_forward in the capture
+// phase. For the third, the NIC's negotiated features (no mergeable buffers, no guest GSO), its
+// RX counter and page_frag_free's kprobe (caller skb_free_head: with the series, a head_frag
+// head that the hook did not take).
 type Forward struct {
 	// set by Run, read by Collect
 	capture     string // pktlisten's note
@@ -66,6 +72,7 @@ type Forward struct {
 	reverseOut  string
 	peerBefore  InterfaceCounters
 	probesReady bool
+	iptables    string // the board's iptables, for the forwarding rule's counter
 }
 
 func (*Forward) Name() string { return "forward" }
@@ -139,6 +146,16 @@ func (p *Forward) Setup(ctx context.Context, env *Env) error {
 	}
 	if v, _ := ethtoolFeature(out, "tcp-segmentation-offload"); !strings.HasPrefix(v, "off") {
 		return fmt.Errorf("TSO is %q on the board's %s after ethtool -K tso off: GRO packets would not be segmented in software", v, env.Peer.BoardInterface)
+	}
+	// A rule without effect counts the skbs ip_forward() passes from the mvneta NIC to the
+	// second one: GRO skbs count once, and the second NIC's TX counter counts their segments.
+	out, err = env.Board.Run(ctx, "mkdir -p /run; command -v iptables-legacy || command -v iptables")
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		return fmt.Errorf("forward needs iptables in the guest image (iptables-legacy or iptables): %v", err)
+	}
+	p.iptables = strings.TrimSpace(strings.Split(string(out), "\n")[0])
+	if _, err := env.Board.Run(ctx, p.iptables+" -t mangle -A FORWARD -i "+shellQuote(env.Board.Interface())+" -o "+pif+" -j RETURN"); err != nil {
+		return fmt.Errorf("add the forwarding counter rule (kernel needs CONFIG_IP_NF_MANGLE): %w", err)
 	}
 	if _, err := env.Client.Run(ctx, "ip", "route", "replace", PeerNet, "via", BoardIP); err != nil {
 		return fmt.Errorf("client: route to the second client: %w", err)
@@ -344,6 +361,9 @@ func (p *Forward) Collect(ctx context.Context, env *Env) (Traffic, error) {
 		if rx == 0 {
 			errs = append(errs, "the second NIC received nothing: no page-frag head reached skb_free_head()")
 		}
+		if err := p.checkSegmented(ctx, env, tx, &t); err != nil {
+			errs = append(errs, err.Error())
+		}
 	}
 	if p.probesReady {
 		counts, overrun, err := p.readProbes(ctx, env)
@@ -358,6 +378,43 @@ func (p *Forward) Collect(ctx context.Context, env *Env) (Traffic, error) {
 		return t, fmt.Errorf("forward: %s", strings.Join(errs, "; "))
 	}
 	return t, nil
+}
+
+// checkSegmented compares the skbs ip_forward() passed from the mvneta NIC to the second one
+// (the rule's counter) with the packets the second NIC sent: more packets than skbs means GRO
+// skbs were segmented on the way out.
+func (p *Forward) checkSegmented(ctx context.Context, env *Env, tx uint64, t *Traffic) error {
+	out, err := env.Board.Run(ctx, p.iptables+" -t mangle -L FORWARD -v -x -n")
+	if err != nil {
+		return fmt.Errorf("read the forwarding counter rule: %w", err)
+	}
+	os.WriteFile(filepath.Join(env.Dir, "iptables-forward.txt"), out, 0o644)
+	fwd, err := forwardRuleCount(out, env.Board.Interface(), env.Peer.BoardInterface)
+	if err != nil {
+		return err
+	}
+	t.Notes = append(t.Notes, fmt.Sprintf("ip_forward %s → %s: %d skbs, sent as %d packets", env.Board.Interface(), env.Peer.BoardInterface, fwd, tx))
+	if fwd == 0 || tx <= uint64(fwd) {
+		return fmt.Errorf("the second NIC sent %d packets for %d forwarded skbs: no GRO skb was segmented", tx, fwd)
+	}
+	return nil
+}
+
+// forwardRuleCount reads the packet counter of forward's rule (-i in -o out -j RETURN) from
+// `iptables -t mangle -L FORWARD -v -x -n`.
+func forwardRuleCount(out []byte, in, outIf string) (int64, error) {
+	for _, l := range strings.Split(string(out), "\n") {
+		// pkts bytes target prot opt in out source destination
+		f := strings.Fields(l)
+		if len(f) >= 7 && f[2] == "RETURN" && f[5] == in && f[6] == outIf {
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("forwarding rule counter %q: %w", f[0], err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no forwarding counter rule (-i %s -o %s -j RETURN) in the mangle FORWARD chain", in, outIf)
 }
 
 // readProbes stops the probes, saves their trace as probes.txt, counts it, and removes the
@@ -439,11 +496,11 @@ func (c probeCounts) total(phase, probe, caller string) int64 {
 // missing says which of forward's paths the counts show were not driven.
 func (c probeCounts) missing() []string {
 	var out []string
-	if c.total("forward", "skb_segment", "") == 0 {
-		out = append(out, "skb_segment() never ran in the forward phase: no GRO packet was segmented in software")
-	}
 	if c.total("capture", "pskb_expand_head", "ip_forward") == 0 {
 		out = append(out, "ip_forward() never called pskb_expand_head() in the capture phase: no cloned head was expanded")
+	}
+	if c.total("forward", "page_frag_free", "")+c.total("capture", "page_frag_free", "") == 0 {
+		out = append(out, "page_frag_free() never ran during the traffic: no page-frag head was freed")
 	}
 	return out
 }

@@ -78,13 +78,14 @@ func TestParseProbeTrace(t *testing.T) {
 		phase, probe, caller string
 		want                 int64
 	}{
-		{"setup", "page_frag_free", "", 1},
+		{"setup", "pskb_expand_head", "__pskb_pull_tail", 1},
 		{"forward", "skb_segment", "", 3},
 		{"forward", "skb_segment", "tcp_gso_segment", 3},
 		{"forward", "pskb_expand_head", "", 1},
-		{"forward", "pskb_expand_head", "skb_segment", 1},
+		{"forward", "pskb_expand_head", "___pskb_trim", 1},
+		{"forward", "page_frag_free", "skb_free_head", 1},
 		{"capture", "pskb_expand_head", "ip_forward", 2},
-		{"capture", "page_frag_free", "skb_release_data", 2},
+		{"capture", "page_frag_free", "skb_free_head", 2},
 		{"capture", "skb_segment", "", 1},
 		{"nosuchphase", "skb_segment", "", 0},
 	} {
@@ -96,9 +97,9 @@ func TestParseProbeTrace(t *testing.T) {
 		t.Errorf("missing = %q, want none", m)
 	}
 	wantNotes := []string{
-		"kprobes, capture phase: skb_segment 1 (tcp_gso_segment 1); pskb_expand_head 2 (ip_forward 2); page_frag_free 2 (skb_release_data 2)",
-		"kprobes, forward phase: skb_segment 3 (tcp_gso_segment 3); pskb_expand_head 1 (skb_segment 1)",
-		"kprobes, setup phase: page_frag_free 1 (skb_release_data 1)",
+		"kprobes, capture phase: skb_segment 1 (tcp_gso_segment 1); pskb_expand_head 2 (ip_forward 2); page_frag_free 2 (skb_free_head 2)",
+		"kprobes, forward phase: skb_segment 3 (tcp_gso_segment 3); pskb_expand_head 1 (___pskb_trim 1); page_frag_free 1 (skb_free_head 1)",
+		"kprobes, setup phase: pskb_expand_head 1 (__pskb_pull_tail 1)",
 		"kprobes: 7 events overwritten (the counts are lower bounds)",
 	}
 	if got := c.notes(7); !reflect.DeepEqual(got, wantNotes) {
@@ -106,8 +107,25 @@ func TestParseProbeTrace(t *testing.T) {
 	}
 	// A run whose traffic took neither path says so, naming both.
 	empty := parseProbeTrace([]byte("# tracer: nop\n"))
-	if m := empty.missing(); len(m) != 2 || !strings.Contains(m[0], "skb_segment") || !strings.Contains(m[1], "pskb_expand_head") {
+	if m := empty.missing(); len(m) != 2 || !strings.Contains(m[0], "pskb_expand_head") || !strings.Contains(m[1], "page_frag_free") {
 		t.Errorf("missing on an empty trace = %q", m)
+	}
+}
+
+func TestForwardRuleCount(t *testing.T) {
+	out := []byte(`Chain FORWARD (policy ACCEPT 31000 packets, 4100000 bytes)
+    pkts      bytes target     prot opt in     out     source               destination
+    2981  4315180 RETURN     0    --  eth2   eth1    0.0.0.0/0            0.0.0.0/0
+      12     1000 RETURN     0    --  eth1   eth2    0.0.0.0/0            0.0.0.0/0
+`)
+	if n, err := forwardRuleCount(out, "eth2", "eth1"); err != nil || n != 2981 {
+		t.Errorf("forwardRuleCount = %d, %v; want 2981", n, err)
+	}
+	if _, err := forwardRuleCount(out, "eth0", "eth1"); err == nil {
+		t.Error("a rule for other interfaces was taken")
+	}
+	if _, err := forwardRuleCount([]byte("    x  1 RETURN 0 -- eth2 eth1 0/0 0/0\n"), "eth2", "eth1"); err == nil {
+		t.Error("a counter that is no number was taken")
 	}
 }
 
