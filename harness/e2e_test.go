@@ -272,10 +272,14 @@ func TestTestNICInNamespace(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	vm := boot(t, ctx, BootOptions{NICs: []NIC{{Model: "virtio-net-pci,romfile=", MAC: "52:54:00:aa:bb:01"}}})
-	ns, taps := vm.NetNS(), vm.Taps()
-	if ns == "" || len(taps) != 1 {
-		t.Fatalf("netns %q taps %v", ns, taps)
+	vm := boot(t, ctx, BootOptions{NICs: []NIC{{Model: "virtio-net-pci,romfile=", MAC: "52:54:00:aa:bb:01"},
+		{Model: "virtio-net-pci,romfile=", MAC: "52:54:00:aa:bb:02", OwnNetns: true}}})
+	ns, taps, own := vm.NetNS(), vm.Taps(), vm.NetNSOf(1)
+	if ns == "" || len(taps) != 2 || own == "" || own == ns {
+		t.Fatalf("netns %q and %q, taps %v: want two namespaces, one tap each", ns, own, taps)
+	}
+	if out, err := exec.Command("ip", "-n", own, "link", "show", taps[1]).CombinedOutput(); err != nil {
+		t.Errorf("tap %s is not in its own namespace %s: %v: %s", taps[1], own, err, out)
 	}
 	if out, err := exec.Command("ip", "link", "show", taps[0]).CombinedOutput(); err == nil {
 		t.Errorf("tap %s exists in the host namespace: %s", taps[0], out)
@@ -299,8 +303,10 @@ func TestTestNICInNamespace(t *testing.T) {
 	if err := vm.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), ns) {
-		t.Errorf("netns %s left after Close", ns)
+	for _, n := range []string{ns, own} {
+		if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), n) {
+			t.Errorf("netns %s left after Close", n)
+		}
 	}
 }
 

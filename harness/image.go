@@ -101,10 +101,11 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 hostname ppkit
 echo 1 > /proc/sys/kernel/sysrq
 ip link set lo up
-# The management NIC is the virtio-net device; the test NICs are configured by the tests.
+# The management NIC is the virtio-net device with the management MAC (test NICs may be
+# virtio-net too); the test NICs are configured by the tests.
 for d in /sys/class/net/*; do
 	drv=$(readlink $d/device/driver 2>/dev/null)
-	if [ "${drv##*/}" = virtio_net ]; then
+	if [ "${drv##*/}" = virtio_net ] && [ "$(cat $d/address)" = ` + ManagementMAC + ` ]; then
 		n=${d##*/}
 		ip addr add 10.0.2.15/24 dev $n
 		ip link set $n up

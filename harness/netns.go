@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,37 +12,62 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// testNet is the network namespace holding the host ends of a VM's test NICs. Each tap is
-// created inside the namespace by opening /dev/net/tun from a thread that entered it, and the
+// testNet is the network namespaces holding the host ends of a VM's test NICs. Each tap is
+// created inside its namespace by opening /dev/net/tun from a thread that entered it, and the
 // file descriptor is handed to QEMU (-netdev tap,fd=N). The tap therefore never exists in the
 // host's namespace, and it disappears by itself when QEMU closes the descriptor.
+//
+// The taps share one namespace, except those of NICs with OwnNetns, which get one each.
 type testNet struct {
-	name  string
+	names []string // the namespaces; names[tapNS[i]] holds taps[i]
 	taps  []string
+	tapNS []int
 	files []*os.File
 }
 
-// newTestNet creates a namespace named for this process (OwnedName("net"), so that a later run
-// removes it if this one is killed) with n tap devices tap0…tapN-1 (down; the tests configure
-// them with `ip -n NS`). On error everything created is removed.
-func newTestNet(n int) (*testNet, error) {
-	t := &testNet{name: OwnedName("net")}
-	if out, err := exec.Command("ip", "netns", "add", t.name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", t.name, err, strings.TrimSpace(string(out)))
-	}
-	created.add(&created.netns, t.name)
-	for i := 0; i < n; i++ {
+// newTestNet creates the namespaces — each named for this process (OwnedName("net"), so that a
+// later run removes it if this one is killed) — and one tap device per NIC, tap0…tapN-1 (down;
+// the tests configure them with `ip -n NS`). On error everything created is removed.
+func newTestNet(nics []NIC) (*testNet, error) {
+	t := &testNet{}
+	shared := -1
+	for i, nic := range nics {
+		ns := shared
+		if nic.OwnNetns || shared < 0 {
+			if err := t.addNetns(); err != nil {
+				t.close()
+				return nil, err
+			}
+			ns = len(t.names) - 1
+			if !nic.OwnNetns {
+				shared = ns
+			}
+		}
 		name := fmt.Sprintf("tap%d", i)
-		f, err := openTapInNetns(t.name, name)
+		f, err := openTapInNetns(t.names[ns], name)
 		if err != nil {
 			t.close()
 			return nil, err
 		}
 		t.taps = append(t.taps, name)
+		t.tapNS = append(t.tapNS, ns)
 		t.files = append(t.files, f)
 	}
 	return t, nil
 }
+
+func (t *testNet) addNetns() error {
+	name := OwnedName("net")
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", name, err, strings.TrimSpace(string(out)))
+	}
+	created.add(&created.netns, name)
+	t.names = append(t.names, name)
+	return nil
+}
+
+// netnsOf is the namespace holding tap i.
+func (t *testNet) netnsOf(i int) string { return t.names[t.tapNS[i]] }
 
 func openTapInNetns(netns, name string) (*os.File, error) {
 	nsf, err := os.Open("/run/netns/" + netns)
@@ -94,10 +120,13 @@ func (t *testNet) close() error {
 		return nil
 	}
 	t.releaseFiles()
-	if out, err := exec.Command("ip", "netns", "del", t.name).CombinedOutput(); err != nil {
-		if _, statErr := os.Stat("/run/netns/" + t.name); statErr == nil {
-			return fmt.Errorf("ip netns del %s: %w: %s", t.name, err, strings.TrimSpace(string(out)))
+	var errs []error
+	for _, name := range t.names {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			if _, statErr := os.Stat("/run/netns/" + name); statErr == nil {
+				errs = append(errs, fmt.Errorf("ip netns del %s: %w: %s", name, err, strings.TrimSpace(string(out))))
+			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

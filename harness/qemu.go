@@ -20,7 +20,16 @@ const MaxMemoryMB = 3072
 type NIC struct {
 	Model string // QEMU -device model, e.g. "mvneta" or "virtio-net-pci"
 	MAC   string // default 52:54:00:12:35:0N
+	// OwnNetns puts the NIC's tap in a network namespace of its own (VM.NetNSOf) instead of the
+	// shared one: a client there reaches the other NICs' clients only through the guest, which
+	// then routes between them.
+	OwnNetns bool
 }
+
+// ManagementMAC is the MAC address of the guest's management NIC (virtio-net on QEMU's user
+// network, SSH forwarded from the host): the guest's init finds it by this address, since test
+// NICs may be virtio-net too.
+const ManagementMAC = "52:54:00:12:34:56"
 
 // BootOptions says how to boot a guest.
 type BootOptions struct {
@@ -122,7 +131,7 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 		// A second monitor for the developer (and the tests): ppkit holds the first.
 		"-qmp", "unix:" + userQMPSocket(l.qmpSocket) + ",server=on,wait=off",
 		"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort),
-		"-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:56,romfile=",
+		"-device", "virtio-net-pci,netdev=mgmt,mac=" + ManagementMAC + ",romfile=",
 		"-device", "virtio-rng-pci",
 	}
 	for i, nic := range o.NICs {

@@ -87,7 +87,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	launch := qemuLaunch{qmpSocket: filepath.Join(vm.dir, "qmp.sock"), sshPort: vm.sshPort}
 	var extra []*os.File
 	if len(opts.NICs) > 0 {
-		if vm.net, err = newTestNet(len(opts.NICs)); err != nil {
+		if vm.net, err = newTestNet(opts.NICs); err != nil {
 			return nil, &InfraError{Err: fmt.Errorf("boot: test network: %w", err)}
 		}
 		for i, f := range vm.net.files {
@@ -325,15 +325,24 @@ func (vm *VM) UserQMP() string { return userQMPSocket(filepath.Join(vm.dir, "qmp
 // without test NICs or recreate the taps by hand).
 func (vm *VM) CommandLine() string { return shellJoin(vm.args) }
 
-// NetNS is the name of the network namespace holding the test NICs' taps ("" without NICs).
+// NetNS is the name of the network namespace holding the first test NIC's tap, and every other
+// tap but those of OwnNetns NICs ("" without NICs).
 func (vm *VM) NetNS() string {
 	if vm.net == nil {
 		return ""
 	}
-	return vm.net.name
+	return vm.net.netnsOf(0)
 }
 
-// Taps are the test NICs' tap devices inside NetNS, in NIC order.
+// NetNSOf is the name of the network namespace holding the tap of test NIC i.
+func (vm *VM) NetNSOf(i int) string {
+	if vm.net == nil || i < 0 || i >= len(vm.net.taps) {
+		return ""
+	}
+	return vm.net.netnsOf(i)
+}
+
+// Taps are the test NICs' tap devices, in NIC order: tap i is in NetNSOf(i).
 func (vm *VM) Taps() []string {
 	if vm.net == nil {
 		return nil

@@ -57,6 +57,11 @@ func (l *recordingLauncher) Launch(ctx context.Context, k Kernel, progress io.Wr
 		if c, ok := tb.Client().(*NetnsClient); ok {
 			l.namespaces = append(l.namespaces, c.Namespace)
 		}
+		if pt, ok := tb.(PeerTestbed); ok {
+			if c, ok := pt.Peer().Client.(*NetnsClient); ok {
+				l.namespaces = append(l.namespaces, c.Namespace)
+			}
+		}
 	}
 	return tb, err
 }

@@ -343,6 +343,7 @@ func TestRunProcedureVerdicts(t *testing.T) {
 		{"no traffic", func(b *fakeBoard) { b.packets = 0 }, okModel, &Multicast{}, ReasonNoTraffic},
 		{"no ping across the link", func(b *fakeBoard) { b.noLink = true }, okModel, &Multicast{}, ReasonProcedure},
 		{"copy without iptables", func(*fakeBoard) {}, okModel, &Copy{}, ReasonProcedure},
+		{"forward without a second client", func(*fakeBoard) {}, okModel, &Forward{}, ReasonProcedure},
 		{"kernel dies: the model still judges the trace", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel,
 			&Multicast{}, ReasonViolation},
 		{"kernel dies: console report", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel, &Multicast{}, ReasonConsole},

@@ -29,9 +29,23 @@ var GuestPackages = []harness.ImagePackage{
 	{Name: "libip6tc2"},
 }
 
+// PeerNICModel is the board's second NIC (the peer's, see Peer): virtio-net without mergeable
+// RX buffers and without guest GSO, which would make virtio-net use receive_big. So 5.10's
+// virtio-net receives with receive_small, which builds every skb around a page-frag buffer
+// (build_skb: head_frag, no page_pool) — heads that reach skb_free_head() beside the pool's.
+// Transmit offloads stay: forward turns TSO off with ethtool.
+const PeerNICModel = "virtio-net-pci,romfile=,mrg_rxbuf=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off"
+
+// MvnetaMAC and PeerMAC are the test NICs' MAC addresses; the board's interfaces are found by them.
+const (
+	MvnetaMAC = "52:54:00:12:35:00"
+	PeerMAC   = "52:54:00:12:35:01"
+)
+
 // HarnessLauncher boots the real board: the kernel built by the harness (with the series, or
 // the baseline), ppkit's guest image plus GuestPackages, the mvneta QEMU, one mvneta NIC on a
-// tap inside a client namespace the harness creates and removes.
+// tap inside a client namespace, and a second NIC (PeerNICModel) on a tap inside a second
+// client namespace of its own; the harness creates and removes both.
 type HarnessLauncher struct {
 	Debug    bool   // build the kernel with config/debug.config (KASAN, DEBUG_VM, …)
 	Tree     string // a kernel git tree instead of Debian's linux-source-5.10
@@ -59,7 +73,8 @@ func (l *HarnessLauncher) Launch(ctx context.Context, k Kernel, progress io.Writ
 		return nil, fmt.Errorf("guest image: %w", err)
 	}
 	vm, err := harness.Boot(ctx, harness.BootOptions{Kernel: kernel, Image: image, QEMU: qemu, MemoryMB: l.MemoryMB,
-		NICs: []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: "52:54:00:12:35:00"}}, Progress: progress})
+		NICs:     []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: MvnetaMAC}, {Model: PeerNICModel, MAC: PeerMAC, OwnNetns: true}},
+		Progress: progress})
 	if err != nil {
 		return nil, fmt.Errorf("boot: %w", err)
 	}
@@ -75,13 +90,16 @@ func (l *HarnessLauncher) Launch(ctx context.Context, k Kernel, progress io.Writ
 type vmTestbed struct {
 	board  *vmBoard
 	client *NetnsClient
+	peer   *Peer
 	vm     *harness.VM
 	keys   string // directory of the client's SSH key and known_hosts for the test link
 }
 
+var _ PeerTestbed = (*vmTestbed)(nil)
+
 func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*vmTestbed, error) {
-	if vm.NetNS() == "" || len(vm.Taps()) != 1 {
-		return nil, fmt.Errorf("the VM has no test NIC namespace (netns %q, taps %v)", vm.NetNS(), vm.Taps())
+	if vm.NetNS() == "" || len(vm.Taps()) != 2 || vm.NetNSOf(1) == vm.NetNS() {
+		return nil, fmt.Errorf("the VM has no test NIC namespaces (netns %q and %q, taps %v)", vm.NetNS(), vm.NetNSOf(1), vm.Taps())
 	}
 	// The mvneta port is whichever interface the mvneta driver bound.
 	out, err := vm.Run(ctx, `for d in /sys/class/net/*; do drv=$(readlink $d/device/driver); [ "${drv##*/}" = mvneta ] && echo ${d##*/}; done; true`)
@@ -91,6 +109,14 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 	iface := strings.TrimSpace(string(out))
 	if iface == "" || strings.Contains(iface, "\n") {
 		return nil, fmt.Errorf("want one interface bound to the mvneta driver in the guest, found %q", iface)
+	}
+	out, err = vm.Run(ctx, `for d in /sys/class/net/*; do [ "$(cat $d/address)" = `+PeerMAC+` ] && echo ${d##*/}; done; true`)
+	if err != nil {
+		return nil, fmt.Errorf("find the second test NIC: %w", err)
+	}
+	peerIface := strings.TrimSpace(string(out))
+	if peerIface == "" || strings.Contains(peerIface, "\n") {
+		return nil, fmt.Errorf("want one interface with MAC %s (the second test NIC) in the guest, found %q", PeerMAC, peerIface)
 	}
 	keys, err := harness.TempDir("testlink")
 	if err != nil {
@@ -106,10 +132,12 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 		board: &vmBoard{vm: vm, iface: iface},
 		client: &NetnsClient{Namespace: vm.NetNS(), Iface: vm.Taps()[0],
 			SSHKey: filepath.Join(image.Dir, "id_ed25519"), KnownHosts: known},
-		vm: vm, keys: keys,
+		peer: &Peer{Client: &NetnsClient{Namespace: vm.NetNSOf(1), Iface: vm.Taps()[1]}, BoardInterface: peerIface},
+		vm:   vm, keys: keys,
 	}, nil
 }
 
+func (t *vmTestbed) Peer() *Peer    { return t.peer }
 func (t *vmTestbed) Board() Board   { return t.board }
 func (t *vmTestbed) Client() Client { return t.client }
 func (t *vmTestbed) Close() error {

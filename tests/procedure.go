@@ -34,6 +34,8 @@ type Env struct {
 	// RunDir is the board directory for pid files and scratch files (DefaultRunDir if empty).
 	RunDir string
 	Log    io.Writer
+	// Peer is the second client behind the board's second NIC, when the testbed has one.
+	Peer *Peer
 	// background, when set, outlives each step's deadline: background board commands (servers,
 	// the trace reader) are started with it and stopped through their pid files.
 	background context.Context
@@ -86,6 +88,7 @@ func Procedures() map[string]Procedure {
 	ps := []Procedure{
 		&Multicast{}, &TCP{SCPBytes: 8 << 20}, &GRO{}, &Jumbo{}, &Splice{}, &Zerocopy{}, &Copy{},
 		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{}, &Steer{Inner: &TCP{}},
+		&Forward{},
 	}
 	m := make(map[string]Procedure, len(ps))
 	for _, p := range ps {
@@ -95,7 +98,7 @@ func Procedures() map[string]Procedure {
 }
 
 // DefaultProcedures are the procedures `ppkit test` runs when none is named.
-var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag"}
+var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag", "forward"}
 
 // LookupProcedures resolves names (DefaultProcedures when empty) or says which name is unknown.
 func LookupProcedures(names []string) ([]Procedure, error) {
@@ -189,23 +192,25 @@ func (g *guestProcess) stop(ctx context.Context, env *Env) (string, error) {
 
 // waitListening polls the board until a socket listens on port (proto "tcp" or "udp").
 func waitListening(ctx context.Context, env *Env, proto string, port int) error {
-	// /proc/net/{tcp,udp}: local address column ends in :PORT (hex); TCP listeners are state 0A.
-	want := fmt.Sprintf(":%04X ", port)
-	cmd := "cat /proc/net/" + proto
+	return pollListening(ctx, "the board", func(ctx context.Context) ([]byte, error) {
+		return env.Board.Run(ctx, "cat /proc/net/"+proto)
+	}, proto, port)
+}
+
+// pollListening reads /proc/net/PROTO with read (a host's view of its own namespace) until a
+// socket listens on port.
+func pollListening(ctx context.Context, host string, read func(context.Context) ([]byte, error), proto string, port int) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		out, err := env.Board.Run(ctx, cmd)
+		out, err := read(ctx)
 		if err != nil {
 			return fmt.Errorf("wait for %s port %d: %w", proto, port, err)
 		}
-		for _, l := range strings.Split(string(out), "\n") {
-			f := strings.Fields(l)
-			if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && (proto == "udp" || f[3] == "0A") {
-				return nil
-			}
+		if procNetListening(out, proto, port) {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s port %d on the board after 10 s", proto, port)
+			return fmt.Errorf("nothing listens on %s port %d on %s after 10 s", proto, port, host)
 		}
 		select {
 		case <-ctx.Done():
@@ -215,15 +220,34 @@ func waitListening(ctx context.Context, env *Env, proto string, port int) error 
 	}
 }
 
+// procNetListening says whether /proc/net/{tcp,udp} shows a socket listening on port: the local
+// address column ends in :PORT (hex); TCP listeners are state 0A.
+func procNetListening(procNet []byte, proto string, port int) bool {
+	want := fmt.Sprintf(":%04X ", port)
+	for _, l := range strings.Split(string(procNet), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && (proto == "udp" || f[3] == "0A") {
+			return true
+		}
+	}
+	return false
+}
+
 // runClient runs argv in the client namespace, saving its output to dir/name.txt.
 func runClient(ctx context.Context, env *Env, name string, argv ...string) ([]byte, error) {
-	env.logf("client: %s", strings.Join(argv, " "))
-	out, err := env.Client.Run(ctx, argv...)
+	return runHost(ctx, env, env.Client, "client", name, argv...)
+}
+
+// runHost runs argv on a client host (who names it in messages), saving its output to
+// dir/name.txt.
+func runHost(ctx context.Context, env *Env, c Client, who, name string, argv ...string) ([]byte, error) {
+	env.logf("%s: %s", who, strings.Join(argv, " "))
+	out, err := c.Run(ctx, argv...)
 	if werr := os.WriteFile(filepath.Join(env.Dir, name+".txt"), out, 0o644); werr != nil && err == nil {
 		err = werr
 	}
 	if err != nil {
-		return out, fmt.Errorf("client %s: %w", name, err)
+		return out, fmt.Errorf("%s %s: %w", who, name, err)
 	}
 	return out, nil
 }

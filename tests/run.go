@@ -169,6 +169,9 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	defer func() { res.Duration = time.Since(start) }()
 	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{},
 		Log: pc.Log, background: ctx}
+	if pt, ok := tb.(PeerTestbed); ok {
+		env.Peer = pt.Peer()
+	}
 	ev := Evidence{}
 	c := &collector{env: env, name: p.Name()}
 	defer func() {

@@ -15,6 +15,27 @@ const (
 	MulticastRoute = "224.0.0.0/4"
 )
 
+// The second test network (the forward procedure): the board's second NIC and a second client
+// namespace, 192.168.201.0/24, which also exists only inside namespaces ppkit creates.
+const (
+	PeerBoardIP = "192.168.201.1"
+	PeerIP      = "192.168.201.2"
+)
+
+// Peer is the second client: a network namespace of its own behind a second NIC of the board,
+// so that traffic between Client and Peer.Client is routed by the board.
+type Peer struct {
+	Client Client // runs in the second client namespace; Client.Interface is its tap
+	// BoardInterface is the board's name of its second NIC.
+	BoardInterface string
+}
+
+// PeerTestbed is a Testbed whose board has a second NIC with a second client behind it.
+type PeerTestbed interface {
+	Testbed
+	Peer() *Peer
+}
+
 // Board is the machine under test: the QEMU guest running the kernel with the series, reached
 // over its management network. The harness adapts its booted guest to this interface; the
 // procedures only ever talk to the board through it.

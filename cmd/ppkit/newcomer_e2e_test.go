@@ -392,25 +392,28 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var netns string
+	// Two namespaces: the client's and the second client's (forward's peer).
+	var namespaces []string
 	for _, l := range left {
 		if strings.HasPrefix(l, "QEMU") {
 			t.Errorf("QEMU outlived the killed ppkit: %s", l)
 		}
 		if strings.HasPrefix(l, "netns ") {
-			netns = strings.TrimPrefix(l, "netns ")
+			namespaces = append(namespaces, strings.TrimPrefix(l, "netns "))
 		}
 	}
-	if netns == "" {
-		t.Fatalf("the killed run left no namespace (%v): nothing to test the cleanup with", left)
+	if len(namespaces) != 2 {
+		t.Fatalf("the killed run left %d namespaces, want the client's and the second client's (%v)", len(namespaces), left)
 	}
 	next := startPPKit(t, "test", "multicast", "--time", "5s")
 	<-next.done
 	if code := next.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("the next ppkit test: exit %d:\n%s", code, lastLinesOf(next.stderr(), 40))
 	}
-	if !strings.Contains(next.stderr(), "cleanup: removed the network namespace "+netns) {
-		t.Errorf("the next run did not say it removed %s:\n%s", netns, lastLinesOf(next.stderr(), 40))
+	for _, netns := range namespaces {
+		if !strings.Contains(next.stderr(), "cleanup: removed the network namespace "+netns) {
+			t.Errorf("the next run did not say it removed %s:\n%s", netns, lastLinesOf(next.stderr(), 40))
+		}
 	}
 	if left := r.leftovers(); len(left) > 0 {
 		t.Errorf("still left after the next run: %v", left)
