@@ -32,7 +32,7 @@ var MixedMembers = []MixedMember{
 	{"multicast", true, "", "UDP multicast; its packet socket reads the NIC, so every other member's frames are cloned too (the capture paths for all)"},
 	{"tcp", true, "off", "needs GRO off: a member when the seed draws GRO off"},
 	{"gro", true, "on", "needs GRO on: a member when the seed draws GRO on"},
-	{"splice", true, "", "its own port (SplicePort); with GRO on its segments are merged first"},
+	{"splice", true, "", "on its member port instead of SplicePort; with GRO on its segments are merged first"},
 	{"copy", true, "", "its TEE rule matches all UDP on the NIC: the multicast and defrag members' packets are copied too (pskb_copy of their heads and fragments)"},
 	{"defrag", true, "", "needs MTU 1500 (its datagrams must fragment), which mixed keeps; ipfrag_time 1 s changes nothing for the others"},
 	{"jumbo", false, "", "needs MTU 9000 on both ends: defrag's datagrams would not fragment and every TCP member would become jumbo"},

@@ -62,7 +62,7 @@ func TestPlanMixedInvariants(t *testing.T) {
 			if i2 < 0 || !MixedMembers[i2].Member || !MixedMembers[i2].fits(p.GRO) {
 				t.Errorf("seed %d: %s is no member with GRO %v", seed, m.Procedure, p.GRO)
 			}
-			if names[m.Procedure] || ports[m.Port] || m.Port == 5001 || m.Port == SplicePort || m.Port == ZerocopyPort {
+			if names[m.Procedure] || ports[m.Port] || m.Port == 5001 || m.Port == SplicePort || m.Port == ZerocopyPort || m.Port < MixedBasePort {
 				t.Errorf("seed %d: member %s port %d repeats or collides", seed, m.Procedure, m.Port)
 			}
 			names[m.Procedure], ports[m.Port] = true, true

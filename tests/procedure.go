@@ -736,19 +736,27 @@ func (*Splice) Helpers() []string { return []string{"splicerecv"} }
 
 func (p *Splice) Setup(ctx context.Context, env *Env) error {
 	var err error
-	if p.receiver, err = startGuest(ctx, env, "splicerecv", env.Helpers["splicerecv"]+" "+strconv.Itoa(SplicePort)); err != nil {
+	if p.receiver, err = startGuest(ctx, env, "splicerecv", env.Helpers["splicerecv"]+" "+strconv.Itoa(splicePort(env))); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "tcp", SplicePort)
+	return waitListening(ctx, env, "tcp", splicePort(env))
 }
 
 func (p *Splice) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(SplicePort),
+	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(splicePort(env)),
 		"-t", seconds(env.Options.Duration), "-i", "1")
 	if err != nil {
 		return err
 	}
 	return clientErrors("iperf client", out)
+}
+
+// splicePort is SplicePort, or Env.Port when the procedure runs among others.
+func splicePort(env *Env) int {
+	if env.Port != 0 {
+		return env.Port
+	}
+	return SplicePort
 }
 
 func (p *Splice) Collect(ctx context.Context, env *Env) (Traffic, error) {
