@@ -132,7 +132,7 @@ func vethTopology(t *testing.T) (*netnsBoard, *NetnsClient) {
 // e2eEnv builds an Env for the stand-in board, with the guest helpers built for this machine.
 func e2eEnv(t *testing.T, board *netnsBoard, client *NetnsClient, p Procedure) *Env {
 	t.Helper()
-	env := &Env{Board: board, Client: client, Options: Options{Duration: 2 * time.Second, RateMbit: 50},
+	env := &Env{Board: board, Client: client, Options: Options{Duration: 2 * time.Second, RateMbit: 50, Seed: standInSeed},
 		Dir: t.TempDir(), RunDir: t.TempDir(), Helpers: map[string]string{}, Log: testLog{t}}
 	if len(p.Helpers()) > 0 {
 		cc, err := HelperCompiler(runtime.GOARCH, runtime.GOARCH)
@@ -265,6 +265,34 @@ func TestE2EStandInSpliceZerocopyJumbo(t *testing.T) {
 				t.Fatalf("%d bytes; reasons %v", res.Traffic.Bytes, res.Reasons)
 			}
 		})
+	}
+}
+
+// standInSeed is mixed's draw on the stand-in (2 s): GRO on, RPS on; defrag, gro, splice and
+// multicast at once. It has neither tcp (its scp needs the board's sshd) nor copy (the TEE rule
+// would need the host's iptables).
+const standInSeed = 41
+
+// TestE2EStandInMixed: the members of a plan run their real commands at the same time across
+// the veth pair, each with its own server port and directories, and each moves data.
+func TestE2EStandInMixed(t *testing.T) {
+	requireTool(t, "ip", "iperf", "gcc", "ethtool")
+	want := PlanMixed(standInSeed, 2*time.Second)
+	res, env := runOnStandIn(t, &Mixed{})
+	if n := reasonsOf(res, ReasonNoTraffic); len(n) > 0 {
+		t.Fatalf("the moved-traffic rule fired on a real run: %v", n)
+	}
+	if len(res.Traffic.Members) != len(want.Members) {
+		t.Fatalf("members %+v, plan %s", res.Traffic.Members, want)
+	}
+	for i, m := range res.Traffic.Members {
+		if m.Procedure != want.Members[i].Procedure || m.Bytes < 100<<10 {
+			t.Errorf("member %d: %+v, plan %s", i, m, want)
+		}
+		// Each member's tools wrote into its own directory.
+		if ents, err := os.ReadDir(filepath.Join(env.Dir, m.Procedure)); err != nil || len(ents) == 0 {
+			t.Errorf("member %s: no artifacts (%v)", m.Procedure, err)
+		}
 	}
 }
 

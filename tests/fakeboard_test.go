@@ -38,6 +38,7 @@ type fakeBoard struct {
 	packets  uint64
 	holdsRun int
 	console  []ConsoleReport
+	iptables bool // the image has iptables (the copy procedure's TEE rule)
 }
 
 type fakeProc struct {
@@ -70,6 +71,7 @@ func (b *fakeBoard) emitSync(pfn int) {
 
 var (
 	startRE = regexp.MustCompile(`echo \$\$ > (\S+) && exec (.*)$`)
+	portRE  = regexp.MustCompile(`(?:-p |recv )(\d+)`) // a server's port: iperf -p N, splicerecv N
 	killRE  = regexp.MustCompile(`kill -(TERM|KILL) \$\(cat (\S+)\)`)
 )
 
@@ -147,7 +149,21 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		if strings.HasSuffix(cmd, "tcp") {
 			state = "0A"
 		}
-		return []byte("  sl  local_address rem_address   st\n  1: 00000000:1389 00000000:0000 " + state + " 00000000:00000000\n"), nil
+		out := "  sl  local_address rem_address   st\n  1: 00000000:1389 00000000:0000 " + state + " 00000000:00000000\n"
+		for _, p := range b.procs { // every started server listens on its own port
+			if m := portRE.FindStringSubmatch(p.cmd); m != nil {
+				var port int
+				fmt.Sscan(m[1], &port)
+				out += fmt.Sprintf("  2: 00000000:%04X 00000000:0000 %s 00000000:00000000\n", port, state)
+			}
+		}
+		return []byte(out), nil
+	case strings.Contains(cmd, "rps_cpus"):
+		return []byte(RPSCPUs + "\n"), nil
+	case b.iptables && strings.Contains(cmd, "iptables-legacy -t mangle -A"):
+		return nil, nil
+	case b.iptables && strings.Contains(cmd, "iptables-legacy -t mangle -L PREROUTING"):
+		return []byte("Chain PREROUTING (policy ACCEPT 0 packets, 0 bytes)\n pkts bytes target prot opt in out source destination\n  812 1190000 TEE udp -- eth1 * 0.0.0.0/0 0.0.0.0/0 TEE gw:192.168.200.2\n"), nil
 	case strings.Contains(cmd, "tracing_on"):
 		return nil, nil
 	case strings.Contains(cmd, "per_cpu"):
@@ -159,6 +175,9 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 	case strings.HasPrefix(cmd, "wc -c"):
 		return []byte("8388608\n"), nil
 	case strings.Contains(cmd, "command -v iptables"):
+		if b.iptables {
+			return []byte("/usr/sbin/iptables-legacy\n"), nil
+		}
 		return nil, errors.New("exit status 1")
 	case strings.HasPrefix(cmd, "mkdir -p"):
 		return nil, nil
@@ -172,6 +191,8 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 					p.stdout.Write(data)
 				case strings.Contains(p.cmd, "pktlisten"):
 					fmt.Fprintln(p.stdout, "pktlisten: packets=2010 bytes=3000000")
+				case strings.Contains(p.cmd, "splicerecv"):
+					fmt.Fprintln(p.stdout, "splicerecv: bytes=4000000 usec=1000000")
 				case strings.Contains(p.cmd, "trace_pipe"):
 					b.traceOut = nil
 				}
@@ -371,8 +392,9 @@ func TestRunProcedureVerdicts(t *testing.T) {
 }
 
 type fakeLauncher struct {
-	boards []*fakeTestbed
-	fail   error
+	boards  []*fakeTestbed
+	fail    error
+	prepare func(*fakeBoard) // if set, adjusts each new board
 }
 
 func (l *fakeLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
@@ -382,6 +404,9 @@ func (l *fakeLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer)
 	tb := &fakeTestbed{board: newFakeBoard(), client: &fakeClient{}}
 	if k.Baseline { // the baseline kernel allocates a page per packet
 		tb.board.holdsRun = 2000
+	}
+	if l.prepare != nil {
+		l.prepare(tb.board)
 	}
 	l.boards = append(l.boards, tb)
 	return tb, nil

@@ -154,6 +154,9 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 	start := time.Now()
 	rep := &MutationReport{}
 	root := mc.ArtifactDir
+	if mc.Options.Seed == 0 { // one seed for every mutant: each one meets the same draw
+		mc.Options.Seed = NewSeed()
+	}
 	for _, m := range mc.Mutants {
 		if ctx.Err() != nil {
 			break

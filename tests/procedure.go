@@ -17,6 +17,8 @@ import (
 type Options struct {
 	Duration time.Duration // traffic time per iperf run (iperf -t)
 	RateMbit int           // UDP send rate (iperf -b), in Mbit/s
+	// Seed draws what a randomised procedure (mixed) does; Run draws one when it is 0.
+	Seed int64
 }
 
 // DefaultOptions are the seed's figures: 30 s at 1000 Mbit/s.
@@ -33,7 +35,10 @@ type Env struct {
 	Helpers map[string]string
 	// RunDir is the board directory for pid files and scratch files (DefaultRunDir if empty).
 	RunDir string
-	Log    io.Writer
+	// Port is the procedure's iperf server port (iperf's default 5001 if 0): procedures that
+	// run together on one board each get their own.
+	Port int
+	Log  io.Writer
 	// Peer is the second client behind the board's second NIC, when the testbed has one.
 	Peer *Peer
 	// background, when set, outlives each step's deadline: background board commands (servers,
@@ -47,6 +52,31 @@ func (e *Env) runDir() string {
 		return DefaultRunDir
 	}
 	return e.RunDir
+}
+
+// iperfPort is the port the procedure's iperf server listens on.
+func (e *Env) iperfPort() int {
+	if e.Port == 0 {
+		return 5001
+	}
+	return e.Port
+}
+
+// portFlag is iperf's " -p PORT" for Env.Port ("" at the default port).
+func (e *Env) portFlag() string {
+	if e.Port == 0 {
+		return ""
+	}
+	return " -p " + strconv.Itoa(e.Port)
+}
+
+// iperfClient is the argv of an iperf client of the procedure's server at host.
+func (e *Env) iperfClient(host string, args ...string) []string {
+	argv := []string{"iperf", "-c", host}
+	if e.Port != 0 {
+		argv = append(argv, "-p", strconv.Itoa(e.Port))
+	}
+	return append(argv, args...)
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -65,6 +95,8 @@ type Traffic struct {
 	Lost      int64 `json:"lost,omitempty"`
 	// Notes are per-procedure observations (listener counts, zerocopy bytes, scp size, …).
 	Notes []string `json:"notes,omitempty"`
+	// Members is each member's own traffic when the procedure combines several (mixed).
+	Members []MemberTraffic `json:"members,omitempty"`
 }
 
 // Procedure is one traffic scenario. Setup, Run and Collect are called in that order on one
@@ -88,7 +120,7 @@ func Procedures() map[string]Procedure {
 	ps := []Procedure{
 		&Multicast{}, &TCP{SCPBytes: 8 << 20}, &GRO{}, &Jumbo{}, &Splice{}, &Zerocopy{}, &Copy{},
 		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{}, &Steer{Inner: &TCP{}},
-		&Forward{},
+		&Forward{}, &Mixed{},
 	}
 	m := make(map[string]Procedure, len(ps))
 	for _, p := range ps {
@@ -318,15 +350,15 @@ func (m *Multicast) Setup(ctx context.Context, env *Env) error {
 	if m.listener, err = startGuest(ctx, env, "pktlisten", env.Helpers["pktlisten"]+" "+shellQuote(env.Board.Interface())); err != nil {
 		return err
 	}
-	if m.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -u -B "+MulticastGroup+" -i 1"); err != nil {
+	if m.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -u -B "+MulticastGroup+" -i 1"+env.portFlag()); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "udp", 5001)
+	return waitListening(ctx, env, "udp", env.iperfPort())
 }
 
 func (m *Multicast) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", MulticastGroup, "-u", "-T", "32",
-		"-t", seconds(env.Options.Duration), "-i", "1", "-B", ClientIP, "-b", strconv.Itoa(env.Options.RateMbit)+"M")
+	out, err := runClient(ctx, env, "iperf-client", env.iperfClient(MulticastGroup, "-u", "-T", "32",
+		"-t", seconds(env.Options.Duration), "-i", "1", "-B", ClientIP, "-b", strconv.Itoa(env.Options.RateMbit)+"M")...)
 	if err != nil {
 		return err
 	}
@@ -446,11 +478,19 @@ func (s *Steer) Paths() []string {
 func (s *Steer) Helpers() []string { return s.Inner.Helpers() }
 
 func (s *Steer) Setup(ctx context.Context, env *Env) error {
+	if err := steerToOtherCPU(ctx, env); err != nil {
+		return err
+	}
+	return s.Inner.Setup(ctx, env)
+}
+
+// steerToOtherCPU sets the NIC's receive queue's rps_cpus to RPSCPUs.
+func steerToOtherCPU(ctx context.Context, env *Env) error {
 	q := "/sys/class/net/" + shellQuote(env.Board.Interface()) + "/queues/rx-0/rps_cpus"
 	if _, err := env.Board.Run(ctx, "echo "+RPSCPUs+" > "+q+" && cat "+q); err != nil {
 		return fmt.Errorf("steer the NIC's receive queue to CPU 1 (needs CONFIG_RPS): %w", err)
 	}
-	return s.Inner.Setup(ctx, env)
+	return nil
 }
 func (s *Steer) Run(ctx context.Context, env *Env) error { return s.Inner.Run(ctx, env) }
 func (s *Steer) Collect(ctx context.Context, env *Env) (Traffic, error) {
@@ -483,14 +523,14 @@ func (p *TCP) Setup(ctx context.Context, env *Env) error {
 		return err
 	}
 	var err error
-	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -i 1"); err != nil {
+	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -i 1"+env.portFlag()); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "tcp", 5001)
+	return waitListening(ctx, env, "tcp", env.iperfPort())
 }
 
 func (p *TCP) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-t", seconds(env.Options.Duration), "-i", "1")
+	out, err := runClient(ctx, env, "iperf-client", env.iperfClient(BoardIP, "-t", seconds(env.Options.Duration), "-i", "1")...)
 	if err != nil {
 		return err
 	}
@@ -572,14 +612,14 @@ func (p *GRO) Setup(ctx context.Context, env *Env) error {
 		return err
 	}
 	var err error
-	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -i 1"); err != nil {
+	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -i 1"+env.portFlag()); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "tcp", 5001)
+	return waitListening(ctx, env, "tcp", env.iperfPort())
 }
 
 func (p *GRO) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-t", seconds(env.Options.Duration), "-i", "1")
+	out, err := runClient(ctx, env, "iperf-client", env.iperfClient(BoardIP, "-t", seconds(env.Options.Duration), "-i", "1")...)
 	if err != nil {
 		return err
 	}
@@ -622,17 +662,17 @@ func (p *Defrag) Setup(ctx context.Context, env *Env) error {
 		return fmt.Errorf("set net.ipv4.ipfrag_time: %w", err)
 	}
 	var err error
-	if p.server, err = startGuest(ctx, env, "iperf-server", fmt.Sprintf("iperf -s -u -l %d -i 1", DefragDatagram)); err != nil {
+	if p.server, err = startGuest(ctx, env, "iperf-server", fmt.Sprintf("iperf -s -u -l %d -i 1", DefragDatagram)+env.portFlag()); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "udp", 5001)
+	return waitListening(ctx, env, "udp", env.iperfPort())
 }
 
 func (p *Defrag) Run(ctx context.Context, env *Env) error {
 	// A third of the rate: each datagram is six fragments, and reassembly is the slow path.
 	rate := max(env.Options.RateMbit/3, 1)
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-u", "-l", strconv.Itoa(DefragDatagram),
-		"-t", seconds(env.Options.Duration), "-i", "1", "-b", strconv.Itoa(rate)+"M")
+	out, err := runClient(ctx, env, "iperf-client", env.iperfClient(BoardIP, "-u", "-l", strconv.Itoa(DefragDatagram),
+		"-t", seconds(env.Options.Duration), "-i", "1", "-b", strconv.Itoa(rate)+"M")...)
 	if err != nil {
 		return err
 	}
@@ -669,14 +709,14 @@ func (p *Jumbo) Setup(ctx context.Context, env *Env) error {
 		return err
 	}
 	var err error
-	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -i 1"); err != nil {
+	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -i 1"+env.portFlag()); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "tcp", 5001)
+	return waitListening(ctx, env, "tcp", env.iperfPort())
 }
 
 func (p *Jumbo) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-t", seconds(env.Options.Duration), "-i", "1")
+	out, err := runClient(ctx, env, "iperf-client", env.iperfClient(BoardIP, "-t", seconds(env.Options.Duration), "-i", "1")...)
 	if err != nil {
 		return err
 	}
@@ -719,19 +759,27 @@ func (*Splice) Helpers() []string { return []string{"splicerecv"} }
 
 func (p *Splice) Setup(ctx context.Context, env *Env) error {
 	var err error
-	if p.receiver, err = startGuest(ctx, env, "splicerecv", env.Helpers["splicerecv"]+" "+strconv.Itoa(SplicePort)); err != nil {
+	if p.receiver, err = startGuest(ctx, env, "splicerecv", env.Helpers["splicerecv"]+" "+strconv.Itoa(splicePort(env))); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "tcp", SplicePort)
+	return waitListening(ctx, env, "tcp", splicePort(env))
 }
 
 func (p *Splice) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(SplicePort),
+	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(splicePort(env)),
 		"-t", seconds(env.Options.Duration), "-i", "1")
 	if err != nil {
 		return err
 	}
 	return clientErrors("iperf client", out)
+}
+
+// splicePort is SplicePort, or Env.Port when the procedure runs among others.
+func splicePort(env *Env) int {
+	if env.Port != 0 {
+		return env.Port
+	}
+	return SplicePort
 }
 
 func (p *Splice) Collect(ctx context.Context, env *Env) (Traffic, error) {
@@ -881,15 +929,15 @@ func (p *Copy) Setup(ctx context.Context, env *Env) error {
 	if _, err := env.Board.Run(ctx, p.iptables+" "+strings.Join(quoted, " ")); err != nil {
 		return fmt.Errorf("add the TEE rule (kernel needs CONFIG_NETFILTER_XT_TARGET_TEE and CONFIG_IP_NF_MANGLE): %w", err)
 	}
-	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -u -i 1"); err != nil {
+	if p.server, err = startGuest(ctx, env, "iperf-server", "iperf -s -u -i 1"+env.portFlag()); err != nil {
 		return err
 	}
-	return waitListening(ctx, env, "udp", 5001)
+	return waitListening(ctx, env, "udp", env.iperfPort())
 }
 
 func (p *Copy) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-u", "-t", seconds(env.Options.Duration),
-		"-i", "1", "-b", strconv.Itoa(env.Options.RateMbit)+"M")
+	out, err := runClient(ctx, env, "iperf-client", env.iperfClient(BoardIP, "-u", "-t", seconds(env.Options.Duration),
+		"-i", "1", "-b", strconv.Itoa(env.Options.RateMbit)+"M")...)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,12 @@ func WriteTable(w io.Writer, results []*Result) {
 		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, kernelShort(r.Kernel), verdict,
 			r.Figures.Packets, FormatBitRate(r.Figures.BitsPerSecond), r.Figures.SlowPathPer1000,
 			r.Figures.SKBReturns, r.Figures.Releases, model)
+		if r.Seed != 0 {
+			fmt.Fprintf(w, "    seed %d (ppkit test %s --seed %d replays it)\n", r.Seed, r.Procedure, r.Seed)
+		}
+		for _, m := range r.Traffic.Members {
+			fmt.Fprintf(w, "    member %-10s +%5.2fs port %d: %d bytes, %s\n", m.Procedure, m.Start.Seconds(), m.Port, m.Bytes, FormatBitRate(m.BitsPerSecond))
+		}
 		for _, g := range GroupReasons(r.Reasons) {
 			fmt.Fprintf(w, "    %s\n", g)
 		}
@@ -381,7 +387,8 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 {{range .Comparison}}<tr><td class="l">{{.Procedure}}</td><td class="l">{{.Figure}}</td><td>{{figure .Previous}}</td><td>{{figure .Current}}</td><td>{{ratio .}}</td></tr>
 {{end}}</table>{{end}}
 {{range .All}}<h2 id="{{.Kernel}}-{{.Procedure}}">{{.Procedure}} — {{.Kernel}}</h2>
-<p>{{.Description}}. Paths: {{range $i, $p := .Paths}}{{if $i}}, {{end}}<code>{{$p}}</code>{{end}}.</p>
+<p>{{.Description}}. Paths: {{range $i, $p := .Paths}}{{if $i}}, {{end}}<code>{{$p}}</code>{{end}}.</p>{{if .Seed}}
+<p>Drawn from seed {{.Seed}}: <code>ppkit test {{.Procedure}} --seed {{.Seed}}</code> replays it.</p>{{end}}
 {{with .PathCounters}}<p class="counters">Kernel counters over the traffic: {{range $k, $v := .}}<code>{{$k}}</code> {{$v}}; {{end}}</p>{{end}}
 {{if .Reasons}}<ul class="reasons">{{range groups .Reasons}}<li class="fail">{{.Kind}}: {{.Detail}}{{if gt .Count 1}} <b>×{{.Count}}</b>{{end}}</li>{{end}}</ul>{{end}}
 {{range .Culprits}}<h3 class="culprit">Culprit of {{.Violation}}: page pfn {{.Pfn}}</h3>

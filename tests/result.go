@@ -69,6 +69,7 @@ type Result struct {
 	Console     []ConsoleReport `json:"console_reports,omitempty"`
 	LostEvents  int64           `json:"lost_events"`
 	Notes       []string        `json:"notes,omitempty"`
+	Seed        int64           `json:"seed,omitempty"` // a randomised procedure's (mixed): --seed replays it
 	// PathCounters are the kernel counters that show which skb paths the traffic took (their
 	// change over the traffic window; PathCounterNames), the evidence for Paths.
 	PathCounters map[string]int64 `json:"path_counters,omitempty"`
@@ -160,6 +161,11 @@ func Judge(res *Result, ev Evidence) {
 			fail(ReasonNoTraffic, "the board's NIC received no packet during the run")
 		case ev.Traffic.Bytes == 0:
 			fail(ReasonNoTraffic, "the receiver on the board reported 0 bytes (%d packets reached the NIC)", rx)
+		}
+		for _, m := range ev.Traffic.Members { // a combined procedure: each member must have moved data
+			if m.Bytes == 0 {
+				fail(ReasonNoTraffic, "member %s: its receiver on the board reported 0 bytes", m.Procedure)
+			}
 		}
 	}
 	if ev.Trace != nil && complete {

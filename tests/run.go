@@ -57,7 +57,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return nil, err
 		}
 	}
+	if cfg.Options.Seed == 0 {
+		cfg.Options.Seed = NewSeed()
+	}
 	r := &runner{cfg: cfg, helpers: map[string]map[string]string{}}
+	for _, p := range procs {
+		if DrawsFromSeed(p) {
+			r.progressf("seed %d: %s is drawn from it (replay: --seed %d)", cfg.Options.Seed, p.Name(), cfg.Options.Seed)
+		}
+	}
 	s := &Summary{}
 	if cfg.CompareBaseline {
 		s.Baseline = r.runKernel(ctx, Kernel{Baseline: true}, procs)
@@ -70,6 +78,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	s.Pass = s.Verdict == VerdictPass
 	s.Interrupted = ctx.Err() != nil
 	return s, nil
+}
+
+// seeded is a procedure whose run Options.Seed draws.
+type seeded interface{ usesSeed() }
+
+// DrawsFromSeed says whether Options.Seed decides p's run.
+func DrawsFromSeed(p Procedure) bool {
+	_, ok := p.(seeded)
+	return ok
 }
 
 type runner struct {
@@ -91,6 +108,9 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		dir := filepath.Join(r.cfg.ArtifactDir, kernelShort(k.String()), p.Name())
 		res := &Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
 			Started: time.Now(), Artifacts: dir}
+		if DrawsFromSeed(p) {
+			res.Seed = r.cfg.Options.Seed
+		}
 		out = append(out, res)
 		if ctx.Err() != nil {
 			Judge(res, Evidence{Stopped: context.Cause(ctx)})

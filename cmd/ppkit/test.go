@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,10 +69,11 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	compare := fs.String("compare", "", "also run `baseline` and print the ratio of each figure")
 	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`: 10s, 1m, or seconds)")
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
+	seed := fs.String("seed", "", "replay the draw of mixed (its members, start order and offsets, GRO, RPS) from seed `N`, printed by an earlier run (default: a new seed)")
 	mutants := fs.String("mutants", "", "run the mutation suite instead: `all` or NAME,NAME (a real mutant must fail a procedure, an equivalent one pass them all)")
 	mutantsDir := pathFlag(fs, "mutants-dir", tests.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R]")
+		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
 		fmt.Fprintln(stderr, "procedures: "+strings.Join(tests.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
@@ -83,7 +85,8 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	if o.mutants != "" && (*baseline || *compare != "") {
 		return nil, usageErrorf("--mutants derives its kernels from --series; drop --baseline and --compare")
 	}
-	if _, err := tests.LookupProcedures(o.procedures); err != nil {
+	procs, err := tests.LookupProcedures(o.procedures)
+	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
 	switch {
@@ -125,6 +128,14 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		return nil, usageErrorf("--rate %q: want a positive number of Mbit/s, e.g. 1000", *rate)
 	}
 	o.options = tests.Options{Duration: d, RateMbit: r}
+	if *seed != "" {
+		if o.options.Seed, err = strconv.ParseInt(*seed, 10, 64); err != nil || o.options.Seed <= 0 {
+			return nil, usageErrorf("--seed %q: want the positive number an earlier run printed (\"seed N\")", *seed)
+		}
+		if !slices.ContainsFunc(procs, tests.DrawsFromSeed) {
+			return nil, usageErrorf("--seed draws only mixed: name it, e.g. ppkit test mixed --seed %s", *seed)
+		}
+	}
 	return o, nil
 }
 

@@ -79,6 +79,13 @@ func TestParseTestArgs(t *testing.T) {
 		{args: []string{"--series", series, "--time", "soon"}, wantErr: "--time"},
 		{args: []string{"--series", series, "--rate", "-3"}, wantErr: "--rate"},
 		{args: []string{"--series", t.TempDir()}, wantErr: "no stg series"},
+		{args: []string{"mixed", "--baseline", "--seed", "4711", "--time", "10s"}, check: func(o *testOptions) bool {
+			return o.options.Seed == 4711 && o.options.Duration == 10*time.Second
+		}, describe: "--seed replays mixed's draw"},
+		{args: []string{"mixed", "--baseline"}, check: func(o *testOptions) bool { return o.options.Seed == 0 }, describe: "no --seed: Run draws one"},
+		{args: []string{"tcp", "--baseline", "--seed", "7"}, wantErr: "--seed draws only mixed"},
+		{args: []string{"mixed", "--baseline", "--seed", "0"}, wantErr: "--seed \"0\""},
+		{args: []string{"mixed", "--baseline", "--seed", "seven"}, wantErr: "want the positive number"},
 	} {
 		o, err := parseTestArgs(tc.args, io.Discard)
 		if tc.wantErr != "" {

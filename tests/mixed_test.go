@@ -1,0 +1,216 @@
+package tests
+
+import (
+	"context"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestPlanMixed pins the generator: a seed printed by a run must mean the same plan on every
+// machine and every later ppkit (PCG, plain modulo draws). Changing MixedMembers or the
+// draws changes these plans; say so in tests/README.md when you update them.
+func TestPlanMixed(t *testing.T) {
+	s := time.Second / 4
+	for _, tc := range []struct {
+		seed int64
+		d    time.Duration
+		want MixedPlan
+	}{
+		{1, 10 * time.Second, MixedPlan{Seed: 1, Members: []PlannedMember{
+			{"defrag", 0, 5106}, {"splice", s, 5104}, {"tcp", 8 * s, 5102}, {"multicast", 8 * s, 5101}}}},
+		{4, 10 * time.Second, MixedPlan{Seed: 4, GRO: true, RPS: true, Members: []PlannedMember{
+			{"gro", 0, 5103}, {"splice", 3 * s, 5104}, {"copy", 13 * s, 5105}}}},
+		{99, 10 * time.Second, MixedPlan{Seed: 99, GRO: true, Members: []PlannedMember{
+			{"splice", 0, 5104}, {"defrag", 0, 5106}, {"copy", 2 * s, 5105}, {"multicast", 2 * s, 5101}, {"gro", 10 * s, 5103}}}},
+		// The traffic time only scales the offsets: same members, same order.
+		{99, time.Second, MixedPlan{Seed: 99, GRO: true, Members: []PlannedMember{
+			{"splice", 0, 5104}, {"defrag", 0, 5106}, {"copy", 0, 5105}, {"multicast", 0, 5101}, {"gro", 0, 5103}}}},
+	} {
+		if got := PlanMixed(tc.seed, tc.d); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("PlanMixed(%d, %s) = %s\nwant %s", tc.seed, tc.d, got, tc.want)
+		}
+	}
+}
+
+// TestPlanMixedInvariants: over many seeds every plan is valid (members that fit its GRO
+// state, each once, on its own port, starting in order within the first third), the draw is a
+// pure function of the seed, and every setting and member shows up.
+func TestPlanMixedInvariants(t *testing.T) {
+	const d = 30 * time.Second
+	seen := map[string]bool{}
+	for seed := int64(1); seed <= 500; seed++ {
+		p := PlanMixed(seed, d)
+		if !reflect.DeepEqual(p, PlanMixed(seed, d)) {
+			t.Fatalf("seed %d: two draws differ", seed)
+		}
+		if len(p.Members) < mixedMinMembers {
+			t.Errorf("seed %d: %d members", seed, len(p.Members))
+		}
+		seen[map[bool]string{true: "GRO on", false: "GRO off"}[p.GRO]] = true
+		seen[map[bool]string{true: "RPS on", false: "RPS off"}[p.RPS]] = true
+		ports := map[int]bool{}
+		names := map[string]bool{}
+		for i, m := range p.Members {
+			seen[m.Procedure] = true
+			i2 := slices.IndexFunc(MixedMembers, func(mm MixedMember) bool { return mm.Procedure == m.Procedure })
+			if i2 < 0 || !MixedMembers[i2].Member || !MixedMembers[i2].fits(p.GRO) {
+				t.Errorf("seed %d: %s is no member with GRO %v", seed, m.Procedure, p.GRO)
+			}
+			if names[m.Procedure] || ports[m.Port] || m.Port == 5001 || m.Port == SplicePort || m.Port == ZerocopyPort || m.Port < MixedBasePort {
+				t.Errorf("seed %d: member %s port %d repeats or collides", seed, m.Procedure, m.Port)
+			}
+			names[m.Procedure], ports[m.Port] = true, true
+			if (i == 0 && m.Start != 0) || m.Start < 0 || m.Start > d/3 || (i > 0 && m.Start < p.Members[i-1].Start) {
+				t.Errorf("seed %d: member %d starts at %s", seed, i, m.Start)
+			}
+		}
+	}
+	for _, want := range []string{"GRO on", "GRO off", "RPS on", "RPS off", "multicast", "tcp", "gro", "splice", "copy", "defrag"} {
+		if !seen[want] {
+			t.Errorf("no plan of 500 seeds has %s", want)
+		}
+	}
+	if PlanMixed(1, d).String() == PlanMixed(2, d).String() {
+		t.Error("seeds 1 and 2 draw the same plan")
+	}
+}
+
+// TestMixedMembersCoverEveryProcedure: each procedure is explicitly a member of mixed or not,
+// with the reason; a new procedure must be classified.
+func TestMixedMembersCoverEveryProcedure(t *testing.T) {
+	all := Procedures()
+	listed := map[string]bool{}
+	for _, m := range MixedMembers {
+		if _, ok := all[m.Procedure]; !ok {
+			t.Errorf("MixedMembers lists %q, which is no procedure", m.Procedure)
+		}
+		if listed[m.Procedure] || m.Reason == "" || (m.GRO != "" && m.GRO != "on" && m.GRO != "off") {
+			t.Errorf("MixedMembers: %+v repeats, has no reason, or a bad GRO", m)
+		}
+		listed[m.Procedure] = true
+	}
+	for name := range all {
+		if !listed[name] {
+			t.Errorf("procedure %s: say in MixedMembers whether it may run inside mixed, and why", name)
+		}
+	}
+}
+
+// lockedWriter collects progress written from the members' goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// memberDirRE finds a member's board run directory in a started command's pid file.
+var memberDirRE = regexp.MustCompile(`echo \$\$ > '?/tmp/ppkit/([a-z-]+)/`)
+
+// runMixedOnFake runs `ppkit test mixed` with seed (0: draw one) on the scripted board and
+// returns the result, the progress, and the order in which the members' servers started.
+func runMixedOnFake(t *testing.T, seed int64, cache string) (*Result, string, []string) {
+	t.Helper()
+	l := &fakeLauncher{prepare: func(b *fakeBoard) { b.iptables = true }}
+	progress := &lockedWriter{}
+	sum, err := Run(context.Background(), Config{Procedures: []string{"mixed"}, Kernel: Kernel{Series: "/src/patches"},
+		Options: Options{Duration: time.Second, RateMbit: 10, Seed: seed}, ArtifactDir: t.TempDir(),
+		Launcher: l, Model: okModel, CacheRoot: cache, Progress: progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Results) != 1 || len(l.boards) != 1 {
+		t.Fatalf("%d results on %d boards", len(sum.Results), len(l.boards))
+	}
+	var order []string
+	for _, cmd := range l.boards[0].board.ran {
+		if m := memberDirRE.FindStringSubmatch(cmd); m != nil && !slices.Contains(order, m[1]) {
+			order = append(order, m[1])
+		}
+	}
+	return sum.Results[0], progress.String(), order
+}
+
+func planNames(p MixedPlan) []string {
+	var out []string
+	for _, m := range p.Members {
+		out = append(out, m.Procedure)
+	}
+	return out
+}
+
+// TestMixedSeedReplaysOnFakeBoard: the members start in the plan's order, which is a pure
+// function of the seed; a run without a seed draws one, prints it and records it in the
+// result, and a run given that seed (ppkit test mixed --seed N) replays the same order.
+func TestMixedSeedReplaysOnFakeBoard(t *testing.T) {
+	fastTimers(t)
+	cache := t.TempDir()
+	for _, seed := range []int64{1, 99} { // GRO off with tcp; GRO on with all five UDP/TCP kinds
+		res, progress, order := runMixedOnFake(t, seed, cache)
+		want := PlanMixed(seed, time.Second)
+		if !res.Pass || res.Seed != seed {
+			t.Fatalf("seed %d: pass %v, recorded seed %d: %v", seed, res.Pass, res.Seed, res.Reasons)
+		}
+		if !reflect.DeepEqual(order, planNames(want)) {
+			t.Errorf("seed %d: members started in order %v, the plan says %v", seed, order, planNames(want))
+		}
+		if !strings.Contains(progress, want.String()) || !strings.Contains(progress, "--seed "+strconv.FormatInt(seed, 10)) {
+			t.Errorf("seed %d: the progress does not print the plan %q:\n%s", seed, want, progress)
+		}
+		var members []string
+		for _, m := range res.Traffic.Members {
+			members = append(members, m.Procedure)
+			if m.Bytes == 0 || m.Port != want.Members[len(members)-1].Port {
+				t.Errorf("seed %d: member traffic %+v", seed, m)
+			}
+		}
+		if !reflect.DeepEqual(members, planNames(want)) {
+			t.Errorf("seed %d: per-member traffic %v, want %v", seed, members, planNames(want))
+		}
+	}
+
+	// No seed: one is drawn, printed and recorded; --seed with it replays the order.
+	res, progress, order := runMixedOnFake(t, 0, cache)
+	if res.Seed <= 0 || !strings.Contains(progress, "--seed "+strconv.FormatInt(res.Seed, 10)) {
+		t.Fatalf("drawn seed %d not printed:\n%s", res.Seed, progress)
+	}
+	again, _, replayed := runMixedOnFake(t, res.Seed, cache)
+	if again.Seed != res.Seed || !reflect.DeepEqual(order, replayed) || !reflect.DeepEqual(order, planNames(PlanMixed(res.Seed, time.Second))) {
+		t.Errorf("seed %d: first order %v, replayed %v", res.Seed, order, replayed)
+	}
+}
+
+// TestJudgeNamesAMemberWithoutTraffic: a combined procedure fails when one member moved
+// nothing, even when the others did, and the reason names that member.
+func TestJudgeNamesAMemberWithoutTraffic(t *testing.T) {
+	res := &Result{}
+	ev := Evidence{Traffic: Traffic{Bytes: 1000, Members: []MemberTraffic{{Procedure: "tcp", Bytes: 1000}, {Procedure: "splice"}}},
+		Model: &ModelReport{}}
+	ev.After.Interface.RxPackets = 10
+	Judge(res, ev)
+	var named []string
+	for _, r := range res.Reasons {
+		if r.Kind == ReasonNoTraffic {
+			named = append(named, r.Detail)
+		}
+	}
+	if res.Pass || len(named) != 1 || !strings.Contains(named[0], "member splice") {
+		t.Errorf("no-traffic reasons %q (all: %v)", named, res.Reasons)
+	}
+}
