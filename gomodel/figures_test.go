@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 const markedTrace = `# tracer: nop
@@ -114,7 +116,7 @@ func FuzzTraceStream(f *testing.F) {
 	}
 	real, _ := filepath.Glob("testdata/traces/*.trace.gz") // real guest traces with the kprobe events
 	for i, file := range real {
-		f.Add(gunzip(f, file), uint8(i%4))
+		f.Add(testfile.Gunzip(f, file), uint8(i%4))
 	}
 	f.Add([]byte(markedTrace), uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, every uint8) {

@@ -2,14 +2,14 @@ package gomodel
 
 import (
 	"bytes"
-	"compress/gzip"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 // kprobeTrace writes ftrace lines in the guest's format: the tracepoints and the kprobe events
@@ -230,7 +230,7 @@ func TestKprobeRealTraces(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s: no expected verdict", name)
 			}
-			rep, err := CheckTrace(bytes.NewReader(gunzip(t, file)), TraceOptions{File: name})
+			rep, err := CheckTrace(bytes.NewReader(testfile.Gunzip(t, file)), TraceOptions{File: name})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -267,22 +267,4 @@ func TestKprobeRealTraces(t *testing.T) {
 			}
 		})
 	}
-}
-
-func gunzip(t testing.TB, file string) []byte {
-	t.Helper()
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }

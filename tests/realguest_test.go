@@ -2,16 +2,15 @@ package tests
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 // Fixtures captured from the real board: Linux 5.10.223 on the mvneta QEMU, baseline kernel,
@@ -19,28 +18,10 @@ import (
 // `--time 1 --rate 1` (the trace, reduced to the pool that received the traffic: its
 // page_pool events, the markers, and the mm_page_free* lines of its pages while it lived).
 
-func readGz(t *testing.T, path string) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 const realTrace = "testdata/trace/baseline-multicast-one-pool.txt.gz"
 
 func TestRealGuestTraceFigures(t *testing.T) {
-	data := readGz(t, realTrace)
+	data := testfile.Gunzip(t, realTrace)
 	tf, err := ParseTraceFigures(bytes.NewReader(data), "multicast")
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +47,7 @@ func TestRealGuestTraceFigures(t *testing.T) {
 }
 
 func TestRealGuestTraceModel(t *testing.T) {
-	data := readGz(t, realTrace)
+	data := testfile.Gunzip(t, realTrace)
 	dir := t.TempDir()
 	clean := filepath.Join(dir, "clean.txt")
 	if err := os.WriteFile(clean, data, 0o644); err != nil {

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"testing/fstest"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 // The golden captures in testdata/NAME/ come from the real guest (tests/rawcapture_test.go):
@@ -31,29 +31,11 @@ type capture struct {
 	overrun         []int64 // each CPU's "overrun:" stat
 }
 
-func gunzip(t testing.TB, path string) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	z, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(z)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func loadCapture(t testing.TB, dir string) *capture {
 	t.Helper()
 	c := &capture{name: filepath.Base(dir)}
 	c.procedure, _, _ = strings.Cut(c.name, "-")
-	tr := tar.NewReader(bytes.NewReader(gunzip(t, filepath.Join(dir, "events.tar.gz"))))
+	tr := tar.NewReader(bytes.NewReader(testfile.Gunzip(t, filepath.Join(dir, "events.tar.gz"))))
 	fsys := fstest.MapFS{}
 	for {
 		h, err := tr.Next()
@@ -81,7 +63,7 @@ func loadCapture(t testing.TB, dir string) *capture {
 		if _, err := os.Stat(p); err != nil {
 			break
 		}
-		c.cpus = append(c.cpus, gunzip(t, p))
+		c.cpus = append(c.cpus, testfile.Gunzip(t, p))
 		st, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("cpu%d.stats", i)))
 		if err != nil {
 			t.Fatal(err)
@@ -103,7 +85,7 @@ func loadCapture(t testing.TB, dir string) *capture {
 	if len(c.cpus) == 0 {
 		t.Fatalf("%s: no cpuN.raw.gz", dir)
 	}
-	c.text = gunzip(t, filepath.Join(dir, "trace.txt.gz"))
+	c.text = testfile.Gunzip(t, filepath.Join(dir, "trace.txt.gz"))
 	return c
 }
 
