@@ -142,21 +142,16 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 			case "pfn":
 				s, err = field(name, 8, 4)
 				dc.pfn = s
-			case "hold":
-				if me.kind == gomodel.EventPoolRelease {
-					s, err = field(name, 4)
+			case "hold", "release":
+				// page_pool_release carries both counters; the state events one, their count.
+				s, err = field(name, 4)
+				switch {
+				case me.kind != gomodel.EventPoolRelease:
+					dc.count = s
+				case name == "hold":
 					dc.hold = s
-				} else {
-					s, err = field(name, 4)
-					dc.count = s
-				}
-			case "release":
-				if me.kind == gomodel.EventPoolRelease {
-					s, err = field(name, 4)
+				default:
 					dc.rel = s
-				} else {
-					s, err = field(name, 4)
-					dc.count = s
 				}
 			case "inflight":
 				s, err = field(name, 4)
