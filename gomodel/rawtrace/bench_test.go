@@ -61,23 +61,12 @@ func BenchmarkReplay(b *testing.B) {
 	raw0, raw1 := pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)
 	n := len(perCPU[0]) + len(perCPU[1])
 	b.SetBytes(int64(len(raw0) + len(raw1)))
-	b.ReportAllocs()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	eventRate(b, n, func() {
 		rep, st, err := Replay(readers(raw0, raw1), fm, gomodel.TraceOptions{File: "bench"})
 		if err != nil || st.Events != n || !rep.Passed {
 			b.Fatalf("%v %+v", err, st)
 		}
-	}
-	b.StopTimer()
-	total := float64(n) * float64(b.N)
-	b.ReportMetric(total/b.Elapsed().Seconds()/1e6, "Mevents/s")
-	if cpu := threadCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(total/cpu.Seconds()/1e6, "Mevents/cpu-s")
-	}
+	})
 }
 
 // BenchmarkDecode is the decoding alone: pages to gomodel events, without the replay.
@@ -87,12 +76,7 @@ func BenchmarkDecode(b *testing.B) {
 	raw0, raw1 := pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)
 	n := len(perCPU[0]) + len(perCPU[1])
 	b.SetBytes(int64(len(raw0) + len(raw1)))
-	b.ReportAllocs()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	eventRate(b, n, func() {
 		m, d := NewMerger(readers(raw0, raw1), &fm.Page), NewDecoder(fm)
 		var ev gomodel.Event
 		k := 0
@@ -109,13 +93,7 @@ func BenchmarkDecode(b *testing.B) {
 		if k != n {
 			b.Fatalf("%d events, want %d", k, n)
 		}
-	}
-	b.StopTimer()
-	total := float64(n) * float64(b.N)
-	b.ReportMetric(total/b.Elapsed().Seconds()/1e6, "Mevents/s")
-	if cpu := threadCPU() - cpu0; cpu > 0 {
-		b.ReportMetric(total/cpu.Seconds()/1e6, "Mevents/cpu-s")
-	}
+	})
 }
 
 // BenchmarkText is gomodel's replay of the text twin of BenchmarkReplay's pages (the same
@@ -124,16 +102,24 @@ func BenchmarkText(b *testing.B) {
 	perCPU, text := split(steadyState())
 	n := len(perCPU[0]) + len(perCPU[1])
 	b.SetBytes(int64(len(text)))
+	eventRate(b, n, func() {
+		rep, err := gomodel.ReadTrace(strings.NewReader(text), gomodel.TraceOptions{File: "bench"})
+		if err != nil || rep.Events+rep.Ignored != n || !rep.Passed {
+			b.Fatalf("%v", err)
+		}
+	})
+}
+
+// eventRate runs one iteration b.N times on a locked OS thread and reports n events per
+// iteration as millions of events per wall-clock second and per CPU-second of that thread.
+func eventRate(b *testing.B, n int, iteration func()) {
 	b.ReportAllocs()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	cpu0 := threadCPU()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		rep, err := gomodel.ReadTrace(strings.NewReader(text), gomodel.TraceOptions{File: "bench"})
-		if err != nil || rep.Events+rep.Ignored != n || !rep.Passed {
-			b.Fatalf("%v", err)
-		}
+		iteration()
 	}
 	b.StopTimer()
 	total := float64(n) * float64(b.N)
