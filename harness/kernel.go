@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/internal/cachedir"
+	"github.com/ppkit/ppkit/internal/child"
 	"github.com/ppkit/ppkit/stgit"
 )
 
@@ -323,14 +324,14 @@ func (b *kernelBuild) make(target string) error {
 		"KBUILD_BUILD_USER=ppkit", "KBUILD_BUILD_HOST=ppkit", "KBUILD_BUILD_TIMESTAMP=2024-08-10")
 	// Kbuild re-invokes make in the build directory: on cancellation kill the whole process
 	// group, or the sub-make would go on building after ppkit returned.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
 	cmd.Stderr = pw
 	fmt.Fprintf(b.log, "$ nice %s\n", strings.Join(args, " "))
-	if err := cmd.Start(); err != nil {
+	if err := child.Start(cmd); err != nil {
 		return fmt.Errorf("make %s: %w", target, err)
 	}
 	trackGroup(cmd.Process.Pid)

@@ -82,7 +82,8 @@ func openTapInNetns(netns, name string) (*os.File, error) {
 	ch := make(chan result, 1)
 	go func() {
 		// A locked thread that never returns to the host namespace is discarded by the runtime
-		// when the goroutine exits without unlocking.
+		// when the goroutine exits without unlocking. Children forked on that thread earlier
+		// would get their parent-death signal then: package child forks them elsewhere.
 		runtime.LockOSThread()
 		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
 			ch <- result{nil, fmt.Errorf("setns %s: %w", netns, err)}

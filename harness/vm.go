@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ppkit/ppkit/internal/child"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -113,9 +114,9 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 		return nil, &InfraError{Err: err}
 	}
 	vm.cmd.Stderr = &lockedWriter{w: &vm.stderr}
-	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
-	if err := vm.cmd.Start(); err != nil {
+	if err := child.Start(vm.cmd); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: start %s: %w", opts.QEMU, err), CommandLine: vm.CommandLine()}
 	}
 	created.add(&created.pids, fmt.Sprint(vm.cmd.Process.Pid))

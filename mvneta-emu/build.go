@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/internal/cachedir"
+	"github.com/ppkit/ppkit/internal/child"
 )
 
 // BinaryName is the QEMU system emulator that carries the model.
@@ -572,12 +573,12 @@ func (b *builder) ninja(ctx context.Context, build string) error {
 	// On cancellation stop the whole group (ninja and its compilers; ninja removes the outputs
 	// of the steps it stops), and never let it outlive ppkit: an orphaned compiler would hold
 	// the output pipe, and Wait with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 3 * time.Second
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
+	if err := child.Start(cmd); err != nil {
 		return fmt.Errorf("qemu build: start ninja: %w", err)
 	}
 	done := make(chan struct{})

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/child"
 )
 
 // NetnsClient is the client PC as a network namespace on the host: commands run through
@@ -31,9 +33,8 @@ func (n *NetnsClient) command(ctx context.Context, argv []string) *exec.Cmd {
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	// Short: an interrupted ppkit must be gone within seconds.
 	cmd.WaitDelay = 2 * time.Second
-	// A ppkit killed outright takes its client processes with it, so that nothing goes on
-	// sending into a namespace that the next run removes.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Run and Start use package child: a ppkit killed outright takes its client processes with
+	// it, so that nothing goes on sending into a namespace that the next run removes.
 	return cmd
 }
 
@@ -64,7 +65,7 @@ func (n *NetnsClient) Run(ctx context.Context, argv ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := n.command(ctx, argv)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	if err := child.Run(cmd); err != nil {
 		return append(stdout.Bytes(), stderr.Bytes()...), fmt.Errorf("netns %s: %s: %w: %s", n.Namespace,
 			strings.Join(argv, " "), err, tail(stderr.Bytes(), 300))
 	}
@@ -82,7 +83,7 @@ func (n *NetnsClient) Start(ctx context.Context, argv []string, stdout, stderr i
 	}
 	cmd := n.command(ctx, argv)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
+	if err := child.Start(cmd); err != nil {
 		return nil, fmt.Errorf("netns %s: start %s: %w", n.Namespace, strings.Join(argv, " "), err)
 	}
 	return cmd, nil
