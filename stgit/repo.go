@@ -327,7 +327,12 @@ func runGroup(cmd *exec.Cmd) error {
 	pid := cmd.Process.Pid
 	err := cmd.Wait()
 	if cmd.ProcessState == nil || !cmd.ProcessState.Exited() {
-		syscall.Kill(-pid, syscall.SIGKILL)
+		// Cancel killed the group while its leader was unreaped. The leader is reaped now, so
+		// its number is only still a group while a member lives: signal it only then, or the
+		// kill could reach a new process that got the number (QEMU leads a group of its own).
+		if groupAlive(pid) {
+			syscall.Kill(-pid, syscall.SIGKILL)
+		}
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 			if !groupAlive(pid) {
 				break
