@@ -113,6 +113,20 @@ func TestClassify(t *testing.T) {
 			msg: `guest hung: run "cat /dev/zero": no answer: context deadline exceeded (VM state: running)`,
 		},
 		{
+			// Seen with dropbear: the trace reader (cat trace_pipe) stopped with kill -TERM, its
+			// session closed without an exit status; ending the VM for it killed a healthy guest
+			// in the middle of the splice procedure.
+			name: "command without exit status, the guest still answers: only the command failed, the VM stays up",
+			f:    facts{What: `run "cat trace_pipe"`, Err: errDropped, Command: true, Responsive: true, Console: noiseConsole, CommandLine: cmdline},
+			kind: plain, msg: `run "cat trace_pipe": ` + errDropped.Error() + " (the guest still answers)", wraps: errDropped,
+		},
+		{
+			name: "command without exit status, the guest still answers, an oops on the console: the report wins",
+			f:    facts{What: `run "x"`, Err: errDropped, Command: true, Responsive: true, Console: bugConsole, QMPConnected: true, QMPState: "running"},
+			kind: guest, title: "kernel BUG in lkdtm_BUG", report: "kernel BUG in lkdtm_BUG", endVM: true,
+			msg: `kernel BUG in lkdtm_BUG: run "x": ` + errDropped.Error(),
+		},
+		{
 			name: "boot deadline: never only a timeout, even if the guest answered",
 			f: facts{What: "boot failed: no readiness marker on the console", Err: context.DeadlineExceeded, CtxErr: context.DeadlineExceeded,
 				Responsive: true, Console: noiseConsole, QMPConnected: true, QMPState: "running"},
