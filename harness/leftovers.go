@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // What a ppkit process makes in places shared with other processes — network namespaces and
@@ -257,4 +258,18 @@ func removeAll(ctx context.Context, dir string) {
 		}
 	}
 	os.RemoveAll(dir)
+}
+
+// Keep takes a directory made by TempDir out of the leftover sweep, for one the user is told to
+// read: under its owned name the next ppkit run would remove it as soon as this process is
+// gone. It renames dir to ppkit-kept-<time>-<random> beside it, a name that names no owner, and
+// returns the new path.
+func Keep(dir string) (string, error) {
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	kept := filepath.Join(filepath.Dir(dir), "ppkit-kept-"+time.Now().Format("20060102T150405")+"-"+hex.EncodeToString(rnd[:]))
+	if err := os.Rename(dir, kept); err != nil {
+		return dir, fmt.Errorf("keep %s: %w", dir, err)
+	}
+	return kept, nil
 }

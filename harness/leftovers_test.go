@@ -95,3 +95,31 @@ func TestFindLeftovers(t *testing.T) {
 		}
 	}
 }
+
+// A directory the user was told to read must survive the next run's sweep, once its owner is
+// gone.
+func TestKeptDirectoryIsNoLeftover(t *testing.T) {
+	tmp := t.TempDir()
+	owned := filepath.Join(tmp, "ppkit-test-301.2-abc")
+	if err := os.Mkdir(owned, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(owned, "console.log"), []byte("x"), 0o644)
+	gone := func(int) (uint64, error) { return 0, os.ErrNotExist }
+	if n := len(findLeftovers(t.TempDir(), tmp, gone)); n != 1 {
+		t.Fatalf("%d leftovers before Keep, want 1", n)
+	}
+	kept, err := Keep(owned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ls := findLeftovers(t.TempDir(), tmp, gone); len(ls) != 0 {
+		t.Errorf("the kept directory is still a leftover: %v", ls)
+	}
+	if filepath.Dir(kept) != tmp || !strings.HasPrefix(filepath.Base(kept), "ppkit-kept-") {
+		t.Errorf("kept as %s", kept)
+	}
+	if data, err := os.ReadFile(filepath.Join(kept, "console.log")); err != nil || string(data) != "x" {
+		t.Errorf("kept directory lost its content: %q %v", data, err)
+	}
+}

@@ -229,7 +229,11 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	if !sum.Pass {
 		if o.report == "" && !sum.Interrupted {
-			fmt.Fprintf(stderr, "artifacts kept in %s\n", artifacts)
+			kept, err := harness.Keep(artifacts)
+			if err != nil {
+				fmt.Fprintf(stderr, "%v\n", err)
+			}
+			fmt.Fprintf(stderr, "artifacts kept in %s\n", kept)
 		}
 		// One verdict decides the exit status: 1 the kernel failed, 2 the run could not be
 		// judged (tests.Verdict.ExitCode).
@@ -286,6 +290,13 @@ func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants [
 	if o.report == "" && rep.OK() {
 		os.RemoveAll(artifacts)
 	} else {
+		if o.report == "" {
+			kept, err := harness.Keep(artifacts)
+			if err != nil {
+				fmt.Fprintf(stderr, "%v\n", err)
+			}
+			artifacts = kept
+		}
 		fmt.Fprintf(stderr, "artifacts of every mutant's runs: %s\n", artifacts)
 	}
 	switch {
