@@ -35,13 +35,21 @@ const imageRecipe = "ppkit-image-1"
 type ImagePackage struct {
 	Name  string
 	Files []string
+	// Suite is the Debian suite to take the package from ("bullseye"), when it must not be the
+	// host's default; its .deb is kept in a directory of that name in the .deb cache.
+	Suite string
 }
 
 // DefaultImagePackages is the guest userland: busybox, the dropbear SSH server, OpenSSH's scp
 // (go-scp runs `scp -t/-f` remotely and dropbear has none), iperf 2 and the libraries they need.
 var DefaultImagePackages = []ImagePackage{
 	{Name: "busybox-static", Files: []string{"bin/busybox"}},
-	{Name: "dropbear-bin", Files: []string{"usr/sbin/dropbear"}},
+	// Bullseye's dropbear (2020.81): bookworm's 2022.83 closes a session channel when a
+	// SIGCHLD (any command of the connection ending) arrives between the channel's open and its
+	// exec request (dropbear commit 8e6f73e8, fixed in 2024.86 by 71521d1b). ppkit runs
+	// commands side by side on one connection: one failed with EOF, or started on a closed
+	// channel and took the connection down, in about one splice run in three.
+	{Name: "dropbear-bin", Files: []string{"usr/sbin/dropbear"}, Suite: "bullseye"},
 	{Name: "openssh-client", Files: []string{"usr/bin/scp"}},
 	{Name: "iperf", Files: []string{"usr/bin/iperf"}},
 	{Name: "libc6"},
@@ -155,7 +163,7 @@ func BuildImage(ctx context.Context, opts ImageOptions) (*Image, error) {
 	key.add("rcS", []byte(guestRCS))
 	key.add("inittab", []byte(guestInittab))
 	for i, p := range pkgs {
-		key.add("deb", []byte(filepath.Base(debs[i])))
+		key.add("deb", []byte(p.Suite+"/"+filepath.Base(debs[i])))
 		key.add("files", []byte(strings.Join(p.Files, "\x00")))
 	}
 	for _, f := range opts.Files {
@@ -282,18 +290,21 @@ func fetchDebs(ctx context.Context, dir string, pkgs []ImagePackage, progress io
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	find := func(name string) string {
-		m, _ := filepath.Glob(filepath.Join(dir, name+"_*_arm64.deb"))
+	// A package from another suite lives in a directory of that suite's name, so that the
+	// default suite's .deb of the same name never passes for it.
+	where := func(p ImagePackage) string { return filepath.Join(dir, p.Suite) }
+	find := func(p ImagePackage) string {
+		m, _ := filepath.Glob(filepath.Join(where(p), p.Name+"_*_arm64.deb"))
 		sort.Strings(m)
 		if len(m) == 0 {
 			return ""
 		}
 		return m[len(m)-1]
 	}
-	var missing []string
+	var missing []ImagePackage
 	for _, p := range pkgs {
-		if find(p.Name) == "" {
-			missing = append(missing, p.Name+":arm64")
+		if find(p) == "" {
+			missing = append(missing, p)
 		}
 	}
 	if len(missing) > 0 {
@@ -303,28 +314,44 @@ func fetchDebs(ctx context.Context, dir string, pkgs []ImagePackage, progress io
 		}
 		defer lock.Unlock()
 		// Another ppkit may have fetched them while we waited for the lock.
-		var still []string
-		for _, m := range missing {
-			if find(strings.TrimSuffix(m, ":arm64")) == "" {
-				still = append(still, m)
+		var still []ImagePackage
+		for _, p := range missing {
+			if find(p) == "" {
+				still = append(still, p)
 			}
 		}
 		missing = still
 	}
-	if len(missing) > 0 {
-		fmt.Fprintf(progress, "image: apt-get download %s\n", strings.Join(missing, " "))
-		args := append([]string{"-q", "-o", "APT::Sandbox::User=root", "download"}, missing...)
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Dir = dir
+	// One apt-get download per directory: it writes into its working directory.
+	bySuite := map[string][]string{}
+	var suites []string
+	for _, p := range missing {
+		arg := p.Name + ":arm64"
+		if p.Suite != "" {
+			arg += "/" + p.Suite
+		}
+		if bySuite[p.Suite] == nil {
+			suites = append(suites, p.Suite)
+		}
+		bySuite[p.Suite] = append(bySuite[p.Suite], arg)
+	}
+	for _, suite := range suites {
+		args := bySuite[suite]
+		if err := os.MkdirAll(filepath.Join(dir, suite), 0o755); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(progress, "image: apt-get download %s\n", strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"-q", "-o", "APT::Sandbox::User=root", "download"}, args...)...)
+		cmd.Dir = filepath.Join(dir, suite)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("apt-get download %s: %w: %s (is arm64 added with dpkg --add-architecture and apt-get update run? harness/install-deps.sh does both)",
-				strings.Join(missing, " "), err, lastLines(out, 3))
+			return nil, fmt.Errorf("apt-get download %s: %w: %s (is arm64 added with dpkg --add-architecture, the suite in apt's sources and apt-get update run? harness/install-deps.sh does all three)",
+				strings.Join(args, " "), err, lastLines(out, 3))
 		}
 	}
 	debs := make([]string, len(pkgs))
 	for i, p := range pkgs {
-		if debs[i] = find(p.Name); debs[i] == "" {
-			return nil, fmt.Errorf("apt-get download %s:arm64 left no .deb in %s", p.Name, dir)
+		if debs[i] = find(p); debs[i] == "" {
+			return nil, fmt.Errorf("apt-get download %s:arm64 left no .deb in %s", p.Name, where(p))
 		}
 	}
 	return debs, nil

@@ -32,7 +32,8 @@ for g in "${groups[@]}"; do
   esac
 done
 
-# bullseye carries linux-source-5.10; pin it low so nothing else is ever taken from it.
+# bullseye carries linux-source-5.10 and the guest's dropbear (see harness/image.go); pin it low
+# so that nothing else is ever taken from it unless asked for by name and suite.
 # Never add trixie: it would silently upgrade libc and python on this machine.
 ensure_bullseye() {
   local list=/etc/apt/sources.list.d/ppkit-bullseye.sources pref=/etc/apt/preferences.d/ppkit-bullseye
@@ -59,7 +60,7 @@ ensure_debsrc() {
 }
 
 need_update=0
-if printf '%s\n' "${groups[@]}" | grep -qx kernel; then ensure_bullseye || need_update=1; fi
+ensure_bullseye || need_update=1 # every group: the guest image is fetched whatever is installed
 if printf '%s\n' "${groups[@]}" | grep -qx qemu; then ensure_debsrc || need_update=1; fi
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   "${sudo_cmd[@]}" dpkg --add-architecture arm64
