@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -527,6 +528,65 @@ func TestCommandTimeoutAndAbandonKeepTheGuest(t *testing.T) {
 	if err := vm.Poweroff(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Commands side by side on one connection, beside a stream, must not fail: bookworm's dropbear
+// (2022.83) closed a session channel whenever a SIGCHLD (another command ending) arrived between
+// the channel's open and its exec request (see DefaultImagePackages).
+func TestCommandsSideBySide(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := boot(t, ctx, BootOptions{})
+	var streamed byteCounter
+	stream, err := vm.Start(ctx, "echo $$ > /tmp/stream.pid && exec cat /dev/zero", &streamed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 4, 50
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				want := fmt.Sprintf("ok %d %d", w, i)
+				got, err := vm.Run(ctx, "echo "+want)
+				if err != nil || strings.TrimSpace(string(got)) != want {
+					errs <- fmt.Errorf("command %d of worker %d: %q, %v", i, w, got, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil {
+			t.Errorf("%v (%d bytes streamed)", err, streamed.n.Load())
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	if streamed.n.Load() == 0 {
+		t.Fatal("the stream sent nothing: the commands ran beside no traffic")
+	}
+	if _, err := vm.Run(ctx, "kill -TERM $(cat /tmp/stream.pid)"); err != nil {
+		t.Fatal(err)
+	}
+	var ge *GuestError
+	if err := stream.Wait(); errors.As(err, &ge) {
+		t.Fatalf("the stopped stream ended the guest: %v", err)
+	}
+	if got, err := vm.Run(ctx, "echo alive"); err != nil || strings.TrimSpace(string(got)) != "alive" {
+		t.Fatalf("guest after the stream: %q, %v", got, err)
+	}
+	t.Logf("%d commands side by side beside %d streamed bytes", workers*each, streamed.n.Load())
+}
+
+// byteCounter counts what a stream wrote and discards it.
+type byteCounter struct{ n atomic.Int64 }
+
+func (c *byteCounter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
 }
 
 // Shell gives a login shell on a pseudo-terminal and returns its exit status.
