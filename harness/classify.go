@@ -23,7 +23,8 @@ type facts struct {
 	Command bool
 	// CtxErr is the operation's ctx.Err(): nil, context.Canceled or context.DeadlineExceeded.
 	CtxErr error
-	// Responsive: the guest ran a trivial command over SSH after a command's deadline passed.
+	// Responsive: the guest ran a trivial command over SSH after a command failed (not when it
+	// was cancelled).
 	Responsive bool
 
 	Console []byte // the serial console captured so far
@@ -56,6 +57,9 @@ const consoleTailLines = 40
 //     passed on a guest that still answers only timed out (plain error, the VM stays up);
 //   - any other cancelled operation is neither the kernel's fault nor the host's (plain error);
 //   - a kernel report on the console wins: a *GuestError with the first report;
+//   - a command that failed otherwise (a session that ended without an exit status) on a guest
+//     that still answers is that command's failure (plain error, the VM stays up), not a hung
+//     guest to be ended;
 //   - a QEMU that exited with an empty console, that wrote to its standard error, or that a
 //     fault of its own killed (SIGSEGV, SIGABRT, ...), failed by itself: an *InfraError; one that
 //     exited, or was killed from outside (SIGKILL, SIGTERM), after printing a console is the
@@ -80,6 +84,9 @@ func classify(f facts) decision {
 		r := reports[0]
 		return decision{EndVM: true, Err: &GuestError{Title: r.Title, Report: &r, Err: fmt.Errorf("%s: %v", f.What, f.Err),
 			ConsoleTail: tail(f.Console, consoleTailLines), CommandLine: f.CommandLine}}
+	}
+	if f.Command && f.Responsive {
+		return decision{Err: fmt.Errorf("%s: %w (the guest still answers)", f.What, f.Err)}
 	}
 	if f.Exited {
 		stderr := strings.TrimSpace(f.Stderr)
@@ -149,15 +156,16 @@ func (vm *VM) decide(f facts) error {
 }
 
 // observe gathers the facts of a failure. It skips the observations that take time and that
-// the verdict would not use: nothing after a cancel, no probe of the guest unless a command's
-// deadline passed, and nothing more when the guest still answers.
+// the verdict would not use: nothing after a cancel, no probe of the guest unless a command
+// failed, and only the console when the guest still answers.
 func (vm *VM) observe(ctx context.Context, what string, err error, command bool) facts {
 	f := facts{What: what, Err: err, Command: command, CtxErr: ctx.Err(), CommandLine: vm.CommandLine()}
 	if f.CtxErr == context.Canceled {
 		return f
 	}
-	if command && f.CtxErr == context.DeadlineExceeded {
+	if command {
 		if f.Responsive = vm.responsive(); f.Responsive {
+			f.Console = vm.console.bytes()
 			return f
 		}
 	}
