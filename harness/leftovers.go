@@ -2,106 +2,20 @@ package harness
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
+
+	"github.com/ppkit/ppkit/internal/owned"
 )
 
-// What a ppkit process makes in places shared with other processes — network namespaces and
-// temporary directories — is named ppkit-<kind>-<pid>.<start>-<random>: the process's pid and
-// its start time (in clock ticks since boot, /proc/PID/stat field 22), so that a pid reused by
-// another process never passes for the owner. A process killed with SIGKILL cannot remove what
-// it made; RemoveLeftovers, which every boot runs once per process, finds the names whose owner
-// is gone and removes them.
-
-var ownerTag = sync.OnceValue(func() string {
-	start, err := processStart(os.Getpid())
-	if err != nil {
-		start = 0 // no /proc: the name still carries the pid
-	}
-	return fmt.Sprintf("%d.%d", os.Getpid(), start)
-})
-
-// processStart returns the start time of process pid in clock ticks since boot.
-func processStart(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	return parseProcStatStart(data)
-}
-
-// parseProcStatStart reads field 22 (starttime) of a /proc/PID/stat line. The command name
-// (field 2) is in parentheses and may itself hold spaces and parentheses, so fields are counted
-// from the last ')'.
-func parseProcStatStart(stat []byte) (uint64, error) {
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc stat: no command field in %q", s)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state), so field 22 is f[19].
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc stat: %d fields after the command, want at least 20", len(f))
-	}
-	return strconv.ParseUint(f[19], 10, 64)
-}
-
-// OwnedName returns a fresh name ppkit-<kind>-<pid>.<start>-<random> for something this process
-// makes in a shared place. kind is lower-case letters only.
-func OwnedName(kind string) string {
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	return "ppkit-" + kind + "-" + ownerTag() + "-" + hex.EncodeToString(rnd[:])
-}
-
-// TempDir makes a temporary directory named for kind and this process (see OwnedName), so that
-// RemoveLeftovers can remove it if this process is killed before it does.
-func TempDir(kind string) (string, error) {
-	dir, err := os.MkdirTemp("", "ppkit-"+kind+"-"+ownerTag()+"-")
-	if err != nil {
-		return "", err
-	}
-	created.add(&created.dirs, dir)
-	return dir, nil
-}
-
-var ownedRe = regexp.MustCompile(`^ppkit-([a-z]+)-([0-9]+)\.([0-9]+)-[0-9A-Za-z]+$`)
-
-// ownerOf parses an owned name: the kind, the owner's pid and start time.
-func ownerOf(name string) (kind string, pid int, start uint64, ok bool) {
-	m := ownedRe.FindStringSubmatch(name)
-	if m == nil {
-		return "", 0, 0, false
-	}
-	p, err1 := strconv.Atoi(m[2])
-	s, err2 := strconv.ParseUint(m[3], 10, 64)
-	if err1 != nil || err2 != nil || p <= 0 {
-		return "", 0, 0, false
-	}
-	return m[1], p, s, true
-}
-
-// ownerGone reports whether the process that made an owned name has exited: no process with
-// that pid, or one that started at another time (the pid was reused).
-func ownerGone(pid int, start uint64, alive func(pid int) (uint64, error)) bool {
-	got, err := alive(pid)
-	if err != nil {
-		return os.IsNotExist(err) || err == syscall.ESRCH
-	}
-	return start != 0 && got != start
-}
+// What a ppkit process makes in shared places is named for it (package owned); RemoveLeftovers,
+// which every boot runs once per process, finds the names whose owner is gone and removes them.
 
 // Leftover is something a dead ppkit process made and left behind.
 type Leftover struct {
@@ -127,7 +41,7 @@ func findLeftovers(netnsDir, tmpDir string, alive func(pid int) (uint64, error))
 			return
 		}
 		for _, e := range ents {
-			_, pid, start, ok := ownerOf(e.Name())
+			_, pid, start, ok := owned.Parse(e.Name())
 			if !ok || pid == os.Getpid() {
 				continue
 			}
@@ -140,7 +54,7 @@ func findLeftovers(netnsDir, tmpDir string, alive func(pid int) (uint64, error))
 					continue // another user's: not ours to remove
 				}
 			}
-			if !ownerGone(pid, start, alive) {
+			if !owned.Gone(pid, start, alive) {
 				continue
 			}
 			path := e.Name()
@@ -165,7 +79,7 @@ func RemoveLeftovers(progress io.Writer) {
 		if progress == nil {
 			progress = io.Discard
 		}
-		for _, l := range findLeftovers("/run/netns", os.TempDir(), processStart) {
+		for _, l := range findLeftovers("/run/netns", os.TempDir(), owned.ProcessStart) {
 			var err error
 			switch l.Kind {
 			case "netns":
@@ -182,6 +96,16 @@ func RemoveLeftovers(progress io.Writer) {
 			fmt.Fprintf(progress, "cleanup: removed the %s left by ppkit pid %d, which is gone\n", l, l.Owner)
 		}
 	})
+}
+
+// TempDir is owned.TempDir, recorded so that tests can check that the directory is gone.
+func TempDir(kind string) (string, error) {
+	dir, err := owned.TempDir(kind)
+	if err != nil {
+		return "", err
+	}
+	created.add(&created.dirs, dir)
+	return dir, nil
 }
 
 // liveGroups are the process groups this process leads and has not yet seen exit: QEMU and the
@@ -218,8 +142,8 @@ func Abandon() []string {
 	}
 	liveGroups.Unlock()
 	mine := func(name string) bool {
-		_, pid, start, ok := ownerOf(name)
-		return ok && fmt.Sprintf("%d.%d", pid, start) == ownerTag()
+		_, pid, start, ok := owned.Parse(name)
+		return ok && fmt.Sprintf("%d.%d", pid, start) == owned.Tag()
 	}
 	if ents, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range ents {
@@ -258,18 +182,4 @@ func removeAll(ctx context.Context, dir string) {
 		}
 	}
 	os.RemoveAll(dir)
-}
-
-// Keep takes a directory made by TempDir out of the leftover sweep, for one the user is told to
-// read: under its owned name the next ppkit run would remove it as soon as this process is
-// gone. It renames dir to ppkit-kept-<time>-<random> beside it, a name that names no owner, and
-// returns the new path.
-func Keep(dir string) (string, error) {
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	kept := filepath.Join(filepath.Dir(dir), "ppkit-kept-"+time.Now().Format("20060102T150405")+"-"+hex.EncodeToString(rnd[:]))
-	if err := os.Rename(dir, kept); err != nil {
-		return dir, fmt.Errorf("keep %s: %w", dir, err)
-	}
-	return kept, nil
 }

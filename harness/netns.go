@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/ppkit/ppkit/internal/owned"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +26,7 @@ type testNet struct {
 	files []*os.File
 }
 
-// newTestNet creates the namespaces — each named for this process (OwnedName("net"), so that a
+// newTestNet creates the namespaces — each named for this process (owned.Name("net"), so that a
 // later run removes it if this one is killed) — and one tap device per NIC, tap0…tapN-1 (down;
 // the tests configure them with `ip -n NS`). On error everything created is removed.
 func newTestNet(nics []NIC) (*testNet, error) {
@@ -57,7 +58,7 @@ func newTestNet(nics []NIC) (*testNet, error) {
 }
 
 func (t *testNet) addNetns() error {
-	name := OwnedName("net")
+	name := owned.Name("net")
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", name, err, strings.TrimSpace(string(out)))
 	}

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/ppkit/ppkit/internal/owned"
 )
 
 // TestTestNetOwnNamespace: a NIC with OwnNetns gets a namespace of its own, named for this
@@ -35,8 +37,8 @@ func TestTestNetOwnNamespace(t *testing.T) {
 		t.Errorf("taps in %s, %s, %s: want the second alone", tn.netnsOf(0), tn.netnsOf(1), tn.netnsOf(2))
 	}
 	for _, ns := range tn.names {
-		if kind, pid, _, ok := ownerOf(ns); !ok || kind != "net" || pid != os.Getpid() {
-			t.Errorf("namespace %s is not named for this process (ownerOf: %q %d %v)", ns, kind, pid, ok)
+		if kind, pid, _, ok := owned.Parse(ns); !ok || kind != "net" || pid != os.Getpid() {
+			t.Errorf("namespace %s is not named for this process (owned.Parse: %q %d %v)", ns, kind, pid, ok)
 		}
 	}
 	for i, tap := range tn.taps {

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/ppkit/ppkit/internal/owned"
 )
 
 // Patch is one patch of a series being checked, as a Builder sees it.
@@ -202,7 +204,7 @@ func (r *Repo) Check(ctx context.Context, s *Series, o CheckOptions) (*CheckRepo
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.MkdirTemp("", "ppkit-check-")
+	tmp, err := owned.TempDir("check")
 	if err != nil {
 		return nil, err
 	}

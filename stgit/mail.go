@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/owned"
 )
 
 // MaxSeries is the most patches netdev takes in one series.
@@ -701,7 +703,7 @@ var stgSubjectLine = regexp.MustCompile(`(?m)^Subject: \[[^\]\n]*\]`)
 
 // buildMessages runs the real `stg mail --mbox` with the cover template (none when empty).
 func (r *Repo) buildMessages(ctx context.Context, o *MailOptions, patches []string, version, coverTmpl string, editPatches bool) ([]Message, error) {
-	tmp, err := os.MkdirTemp("", "ppkit-mail-")
+	tmp, err := owned.TempDir("mail")
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/ppkit/ppkit/internal/owned"
 )
 
 // PasswordEnv is the environment variable that may hold the SMTP password. Otherwise the
@@ -33,7 +34,7 @@ func (r *Repo) autoCc(ctx context.Context, post *Posting, patches []string) erro
 	if _, err := os.Stat(script); err != nil {
 		return fmt.Errorf("--auto-cc needs %s; run it in a kernel tree", script)
 	}
-	tmp, err := os.MkdirTemp("", "ppkit-autocc-")
+	tmp, err := owned.TempDir("autocc")
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/owned"
 )
 
 // The client side for real, with a network namespace standing in for the board: a veth pair
@@ -99,7 +99,7 @@ func requireTool(t *testing.T, tools ...string) {
 func vethTopology(t *testing.T) (*netnsBoard, *NetnsClient) {
 	t.Helper()
 	// Owned names: a later run removes them if this test process is killed.
-	boardNS, clientNS := harness.OwnedName("eboard"), harness.OwnedName("eclient")
+	boardNS, clientNS := owned.Name("eboard"), owned.Name("eclient")
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {

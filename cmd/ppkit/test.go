@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/owned"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
 )
@@ -229,7 +230,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	if !sum.Pass {
 		if o.report == "" && !sum.Interrupted {
-			kept, err := harness.Keep(artifacts)
+			kept, err := owned.Keep(artifacts)
 			if err != nil {
 				fmt.Fprintf(stderr, "%v\n", err)
 			}
@@ -291,7 +292,7 @@ func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants [
 		os.RemoveAll(artifacts)
 	} else {
 		if o.report == "" {
-			kept, err := harness.Keep(artifacts)
+			kept, err := owned.Keep(artifacts)
 			if err != nil {
 				fmt.Fprintf(stderr, "%v\n", err)
 			}
