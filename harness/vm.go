@@ -354,6 +354,9 @@ func (vm *VM) Taps() []string {
 // ConsoleLog returns the serial console captured since QEMU started.
 func (vm *VM) ConsoleLog() []byte { return vm.console.bytes() }
 
+// Image is the guest image the VM booted (its SSH keys, its directory).
+func (vm *VM) Image() *Image { return vm.opts.Image }
+
 // ConsoleReports returns the kernel reports in the console so far.
 func (vm *VM) ConsoleReports() []Report { return ParseReports(vm.console.bytes()) }
 

@@ -161,37 +161,3 @@ func TestApplySeriesRevertsAnEarlierOne(t *testing.T) {
 		t.Errorf("after a failed series the tree is %q, want the pristine %q", read(), orig)
 	}
 }
-
-func TestIperfParsers(t *testing.T) {
-	udp, _ := os.ReadFile("testdata/iperf-udp-client.txt")
-	pps, loss, ok := udpServerReport(string(udp))
-	if !ok {
-		t.Fatal("UDP server report not found")
-	}
-	if want := float64(1204212-1151424) / 5.0043; pps < want-0.5 || pps > want+0.5 {
-		t.Errorf("pps = %v, want %v", pps, want)
-	}
-	if loss < 0.956 || loss > 0.957 {
-		t.Errorf("loss = %v, want 0.956", loss)
-	}
-	tcp, _ := os.ReadFile("testdata/iperf-tcp-client.txt")
-	if got := lastRate(string(tcp)); got != 74.3 {
-		t.Errorf("lastRate = %v, want 74.3", got)
-	}
-	if _, _, ok := udpServerReport(string(tcp)); ok {
-		t.Error("a TCP report parsed as a UDP server report")
-	}
-}
-
-func FuzzIperfParsers(f *testing.F) {
-	for _, name := range []string{"testdata/iperf-udp-client.txt", "testdata/iperf-tcp-client.txt"} {
-		b, _ := os.ReadFile(name)
-		f.Add(string(b))
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if pps, loss, ok := udpServerReport(s); ok && (pps < 0 || loss < 0 || loss > 1) {
-			t.Errorf("udpServerReport(%q) = %v, %v", s, pps, loss)
-		}
-		lastRate(s)
-	})
-}

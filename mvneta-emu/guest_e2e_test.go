@@ -1,6 +1,6 @@
 //go:build e2e
 
-package mvnetaemu
+package mvnetaemu_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
 )
 
 // The guest tests boot the Debian 5.10 kernel (harness.BuildKernel, cached) with ppkit's guest
@@ -36,28 +37,13 @@ type guestNet struct {
 
 func bootMvnetaGuest(t *testing.T, ctx context.Context) *guestNet {
 	t.Helper()
-	qemu, err := Binary(ctx, Options{Progress: testWriter{t}})
-	if err != nil {
-		t.Fatalf("mvneta QEMU: %v", err)
-	}
-	kernel, err := harness.BuildKernel(ctx, harness.KernelOptions{Progress: testWriter{t}})
-	if err != nil {
-		t.Fatalf("kernel: %v", err)
-	}
-	image, err := harness.BuildImage(ctx, harness.ImageOptions{
-		Extra:    []harness.ImagePackage{{Name: "ethtool", Files: []string{"sbin/ethtool"}}, {Name: "libmnl0"}},
-		Progress: testWriter{t},
+	vm, err := harness.Prepare(ctx, harness.Spec{
+		Image:    harness.ImageOptions{Extra: []harness.ImagePackage{{Name: "ethtool", Files: []string{"sbin/ethtool"}}, {Name: "libmnl0"}}},
+		Boot:     harness.BootOptions{MemoryMB: 1024, NICs: []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: "52:54:00:12:35:00"}}},
+		Progress: logWriter{t},
 	})
 	if err != nil {
-		t.Fatalf("guest image: %v", err)
-	}
-	vm, err := harness.Boot(ctx, harness.BootOptions{
-		Kernel: kernel, Image: image, QEMU: qemu, MemoryMB: 1024,
-		NICs:     []harness.NIC{{Model: DeviceName, MAC: "52:54:00:12:35:00"}},
-		Progress: testWriter{t},
-	})
-	if err != nil {
-		t.Fatalf("boot: %v", err)
+		t.Fatalf("board: %v", err)
 	}
 	t.Cleanup(func() { vm.Close() })
 	g := &guestNet{t: t, vm: vm, ns: vm.NetNS(), tap: vm.Taps()[0]}
@@ -340,4 +326,25 @@ func TestGuestMvneta(t *testing.T) {
 			t.Errorf("good_frames_received is zero after all the traffic:\n%s", out)
 		}
 	})
+}
+
+// logWriter sends progress lines to the test log.
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// stopGuest kills the guest's iperf servers and waits (boundedly) for the session to end.
+func stopGuest(ctx context.Context, vm *harness.VM, p *harness.Process) {
+	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	vm.Run(kctx, "killall iperf")
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-kctx.Done():
+	}
 }

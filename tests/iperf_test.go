@@ -151,3 +151,33 @@ func FuzzParseIperf(f *testing.F) {
 		}
 	})
 }
+
+// The NIC benchmark's figures from real iperf 2 output of `ppkit bench nic` (client in the test
+// namespace, server in the guest).
+func TestNICBenchFigures(t *testing.T) {
+	udp, err := os.ReadFile("testdata/iperf/nicbench-udp64-client.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pps, loss, ok := udpReceived(udp)
+	if !ok {
+		t.Fatal("UDP server report not found")
+	}
+	if want := float64(1204212-1151424) / 5.0043; pps < want-0.5 || pps > want+0.5 {
+		t.Errorf("pps = %v, want %v", pps, want)
+	}
+	if loss < 0.956 || loss > 0.957 {
+		t.Errorf("loss = %v, want 0.956", loss)
+	}
+	tcp, err := os.ReadFile("testdata/iperf/nicbench-tcp-client.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ParseIperf(tcp)
+	if err != nil || rep.Total == nil || rep.Total.BitsPerSecond != 74.3e6 {
+		t.Errorf("TCP total %+v, %v; want 74.3 Mbit/s", rep.Total, err)
+	}
+	if _, _, ok := udpReceived(tcp); ok {
+		t.Error("a TCP report parsed as a UDP server report")
+	}
+}

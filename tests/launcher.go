@@ -54,31 +54,29 @@ type HarnessLauncher struct {
 
 var _ Launcher = (*HarnessLauncher)(nil)
 
-// Launch builds what is missing (all three are cached by input hash) and boots.
-func (l *HarnessLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
-	qemu, err := mvnetaemu.Binary(ctx, mvnetaemu.Options{Progress: progress})
-	if err != nil {
-		return nil, fmt.Errorf("mvneta QEMU: %w", err)
-	}
-	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug, Progress: progress}
+// Spec is the board Launch boots for k.
+func (l *HarnessLauncher) Spec(k Kernel, progress io.Writer) harness.Spec {
+	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug}
 	if !k.Baseline {
 		ko.Series = k.Series
 	}
-	kernel, err := harness.BuildKernel(ctx, ko)
-	if err != nil {
-		return nil, fmt.Errorf("kernel (%s): %w", k, err)
+	return harness.Spec{
+		Kernel: ko,
+		Image:  harness.ImageOptions{Extra: GuestPackages},
+		Boot: harness.BootOptions{MemoryMB: l.MemoryMB,
+			NICs: []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: MvnetaMAC}, {Model: PeerNICModel, MAC: PeerMAC, OwnNetns: true}}},
+		Progress: progress,
 	}
-	image, err := harness.BuildImage(ctx, harness.ImageOptions{Extra: GuestPackages, Progress: progress})
+}
+
+// Launch builds what is missing of Spec(k) (all of it cached by input hash) and boots it
+// (harness.Prepare).
+func (l *HarnessLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
+	vm, err := harness.Prepare(ctx, l.Spec(k, progress))
 	if err != nil {
-		return nil, fmt.Errorf("guest image: %w", err)
+		return nil, err
 	}
-	vm, err := harness.Boot(ctx, harness.BootOptions{Kernel: kernel, Image: image, QEMU: qemu, MemoryMB: l.MemoryMB,
-		NICs:     []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: MvnetaMAC}, {Model: PeerNICModel, MAC: PeerMAC, OwnNetns: true}},
-		Progress: progress})
-	if err != nil {
-		return nil, fmt.Errorf("boot: %w", err)
-	}
-	tb, err := newVMTestbed(ctx, vm, image)
+	tb, err := newVMTestbed(ctx, vm, vm.Image())
 	if err != nil {
 		vm.Close()
 		return nil, err

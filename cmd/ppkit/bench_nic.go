@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
-	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
+	"github.com/ppkit/ppkit/tests"
 )
 
 // runBenchNIC is `ppkit bench nic`: iperf TCP client → guest over the mvneta model vs over
@@ -33,16 +33,8 @@ func runBenchNIC(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	k, err := harness.BuildKernel(ctx, kopts)
-	if err != nil {
-		return err
-	}
-	img, err := harness.BuildImage(ctx, harness.ImageOptions{Progress: stderr})
-	if err != nil {
-		return err
-	}
-	res, err := mvnetaemu.BenchNIC(ctx, mvnetaemu.BenchOptions{
-		Boot:   harness.BootOptions{Kernel: k, Image: img, MemoryMB: 1024, Progress: stderr},
+	res, err := tests.BenchNIC(ctx, tests.NICBenchOptions{
+		Board:  harness.Spec{Kernel: kopts, Boot: harness.BootOptions{MemoryMB: 1024}, Progress: stderr},
 		Rounds: *rounds, Duration: *dur, Progress: stderr,
 	})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
-	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
 	"github.com/ppkit/ppkit/tests"
 )
 
@@ -45,13 +44,9 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	warm := time.Now()
 	fmt.Fprintln(stderr, "bench: warming the caches (kernel, image, QEMU); not timed")
-	if _, err := mvnetaemu.Binary(ctx, mvnetaemu.Options{Progress: stderr}); err != nil {
-		return err
-	}
-	if _, err := harness.BuildKernel(ctx, harness.KernelOptions{Series: abs, Progress: stderr}); err != nil {
-		return err
-	}
-	if _, err := harness.BuildImage(ctx, harness.ImageOptions{Extra: tests.GuestPackages, Progress: stderr}); err != nil {
+	launcher := &tests.HarnessLauncher{}
+	kernel := tests.Kernel{Series: abs}
+	if _, err := harness.Build(ctx, launcher.Spec(kernel, stderr)); err != nil {
 		return err
 	}
 	warming := time.Since(warm)
@@ -62,9 +57,9 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer os.RemoveAll(artifacts)
 	start := time.Now()
-	sum, err := tests.Run(ctx, tests.Config{Procedures: procs, Kernel: tests.Kernel{Series: abs},
+	sum, err := tests.Run(ctx, tests.Config{Procedures: procs, Kernel: kernel,
 		Options: tests.Options{Duration: *d, RateMbit: 1000}, ArtifactDir: artifacts,
-		Launcher: &tests.HarnessLauncher{}, Model: tests.CheckTraceWithModel, Progress: stderr})
+		Launcher: launcher, Model: tests.CheckTraceWithModel, Progress: stderr})
 	if err != nil {
 		return err
 	}

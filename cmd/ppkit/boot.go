@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
-	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
 )
 
 func init() {
@@ -53,36 +52,22 @@ func (b *bootFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&b.console, "console", false, "copy the serial console to stderr while booting")
 }
 
-// prepare builds (or finds) the kernel and the image and returns boot options.
-func (b *bootFlags) prepare(ctx context.Context, stderr io.Writer) (harness.BootOptions, error) {
+// spec says what board the flags ask for (harness.Prepare builds what is missing and boots it).
+func (b *bootFlags) spec(ctx context.Context, stderr io.Writer) (harness.Spec, error) {
 	if b.memory > harness.MaxMemoryMB || b.memory <= 0 {
-		return harness.BootOptions{}, usageErrorf("-m %d: guest RAM must be 1..%d MiB (mvneta's DMA mask is 32-bit)", b.memory, harness.MaxMemoryMB)
+		return harness.Spec{}, usageErrorf("-m %d: guest RAM must be 1..%d MiB (mvneta's DMA mask is 32-bit)", b.memory, harness.MaxMemoryMB)
 	}
 	kopts, err := b.kernelFlags.options(ctx, stderr)
 	if err != nil {
-		return harness.BootOptions{}, err
+		return harness.Spec{}, err
 	}
-	k, err := harness.BuildKernel(ctx, kopts)
-	if err != nil {
-		return harness.BootOptions{}, err
-	}
-	img, err := harness.BuildImage(ctx, harness.ImageOptions{Progress: stderr})
-	if err != nil {
-		return harness.BootOptions{}, err
-	}
-	qemu := b.qemu
-	if qemu == "" {
-		// Every boot uses the QEMU that carries the mvneta model (built once, then cached).
-		if qemu, err = mvnetaemu.Binary(ctx, mvnetaemu.Options{Progress: stderr}); err != nil {
-			return harness.BootOptions{}, err
-		}
-	}
-	o := harness.BootOptions{Kernel: k, Image: img, QEMU: qemu, CPU: b.cpu, MemoryMB: b.memory,
-		Append: b.append, NICs: b.nics, BootTimeout: b.timeout, Progress: stderr}
+	// An empty QEMU is the one that carries the mvneta model (built once, then cached).
+	o := harness.BootOptions{QEMU: b.qemu, CPU: b.cpu, MemoryMB: b.memory,
+		Append: b.append, NICs: b.nics, BootTimeout: b.timeout}
 	if b.console {
 		o.Console = stderr
 	}
-	return o, nil
+	return harness.Spec{Kernel: kopts, Boot: o, Progress: stderr}, nil
 }
 
 func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -101,12 +86,12 @@ func runBoot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *run != "" && *shell {
 		return usageErrorf("boot: --run and --shell exclude each other")
 	}
-	opts, err := bf.prepare(ctx, stderr)
+	spec, err := bf.spec(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	opts.Append = strings.TrimSpace(opts.Append + " ppkit.ifup") // test NICs up, links negotiated
-	vm, err := harness.Boot(ctx, opts)
+	spec.Boot.Append = strings.TrimSpace(spec.Boot.Append + " ppkit.ifup") // test NICs up, links negotiated
+	vm, err := harness.Prepare(ctx, spec)
 	if err != nil {
 		return bootFailure(stderr, err)
 	}

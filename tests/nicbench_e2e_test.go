@@ -1,6 +1,6 @@
 //go:build e2e
 
-package mvnetaemu
+package tests
 
 import (
 	"context"
@@ -12,21 +12,13 @@ import (
 
 // BenchmarkNIC measures TCP client→guest throughput over mvneta and virtio-net in one guest and
 // one run (ratio goal >= 0.5) and 64-byte UDP receive rates. One iteration is one full run:
-// go test -tags e2e -run XXX -bench NIC -benchtime 1x ./mvneta-emu
+// go test -tags e2e -run XXX -bench NIC -benchtime 1x ./tests
 func BenchmarkNIC(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	k, err := harness.BuildKernel(ctx, harness.KernelOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := harness.BuildImage(ctx, harness.ImageOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	for i := 0; i < b.N; i++ {
-		res, err := BenchNIC(ctx, BenchOptions{
-			Boot:   harness.BootOptions{Kernel: k, Image: img, MemoryMB: 1024},
+		res, err := BenchNIC(ctx, NICBenchOptions{
+			Board:  harness.Spec{Boot: harness.BootOptions{MemoryMB: 1024}, Progress: benchWriter{b}},
 			Rounds: 3, Duration: 5 * time.Second, Progress: benchWriter{b},
 		})
 		if err != nil {

@@ -1,18 +1,22 @@
-package mvnetaemu
+package tests
 
 import (
 	"context"
 	"fmt"
 	"io"
-	"os/exec"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
 )
+
+// The NIC benchmark measures the device model, not the series: TCP client → guest throughput
+// over the mvneta model beside virtio-net in one guest and one run, and the rate of 64-byte UDP
+// frames the guest receives. It is a procedure on a board like the others, so it lives here,
+// above the board, and boots through harness.Prepare.
 
 // VirtioModel is the reference NIC of the benchmark, with its default offloads: the host hands
 // it 64 KiB TSO/GSO segments with partial checksums. romfile= keeps QEMU from looking for a PCI
@@ -26,10 +30,10 @@ const VirtioFramesModel = "virtio-net-pci,romfile=,csum=off,gso=off,guest_csum=o
 // TCPRatioGoal is the goal for mvneta's TCP receive throughput relative to virtio-net's.
 const TCPRatioGoal = 0.5
 
-// BenchOptions configure BenchNIC. Boot supplies the kernel and image (QEMU, NICs and memory
-// are set by BenchNIC).
-type BenchOptions struct {
-	Boot     harness.BootOptions
+// NICBenchOptions configure BenchNIC. Board says which kernel and image; BenchNIC sets the
+// NICs.
+type NICBenchOptions struct {
+	Board    harness.Spec
 	Rounds   int           // iperf runs per NIC, alternating (default 3)
 	Duration time.Duration // per iperf run (default 5s)
 	Progress io.Writer
@@ -44,8 +48,8 @@ type NICFigures struct {
 	UDP64Loss  float64   `json:"udp64_loss"`         // fraction lost at the offered rate
 }
 
-// BenchResult is what `ppkit bench nic` reports.
-type BenchResult struct {
+// NICBenchResult is what `ppkit bench nic` reports.
+type NICBenchResult struct {
 	Mvneta       NICFigures `json:"mvneta"`
 	Virtio       NICFigures `json:"virtio"`        // default offloads (TSO/GSO into the guest)
 	VirtioFrames NICFigures `json:"virtio_frames"` // offloads off: MTU-sized frames like mvneta
@@ -56,17 +60,17 @@ type BenchResult struct {
 	Goal           float64 `json:"tcp_ratio_goal"`
 }
 
-// benchNet addresses: one /28 per NIC so both live in the same namespace and the same guest.
-var benchAddrs = []struct{ host, guest string }{
+// nicBenchAddrs: one /28 per NIC, so that all three live in one namespace and one guest.
+var nicBenchAddrs = []struct{ host, guest string }{
 	{"192.168.200.1", "192.168.200.2"},
 	{"192.168.200.17", "192.168.200.18"},
 	{"192.168.200.33", "192.168.200.34"},
 }
 
-// BenchNIC boots one guest with an mvneta NIC and a virtio-net NIC side by side, and measures
-// iperf TCP throughput client → guest over each (alternating rounds, medians) and the rate of
-// 64-byte UDP frames the guest receives.
-func BenchNIC(ctx context.Context, opts BenchOptions) (*BenchResult, error) {
+// BenchNIC boots one board with an mvneta NIC and two virtio-net NICs side by side, and
+// measures iperf TCP throughput client → guest over each (alternating rounds, medians) and the
+// rate of 64-byte UDP frames the guest receives.
+func BenchNIC(ctx context.Context, opts NICBenchOptions) (*NICBenchResult, error) {
 	if opts.Rounds <= 0 {
 		opts.Rounds = 3
 	}
@@ -77,54 +81,46 @@ func BenchNIC(ctx context.Context, opts BenchOptions) (*BenchResult, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
-	qemu, err := Binary(ctx, Options{Progress: progress})
-	if err != nil {
-		return nil, err
-	}
-	bo := opts.Boot
-	bo.QEMU = qemu
-	bo.NICs = []harness.NIC{
-		{Model: DeviceName, MAC: "52:54:00:12:35:00"},
+	spec := opts.Board
+	spec.Boot.NICs = []harness.NIC{
+		{Model: mvnetaemu.DeviceName, MAC: "52:54:00:12:35:00"},
 		{Model: VirtioModel, MAC: "52:54:00:12:35:01"},
 		{Model: VirtioFramesModel, MAC: "52:54:00:12:35:02"},
 	}
-	vm, err := harness.Boot(ctx, bo)
+	vm, err := harness.Prepare(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
 	defer vm.Close()
-	ns, taps := vm.NetNS(), vm.Taps()
-	host := func(args ...string) (string, error) {
+	client := &NetnsClient{Namespace: vm.NetNS()}
+	taps := vm.Taps()
+	host := func(args ...string) ([]byte, error) {
 		hctx, cancel := context.WithTimeout(ctx, opts.Duration+time.Minute)
 		defer cancel()
-		out, err := exec.CommandContext(hctx, "ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("bench: %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-		}
-		return string(out), nil
+		return client.Run(hctx, args...)
 	}
-	// Guest interfaces in NIC order: by MAC.
-	res := &BenchResult{Goal: TCPRatioGoal}
+	res := &NICBenchResult{Goal: TCPRatioGoal}
 	figs := []*NICFigures{&res.Mvneta, &res.Virtio, &res.VirtioFrames}
-	res.Mvneta.Model, res.Virtio.Model, res.VirtioFrames.Model = DeviceName, "virtio-net", "virtio-net-no-offload"
-	for i, nic := range bo.NICs {
+	res.Mvneta.Model, res.Virtio.Model, res.VirtioFrames.Model = mvnetaemu.DeviceName, "virtio-net", "virtio-net-no-offload"
+	// Guest interfaces in NIC order: by MAC.
+	for i, nic := range spec.Boot.NICs {
 		iface, err := vm.Run(ctx, fmt.Sprintf(`for d in /sys/class/net/*; do [ "$(cat $d/address)" = %s ] && echo ${d##*/}; done; true`, nic.MAC))
 		if err != nil || strings.TrimSpace(string(iface)) == "" {
 			return nil, fmt.Errorf("bench: no guest interface with MAC %s (%v)", nic.MAC, err)
 		}
 		name := strings.TrimSpace(string(iface))
-		if _, err := host("ip", "addr", "add", benchAddrs[i].host+"/28", "dev", taps[i]); err != nil {
+		if _, err := host("ip", "addr", "add", nicBenchAddrs[i].host+"/28", "dev", taps[i]); err != nil {
 			return nil, err
 		}
 		if _, err := host("ip", "link", "set", taps[i], "up"); err != nil {
 			return nil, err
 		}
-		if out, err := vm.Run(ctx, fmt.Sprintf("ip addr add %s/28 dev %s && ip link set %s up", benchAddrs[i].guest, name, name)); err != nil {
+		if out, err := vm.Run(ctx, fmt.Sprintf("ip addr add %s/28 dev %s && ip link set %s up", nicBenchAddrs[i].guest, name, name)); err != nil {
 			return nil, fmt.Errorf("bench: configure guest %s: %w: %s", name, err, out)
 		}
 	}
-	for i := range bo.NICs {
-		if err := waitPing(ctx, host, benchAddrs[i].guest); err != nil {
+	for i := range spec.Boot.NICs {
+		if err := waitPing(ctx, host, nicBenchAddrs[i].guest); err != nil {
 			return nil, fmt.Errorf("bench: %s: %w", figs[i].Model, err)
 		}
 	}
@@ -136,16 +132,23 @@ func BenchNIC(ctx context.Context, opts BenchOptions) (*BenchResult, error) {
 	secs := strconv.Itoa(int(opts.Duration.Seconds()))
 	for r := 0; r < opts.Rounds; r++ {
 		for i, f := range figs {
-			out, err := host("iperf", "-c", benchAddrs[i].guest, "-p", "5201", "-t", secs, "-f", "m")
+			out, err := host("iperf", "-c", nicBenchAddrs[i].guest, "-p", "5201", "-t", secs)
 			if err != nil {
 				return nil, err
 			}
-			mbps := lastRate(out)
+			rep, err := ParseIperf(out)
+			if err != nil {
+				return nil, fmt.Errorf("bench: %s: %w", f.Model, err)
+			}
+			if rep.Total == nil {
+				return nil, fmt.Errorf("bench: %s: iperf printed no total:\n%s", f.Model, out)
+			}
+			mbps := rep.Total.BitsPerSecond / 1e6
 			f.TCPRxMbps = append(f.TCPRxMbps, mbps)
 			fmt.Fprintf(progress, "bench: round %d/%d %s TCP client→guest %.1f Mbit/s\n", r+1, opts.Rounds, f.Model, mbps)
 		}
 	}
-	stopGuest(ctx, vm, srv)
+	stopGuestIperf(ctx, vm, srv)
 	for _, f := range figs {
 		f.TCPRxMed = median(f.TCPRxMbps)
 	}
@@ -162,23 +165,37 @@ func BenchNIC(ctx context.Context, opts BenchOptions) (*BenchResult, error) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	for i, f := range figs {
-		out, err := host("iperf", "-c", benchAddrs[i].guest, "-p", "5202", "-u", "-l", "18", "-b", "200M", "-t", secs)
+		out, err := host("iperf", "-c", nicBenchAddrs[i].guest, "-p", "5202", "-u", "-l", "18", "-b", "200M", "-t", secs)
 		if err != nil {
 			return nil, err
 		}
-		pps, loss, ok := udpServerReport(out)
+		pps, loss, ok := udpReceived(out)
 		if !ok {
 			return nil, fmt.Errorf("bench: %s: no iperf UDP server report:\n%s", f.Model, out)
 		}
 		f.UDP64RxPPS, f.UDP64Loss = pps, loss
 		fmt.Fprintf(progress, "bench: %s 64-byte UDP client→guest %.0f pps received (%.0f%% lost)\n", f.Model, pps, loss*100)
 	}
-	stopGuest(ctx, vm, usrv)
+	stopGuestIperf(ctx, vm, usrv)
 	return res, nil
 }
 
-// stopGuest kills the guest's iperf servers and waits (boundedly) for the SSH session to end.
-func stopGuest(ctx context.Context, vm *harness.VM, p *harness.Process) {
+// udpReceived reads a UDP client's relayed server report: datagrams received per second and
+// the fraction lost.
+func udpReceived(out []byte) (pps, loss float64, ok bool) {
+	rep, err := ParseIperf(out)
+	if err != nil || rep.ServerReport == nil || !rep.ServerReport.HasDatagrams {
+		return 0, 0, false
+	}
+	sr := rep.ServerReport
+	if sr.End <= sr.Start || sr.Datagrams == 0 || sr.Lost > sr.Datagrams {
+		return 0, 0, false
+	}
+	return float64(sr.Received()) / (sr.End - sr.Start), float64(sr.Lost) / float64(sr.Datagrams), true
+}
+
+// stopGuestIperf kills the guest's iperf servers and waits (boundedly) for the session to end.
+func stopGuestIperf(ctx context.Context, vm *harness.VM, p *harness.Process) {
 	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	vm.Run(kctx, "killall iperf")
@@ -190,7 +207,7 @@ func stopGuest(ctx context.Context, vm *harness.VM, p *harness.Process) {
 	}
 }
 
-func waitPing(ctx context.Context, host func(...string) (string, error), ip string) error {
+func waitPing(ctx context.Context, host func(...string) ([]byte, error), ip string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := host("ping", "-c", "1", "-W", "2", ip)
@@ -202,45 +219,6 @@ func waitPing(ctx context.Context, host func(...string) (string, error), ip stri
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-}
-
-var rateRE = regexp.MustCompile(`([\d.]+) ([KMG]?)bits/sec`)
-
-// lastRate returns the last iperf rate of out in Mbit/s.
-func lastRate(out string) float64 {
-	m := rateRE.FindAllStringSubmatch(out, -1)
-	if len(m) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(m[len(m)-1][1], 64)
-	switch m[len(m)-1][2] {
-	case "":
-		v /= 1e6
-	case "K":
-		v /= 1e3
-	case "G":
-		v *= 1e3
-	}
-	return v
-}
-
-// serverReportRE matches iperf 2's UDP server report: interval, then "lost/total (pct%)".
-var serverReportRE = regexp.MustCompile(`(?s)Server Report:.*?([\d.]+)-\s*([\d.]+) sec.*?(\d+)/\s*(\d+)\s+\(`)
-
-// udpServerReport returns the received datagrams per second and the loss fraction.
-func udpServerReport(out string) (pps, loss float64, ok bool) {
-	m := serverReportRE.FindStringSubmatch(out)
-	if m == nil {
-		return 0, 0, false
-	}
-	from, _ := strconv.ParseFloat(m[1], 64)
-	to, _ := strconv.ParseFloat(m[2], 64)
-	lost, _ := strconv.ParseFloat(m[3], 64)
-	total, _ := strconv.ParseFloat(m[4], 64)
-	if to <= from || total == 0 || lost > total {
-		return 0, 0, false
-	}
-	return (total - lost) / (to - from), lost / total, true
 }
 
 func median(v []float64) float64 {
