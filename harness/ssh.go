@@ -252,6 +252,21 @@ func (vm *VM) Start(ctx context.Context, command string, stdout, stderr io.Write
 	return p, nil
 }
 
+// Stop ends a background command: it runs kill (a guest command line that signals it, such as
+// "killall iperf") and waits for p, both within 20 s. Whatever p's end, the caller goes on: a
+// command stopped by a signal ends with a failure status.
+func (vm *VM) Stop(ctx context.Context, p *Process, kill string) {
+	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	vm.Run(kctx, kill)
+	done := make(chan struct{})
+	go func() { p.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-kctx.Done():
+	}
+}
+
 // CopyTo copies a host file to the guest with SCP; mode is the remote file's permission bits.
 func (vm *VM) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
 	ctx, cancel := vm.withTimeout(ctx)

@@ -159,7 +159,7 @@ func TestGuestMvneta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer stopGuest(ctx, g.vm, srv)
+		defer g.vm.Stop(ctx, srv, "killall iperf")
 		time.Sleep(500 * time.Millisecond)
 		in := bitsPerSec(g.host("iperf", "-c", guestIP, "-p", "5001", "-t", "3"))
 		g.run(ctx, "killall iperf")
@@ -204,7 +204,7 @@ func TestGuestMvneta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer stopGuest(ctx, g.vm, srv)
+		defer g.vm.Stop(ctx, srv, "killall iperf")
 		time.Sleep(500 * time.Millisecond)
 		in := g.host("iperf", "-c", guestIP, "-u", "-p", "5003", "-t", "2", "-b", "20M")
 		g.run(ctx, "killall iperf")
@@ -235,7 +235,7 @@ func TestGuestMvneta(t *testing.T) {
 		time.Sleep(time.Second)
 		g.host("iperf", "-c", "239.1.2.3", "-u", "-p", "5005", "-T", "1", "-t", "2", "-b", "1M")
 		time.Sleep(time.Second)
-		stopGuest(ctx, g.vm, srv)
+		g.vm.Stop(ctx, srv, "killall iperf")
 		out := g.run(ctx, "cat /tmp/mcast.out")
 		if bitsPerSec(out) == 0 {
 			t.Errorf("guest received no multicast datagrams:\n%s\n%s", out,
@@ -252,7 +252,7 @@ func TestGuestMvneta(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer stopGuest(ctx, g.vm, srv)
+		defer g.vm.Stop(ctx, srv, "killall iperf")
 		time.Sleep(500 * time.Millisecond)
 		in := bitsPerSec(g.host("iperf", "-c", guestIP, "-p", "5006", "-t", "2"))
 		g.run(ctx, "killall iperf")
@@ -334,17 +334,4 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// stopGuest kills the guest's iperf servers and waits (boundedly) for the session to end.
-func stopGuest(ctx context.Context, vm *harness.VM, p *harness.Process) {
-	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	vm.Run(kctx, "killall iperf")
-	done := make(chan struct{})
-	go func() { p.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-kctx.Done():
-	}
 }

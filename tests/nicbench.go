@@ -148,7 +148,7 @@ func BenchNIC(ctx context.Context, opts NICBenchOptions) (*NICBenchResult, error
 			fmt.Fprintf(progress, "bench: round %d/%d %s TCP client→guest %.1f Mbit/s\n", r+1, opts.Rounds, f.Model, mbps)
 		}
 	}
-	stopGuestIperf(ctx, vm, srv)
+	vm.Stop(ctx, srv, "killall iperf")
 	for _, f := range figs {
 		f.TCPRxMed = median(f.TCPRxMbps)
 	}
@@ -176,7 +176,7 @@ func BenchNIC(ctx context.Context, opts NICBenchOptions) (*NICBenchResult, error
 		f.UDP64RxPPS, f.UDP64Loss = pps, loss
 		fmt.Fprintf(progress, "bench: %s 64-byte UDP client→guest %.0f pps received (%.0f%% lost)\n", f.Model, pps, loss*100)
 	}
-	stopGuestIperf(ctx, vm, usrv)
+	vm.Stop(ctx, usrv, "killall iperf")
 	return res, nil
 }
 
@@ -192,19 +192,6 @@ func udpReceived(out []byte) (pps, loss float64, ok bool) {
 		return 0, 0, false
 	}
 	return float64(sr.Received()) / (sr.End - sr.Start), float64(sr.Lost) / float64(sr.Datagrams), true
-}
-
-// stopGuestIperf kills the guest's iperf servers and waits (boundedly) for the session to end.
-func stopGuestIperf(ctx context.Context, vm *harness.VM, p *harness.Process) {
-	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	vm.Run(kctx, "killall iperf")
-	done := make(chan struct{})
-	go func() { p.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-kctx.Done():
-	}
 }
 
 func waitPing(ctx context.Context, host func(...string) ([]byte, error), ip string) error {
