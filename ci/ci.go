@@ -596,33 +596,29 @@ func (r *run) test(ctx context.Context) bool {
 	return outcome == "ok"
 }
 
-// classifyTests decides the test stage from the procedures' verdicts (tests.Verdict): a
-// procedure that failed on the kernel is a failure; one that could not be judged an
-// infrastructure error; a kernel verdict wins over infrastructure errors.
+// classifyTests names the test stage's outcome: the run's verdict (tests.Worst, the one rule
+// for combining verdicts) and the procedures that decided it.
 func classifyTests(results []*tests.Result) (outcome, detail string) {
-	var failed, infra []string
+	if len(results) == 0 {
+		return VerdictInfra, "no procedure ran"
+	}
+	v := tests.Worst(results)
+	if v == tests.VerdictPass {
+		return "ok", fmt.Sprintf("all %d procedures pass", len(results))
+	}
+	var lines []string
 	for _, res := range results {
-		if res.Pass {
+		if res.Verdict != v {
 			continue
 		}
-		kernel := res.Verdict == tests.VerdictFail
 		line := res.Procedure
 		if len(res.Reasons) > 0 {
 			line += " (" + res.Reasons[0].String() + ")"
 		}
-		if kernel {
-			failed = append(failed, line)
-		} else {
-			infra = append(infra, line)
-		}
+		lines = append(lines, line)
 	}
-	switch {
-	case len(failed) > 0:
-		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(failed), len(results), strings.Join(failed, "; "))
-	case len(infra) > 0:
-		return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(infra), len(results), strings.Join(infra, "; "))
-	case len(results) == 0:
-		return VerdictInfra, "no procedure ran"
+	if v == tests.VerdictFail {
+		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(lines), len(results), strings.Join(lines, "; "))
 	}
-	return "ok", fmt.Sprintf("all %d procedures pass", len(results))
+	return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(lines), len(results), strings.Join(lines, "; "))
 }
