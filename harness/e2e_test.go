@@ -136,6 +136,10 @@ func TestBootRunCopyPoweroff(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "Linux version 5.10.") {
 		t.Fatalf("cat /proc/version = %q, %v", out, err)
 	}
+	// Root's PATH, whatever the SSH server's own default (dropbear 2020.81: /usr/bin:/bin).
+	if out, err := vm.Run(ctx, "echo $PATH"); err != nil || strings.TrimSpace(string(out)) != GuestPath {
+		t.Errorf("PATH of a guest command: %q, %v; want %s", out, err, GuestPath)
+	}
 	_, err = vm.Run(ctx, "echo oops >&2; exit 3")
 	var ce *CommandError
 	if !errors.As(err, &ce) || ce.Status != 3 || strings.TrimSpace(string(ce.Stderr)) != "oops" {

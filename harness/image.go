@@ -94,7 +94,7 @@ const ReadyMarker = "ppkit: guest ready"
 // guestRCS is the guest's boot script, run by busybox init as its sysinit action.
 const guestRCS = `#!/bin/sh
 /bin/busybox --install -s
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=` + GuestPath + `
 mkdir -p /proc /sys /dev /tmp /run /var/log /root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -439,7 +439,7 @@ func addGuestSystem(a *CPIOArchive, hostKey ed25519.PrivateKey, client ssh.Publi
 		a.AddFile("etc/group", 0o644, []byte("root:x:0:\ntty:x:5:\n")),
 		a.AddFile("etc/shells", 0o644, []byte("/bin/sh\n")),
 		a.AddFile("etc/hosts", 0o644, []byte("127.0.0.1 localhost\n10.0.2.15 ppkit\n")),
-		a.AddFile("etc/profile", 0o644, []byte("export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n")),
+		a.AddFile("etc/profile", 0o644, []byte("export PATH="+GuestPath+"\n")),
 		a.AddDir("root/.ssh", 0o700),
 		a.AddFile("root/.ssh/authorized_keys", 0o600, ssh.MarshalAuthorizedKey(client)),
 		a.AddFile("etc/dropbear/dropbear_ed25519_host_key", 0o600, DropbearEd25519Key(hostKey)),

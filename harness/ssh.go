@@ -98,6 +98,11 @@ func (vm *VM) withTimeout(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, vm.opts.CommandTimeout)
 }
 
+// GuestPath is the PATH every guest command runs with: root's. The guest's dropbear (2020.81,
+// see DefaultImagePackages) gives the commands it runs PATH=/usr/bin:/bin, whoever logs in,
+// and the tools the procedures use live in /sbin and /usr/sbin too (ethtool, iptables).
+const GuestPath = "/usr/sbin:/usr/bin:/sbin:/bin"
+
 // Exec runs a shell command line in the guest with the given streams and returns its exit
 // status. When ctx's deadline (or CommandTimeout) passes, a guest that no longer answers is a
 // hang (a *GuestError, and the VM is ended); one that answers only timed the command out.
@@ -117,7 +122,7 @@ func (vm *VM) Exec(ctx context.Context, command string, stdin io.Reader, stdout,
 	defer out.detach()
 	defer errw.detach()
 	sess.Stdin, sess.Stdout, sess.Stderr = stdin, out, errw
-	if err := sess.Start(command); err != nil {
+	if err := sess.Start("PATH=" + GuestPath + "; export PATH; " + command); err != nil {
 		return -1, vm.commandFailure(ctx, what, err)
 	}
 	return vm.sessionStatus(ctx, what, sess)
