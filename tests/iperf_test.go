@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/tests/internal/golden"
 )
 
 // The inputs are real iperf 2.1.8 output captured on this machine between two network
@@ -26,7 +28,7 @@ func TestParseIperfGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, _ := json.MarshalIndent(rep, "", "  ")
-			golden(t, strings.TrimSuffix(f, ".txt")+".json", append(got, '\n'))
+			golden.Compare(t, strings.TrimSuffix(f, ".txt")+".json", append(got, '\n'))
 		})
 	}
 }

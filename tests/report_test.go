@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
+
+	"github.com/ppkit/ppkit/tests/internal/golden"
 )
 
 // sampleSummary is a --compare run: baseline and series for multicast, series tcp failing.
@@ -66,7 +68,7 @@ func TestWriteTableGolden(t *testing.T) {
 	WriteTable(&b, append(s.Baseline, s.Results...))
 	b.WriteString("\n")
 	WriteComparison(&b, s.Comparison)
-	golden(t, "testdata/golden/table.txt", b.Bytes())
+	golden.Compare(t, "testdata/golden/table.txt", b.Bytes())
 }
 
 func TestWriteJUnitGolden(t *testing.T) {
@@ -75,7 +77,7 @@ func TestWriteJUnitGolden(t *testing.T) {
 	if err := WriteJUnit(&b, append(s.Baseline, s.Results...)); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "testdata/golden/junit.xml", b.Bytes())
+	golden.Compare(t, "testdata/golden/junit.xml", b.Bytes())
 	// It is well-formed and counts right: 4 tests, 1 failure (tcp), 1 error (copy: infra only).
 	var suites JUnitSuites
 	if err := xml.Unmarshal(b.Bytes(), &suites); err != nil {
@@ -91,7 +93,7 @@ func TestWriteHTMLGolden(t *testing.T) {
 	if err := WriteHTML(&b, sampleSummary(), ""); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "testdata/golden/report.html", b.Bytes())
+	golden.Compare(t, "testdata/golden/report.html", b.Bytes())
 	page := b.String()
 	for _, forbidden := range []string{"<script", "http://", "https://"} {
 		// The only URL allowed is the SVG namespace, which is not fetched.

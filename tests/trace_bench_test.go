@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/ppkit/ppkit/gomodel"
+
+	"github.com/ppkit/ppkit/tests/internal/golden"
 )
 
 // goldenTraces are every trace in the repository's testdata, uncompressed.
@@ -63,7 +65,7 @@ func TestFiguresGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("testdata/golden/figures", strings.TrimSuffix(name, ".gz")+".figures"), []byte(describeFigures(got)))
+			golden.Compare(t, filepath.Join("testdata/golden/figures", strings.TrimSuffix(name, ".gz")+".figures"), []byte(describeFigures(got)))
 		})
 	}
 }

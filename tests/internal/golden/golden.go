@@ -1,4 +1,8 @@
-package tests
+// Package golden compares a test's output with a golden file of real output, and rewrites the
+// file instead when the test binary runs with -update. The verdict, procedure and report
+// packages under tests/ keep their golden files in their own testdata/ and share this one
+// comparison.
+package golden
 
 import (
 	"bytes"
@@ -10,8 +14,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-// golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
+// Compare compares got with the file at path, or rewrites it with -update.
+func Compare(t *testing.T, path string, got []byte) {
 	t.Helper()
 	if *update {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
