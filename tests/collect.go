@@ -134,17 +134,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // mark writes a marker into the trace.
 func (c *collector) mark(ctx context.Context, edge string) error {
-	if _, err := c.env.Board.Run(ctx, fmt.Sprintf("echo %s > %s/trace_marker", shellQuote(markerText(c.name, edge)), tracefs)); err != nil {
+	if _, err := c.env.Board.Run(ctx, fmt.Sprintf("echo %s > %s/trace_marker", shellQuote(gomodel.MarkerText(c.name, edge)), tracefs)); err != nil {
 		return fmt.Errorf("write the %s marker: %w", edge, err)
 	}
 	return nil
-}
-
-// Snapshot is the board's counters at one moment.
-type Snapshot struct {
-	Interface InterfaceCounters `json:"interface"`
-	SNMP      SNMP              `json:"snmp"`
-	Ethtool   EthtoolStats      `json:"ethtool,omitempty"`
 }
 
 // snapshot reads the counters and saves the raw text as dir/<label>-*.txt. ethtool -S is
@@ -439,4 +432,17 @@ func waitOperUp(ctx context.Context, b Board) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// interfaceCountersCmd prints the counters ParseInterfaceCounters reads, one "name value" a line.
+func interfaceCountersCmd(iface string) string {
+	return fmt.Sprintf(`cd /sys/class/net/%s/statistics && for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes; do echo "$f $(cat $f)"; done`, shellQuote(iface))
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -139,11 +139,6 @@ type InterfaceCounters struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 }
 
-// interfaceCountersCmd prints the counters ParseInterfaceCounters reads, one "name value" a line.
-func interfaceCountersCmd(iface string) string {
-	return fmt.Sprintf(`cd /sys/class/net/%s/statistics && for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes; do echo "$f $(cat $f)"; done`, shellQuote(iface))
-}
-
 // ParseInterfaceCounters parses "name value" lines as printed by interfaceCountersCmd.
 func ParseInterfaceCounters(data []byte) (InterfaceCounters, error) {
 	var c InterfaceCounters
@@ -172,10 +167,9 @@ func ParseInterfaceCounters(data []byte) (InterfaceCounters, error) {
 	return c, nil
 }
 
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+// Snapshot is the board's counters at one moment.
+type Snapshot struct {
+	Interface InterfaceCounters `json:"interface"`
+	SNMP      SNMP              `json:"snmp"`
+	Ethtool   EthtoolStats      `json:"ethtool,omitempty"`
 }

@@ -276,14 +276,3 @@ func (x *Mixed) Collect(ctx context.Context, env *Env) (Traffic, error) {
 	}
 	return t, errors.Join(errs...)
 }
-
-// MemberTraffic is one member's own traffic in a combined procedure, as its tools report it.
-type MemberTraffic struct {
-	Procedure     string        `json:"procedure"`
-	Start         time.Duration `json:"start_ns"`
-	Port          int           `json:"port"`
-	Bytes         int64         `json:"bytes"`
-	BitsPerSecond float64       `json:"bits_per_second"`
-	Datagrams     int64         `json:"datagrams,omitempty"`
-	Lost          int64         `json:"lost,omitempty"`
-}

@@ -13,7 +13,7 @@ import (
 // ModelInput is what the reference model needs to judge one procedure.
 type ModelInput struct {
 	Procedure string
-	Kernel    Kernel
+	Kernel    string // Result.Kernel: "baseline" or "series DIR"
 	// TracePath is the guest's ftrace text (trace_pipe) for the whole procedure.
 	TracePath string
 	// RxPackets is the number of packets the board's NIC received in the traffic window, for

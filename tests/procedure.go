@@ -85,20 +85,6 @@ func (e *Env) logf(format string, args ...any) {
 	}
 }
 
-// Traffic is what a procedure's own tools say they moved.
-type Traffic struct {
-	// Bytes and BitsPerSecond come from the receiving side (the board) when it reports them.
-	Bytes         int64   `json:"bytes"`
-	BitsPerSecond float64 `json:"bits_per_second"`
-	// Datagrams received (UDP procedures) and lost on the way.
-	Datagrams int64 `json:"datagrams,omitempty"`
-	Lost      int64 `json:"lost,omitempty"`
-	// Notes are per-procedure observations (listener counts, zerocopy bytes, scp size, …).
-	Notes []string `json:"notes,omitempty"`
-	// Members is each member's own traffic when the procedure combines several (mixed).
-	Members []MemberTraffic `json:"members,omitempty"`
-}
-
 // Procedure is one traffic scenario. Setup, Run and Collect are called in that order on one
 // freshly booted testbed whose test link is already addressed and up, with tracing enabled;
 // each procedure is runnable alone.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
 // TestCaptureRawTrace boots the series kernel, runs one procedure with tracing on but nothing
@@ -77,7 +79,7 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 	p := Procedures()[procName]
 	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: opts, Dir: dir, Helpers: map[string]string{},
 		Log: testLog{t}, background: ctx}
-	root, err := CacheRoot()
+	root, err := cachedir.Root()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -68,7 +69,7 @@ func TestRealGuestTraceModel(t *testing.T) {
 	for _, l := range lines {
 		mutated = append(mutated, l)
 		if !done && strings.Contains(l, "page_pool_state_hold:") && strings.HasSuffix(l, " hold=100") {
-			pfn := summaryFields(l[strings.Index(l, "page_pool_state_hold:"):])["pfn"]
+			pfn := regexp.MustCompile(`pfn=(\d+)`).FindStringSubmatch(l)[1]
 			prefix := l[:strings.Index(l, "page_pool_state_hold:")]
 			mutated = append(mutated, fmt.Sprintf("%smm_page_free: page=ffffff803e000000 pfn=%s order=0", prefix, pfn))
 			done = true

@@ -24,7 +24,7 @@ func WriteTable(w io.Writer, results []*Result) {
 			p := r.Model.Predicted
 			model = fmt.Sprintf("%.1f|%d|%d", p.SlowPathPer1000, p.SKBReturns, p.Releases)
 		}
-		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, kernelShort(r.Kernel), verdict,
+		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, KernelKind(r.Kernel), verdict,
 			r.Figures.Packets, FormatBitRate(r.Figures.BitsPerSecond), r.Figures.SlowPathPer1000,
 			r.Figures.SKBReturns, r.Figures.Releases, model)
 		if r.Seed != 0 {
@@ -90,13 +90,6 @@ func GroupConsole(reports []ConsoleReport) []ConsoleGroup {
 	return out
 }
 
-func kernelShort(k string) string {
-	if k == "baseline" {
-		return k
-	}
-	return "series"
-}
-
 // WriteComparison prints the ratio series/baseline of each figure.
 func WriteComparison(w io.Writer, lines []FigureChange) {
 	fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", "PROCEDURE", "FIGURE", "BASELINE", "SERIES", "SERIES/BASE")
@@ -110,31 +103,6 @@ func WriteComparison(w io.Writer, lines []FigureChange) {
 		}
 		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, FormatFigure(l.Previous), FormatFigure(l.Current), ratio)
 	}
-}
-
-// FormatFigure prints a compared figure: whole numbers as integers, large ones without
-// decimals, the rest with two.
-func FormatFigure(v float64) string {
-	switch {
-	case v == math.Trunc(v) && math.Abs(v) < 1e15:
-		return strconv.FormatInt(int64(v), 10)
-	case math.Abs(v) >= 1e6:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
-}
-
-// FormatBitRate prints bits/s with an SI prefix ("941.2 Mbit/s").
-func FormatBitRate(bps float64) string {
-	switch {
-	case bps >= 1e9:
-		return fmt.Sprintf("%.2f Gbit/s", bps/1e9)
-	case bps >= 1e6:
-		return fmt.Sprintf("%.1f Mbit/s", bps/1e6)
-	case bps >= 1e3:
-		return fmt.Sprintf("%.1f kbit/s", bps/1e3)
-	}
-	return fmt.Sprintf("%.0f bit/s", bps)
 }
 
 // WriteJSON writes the summary as indented JSON.
@@ -233,7 +201,7 @@ func JUnitOf(results []*Result) JUnitSuites {
 			doc.Suites = append(doc.Suites, JUnitSuite{Name: "ppkit test " + r.Kernel})
 		}
 		s := &doc.Suites[i]
-		c := JUnitCase{Name: r.Procedure, ClassName: "ppkit." + kernelShort(r.Kernel),
+		c := JUnitCase{Name: r.Procedure, ClassName: "ppkit." + KernelKind(r.Kernel),
 			Time: strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
 		c.SystemOut = fmt.Sprintf("packets=%d throughput_bps=%.0f slow_path_per_1000=%.3f skb_returns=%d releases=%d\n",
 			r.Figures.Packets, r.Figures.BitsPerSecond, r.Figures.SlowPathPer1000, r.Figures.SKBReturns, r.Figures.Releases)
@@ -242,7 +210,8 @@ func JUnitOf(results []*Result) JUnitSuites {
 			for _, g := range GroupReasons(r.Reasons) {
 				text = append(text, g.String())
 			}
-			msg := &JUnitMessage{Message: firstLine(strings.Join(text, "\n")), Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
+			first, _, _ := strings.Cut(strings.TrimSpace(text[0]), "\n")
+			msg := &JUnitMessage{Message: first, Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
 			if r.Verdict == VerdictFail {
 				c.Failure = msg
 			} else {

@@ -179,3 +179,37 @@ func TestWriteReportDir(t *testing.T) {
 		t.Errorf("results.json does not round-trip: %+v", back)
 	}
 }
+
+// TestJUnitElementOfEachVerdict: a procedure whose verdict blames the kernel is a <failure>,
+// one that could not be judged an <error>, a pass neither.
+func TestJUnitElementOfEachVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		kind, want string
+	}{
+		{"", ""},
+		{ReasonViolation, "failure"},
+		{ReasonKernelFailure, "failure"},
+		{ReasonInfra, "error"},
+		{ReasonModelError, "error"},
+		{ReasonInterrupted, "error"},
+	} {
+		res := &Result{Procedure: "tcp", Kernel: "series /s"}
+		if tc.kind != "" {
+			res.Reasons = []Reason{{Kind: tc.kind, Detail: "d"}}
+		}
+		res.Verdict = VerdictOf(res.Reasons)
+		c := JUnitOf([]*Result{res}).Suites[0].Cases[0]
+		got := ""
+		switch {
+		case c.Failure != nil && c.Error == nil:
+			got = "failure"
+		case c.Error != nil && c.Failure == nil:
+			got = "error"
+		case c.Error != nil:
+			got = "both"
+		}
+		if got != tc.want {
+			t.Errorf("%s (%s): JUnit %q, want %q", tc.kind, res.Verdict, got, tc.want)
+		}
+	}
+}

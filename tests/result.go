@@ -81,6 +81,37 @@ type Result struct {
 	Reasons   []Reason  `json:"reasons,omitempty"`
 }
 
+// Traffic is what a procedure's own tools say they moved.
+type Traffic struct {
+	// Bytes and BitsPerSecond come from the receiving side (the board) when it reports them.
+	Bytes         int64   `json:"bytes"`
+	BitsPerSecond float64 `json:"bits_per_second"`
+	// Datagrams received (UDP procedures) and lost on the way.
+	Datagrams int64 `json:"datagrams,omitempty"`
+	Lost      int64 `json:"lost,omitempty"`
+	// Notes are per-procedure observations (listener counts, zerocopy bytes, scp size, …).
+	Notes []string `json:"notes,omitempty"`
+	// Members is each member's own traffic when the procedure combines several (mixed).
+	Members []MemberTraffic `json:"members,omitempty"`
+}
+
+// MemberTraffic is one member's own traffic in a combined procedure, as its tools report it.
+type MemberTraffic struct {
+	Procedure     string        `json:"procedure"`
+	Start         time.Duration `json:"start_ns"`
+	Port          int           `json:"port"`
+	Bytes         int64         `json:"bytes"`
+	BitsPerSecond float64       `json:"bits_per_second"`
+	Datagrams     int64         `json:"datagrams,omitempty"`
+	Lost          int64         `json:"lost,omitempty"`
+}
+
+// ConsoleReport is one kernel report recognised in the board's console.
+type ConsoleReport struct {
+	Title  string `json:"title"`
+	Report string `json:"report"`
+}
+
 // Evidence is everything a verdict rests on, gathered by the runner.
 type Evidence struct {
 	Traffic    Traffic
@@ -100,6 +131,22 @@ type Evidence struct {
 	// Stopped is why the run was stopped before it could be judged (the cause of the run
 	// context's cancellation); nothing else is judged then.
 	Stopped error
+	// DrainWait is how long the runner waited for the pools to drain once the interface went
+	// down (PoolDrainTimeout): a pool still inflight after it has leaked.
+	DrainWait time.Duration
+}
+
+// SetModel takes the model's result: the figures of its replay (also with an error, when it
+// has them) and its report, or its error.
+func (ev *Evidence) SetModel(m *ModelReport, err error) {
+	if m != nil {
+		ev.Trace = m.Trace
+	}
+	if err != nil {
+		ev.ModelErr = err
+		return
+	}
+	ev.Model = m
 }
 
 // Judge computes the figures and the verdict. The procedure fails on any model violation, any
@@ -188,7 +235,7 @@ func Judge(res *Result, ev Evidence) {
 					p.Pool, p.Holds, p.Releases)
 			case p.Destroyed && p.FinalInflight != 0:
 				fail(ReasonInflight, "pool %s still had %d pages inflight %s after it was destroyed",
-					p.Pool, p.FinalInflight, PoolDrainTimeout)
+					p.Pool, p.FinalInflight, ev.DrainWait)
 			}
 		}
 	} else if ev.Trace == nil && complete && ev.ModelErr == nil {
@@ -280,4 +327,22 @@ func pathCounters(before, after SNMP) map[string]int64 {
 		return nil
 	}
 	return out
+}
+
+// KernelKind is the short name of a Result.Kernel: "baseline", or "series" for any series.
+func KernelKind(k string) string {
+	if k == "baseline" {
+		return k
+	}
+	return "series"
+}
+
+// HasReason says whether the result gives a reason of kind.
+func (res *Result) HasReason(kind string) bool {
+	for _, r := range res.Reasons {
+		if r.Kind == kind {
+			return true
+		}
+	}
+	return false
 }

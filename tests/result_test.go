@@ -105,3 +105,22 @@ func TestJudgeCountsRepeatedViolations(t *testing.T) {
 		t.Fatalf("last reason %q", last)
 	}
 }
+
+// TestJudgeNamesAMemberWithoutTraffic: a combined procedure fails when one member moved
+// nothing, even when the others did, and the reason names that member.
+func TestJudgeNamesAMemberWithoutTraffic(t *testing.T) {
+	res := &Result{}
+	ev := Evidence{Traffic: Traffic{Bytes: 1000, Members: []MemberTraffic{{Procedure: "tcp", Bytes: 1000}, {Procedure: "splice"}}},
+		Model: &ModelReport{}}
+	ev.After.Interface.RxPackets = 10
+	Judge(res, ev)
+	var named []string
+	for _, r := range res.Reasons {
+		if r.Kind == ReasonNoTraffic {
+			named = append(named, r.Detail)
+		}
+	}
+	if res.Pass || len(named) != 1 || !strings.Contains(named[0], "member splice") {
+		t.Errorf("no-traffic reasons %q (all: %v)", named, res.Reasons)
+	}
+}

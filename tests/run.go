@@ -105,7 +105,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 	var out []*Result
 	for _, fresh := range procs {
 		p := Procedures()[fresh.Name()] // a fresh instance: procedures keep per-run state
-		dir := filepath.Join(r.cfg.ArtifactDir, kernelShort(k.String()), p.Name())
+		dir := filepath.Join(r.cfg.ArtifactDir, KernelKind(k.String()), p.Name())
 		res := &Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
 			Started: time.Now(), Artifacts: dir}
 		if DrawsFromSeed(p) {
@@ -192,7 +192,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	if pt, ok := tb.(PeerTestbed); ok {
 		env.Peer = pt.Peer()
 	}
-	ev := Evidence{}
+	ev := Evidence{DrainWait: PoolDrainTimeout}
 	c := &collector{env: env, name: p.Name()}
 	defer func() {
 		saveConsole(env)
@@ -216,7 +216,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		Judge(res, ev)
 		// The report names the culprit pages: the model's claims (not those withheld for lost
 		// events) get their pages' whole histories from the trace.
-		if gaveReason(res, ReasonViolation) && ev.Model != nil && c.trace != "" {
+		if res.HasReason(ReasonViolation) && ev.Model != nil && c.trace != "" {
 			var err error
 			if res.Culprits, err = Culprits(c.trace, ev.Model); err != nil {
 				res.Notes = append(res.Notes, err.Error())
@@ -259,7 +259,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 			return err
 		})
 		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
-			ev.judgeTrace(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace}))
+			ev.SetModel(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace}))
 		}
 	}()
 	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
@@ -330,30 +330,8 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
 	phase = time.Now()
 	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
-	ev.judgeTrace(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel, TracePath: c.trace, RxPackets: rx}))
+	ev.SetModel(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace, RxPackets: rx}))
 	env.logf("%s: trace replayed (figures and model) in %.1fs", p.Name(), time.Since(phase).Seconds())
-}
-
-// judgeTrace takes the model's result: the figures of its replay (also with an error, when it
-// has them) and its report, or its error.
-func (ev *Evidence) judgeTrace(m *ModelReport, err error) {
-	if m != nil {
-		ev.Trace = m.Trace
-	}
-	if err != nil {
-		ev.ModelErr = err
-		return
-	}
-	ev.Model = m
-}
-
-func gaveReason(res *Result, kind string) bool {
-	for _, r := range res.Reasons {
-		if r.Kind == kind {
-			return true
-		}
-	}
-	return false
 }
 
 // kernelFault says whether err is the kernel under test crashing or hanging, as the harness

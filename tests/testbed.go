@@ -63,12 +63,6 @@ type Board interface {
 	ConsoleReports() []ConsoleReport
 }
 
-// ConsoleReport is one kernel report recognised in the board's console.
-type ConsoleReport struct {
-	Title  string `json:"title"`
-	Report string `json:"report"`
-}
-
 // Client is the client PC: a network namespace on the host holding the other end of the test
 // link. Commands run inside the namespace.
 type Client interface {

@@ -62,7 +62,6 @@ type PoolFigures struct {
 // InflightPoint is a pool's inflight at a trace timestamp (seconds since boot).
 type InflightPoint = gomodel.InflightPoint
 
-// markerText is what the runner writes to trace_marker around a procedure's traffic.
 func markerText(procedure, edge string) string { return gomodel.MarkerText(procedure, edge) }
 
 // ParseTraceFigures reads ftrace text (from trace or trace_pipe) through gomodel's replay and

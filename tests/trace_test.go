@@ -91,17 +91,6 @@ func TestUndestroyed(t *testing.T) {
 	}
 }
 
-func TestParseTraceStats(t *testing.T) {
-	in := "entries: 10\noverrun: 3\ncommit overrun: 0\nbytes: 100\nentries: 2\noverrun: 4\n"
-	st, err := parseTraceStats([]byte(in))
-	if err != nil || st.overrun != 7 || st.entries != 12 {
-		t.Errorf("stats %+v, %v; want 12 entries, 7 overrun", st, err)
-	}
-	if _, err := parseTraceStats([]byte("overrun: many\n")); err == nil {
-		t.Error("no error on a bad overrun")
-	}
-}
-
 func FuzzParseTraceFigures(f *testing.F) {
 	data, _ := os.ReadFile("testdata/trace/two-pools-5.10-format.txt")
 	f.Add(data)
@@ -164,29 +153,6 @@ func TestParseTraceFiguresPoolReuse(t *testing.T) {
 	}
 }
 
-func TestTrimPartialLine(t *testing.T) {
-	dir := t.TempDir()
-	for _, tc := range []struct{ in, want string }{
-		{"a\nb\n", "a\nb\n"},
-		{"a\nb\npage_pool_skb_return: page_pool=", "a\nb\n"},
-		{"no newline at all", ""},
-		{"", ""},
-		{strings.Repeat("x", 70000) + "\n" + strings.Repeat("y", 70000), strings.Repeat("x", 70000) + "\n"},
-	} {
-		p := dir + "/trace.txt"
-		if err := os.WriteFile(p, []byte(tc.in), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := trimPartialLine(p); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(p)
-		if string(got) != tc.want {
-			t.Errorf("trim(%.20q…) = %.20q…, want %.20q…", tc.in, got, tc.want)
-		}
-	}
-}
-
 // One replay: the model's report carries the figures; a trace without page_pool events keeps
 // its figures beside the model error, so the verdict says both.
 func TestCheckTraceWithModelFigures(t *testing.T) {
@@ -200,13 +166,13 @@ func TestCheckTraceWithModelFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ev Evidence
-	ev.judgeTrace(CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast", TracePath: empty}))
+	ev.SetModel(CheckTraceWithModel(context.Background(), ModelInput{Procedure: "multicast", TracePath: empty}))
 	if ev.ModelErr == nil || ev.Model != nil || ev.Trace == nil || len(ev.Trace.Pools) != 0 || ev.Trace.LostEvents != 4 {
 		t.Fatalf("no pool events: %+v", ev)
 	}
 	res := &Result{}
 	Judge(res, ev)
-	if !gaveReason(res, ReasonTraceLost) || !gaveReason(res, ReasonModelError) {
+	if !res.HasReason(ReasonTraceLost) || !res.HasReason(ReasonModelError) {
 		t.Errorf("reasons %v", res.Reasons)
 	}
 }
