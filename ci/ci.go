@@ -17,6 +17,7 @@ import (
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // Exit codes of `ppkit ci`.
@@ -29,9 +30,9 @@ const (
 // Verdicts: those of tests.Verdict, so that one table decides who broke and one function the
 // exit code (tests.Verdict.ExitCode).
 const (
-	VerdictPass  = string(tests.VerdictPass)
-	VerdictFail  = string(tests.VerdictFail)
-	VerdictInfra = string(tests.VerdictInfra)
+	VerdictPass  = string(verdict.VerdictPass)
+	VerdictFail  = string(verdict.VerdictFail)
+	VerdictInfra = string(verdict.VerdictInfra)
 )
 
 // Stages, in order. RunResult.Stage names the one that decided a failed run.
@@ -75,7 +76,7 @@ type Options struct {
 	// NewLauncher returns the test stage's board launcher; tree is the kernel tree the series
 	// applies to ("" for Debian's linux-source-5.10). Default: tests.HarnessLauncher.
 	NewLauncher func(tree string) tests.Launcher
-	Model       tests.ModelChecker
+	Model       verdict.ModelChecker
 	// Tools must be on PATH before anything runs; a missing one is an infrastructure failure.
 	Tools []string
 	// Cache is ppkit's cache root (default cachedir.Root()).
@@ -117,7 +118,7 @@ type RunResult struct {
 	Stages     []StageResult      `json:"stages"`
 	Series     *SeriesInfo        `json:"series,omitempty"`
 	Check      *stgit.CheckReport `json:"check,omitempty"`
-	Tests      *tests.Summary     `json:"tests,omitempty"`
+	Tests      *verdict.Summary   `json:"tests,omitempty"`
 	Comparison *Comparison        `json:"comparison,omitempty"`
 	// Stored is the file this result was stored in as the reference for later runs.
 	Stored string `json:"stored,omitempty"`
@@ -302,7 +303,7 @@ func (r *run) pipeline(ctx context.Context) {
 	r.compare()
 }
 
-func exitCode(verdict string) int { return tests.Verdict(verdict).ExitCode() }
+func exitCode(v string) int { return verdict.Verdict(v).ExitCode() }
 
 // skipRest marks the stages after the deciding one as skipped.
 func (r *run) skipRest() {
@@ -598,12 +599,12 @@ func (r *run) test(ctx context.Context) bool {
 
 // classifyTests names the test stage's outcome: the run's verdict (tests.Worst, the one rule
 // for combining verdicts) and the procedures that decided it.
-func classifyTests(results []*tests.Result) (outcome, detail string) {
+func classifyTests(results []*verdict.Result) (outcome, detail string) {
 	if len(results) == 0 {
 		return VerdictInfra, "no procedure ran"
 	}
-	v := tests.Worst(results)
-	if v == tests.VerdictPass {
+	v := verdict.Worst(results)
+	if v == verdict.VerdictPass {
 		return "ok", fmt.Sprintf("all %d procedures pass", len(results))
 	}
 	var lines []string
@@ -617,7 +618,7 @@ func classifyTests(results []*tests.Result) (outcome, detail string) {
 		}
 		lines = append(lines, line)
 	}
-	if v == tests.VerdictFail {
+	if v == verdict.VerdictFail {
 		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(lines), len(results), strings.Join(lines, "; "))
 	}
 	return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(lines), len(results), strings.Join(lines, "; "))

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/ppkit/ppkit/tests"
 )
 
 // writeOutputs writes result.json, summary.md and junit.xml into the output directory.
@@ -79,12 +79,12 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 		doc.Suites = append(doc.Suites, check)
 	}
 	if res.Tests != nil {
-		procs := tests.JUnitOf(append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...))
+		procs := tests.JUnitOf(append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...))
 		doc.Suites = append(doc.Suites, procs.Suites...)
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
 		figs := tests.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
-		byProc := map[string][]tests.FigureChange{}
+		byProc := map[string][]verdict.FigureChange{}
 		var order []string
 		for _, l := range res.Comparison.Lines {
 			if _, ok := byProc[l.Procedure]; !ok {
@@ -96,7 +96,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 			c := tests.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
 			var text, bad []string
 			for _, l := range byProc[proc] {
-				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current), worseText(l))
+				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), worseText(l))
 				text = append(text, line)
 				if l.Regression {
 					bad = append(bad, line)
@@ -114,7 +114,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 	return doc.Write(w)
 }
 
-func worseText(l tests.FigureChange) string {
+func worseText(l verdict.FigureChange) string {
 	switch {
 	case l.Previous == 0 && l.Regression:
 		return "was 0: regression"
@@ -135,7 +135,7 @@ func worseText(l tests.FigureChange) string {
 // reasonSummary condenses a procedure's reasons for a table cell: one entry per kind, in order
 // of first appearance, with its count and its first detail (a broken kernel can give thousands
 // of model violations; result.json and the report keep them all).
-func reasonSummary(reasons []tests.Reason) string {
+func reasonSummary(reasons []verdict.Reason) string {
 	const maxDetail = 200
 	var kinds []string
 	first := map[string]string{}
@@ -173,8 +173,8 @@ func mdEscape(s string) string {
 // check, the procedures and the figure comparison, for a human reading a CI page.
 func WriteSummary(w io.Writer, res *RunResult) error {
 	var b strings.Builder
-	verdict := map[string]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRASTRUCTURE ERROR"}[res.Verdict]
-	fmt.Fprintf(&b, "# ppkit ci: %s @ %s — %s (exit %d)\n\n", mdEscape(res.Ref), short(res.Commit), verdict, res.ExitCode)
+	word := map[string]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRASTRUCTURE ERROR"}[res.Verdict]
+	fmt.Fprintf(&b, "# ppkit ci: %s @ %s — %s (exit %d)\n\n", mdEscape(res.Ref), short(res.Commit), word, res.ExitCode)
 	if res.Message != "" {
 		fmt.Fprintf(&b, "**%s:** %s\n\n", res.Stage, mdEscape(res.Message))
 	}
@@ -199,13 +199,13 @@ func WriteSummary(w io.Writer, res *RunResult) error {
 	}
 	if res.Tests != nil {
 		b.WriteString("\n## Procedures\n\n| procedure | verdict | packets | throughput | slow path /1000 pkts | SKB returns | releases | reasons |\n|---|---|---:|---:|---:|---:|---:|---|\n")
-		for _, t := range append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...) {
+		for _, t := range append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...) {
 			v := "PASS"
 			if !t.Pass {
 				v = "**FAIL**"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %s | %.1f | %d | %d | %s |\n", t.Procedure, v, t.Figures.Packets,
-				tests.FormatBitRate(t.Figures.BitsPerSecond), t.Figures.SlowPathPer1000, t.Figures.SKBReturns,
+				verdict.FormatBitRate(t.Figures.BitsPerSecond), t.Figures.SlowPathPer1000, t.Figures.SKBReturns,
 				t.Figures.Releases, mdEscape(reasonSummary(t.Reasons)))
 		}
 		b.WriteString("\nThe HTML report with each pool's inflight plot is `report/index.html`.\n")
@@ -223,7 +223,7 @@ func WriteSummary(w io.Writer, res *RunResult) error {
 				if l.Regression {
 					change = "**" + change + "**"
 				}
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current), change)
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), change)
 			}
 		}
 	}

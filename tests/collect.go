@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // tracefs is where the guest's ftrace lives (mounted there by the runner if needed).
@@ -142,8 +143,8 @@ func (c *collector) mark(ctx context.Context, edge string) error {
 
 // snapshot reads the counters and saves the raw text as dir/<label>-*.txt. ethtool -S is
 // optional (a note is returned when it fails); the other two are required.
-func (c *collector) snapshot(ctx context.Context, label string) (Snapshot, []string, error) {
-	var s Snapshot
+func (c *collector) snapshot(ctx context.Context, label string) (verdict.Snapshot, []string, error) {
+	var s verdict.Snapshot
 	var notes []string
 	b := c.env.Board
 	save := func(what string, data []byte) {
@@ -154,7 +155,7 @@ func (c *collector) snapshot(ctx context.Context, label string) (Snapshot, []str
 		return s, nil, fmt.Errorf("read %s statistics: %w", b.Interface(), err)
 	}
 	save("interface", out)
-	if s.Interface, err = ParseInterfaceCounters(out); err != nil {
+	if s.Interface, err = verdict.ParseInterfaceCounters(out); err != nil {
 		return s, nil, err
 	}
 	// netstat's TcpExt and IpExt come in snmp's format: one parse reads both.
@@ -163,7 +164,7 @@ func (c *collector) snapshot(ctx context.Context, label string) (Snapshot, []str
 		return s, nil, fmt.Errorf("read /proc/net/snmp and /proc/net/netstat: %w", err)
 	}
 	save("snmp", out)
-	if s.SNMP, err = ParseSNMP(out); err != nil {
+	if s.SNMP, err = verdict.ParseSNMP(out); err != nil {
 		return s, nil, err
 	}
 	out, err = b.Run(ctx, "ethtool -S "+shellQuote(b.Interface()))
@@ -171,7 +172,7 @@ func (c *collector) snapshot(ctx context.Context, label string) (Snapshot, []str
 		notes = append(notes, fmt.Sprintf("ethtool -S %s: %v", b.Interface(), err))
 	} else {
 		save("ethtool", out)
-		if s.Ethtool, err = ParseEthtoolStats(out); err != nil {
+		if s.Ethtool, err = verdict.ParseEthtoolStats(out); err != nil {
 			notes = append(notes, err.Error())
 		}
 	}

@@ -4,6 +4,7 @@ package tests
 
 import (
 	"context"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"os/exec"
@@ -24,7 +25,7 @@ func requireBoard(t *testing.T) {
 
 // runBoard runs procedures with HarnessLauncher and returns the summary; artifacts are kept
 // under the test's temporary directory and logged on failure.
-func runBoard(t *testing.T, k Kernel, procs ...string) *Summary {
+func runBoard(t *testing.T, k Kernel, procs ...string) *verdict.Summary {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
@@ -135,7 +136,7 @@ func seriesDir(t *testing.T, rel string) string {
 	return abs
 }
 
-func hasReason(r *Result, kind string, names ...string) bool {
+func hasReason(r *verdict.Result, kind string, names ...string) bool {
 	for _, reason := range r.Reasons {
 		if reason.Kind != kind {
 			continue
@@ -207,7 +208,7 @@ func TestE2EBoardPrerfcCopyFails(t *testing.T) {
 	sum := runBoard(t, Kernel{Series: seriesDir(t, "fixtures/series-prerfc")}, "copy")
 	r := sum.Results[0]
 	t.Logf("copy on series-prerfc: %v", r.Reasons)
-	if r.Pass || !(hasReason(r, ReasonViolation, "foreign-page-returned") || hasReason(r, ReasonConsole)) {
+	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "foreign-page-returned") || hasReason(r, verdict.ReasonConsole)) {
 		t.Errorf("want foreign-page-returned or a console report, got %v", r.Reasons)
 	}
 }
@@ -219,7 +220,7 @@ func TestE2EBoardNoCoalesceFixTCPFails(t *testing.T) {
 	sum := runBoard(t, Kernel{Series: seriesDir(t, "fixtures/series-no-coalesce-fix")}, "tcp")
 	r := sum.Results[0]
 	t.Logf("tcp on series-no-coalesce-fix: %v", r.Reasons)
-	if r.Pass || !(hasReason(r, ReasonViolation, "dma-mapped-page-freed", "inflight-leak") || hasReason(r, ReasonInflight)) {
+	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "dma-mapped-page-freed", "inflight-leak") || hasReason(r, verdict.ReasonInflight)) {
 		t.Errorf("want dma-mapped-page-freed or inflight-leak, got %v", r.Reasons)
 	}
 }

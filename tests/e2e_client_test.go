@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/internal/owned"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // The client side for real, with a network namespace standing in for the board: a veth pair
@@ -69,10 +70,10 @@ func (b *netnsBoard) CopyFrom(ctx context.Context, remote, local string) error {
 	return os.WriteFile(local, data, 0o644)
 }
 
-func (b *netnsBoard) Interface() string               { return b.iface }
-func (b *netnsBoard) Arch() string                    { return runtime.GOARCH }
-func (b *netnsBoard) ConsoleLog() []byte              { return nil }
-func (b *netnsBoard) ConsoleReports() []ConsoleReport { return nil }
+func (b *netnsBoard) Interface() string                       { return b.iface }
+func (b *netnsBoard) Arch() string                            { return runtime.GOARCH }
+func (b *netnsBoard) ConsoleLog() []byte                      { return nil }
+func (b *netnsBoard) ConsoleReports() []verdict.ConsoleReport { return nil }
 
 // requireTool fails under CI=true and skips elsewhere when a host tool is missing.
 func requireTool(t *testing.T, tools ...string) {
@@ -163,7 +164,7 @@ func (l testLog) Write(p []byte) (int, error) {
 
 // runOnStandIn runs one procedure across the veth pair the way RunProcedure does, minus tracing
 // and the model, and judges the traffic rule on the real counters.
-func runOnStandIn(t *testing.T, p Procedure) (*Result, *Env) {
+func runOnStandIn(t *testing.T, p Procedure) (*verdict.Result, *Env) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -194,16 +195,16 @@ func runOnStandIn(t *testing.T, p Procedure) (*Result, *Env) {
 	if err != nil {
 		t.Fatalf("collect: %v", err)
 	}
-	res := &Result{Procedure: p.Name()}
+	res := &verdict.Result{Procedure: p.Name()}
 	// No trace or model on the stand-in: judge the traffic, then look at the traffic reasons.
-	Judge(res, Evidence{Traffic: traffic, Before: before, After: after})
+	verdict.Judge(res, verdict.Evidence{Traffic: traffic, Before: before, After: after})
 	t.Logf("%s: %d packets at the NIC, %d bytes, %s, notes %q", p.Name(), res.Figures.Packets, traffic.Bytes,
-		FormatBitRate(traffic.BitsPerSecond), traffic.Notes)
+		verdict.FormatBitRate(traffic.BitsPerSecond), traffic.Notes)
 	return res, env
 }
 
-func reasonsOf(res *Result, kind string) []Reason {
-	var out []Reason
+func reasonsOf(res *verdict.Result, kind string) []verdict.Reason {
+	var out []verdict.Reason
 	for _, r := range res.Reasons {
 		if r.Kind == kind {
 			out = append(out, r)
@@ -215,7 +216,7 @@ func reasonsOf(res *Result, kind string) []Reason {
 func TestE2EStandInMulticast(t *testing.T) {
 	requireTool(t, "ip", "iperf", "gcc")
 	res, env := runOnStandIn(t, &Multicast{})
-	if n := reasonsOf(res, ReasonNoTraffic); len(n) != 0 {
+	if n := reasonsOf(res, verdict.ReasonNoTraffic); len(n) != 0 {
 		t.Fatalf("moved-traffic rule fired on a real run: %v", n)
 	}
 	tr := res.Traffic
@@ -245,7 +246,7 @@ func TestE2EStandInTCP(t *testing.T) {
 	requireTool(t, "ip", "iperf", "ethtool")
 	// No SSH server listens in the stand-in namespace, so no scp here; the real board runs it.
 	res, _ := runOnStandIn(t, &TCP{SCPBytes: 0})
-	if n := reasonsOf(res, ReasonNoTraffic); len(n) != 0 {
+	if n := reasonsOf(res, verdict.ReasonNoTraffic); len(n) != 0 {
 		t.Fatalf("moved-traffic rule fired on a real run: %v", n)
 	}
 	if res.Traffic.Bytes < 1<<20 || res.Figures.Packets < 100 {
@@ -261,7 +262,7 @@ func TestE2EStandInSpliceZerocopyJumbo(t *testing.T) {
 				requireTool(t, "ethtool")
 			}
 			res, _ := runOnStandIn(t, p)
-			if n := reasonsOf(res, ReasonNoTraffic); len(n) != 0 || res.Traffic.Bytes < 1<<20 {
+			if n := reasonsOf(res, verdict.ReasonNoTraffic); len(n) != 0 || res.Traffic.Bytes < 1<<20 {
 				t.Fatalf("%d bytes; reasons %v", res.Traffic.Bytes, res.Reasons)
 			}
 		})
@@ -279,7 +280,7 @@ func TestE2EStandInMixed(t *testing.T) {
 	requireTool(t, "ip", "iperf", "gcc", "ethtool")
 	want := PlanMixed(standInSeed, 2*time.Second)
 	res, env := runOnStandIn(t, &Mixed{})
-	if n := reasonsOf(res, ReasonNoTraffic); len(n) > 0 {
+	if n := reasonsOf(res, verdict.ReasonNoTraffic); len(n) > 0 {
 		t.Fatalf("the moved-traffic rule fired on a real run: %v", n)
 	}
 	if len(res.Traffic.Members) != len(want.Members) {
@@ -302,7 +303,7 @@ func TestE2EStandInMixed(t *testing.T) {
 func TestE2EStandInNoTraffic(t *testing.T) {
 	requireTool(t, "ip", "iperf", "gcc")
 	res, _ := runOnStandIn(t, &wrongGroup{})
-	if n := reasonsOf(res, ReasonNoTraffic); len(n) != 1 || res.Pass {
+	if n := reasonsOf(res, verdict.ReasonNoTraffic); len(n) != 1 || res.Pass {
 		t.Fatalf("want one no-traffic reason, got %v (pass %v)", res.Reasons, res.Pass)
 	}
 	if res.Figures.Packets == 0 {

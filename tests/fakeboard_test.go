@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // fakeBoard is a scripted stand-in for the QEMU guest (syzkaller's "test" VM pattern): it
@@ -37,7 +38,7 @@ type fakeBoard struct {
 	leak     int64 // inflight the pool reports after destroy
 	packets  uint64
 	holdsRun int
-	console  []ConsoleReport
+	console  []verdict.ConsoleReport
 	iptables bool // the image has iptables (the copy procedure's TEE rule)
 }
 
@@ -94,13 +95,13 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 		return nil, nil
 	case strings.HasPrefix(cmd, "ip link set dev eth1 down"):
 		if b.traceOut != nil { // destroy: one release event per retry, as 5.10 does
-			b.emit(EventPoolRelease, fmt.Sprintf("page_pool=%s inflight=%d hold=%d release=%d cnt=0", fakePool, b.leak, 64+b.holdsRun, 64+int64(b.holdsRun)-b.leak))
+			b.emit(verdict.EventPoolRelease, fmt.Sprintf("page_pool=%s inflight=%d hold=%d release=%d cnt=0", fakePool, b.leak, 64+b.holdsRun, 64+int64(b.holdsRun)-b.leak))
 		}
 		return nil, nil
 	case strings.Contains(cmd, "ip addr flush dev eth1"):
 		for i := 0; i < 64; i++ { // ring fill at open
 			b.emitSync(4096 + i)
-			b.emit(EventStateHold, fmt.Sprintf("page_pool=%s page=0000000000%06x pfn=%d hold=%d", fakePool, i, 4096+i, i+1))
+			b.emit(verdict.EventStateHold, fmt.Sprintf("page_pool=%s page=0000000000%06x pfn=%d hold=%d", fakePool, i, 4096+i, i+1))
 		}
 		return nil, nil
 	case strings.Contains(cmd, "operstate"):
@@ -113,30 +114,30 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 	case strings.Contains(cmd, "/statistics"):
 		return []byte(fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500)), nil
 	case cmd == "cat /proc/net/snmp /proc/net/netstat":
-		return os.ReadFile("testdata/snmp/host-6.18-netns.txt")
+		return os.ReadFile("verdict/testdata/snmp/host-6.18-netns.txt")
 	case strings.HasPrefix(cmd, "ethtool -S"):
 		return nil, errors.New("sh: ethtool: not found")
 	case strings.HasPrefix(cmd, "ethtool -K"), strings.HasPrefix(cmd, "echo 1 > /proc/sys/net/ipv4/ipfrag_time"):
 		return nil, nil
 	case strings.Contains(cmd, "trace_marker"):
 		m := regexp.MustCompile(`ppkit: \S+ (begin|end)`).FindString(cmd)
-		b.emit(EventMarker, m)
+		b.emit(verdict.EventMarker, m)
 		if strings.HasSuffix(m, "begin") {
 			for i := 0; i < b.holdsRun; i++ {
 				b.emitSync(9000 + i)
-				b.emit(EventStateHold, fmt.Sprintf("page_pool=%s page=00000000aa%06x pfn=%d hold=%d", fakePool, i, 9000+i, 65+i))
+				b.emit(verdict.EventStateHold, fmt.Sprintf("page_pool=%s page=00000000aa%06x pfn=%d hold=%d", fakePool, i, 9000+i, 65+i))
 			}
 			for i := 0; i < 10; i++ {
-				b.emit(EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000bb pfn=4100", fakePool))
+				b.emit(verdict.EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000bb pfn=4100", fakePool))
 				b.emit("page_pool_put_page", fmt.Sprintf("(page_pool_put_page+0x0/0x1a0) dma=0x%x sync=4294967295 direct=0", 4100<<12))
 				b.emitSync(4100)
 				b.emit("kfree_skb", "skbaddr=00000000cc protocol=2048 location=00000000dd")
 			}
 			b.rx += b.packets
 			if b.dieInRun { // the hook hands the pool a page it never held, and the kernel dies
-				b.emit(EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000ee pfn=777777", fakePool))
+				b.emit(verdict.EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000ee pfn=777777", fakePool))
 				b.dead = true
-				b.console = []ConsoleReport{{Title: "kernel BUG in kfree", Report: "kernel BUG at mm/slub.c:4140!"}}
+				b.console = []verdict.ConsoleReport{{Title: "kernel BUG in kfree", Report: "kernel BUG at mm/slub.c:4140!"}}
 				for _, p := range b.procs { // everything over SSH ends with the guest
 					p.once.Do(func() { close(p.done) })
 				}
@@ -237,7 +238,7 @@ func (b *fakeBoard) Arch() string      { return runtime.GOARCH }
 func (b *fakeBoard) ConsoleLog() []byte {
 	return []byte("[    0.000000] Booting Linux on physical CPU 0x0\n")
 }
-func (b *fakeBoard) ConsoleReports() []ConsoleReport { return b.console }
+func (b *fakeBoard) ConsoleReports() []verdict.ConsoleReport { return b.console }
 
 type fakeClient struct{ scpErr error }
 
@@ -269,17 +270,17 @@ func (t *fakeTestbed) Client() Client { return t.client }
 func (t *fakeTestbed) Close() error   { t.closed = true; return nil }
 
 // okModel is a model that found nothing and predicts what the trace shows.
-func okModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
-	m, err := CheckTraceWithModel(ctx, in)
+func okModel(ctx context.Context, in verdict.ModelInput) (*verdict.ModelReport, error) {
+	m, err := verdict.CheckTraceWithModel(ctx, in)
 	var nt *gomodel.NotATraceError
 	if m == nil || err != nil && !errors.As(err, &nt) {
 		return nil, err
 	}
 	tf := m.Trace
-	return &ModelReport{Trace: tf, Predicted: ModelFigures{HoldsInWindow: tf.HoldsInWindow, SKBReturns: tf.SKBReturns, Releases: tf.Releases}}, nil
+	return &verdict.ModelReport{Trace: tf, Predicted: verdict.ModelFigures{HoldsInWindow: tf.HoldsInWindow, SKBReturns: tf.SKBReturns, Releases: tf.Releases}}, nil
 }
 
-func runFake(t *testing.T, b *fakeBoard, p Procedure, model ModelChecker) *Result {
+func runFake(t *testing.T, b *fakeBoard, p Procedure, model verdict.ModelChecker) *verdict.Result {
 	t.Helper()
 	fastTimers(t)
 	tb := &fakeTestbed{board: b, client: &fakeClient{}}
@@ -289,11 +290,11 @@ func runFake(t *testing.T, b *fakeBoard, p Procedure, model ModelChecker) *Resul
 		helpers[h] = filepath.Join(dir, "helper-"+h)
 		os.WriteFile(helpers[h], []byte("x"), 0o755)
 	}
-	res := &Result{Procedure: p.Name()}
+	res := &verdict.Result{Procedure: p.Name()}
 	RunProcedure(context.Background(), tb, p, res, ProcedureConfig{Options: Options{Duration: time.Second, RateMbit: 10},
 		Dir: dir, Helpers: helpers, Model: model, Kernel: Kernel{Series: "/src/patches"}})
 	artifacts := []string{"trace.txt", "console.txt"}
-	if len(res.Reasons) == 0 || (res.Reasons[0].Kind != ReasonProcedure && res.Reasons[0].Kind != ReasonInfra) {
+	if len(res.Reasons) == 0 || (res.Reasons[0].Kind != verdict.ReasonProcedure && res.Reasons[0].Kind != verdict.ReasonInfra) {
 		artifacts = append(artifacts, "before-snmp.txt", "after-interface.txt")
 	}
 	for _, f := range artifacts {
@@ -346,28 +347,28 @@ func TestRunProcedureVerdicts(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		setup func(*fakeBoard)
-		model ModelChecker
+		model verdict.ModelChecker
 		proc  Procedure
 		kind  string
 	}{
-		{"inflight leak", func(b *fakeBoard) { b.leak = 2 }, okModel, &Multicast{}, ReasonInflight},
+		{"inflight leak", func(b *fakeBoard) { b.leak = 2 }, okModel, &Multicast{}, verdict.ReasonInflight},
 		{"console report", func(b *fakeBoard) {
-			b.console = []ConsoleReport{{Title: "BUG: Bad page state in process swapper/0", Report: "BUG: Bad page state…"}}
-		}, okModel, &Multicast{}, ReasonConsole},
-		{"model error", func(*fakeBoard) {}, func(ctx context.Context, in ModelInput) (*ModelReport, error) {
+			b.console = []verdict.ConsoleReport{{Title: "BUG: Bad page state in process swapper/0", Report: "BUG: Bad page state…"}}
+		}, okModel, &Multicast{}, verdict.ReasonConsole},
+		{"model error", func(*fakeBoard) {}, func(ctx context.Context, in verdict.ModelInput) (*verdict.ModelReport, error) {
 			return nil, errors.New("model: trace line 9: malformed")
-		}, &Multicast{}, ReasonModelError},
-		{"model sees the leak", func(b *fakeBoard) { b.leak = 1 }, CheckTraceWithModel, &Multicast{}, ReasonViolation},
-		{"model violation", func(*fakeBoard) {}, func(ctx context.Context, in ModelInput) (*ModelReport, error) {
-			return &ModelReport{Violations: []ModelViolation{{Name: "foreign-page-returned", Detail: "pfn 4100"}}}, nil
-		}, &Multicast{}, ReasonViolation},
-		{"no traffic", func(b *fakeBoard) { b.packets = 0 }, okModel, &Multicast{}, ReasonNoTraffic},
-		{"no ping across the link", func(b *fakeBoard) { b.noLink = true }, okModel, &Multicast{}, ReasonProcedure},
-		{"copy without iptables", func(*fakeBoard) {}, okModel, &Copy{}, ReasonProcedure},
-		{"forward without a second client", func(*fakeBoard) {}, okModel, &Forward{}, ReasonProcedure},
-		{"kernel dies: the model still judges the trace", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel,
-			&Multicast{}, ReasonViolation},
-		{"kernel dies: console report", func(b *fakeBoard) { b.dieInRun = true }, CheckTraceWithModel, &Multicast{}, ReasonConsole},
+		}, &Multicast{}, verdict.ReasonModelError},
+		{"model sees the leak", func(b *fakeBoard) { b.leak = 1 }, verdict.CheckTraceWithModel, &Multicast{}, verdict.ReasonViolation},
+		{"model violation", func(*fakeBoard) {}, func(ctx context.Context, in verdict.ModelInput) (*verdict.ModelReport, error) {
+			return &verdict.ModelReport{Violations: []verdict.ModelViolation{{Name: "foreign-page-returned", Detail: "pfn 4100"}}}, nil
+		}, &Multicast{}, verdict.ReasonViolation},
+		{"no traffic", func(b *fakeBoard) { b.packets = 0 }, okModel, &Multicast{}, verdict.ReasonNoTraffic},
+		{"no ping across the link", func(b *fakeBoard) { b.noLink = true }, okModel, &Multicast{}, verdict.ReasonProcedure},
+		{"copy without iptables", func(*fakeBoard) {}, okModel, &Copy{}, verdict.ReasonProcedure},
+		{"forward without a second client", func(*fakeBoard) {}, okModel, &Forward{}, verdict.ReasonProcedure},
+		{"kernel dies: the model still judges the trace", func(b *fakeBoard) { b.dieInRun = true }, verdict.CheckTraceWithModel,
+			&Multicast{}, verdict.ReasonViolation},
+		{"kernel dies: console report", func(b *fakeBoard) { b.dieInRun = true }, verdict.CheckTraceWithModel, &Multicast{}, verdict.ReasonConsole},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newFakeBoard()
@@ -428,7 +429,7 @@ func TestRunCompareBaseline(t *testing.T) {
 		t.Fatalf("summary pass=%v baseline=%d results=%d: %v %v", sum.Pass, len(sum.Baseline), len(sum.Results),
 			sum.Baseline[0].Reasons, sum.Results[0].Reasons)
 	}
-	var slow *FigureChange
+	var slow *verdict.FigureChange
 	for i := range sum.Comparison {
 		if sum.Comparison[i].Figure == "slow_path_per_1000" {
 			slow = &sum.Comparison[i]
@@ -449,7 +450,7 @@ func TestRunLaunchFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Pass || len(sum.Results) != 2 || sum.Results[0].Reasons[0].Kind != ReasonInfra || len(sum.Results[0].Reasons) != 1 {
+	if sum.Pass || len(sum.Results) != 2 || sum.Results[0].Reasons[0].Kind != verdict.ReasonInfra || len(sum.Results[0].Reasons) != 1 {
 		t.Errorf("summary %+v / %v", sum, sum.Results[0].Reasons)
 	}
 }

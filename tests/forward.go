@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -70,7 +71,7 @@ type Forward struct {
 	forwardOut  string // the host servers' output files
 	captureOut  string
 	reverseOut  string
-	peerBefore  InterfaceCounters
+	peerBefore  verdict.InterfaceCounters
 	probesReady bool
 	iptables    string // the board's iptables, for the forwarding rule's counter
 }
@@ -182,7 +183,7 @@ func (p *Forward) Setup(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("read the second NIC's counters: %w", err)
 	}
-	p.peerBefore, err = ParseInterfaceCounters(out)
+	p.peerBefore, err = verdict.ParseInterfaceCounters(out)
 	return err
 }
 
@@ -318,8 +319,8 @@ func (p *Forward) Run(ctx context.Context, env *Env) (err error) {
 	return err
 }
 
-func (p *Forward) Collect(ctx context.Context, env *Env) (Traffic, error) {
-	var t Traffic
+func (p *Forward) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
+	var t verdict.Traffic
 	var errs []string
 	// The receivers' own figures: the second client's servers for the two forwarded streams.
 	var secs float64
@@ -337,7 +338,7 @@ func (p *Forward) Collect(ctx context.Context, env *Env) (Traffic, error) {
 			errs = append(errs, fmt.Sprintf("the %s stream's receiver got 0 bytes", s.what))
 			continue
 		}
-		t.Notes = append(t.Notes, fmt.Sprintf("%s stream: %d bytes at %s", s.what, st.Bytes, FormatBitRate(st.BitsPerSecond)))
+		t.Notes = append(t.Notes, fmt.Sprintf("%s stream: %d bytes at %s", s.what, st.Bytes, verdict.FormatBitRate(st.BitsPerSecond)))
 		if s.what != "reverse" {
 			t.Bytes += st.Bytes
 			if st.BitsPerSecond > 0 {
@@ -353,7 +354,7 @@ func (p *Forward) Collect(ctx context.Context, env *Env) (Traffic, error) {
 	}
 	if out, err := env.Board.Run(ctx, interfaceCountersCmd(env.Peer.BoardInterface)); err != nil {
 		errs = append(errs, fmt.Sprintf("read the second NIC's counters: %v", err))
-	} else if after, err := ParseInterfaceCounters(out); err != nil {
+	} else if after, err := verdict.ParseInterfaceCounters(out); err != nil {
 		errs = append(errs, err.Error())
 	} else {
 		rx, tx := after.RxPackets-p.peerBefore.RxPackets, after.TxPackets-p.peerBefore.TxPackets
@@ -383,7 +384,7 @@ func (p *Forward) Collect(ctx context.Context, env *Env) (Traffic, error) {
 // checkSegmented compares the skbs ip_forward() passed from the mvneta NIC to the second one
 // (the rule's counter) with the packets the second NIC sent: more packets than skbs means GRO
 // skbs were segmented on the way out.
-func (p *Forward) checkSegmented(ctx context.Context, env *Env, tx uint64, t *Traffic) error {
+func (p *Forward) checkSegmented(ctx context.Context, env *Env, tx uint64, t *verdict.Traffic) error {
 	out, err := env.Board.Run(ctx, p.iptables+" -t mangle -L FORWARD -v -x -n")
 	if err != nil {
 		return fmt.Errorf("read the forwarding counter rule: %w", err)

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -77,7 +78,7 @@ func TestRunInterrupted(t *testing.T) {
 			defer cancel(nil)
 			l := &interruptLauncher{at: at, cancel: cancel}
 			var modelRuns atomic.Int32
-			model := func(ctx context.Context, in ModelInput) (*ModelReport, error) {
+			model := func(ctx context.Context, in verdict.ModelInput) (*verdict.ModelReport, error) {
 				modelRuns.Add(1)
 				return okModel(ctx, in)
 			}
@@ -95,8 +96,8 @@ func TestRunInterrupted(t *testing.T) {
 				t.Fatalf("summary interrupted=%v pass=%v results=%d", sum.Interrupted, sum.Pass, len(sum.Results))
 			}
 			for _, r := range sum.Results {
-				if len(r.Reasons) != 1 || r.Reasons[0].Kind != ReasonInterrupted || !strings.Contains(r.Reasons[0].Detail, errTestInterrupt.Error()) {
-					t.Errorf("%s: reasons %v, want only %s", r.Procedure, r.Reasons, ReasonInterrupted)
+				if len(r.Reasons) != 1 || r.Reasons[0].Kind != verdict.ReasonInterrupted || !strings.Contains(r.Reasons[0].Detail, errTestInterrupt.Error()) {
+					t.Errorf("%s: reasons %v, want only %s", r.Procedure, r.Reasons, verdict.ReasonInterrupted)
 				}
 			}
 			if modelRuns.Load() != 0 {

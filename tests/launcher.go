@@ -12,6 +12,7 @@ import (
 
 	"github.com/ppkit/ppkit/harness"
 	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // GuestPackages are the Debian arm64 packages the procedures need in the guest beyond the
@@ -163,10 +164,10 @@ func (b *vmBoard) CopyFrom(ctx context.Context, remote, local string) error {
 func (b *vmBoard) Interface() string  { return b.iface }
 func (b *vmBoard) Arch() string       { return "arm64" }
 func (b *vmBoard) ConsoleLog() []byte { return b.vm.ConsoleLog() }
-func (b *vmBoard) ConsoleReports() []ConsoleReport {
-	var out []ConsoleReport
+func (b *vmBoard) ConsoleReports() []verdict.ConsoleReport {
+	var out []verdict.ConsoleReport
 	for _, r := range b.vm.ConsoleReports() {
-		out = append(out, ConsoleReport{Title: r.Title, Report: r.Text})
+		out = append(out, verdict.ConsoleReport{Title: r.Title, Report: r.Text})
 	}
 	return out
 }

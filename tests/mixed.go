@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -253,8 +254,8 @@ func (x *Mixed) Run(ctx context.Context, env *Env) error {
 
 // Collect collects every member in plan order: the total of their traffic, and each member's
 // own (Traffic.Members), which the verdict checks one by one.
-func (x *Mixed) Collect(ctx context.Context, env *Env) (Traffic, error) {
-	t := Traffic{Notes: []string{x.plan.String()}}
+func (x *Mixed) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
+	t := verdict.Traffic{Notes: []string{x.plan.String()}}
 	var errs []error
 	for i, p := range x.members {
 		m := x.plan.Members[i]
@@ -267,11 +268,11 @@ func (x *Mixed) Collect(ctx context.Context, env *Env) (Traffic, error) {
 		t.Datagrams += mt.Datagrams
 		t.Lost += mt.Lost
 		t.Notes = append(t.Notes, fmt.Sprintf("%s (port %d, +%.2fs): %d bytes, %s", m.Procedure, m.Port, m.Start.Seconds(),
-			mt.Bytes, FormatBitRate(mt.BitsPerSecond)))
+			mt.Bytes, verdict.FormatBitRate(mt.BitsPerSecond)))
 		for _, n := range mt.Notes {
 			t.Notes = append(t.Notes, m.Procedure+": "+n)
 		}
-		t.Members = append(t.Members, MemberTraffic{Procedure: m.Procedure, Start: m.Start, Port: m.Port,
+		t.Members = append(t.Members, verdict.MemberTraffic{Procedure: m.Procedure, Start: m.Start, Port: m.Port,
 			Bytes: mt.Bytes, BitsPerSecond: mt.BitsPerSecond, Datagrams: mt.Datagrams, Lost: mt.Lost})
 	}
 	return t, errors.Join(errs...)

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"reflect"
 	"regexp"
 	"slices"
@@ -125,7 +126,7 @@ var memberDirRE = regexp.MustCompile(`echo \$\$ > '?/tmp/ppkit/([a-z-]+)/`)
 
 // runMixedOnFake runs `ppkit test mixed` with seed (0: draw one) on the scripted board and
 // returns the result, the progress, and the order in which the members' servers started.
-func runMixedOnFake(t *testing.T, seed int64, cache string) (*Result, string, []string) {
+func runMixedOnFake(t *testing.T, seed int64, cache string) (*verdict.Result, string, []string) {
 	t.Helper()
 	l := &fakeLauncher{prepare: func(b *fakeBoard) { b.iptables = true }}
 	progress := &lockedWriter{}

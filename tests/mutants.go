@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
@@ -111,12 +112,12 @@ type MutantResult struct {
 	Mutant
 	// Killed: a procedure failed on the kernel (VerdictFail). For an equivalent mutant that is
 	// a false alarm.
-	Killed   bool          `json:"killed"`
-	By       string        `json:"by,omitempty"` // the procedure that failed
-	Verdict  Verdict       `json:"verdict"`      // of the whole run: infra-error means unjudged
-	Reasons  []Reason      `json:"reasons,omitempty"`
-	Duration time.Duration `json:"duration_ns"`
-	Results  []*Result     `json:"results"`
+	Killed   bool              `json:"killed"`
+	By       string            `json:"by,omitempty"` // the procedure that failed
+	Verdict  verdict.Verdict   `json:"verdict"`      // of the whole run: infra-error means unjudged
+	Reasons  []verdict.Reason  `json:"reasons,omitempty"`
+	Duration time.Duration     `json:"duration_ns"`
+	Results  []*verdict.Result `json:"results"`
 }
 
 // MutationReport is a run of the suite.
@@ -187,17 +188,17 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 		}
 		r := MutantResult{Mutant: m, Verdict: sum.Verdict, Results: sum.Results, Duration: time.Since(t0)}
 		for _, res := range sum.Results {
-			if res.Verdict == VerdictFail {
+			if res.Verdict == verdict.VerdictFail {
 				r.Killed, r.By, r.Reasons = true, res.Procedure, res.Reasons
 				break
 			}
 		}
 		switch {
-		case m.Equivalent && sum.Verdict == VerdictPass:
+		case m.Equivalent && sum.Verdict == verdict.VerdictPass:
 			rep.Passed++
 		case !m.Equivalent && r.Killed:
 			rep.Killed++
-		case sum.Verdict == VerdictInfra || sum.Verdict == VerdictInterrupted:
+		case sum.Verdict == verdict.VerdictInfra || sum.Verdict == verdict.VerdictInterrupted:
 			rep.Unjudged++
 		}
 		if m.Equivalent {
@@ -205,18 +206,18 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 		} else {
 			rep.Real++
 		}
-		verdict := "survived"
+		outcome := "survived"
 		switch {
 		case r.Killed && !m.Equivalent:
-			verdict = "killed by " + r.By
+			outcome = "killed by " + r.By
 		case r.Killed:
-			verdict = "FALSE ALARM in " + r.By
-		case m.Equivalent && sum.Verdict == VerdictPass:
-			verdict = "passed"
-		case sum.Verdict != VerdictPass:
-			verdict = "unjudged (" + string(sum.Verdict) + ")"
+			outcome = "FALSE ALARM in " + r.By
+		case m.Equivalent && sum.Verdict == verdict.VerdictPass:
+			outcome = "passed"
+		case sum.Verdict != verdict.VerdictPass:
+			outcome = "unjudged (" + string(sum.Verdict) + ")"
 		}
-		progressf(cfg.Progress, "mutant %s: %s (%s)", m.Name, verdict, r.Duration.Round(time.Second))
+		progressf(cfg.Progress, "mutant %s: %s (%s)", m.Name, outcome, r.Duration.Round(time.Second))
 		rep.Mutants = append(rep.Mutants, r)
 	}
 	rep.Duration = time.Since(start)
@@ -242,7 +243,7 @@ func WriteMutationTable(w io.Writer, rep *MutationReport) {
 			outcome = "killed by " + m.By
 		case m.Killed:
 			outcome = "FALSE ALARM: " + m.By
-		case m.Verdict == VerdictInfra || m.Verdict == VerdictInterrupted:
+		case m.Verdict == verdict.VerdictInfra || m.Verdict == verdict.VerdictInterrupted:
 			outcome = "UNJUDGED: " + string(m.Verdict)
 		}
 		fmt.Fprintf(w, "%-38s %-10s %-26s %8s\n", m.Name, kind, outcome, m.Duration.Round(time.Second))

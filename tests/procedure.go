@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
@@ -98,7 +99,7 @@ type Procedure interface {
 	Helpers() []string
 	Setup(ctx context.Context, env *Env) error
 	Run(ctx context.Context, env *Env) error
-	Collect(ctx context.Context, env *Env) (Traffic, error)
+	Collect(ctx context.Context, env *Env) (verdict.Traffic, error)
 }
 
 // Procedures returns every procedure, by name.
@@ -279,16 +280,16 @@ func seconds(d time.Duration) string {
 }
 
 // iperfServerTraffic parses a board-side iperf server's output into Traffic.
-func iperfServerTraffic(path string) (Traffic, *IperfReport, error) {
+func iperfServerTraffic(path string) (verdict.Traffic, *IperfReport, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Traffic{}, nil, fmt.Errorf("read iperf server output: %w", err)
+		return verdict.Traffic{}, nil, fmt.Errorf("read iperf server output: %w", err)
 	}
 	rep, err := ParseIperf(data)
 	if err != nil {
-		return Traffic{}, nil, fmt.Errorf("iperf server output %s: %w", path, err)
+		return verdict.Traffic{}, nil, fmt.Errorf("iperf server output %s: %w", path, err)
 	}
-	var t Traffic
+	var t verdict.Traffic
 	if rep.Total != nil {
 		t.Bytes, t.BitsPerSecond = rep.Total.Bytes, rep.Total.BitsPerSecond
 		if rep.Total.HasDatagrams {
@@ -354,17 +355,17 @@ func (m *Multicast) Run(ctx context.Context, env *Env) error {
 	return clientErrors("iperf client", out)
 }
 
-func (m *Multicast) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (m *Multicast) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectServerAndListener(ctx, env, m.server, m.listener)
 }
 
-func collectServerAndListener(ctx context.Context, env *Env, server, listener *guestProcess) (Traffic, error) {
+func collectServerAndListener(ctx context.Context, env *Env, server, listener *guestProcess) (verdict.Traffic, error) {
 	if server == nil {
-		return Traffic{}, fmt.Errorf("collect: the iperf server never started")
+		return verdict.Traffic{}, fmt.Errorf("collect: the iperf server never started")
 	}
 	path, err := server.stop(ctx, env)
 	if err != nil {
-		return Traffic{}, err
+		return verdict.Traffic{}, err
 	}
 	t, _, err := iperfServerTraffic(path)
 	if err != nil {
@@ -427,7 +428,7 @@ func (c *Capture) Setup(ctx context.Context, env *Env) error {
 
 func (c *Capture) Run(ctx context.Context, env *Env) error { return c.Inner.Run(ctx, env) }
 
-func (c *Capture) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (c *Capture) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	t, err := c.Inner.Collect(ctx, env)
 	if err != nil {
 		return t, err
@@ -479,7 +480,7 @@ func steerToOtherCPU(ctx context.Context, env *Env) error {
 	return nil
 }
 func (s *Steer) Run(ctx context.Context, env *Env) error { return s.Inner.Run(ctx, env) }
-func (s *Steer) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (s *Steer) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return s.Inner.Collect(ctx, env)
 }
 
@@ -549,7 +550,7 @@ func (p *TCP) Run(ctx context.Context, env *Env) error {
 	return nil
 }
 
-func (p *TCP) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *TCP) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	t, err := collectServerAndListener(ctx, env, p.server, nil)
 	if p.scpNote != "" {
 		t.Notes = append(t.Notes, p.scpNote)
@@ -612,7 +613,7 @@ func (p *GRO) Run(ctx context.Context, env *Env) error {
 	return clientErrors("iperf client", out)
 }
 
-func (p *GRO) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *GRO) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectServerAndListener(ctx, env, p.server, nil)
 }
 
@@ -668,7 +669,7 @@ func (p *Defrag) Run(ctx context.Context, env *Env) error {
 	return clientErrors("iperf client", out)
 }
 
-func (p *Defrag) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *Defrag) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectServerAndListener(ctx, env, p.server, nil)
 }
 
@@ -709,7 +710,7 @@ func (p *Jumbo) Run(ctx context.Context, env *Env) error {
 	return clientErrors("iperf client", out)
 }
 
-func (p *Jumbo) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *Jumbo) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectServerAndListener(ctx, env, p.server, nil)
 }
 
@@ -768,25 +769,25 @@ func splicePort(env *Env) int {
 	return SplicePort
 }
 
-func (p *Splice) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *Splice) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectReceiver(ctx, env, p.receiver, "splicerecv")
 }
 
 // collectReceiver stops a guest receiver helper and reads its "NAME: bytes=N …" summary.
-func collectReceiver(ctx context.Context, env *Env, g *guestProcess, name string) (Traffic, error) {
+func collectReceiver(ctx context.Context, env *Env, g *guestProcess, name string) (verdict.Traffic, error) {
 	if g == nil {
-		return Traffic{}, fmt.Errorf("collect: %s never started", name)
+		return verdict.Traffic{}, fmt.Errorf("collect: %s never started", name)
 	}
 	path, err := g.stop(ctx, env)
 	if err != nil {
-		return Traffic{}, err
+		return verdict.Traffic{}, err
 	}
 	summary, err := readHelperSummary(path, name)
 	if err != nil {
-		return Traffic{}, err
+		return verdict.Traffic{}, err
 	}
 	kv := summaryFields(summary)
-	var t Traffic
+	var t verdict.Traffic
 	if t.Bytes, err = strconv.ParseInt(kv["bytes"], 10, 64); err != nil {
 		return t, fmt.Errorf("%s summary %q: bytes: %w", name, summary, err)
 	}
@@ -872,7 +873,7 @@ func (p *Zerocopy) Run(ctx context.Context, env *Env) error {
 	return clientErrors("iperf client", out)
 }
 
-func (p *Zerocopy) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *Zerocopy) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectReceiver(ctx, env, p.receiver, "zcrecv")
 }
 
@@ -930,7 +931,7 @@ func (p *Copy) Run(ctx context.Context, env *Env) error {
 	return clientErrors("iperf client", out)
 }
 
-func (p *Copy) Collect(ctx context.Context, env *Env) (Traffic, error) {
+func (p *Copy) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	t, err := collectServerAndListener(ctx, env, p.server, nil)
 	if err != nil {
 		return t, err

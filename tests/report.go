@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"html/template"
 	"io"
 	"math"
@@ -14,24 +15,24 @@ import (
 )
 
 // WriteTable prints one line per result: verdict, figures, model prediction, reasons.
-func WriteTable(w io.Writer, results []*Result) {
+func WriteTable(w io.Writer, results []*verdict.Result) {
 	fmt.Fprintf(w, "%-10s %-9s %-5s %10s %11s %9s %9s %9s %s\n",
 		"PROCEDURE", "KERNEL", "VERD", "PACKETS", "THROUGHPUT", "SLOW/1K", "SKB-RET", "RELEASES", "MODEL SLOW/1K|SKB-RET|RELEASES")
 	for _, r := range results {
-		verdict := map[Verdict]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRA", VerdictInterrupted: "INTR"}[r.Verdict]
+		word := map[verdict.Verdict]string{verdict.VerdictPass: "PASS", verdict.VerdictFail: "FAIL", verdict.VerdictInfra: "INFRA", verdict.VerdictInterrupted: "INTR"}[r.Verdict]
 		model := "-"
 		if r.Model != nil {
 			p := r.Model.Predicted
 			model = fmt.Sprintf("%.1f|%d|%d", p.SlowPathPer1000, p.SKBReturns, p.Releases)
 		}
-		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, KernelKind(r.Kernel), verdict,
-			r.Figures.Packets, FormatBitRate(r.Figures.BitsPerSecond), r.Figures.SlowPathPer1000,
+		fmt.Fprintf(w, "%-10s %-9s %-5s %10d %11s %9.1f %9d %9d %s\n", r.Procedure, verdict.KernelKind(r.Kernel), word,
+			r.Figures.Packets, verdict.FormatBitRate(r.Figures.BitsPerSecond), r.Figures.SlowPathPer1000,
 			r.Figures.SKBReturns, r.Figures.Releases, model)
 		if r.Seed != 0 {
 			fmt.Fprintf(w, "    seed %d (ppkit test %s --seed %d replays it)\n", r.Seed, r.Procedure, r.Seed)
 		}
 		for _, m := range r.Traffic.Members {
-			fmt.Fprintf(w, "    member %-10s +%5.2fs port %d: %d bytes, %s\n", m.Procedure, m.Start.Seconds(), m.Port, m.Bytes, FormatBitRate(m.BitsPerSecond))
+			fmt.Fprintf(w, "    member %-10s +%5.2fs port %d: %d bytes, %s\n", m.Procedure, m.Start.Seconds(), m.Port, m.Bytes, verdict.FormatBitRate(m.BitsPerSecond))
 		}
 		for _, g := range GroupReasons(r.Reasons) {
 			fmt.Fprintf(w, "    %s\n", g)
@@ -41,7 +42,7 @@ func WriteTable(w io.Writer, results []*Result) {
 
 // ReasonGroup is a reason with the number of times a result gives it.
 type ReasonGroup struct {
-	Reason
+	verdict.Reason
 	Count int
 }
 
@@ -54,9 +55,9 @@ func (g ReasonGroup) String() string {
 
 // GroupReasons folds identical reasons (a broken kernel WARNs once per pool, per retry) into
 // one with a count, in the order they first came.
-func GroupReasons(reasons []Reason) []ReasonGroup {
+func GroupReasons(reasons []verdict.Reason) []ReasonGroup {
 	var out []ReasonGroup
-	at := map[Reason]int{}
+	at := map[verdict.Reason]int{}
 	for _, r := range reasons {
 		if i, ok := at[r]; ok {
 			out[i].Count++
@@ -70,13 +71,13 @@ func GroupReasons(reasons []Reason) []ReasonGroup {
 
 // ConsoleGroup is the first console report of one title, with how many reports had it.
 type ConsoleGroup struct {
-	ConsoleReport
+	verdict.ConsoleReport
 	Count int
 }
 
 // GroupConsole keeps the first report of each title (its stack is the one that names the
 // culprit; later ones repeat it) and counts the others.
-func GroupConsole(reports []ConsoleReport) []ConsoleGroup {
+func GroupConsole(reports []verdict.ConsoleReport) []ConsoleGroup {
 	var out []ConsoleGroup
 	at := map[string]int{}
 	for _, r := range reports {
@@ -91,7 +92,7 @@ func GroupConsole(reports []ConsoleReport) []ConsoleGroup {
 }
 
 // WriteComparison prints the ratio series/baseline of each figure.
-func WriteComparison(w io.Writer, lines []FigureChange) {
+func WriteComparison(w io.Writer, lines []verdict.FigureChange) {
 	fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", "PROCEDURE", "FIGURE", "BASELINE", "SERIES", "SERIES/BASE")
 	for _, l := range lines {
 		ratio := "n/a"
@@ -101,12 +102,12 @@ func WriteComparison(w io.Writer, lines []FigureChange) {
 				ratio += fmt.Sprintf(" (%.1fx lower)", 1/l.Ratio)
 			}
 		}
-		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, FormatFigure(l.Previous), FormatFigure(l.Current), ratio)
+		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), ratio)
 	}
 }
 
 // WriteJSON writes the summary as indented JSON.
-func WriteJSON(w io.Writer, s *Summary) error {
+func WriteJSON(w io.Writer, s *verdict.Summary) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(s)
@@ -190,7 +191,7 @@ func (d JUnitSuites) Write(w io.Writer) error {
 // JUnitOf is one test suite per kernel and one test case per procedure: a procedure whose
 // verdict is VerdictFail is a <failure>, one that could not be judged (VerdictInfra,
 // VerdictInterrupted) an <error>.
-func JUnitOf(results []*Result) JUnitSuites {
+func JUnitOf(results []*verdict.Result) JUnitSuites {
 	var doc JUnitSuites
 	index := map[string]int{}
 	for _, r := range results {
@@ -201,18 +202,18 @@ func JUnitOf(results []*Result) JUnitSuites {
 			doc.Suites = append(doc.Suites, JUnitSuite{Name: "ppkit test " + r.Kernel})
 		}
 		s := &doc.Suites[i]
-		c := JUnitCase{Name: r.Procedure, ClassName: "ppkit." + KernelKind(r.Kernel),
+		c := JUnitCase{Name: r.Procedure, ClassName: "ppkit." + verdict.KernelKind(r.Kernel),
 			Time: strconv.FormatFloat(r.Duration.Seconds(), 'f', 3, 64)}
 		c.SystemOut = fmt.Sprintf("packets=%d throughput_bps=%.0f slow_path_per_1000=%.3f skb_returns=%d releases=%d\n",
 			r.Figures.Packets, r.Figures.BitsPerSecond, r.Figures.SlowPathPer1000, r.Figures.SKBReturns, r.Figures.Releases)
-		if r.Verdict != VerdictPass {
+		if r.Verdict != verdict.VerdictPass {
 			var text []string
 			for _, g := range GroupReasons(r.Reasons) {
 				text = append(text, g.String())
 			}
 			first, _, _ := strings.Cut(strings.TrimSpace(text[0]), "\n")
 			msg := &JUnitMessage{Message: first, Type: r.Reasons[0].Kind, Text: strings.Join(text, "\n")}
-			if r.Verdict == VerdictFail {
+			if r.Verdict == verdict.VerdictFail {
 				c.Failure = msg
 			} else {
 				c.Error = msg
@@ -226,10 +227,10 @@ func JUnitOf(results []*Result) JUnitSuites {
 }
 
 // WriteJUnit writes JUnitOf(results).
-func WriteJUnit(w io.Writer, results []*Result) error { return JUnitOf(results).Write(w) }
+func WriteJUnit(w io.Writer, results []*verdict.Result) error { return JUnitOf(results).Write(w) }
 
 // InflightSVG draws each pool's inflight over time as an inline SVG line chart (no script).
-func InflightSVG(pools []PoolFigures, width, height int) string {
+func InflightSVG(pools []verdict.PoolFigures, width, height int) string {
 	const left, right, top, bottom = 60, 10, 10, 30
 	var tmin, tmax = math.Inf(1), math.Inf(-1)
 	var vmax int64 = 1
@@ -285,17 +286,17 @@ func poolColor(i int) string { return poolColors[i%len(poolColors)] }
 
 // downsample keeps at most about 2n points, preserving each bucket's minimum and maximum so
 // spikes stay visible, plus the last point.
-func downsample(pts []InflightPoint, n int) []InflightPoint {
+func downsample(pts []verdict.InflightPoint, n int) []verdict.InflightPoint {
 	if n < 1 || len(pts) <= 2*n {
 		return pts
 	}
 	t0, t1 := pts[0].Time, pts[len(pts)-1].Time
 	if t1 == t0 {
-		return []InflightPoint{pts[0], pts[len(pts)-1]}
+		return []verdict.InflightPoint{pts[0], pts[len(pts)-1]}
 	}
-	out := make([]InflightPoint, 0, 2*n+1)
+	out := make([]verdict.InflightPoint, 0, 2*n+1)
 	bucket := -1
-	var lo, hi InflightPoint
+	var lo, hi verdict.InflightPoint
 	flush := func() {
 		if bucket < 0 {
 			return
@@ -325,15 +326,15 @@ func downsample(pts []InflightPoint, n int) []InflightPoint {
 }
 
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
-	"rate":    FormatBitRate,
+	"rate":    verdict.FormatBitRate,
 	"f1":      func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
-	"figure":  FormatFigure,
-	"svg":     func(p []PoolFigures) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
-	"ratio":   func(l FigureChange) string { return ratioText(l) },
+	"figure":  verdict.FormatFigure,
+	"svg":     func(p []verdict.PoolFigures) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
+	"ratio":   func(l verdict.FigureChange) string { return ratioText(l) },
 	"color":   func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
 	"groups":  GroupReasons,
 	"console": GroupConsole,
-	"verdict": func(v Verdict) string { return strings.ToUpper(string(v)) },
+	"verdict": func(v verdict.Verdict) string { return strings.ToUpper(string(v)) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ppkit test report</title>
 <style>
@@ -380,7 +381,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 </body></html>
 `))
 
-func ratioText(l FigureChange) string {
+func ratioText(l verdict.FigureChange) string {
 	if l.Previous == 0 {
 		return "n/a"
 	}
@@ -393,12 +394,12 @@ func ratioText(l FigureChange) string {
 
 // WriteHTML writes the offline report page. Artifact directories below dir (the report's own
 // directory; "" for none) are linked relative to it.
-func WriteHTML(w io.Writer, s *Summary, dir string) error {
+func WriteHTML(w io.Writer, s *verdict.Summary, dir string) error {
 	data := struct {
-		*Summary
-		All   []*Result
+		*verdict.Summary
+		All   []*verdict.Result
 		Links map[string]string // artifact directory → its link from the page
-	}{s, append(append([]*Result{}, s.Baseline...), s.Results...), map[string]string{}}
+	}{s, append(append([]*verdict.Result{}, s.Baseline...), s.Results...), map[string]string{}}
 	for _, r := range data.All {
 		if dir == "" || r.Artifacts == "" {
 			continue
@@ -415,7 +416,7 @@ func WriteHTML(w io.Writer, s *Summary, dir string) error {
 
 // WriteReportDir writes dir/index.html, dir/results.json and dir/junit.xml (artifacts of each
 // procedure are already in their own subdirectories).
-func WriteReportDir(dir string, s *Summary) error {
+func WriteReportDir(dir string, s *verdict.Summary) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("report directory: %w", err)
 	}
@@ -436,6 +437,6 @@ func WriteReportDir(dir string, s *Summary) error {
 	if err := write("results.json", func(w io.Writer) error { return WriteJSON(w, s) }); err != nil {
 		return err
 	}
-	all := append(append([]*Result{}, s.Baseline...), s.Results...)
+	all := append(append([]*verdict.Result{}, s.Baseline...), s.Results...)
 	return write("junit.xml", func(w io.Writer) error { return WriteJUnit(w, all) })
 }

@@ -13,52 +13,53 @@ import (
 	"github.com/ppkit/ppkit/gomodel"
 
 	"github.com/ppkit/ppkit/tests/internal/golden"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // sampleSummary is a --compare run: baseline and series for multicast, series tcp failing.
-func sampleSummary() *Summary {
+func sampleSummary() *verdict.Summary {
 	started := time.Date(2026, 11, 25, 2, 0, 0, 0, time.UTC)
-	timeline := func(peak int64) []InflightPoint {
-		var pts []InflightPoint
+	timeline := func(peak int64) []verdict.InflightPoint {
+		var pts []verdict.InflightPoint
 		for i := int64(0); i <= peak; i++ {
-			pts = append(pts, InflightPoint{Time: 10 + float64(i)/100, Inflight: i})
+			pts = append(pts, verdict.InflightPoint{Time: 10 + float64(i)/100, Inflight: i})
 		}
-		return append(pts, InflightPoint{Time: 12, Inflight: 0})
+		return append(pts, verdict.InflightPoint{Time: 12, Inflight: 0})
 	}
-	base := &Result{Procedure: "multicast", Description: (&Multicast{}).Description(), Paths: (&Multicast{}).Paths(),
+	base := &verdict.Result{Procedure: "multicast", Description: (&Multicast{}).Description(), Paths: (&Multicast{}).Paths(),
 		Kernel: "baseline", Started: started, Duration: 41 * time.Second,
-		Figures: Figures{Packets: 84000, BitsPerSecond: 412e6, SlowPathAllocs: 84010, SlowPathPer1000: 1000.1, Releases: 88100, Holds: 88100},
-		Model:   &ModelReport{Predicted: ModelFigures{SlowPathPer1000: 1000.1, Releases: 88100}},
-		Pools:   []PoolFigures{{Pool: "00000000c0ffee01", Holds: 88100, Releases: 88100, Destroyed: true, Timeline: timeline(5)}},
+		Figures: verdict.Figures{Packets: 84000, BitsPerSecond: 412e6, SlowPathAllocs: 84010, SlowPathPer1000: 1000.1, Releases: 88100, Holds: 88100},
+		Model:   &verdict.ModelReport{Predicted: verdict.ModelFigures{SlowPathPer1000: 1000.1, Releases: 88100}},
+		Pools:   []verdict.PoolFigures{{Pool: "00000000c0ffee01", Holds: 88100, Releases: 88100, Destroyed: true, Timeline: timeline(5)}},
 		Pass:    true}
-	series := &Result{Procedure: "multicast", Description: base.Description, Paths: base.Paths,
+	series := &verdict.Result{Procedure: "multicast", Description: base.Description, Paths: base.Paths,
 		Kernel: "series /src/patches", Started: started, Duration: 39 * time.Second,
-		Figures: Figures{Packets: 86000, BitsPerSecond: 420e6, SlowPathAllocs: 430, SlowPathPer1000: 5, SKBReturns: 85570, Releases: 4526, Holds: 4526},
-		Model:   &ModelReport{Predicted: ModelFigures{SlowPathPer1000: 5, SKBReturns: 85570, Releases: 4526}},
-		Pools: []PoolFigures{{Pool: "00000000c0ffee01", Holds: 4526, Releases: 4526, SKBReturns: 85570, Destroyed: true, Timeline: timeline(8)},
+		Figures: verdict.Figures{Packets: 86000, BitsPerSecond: 420e6, SlowPathAllocs: 430, SlowPathPer1000: 5, SKBReturns: 85570, Releases: 4526, Holds: 4526},
+		Model:   &verdict.ModelReport{Predicted: verdict.ModelFigures{SlowPathPer1000: 5, SKBReturns: 85570, Releases: 4526}},
+		Pools: []verdict.PoolFigures{{Pool: "00000000c0ffee01", Holds: 4526, Releases: 4526, SKBReturns: 85570, Destroyed: true, Timeline: timeline(8)},
 			{Pool: "00000000c0ffee02", Holds: 512, Releases: 512, Destroyed: true, Timeline: timeline(3)}},
-		Traffic: Traffic{Notes: []string{"packet socket: packets=86010 bytes=126434700"}},
+		Traffic: verdict.Traffic{Notes: []string{"packet socket: packets=86010 bytes=126434700"}},
 		Pass:    true}
-	tcp := &Result{Procedure: "tcp", Description: (&TCP{}).Description(), Paths: (&TCP{}).Paths(),
+	tcp := &verdict.Result{Procedure: "tcp", Description: (&TCP{}).Description(), Paths: (&TCP{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 35 * time.Second,
-		Figures: Figures{Packets: 50000, BitsPerSecond: 300e6, SlowPathAllocs: 900, SlowPathPer1000: 18, SKBReturns: 1200, Releases: 40000},
-		Console: []ConsoleReport{{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c1\npage:(____ptrval____) refcount:0"},
+		Figures: verdict.Figures{Packets: 50000, BitsPerSecond: 300e6, SlowPathAllocs: 900, SlowPathPer1000: 18, SKBReturns: 1200, Releases: 40000},
+		Console: []verdict.ConsoleReport{{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c1\npage:(____ptrval____) refcount:0"},
 			{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c2\n(second)"}},
-		Reasons: []Reason{{Kind: ReasonViolation, Detail: "dma-mapped-page-freed: page pfn=303041 freed while mapped by pool 00000000c0ffee01"},
-			{Kind: ReasonConsole, Detail: "BUG: Bad page state in process iperf"}, {Kind: ReasonConsole, Detail: "BUG: Bad page state in process iperf"}},
-		Culprits: []Culprit{{Violation: "dma-mapped-page-freed", Detail: "trace line 9: pfn 303041: freed while mapped", Pfn: 303041, Line: 9,
+		Reasons: []verdict.Reason{{Kind: verdict.ReasonViolation, Detail: "dma-mapped-page-freed: page pfn=303041 freed while mapped by pool 00000000c0ffee01"},
+			{Kind: verdict.ReasonConsole, Detail: "BUG: Bad page state in process iperf"}, {Kind: verdict.ReasonConsole, Detail: "BUG: Bad page state in process iperf"}},
+		Culprits: []verdict.Culprit{{Violation: "dma-mapped-page-freed", Detail: "trace line 9: pfn 303041: freed while mapped", Pfn: 303041, Line: 9,
 			History: []gomodel.PageEvent{
 				{Line: 3, Timestamp: "10.000001", Task: "<idle>-0", CPU: 1, Context: "softirq", Event: "page_pool_state_hold", Fields: "page_pool=00000000c0ffee01 page=00000000bb pfn=303041 hold=7"},
 				{Line: 9, Timestamp: "10.000004", Task: "iperf-412", CPU: 0, Context: "process", Event: "mm_page_free", Fields: "page=00000000bb pfn=303041 order=0"}}}},
-		Model: &ModelReport{Violations: []ModelViolation{{Name: "dma-mapped-page-freed", Detail: "page pfn=303041 freed while mapped\nhistory: hold, build_skb, skb_try_coalesce, put_page"}}}}
-	infra := &Result{Procedure: "copy", Description: (&Copy{}).Description(), Paths: (&Copy{}).Paths(),
+		Model: &verdict.ModelReport{Violations: []verdict.ModelViolation{{Name: "dma-mapped-page-freed", Detail: "page pfn=303041 freed while mapped\nhistory: hold, build_skb, skb_try_coalesce, put_page"}}}}
+	infra := &verdict.Result{Procedure: "copy", Description: (&Copy{}).Description(), Paths: (&Copy{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 2 * time.Second,
-		Reasons: []Reason{{Kind: ReasonInfra, Detail: "launch the board: qemu-system-aarch64 exited: status 1"}}}
-	s := &Summary{Baseline: []*Result{base}, Results: []*Result{series, tcp, infra}}
+		Reasons: []verdict.Reason{{Kind: verdict.ReasonInfra, Detail: "launch the board: qemu-system-aarch64 exited: status 1"}}}
+	s := &verdict.Summary{Baseline: []*verdict.Result{base}, Results: []*verdict.Result{series, tcp, infra}}
 	for _, r := range append(s.Baseline, s.Results...) {
-		r.Verdict = VerdictOf(r.Reasons)
+		r.Verdict = verdict.VerdictOf(r.Reasons)
 	}
-	s.Comparison = CompareFigures(s.Baseline, s.Results, -1)
+	s.Comparison = verdict.CompareFigures(s.Baseline, s.Results, -1)
 	return s
 }
 
@@ -122,11 +123,11 @@ func TestInflightSVG(t *testing.T) {
 		t.Errorf("empty plot: %s", svg)
 	}
 	// A long timeline is drawn with at most about two points per pixel column.
-	var pts []InflightPoint
+	var pts []verdict.InflightPoint
 	for i := 0; i < 100000; i++ {
-		pts = append(pts, InflightPoint{Time: float64(i) / 1000, Inflight: int64(i % 977)})
+		pts = append(pts, verdict.InflightPoint{Time: float64(i) / 1000, Inflight: int64(i % 977)})
 	}
-	svg = InflightSVG([]PoolFigures{{Pool: "a<b", Timeline: pts}, {Pool: "p2", Timeline: pts[:10]}}, 720, 240)
+	svg = InflightSVG([]verdict.PoolFigures{{Pool: "a<b", Timeline: pts}, {Pool: "p2", Timeline: pts[:10]}}, 720, 240)
 	if strings.Count(svg, "<polyline") != 2 || strings.Contains(svg, "a<b") {
 		t.Errorf("polylines or escaping wrong")
 	}
@@ -139,13 +140,13 @@ func TestInflightSVG(t *testing.T) {
 }
 
 func TestDownsampleKeepsExtremes(t *testing.T) {
-	var pts []InflightPoint
+	var pts []verdict.InflightPoint
 	for i := 0; i < 10000; i++ {
 		v := int64(10)
 		if i == 5003 {
 			v = 999 // one spike
 		}
-		pts = append(pts, InflightPoint{Time: float64(i), Inflight: v})
+		pts = append(pts, verdict.InflightPoint{Time: float64(i), Inflight: v})
 	}
 	out := downsample(pts, 50)
 	if len(out) > 101 {
@@ -171,11 +172,11 @@ func TestWriteReportDir(t *testing.T) {
 		}
 	}
 	data, _ := os.ReadFile(filepath.Join(dir, "results.json"))
-	var back Summary
+	var back verdict.Summary
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Results) != 3 || len(back.Baseline) != 1 || back.Results[1].Reasons[0].Kind != ReasonViolation {
+	if len(back.Results) != 3 || len(back.Baseline) != 1 || back.Results[1].Reasons[0].Kind != verdict.ReasonViolation {
 		t.Errorf("results.json does not round-trip: %+v", back)
 	}
 }
@@ -187,18 +188,18 @@ func TestJUnitElementOfEachVerdict(t *testing.T) {
 		kind, want string
 	}{
 		{"", ""},
-		{ReasonViolation, "failure"},
-		{ReasonKernelFailure, "failure"},
-		{ReasonInfra, "error"},
-		{ReasonModelError, "error"},
-		{ReasonInterrupted, "error"},
+		{verdict.ReasonViolation, "failure"},
+		{verdict.ReasonKernelFailure, "failure"},
+		{verdict.ReasonInfra, "error"},
+		{verdict.ReasonModelError, "error"},
+		{verdict.ReasonInterrupted, "error"},
 	} {
-		res := &Result{Procedure: "tcp", Kernel: "series /s"}
+		res := &verdict.Result{Procedure: "tcp", Kernel: "series /s"}
 		if tc.kind != "" {
-			res.Reasons = []Reason{{Kind: tc.kind, Detail: "d"}}
+			res.Reasons = []verdict.Reason{{Kind: tc.kind, Detail: "d"}}
 		}
-		res.Verdict = VerdictOf(res.Reasons)
-		c := JUnitOf([]*Result{res}).Suites[0].Cases[0]
+		res.Verdict = verdict.VerdictOf(res.Reasons)
+		c := JUnitOf([]*verdict.Result{res}).Suites[0].Cases[0]
 		got := ""
 		switch {
 		case c.Failure != nil && c.Error == nil:

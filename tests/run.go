@@ -13,6 +13,7 @@ import (
 
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/internal/cachedir"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // Config is one `ppkit test` invocation.
@@ -26,7 +27,7 @@ type Config struct {
 	// output, console).
 	ArtifactDir string
 	Launcher    Launcher
-	Model       ModelChecker
+	Model       verdict.ModelChecker
 	// CacheRoot holds the guest helpers' build cache (cachedir.Root() by default).
 	CacheRoot string
 	// StopOnFail ends the run at the first procedure whose verdict is a kernel failure (the
@@ -38,7 +39,7 @@ type Config struct {
 // Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
 // the summary. An error means nothing could be judged (bad configuration); everything else,
 // including a board that failed to boot, is a failed Result in the summary.
-func Run(ctx context.Context, cfg Config) (*Summary, error) {
+func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 	procs, err := LookupProcedures(cfg.Procedures)
 	if err != nil {
 		return nil, err
@@ -47,7 +48,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, errors.New("no launcher: the harness must provide one")
 	}
 	if cfg.Model == nil {
-		cfg.Model = CheckTraceWithModel
+		cfg.Model = verdict.CheckTraceWithModel
 	}
 	if cfg.Options.Duration <= 0 || cfg.Options.RateMbit <= 0 {
 		return nil, fmt.Errorf("options: duration %s and rate %d Mbit/s must be positive", cfg.Options.Duration, cfg.Options.RateMbit)
@@ -66,16 +67,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			r.progressf("seed %d: %s is drawn from it (replay: --seed %d)", cfg.Options.Seed, p.Name(), cfg.Options.Seed)
 		}
 	}
-	s := &Summary{}
+	s := &verdict.Summary{}
 	if cfg.CompareBaseline {
 		s.Baseline = r.runKernel(ctx, Kernel{Baseline: true}, procs)
 	}
 	s.Results = r.runKernel(ctx, cfg.Kernel, procs)
 	if cfg.CompareBaseline {
-		s.Comparison = CompareFigures(s.Baseline, s.Results, -1)
+		s.Comparison = verdict.CompareFigures(s.Baseline, s.Results, -1)
 	}
-	s.Verdict = Worst(append(append([]*Result{}, s.Baseline...), s.Results...))
-	s.Pass = s.Verdict == VerdictPass
+	s.Verdict = verdict.Worst(append(append([]*verdict.Result{}, s.Baseline...), s.Results...))
+	s.Pass = s.Verdict == verdict.VerdictPass
 	s.Interrupted = ctx.Err() != nil
 	return s, nil
 }
@@ -101,23 +102,23 @@ func (r *runner) progressf(format string, args ...any) {
 }
 
 // runKernel boots a fresh testbed per procedure, so each runs alone on a clean board.
-func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*Result {
-	var out []*Result
+func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*verdict.Result {
+	var out []*verdict.Result
 	for _, fresh := range procs {
 		p := Procedures()[fresh.Name()] // a fresh instance: procedures keep per-run state
-		dir := filepath.Join(r.cfg.ArtifactDir, KernelKind(k.String()), p.Name())
-		res := &Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
+		dir := filepath.Join(r.cfg.ArtifactDir, verdict.KernelKind(k.String()), p.Name())
+		res := &verdict.Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
 			Started: time.Now(), Artifacts: dir}
 		if DrawsFromSeed(p) {
 			res.Seed = r.cfg.Options.Seed
 		}
 		out = append(out, res)
 		if ctx.Err() != nil {
-			Judge(res, Evidence{Stopped: context.Cause(ctx)})
+			verdict.Judge(res, verdict.Evidence{Stopped: context.Cause(ctx)})
 			continue
 		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			Judge(res, Evidence{InfraError: fmt.Errorf("artifact directory: %w", err)})
+			verdict.Judge(res, verdict.Evidence{InfraError: fmt.Errorf("artifact directory: %w", err)})
 			continue
 		}
 		r.progressf("%s: booting the %s kernel", p.Name(), k)
@@ -125,11 +126,11 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		if err != nil {
 			var ge *harness.GuestError
 			if ctx.Err() != nil {
-				Judge(res, Evidence{Stopped: context.Cause(ctx)})
+				verdict.Judge(res, verdict.Evidence{Stopped: context.Cause(ctx)})
 			} else if errors.As(err, &ge) {
-				Judge(res, Evidence{BootError: fmt.Errorf("launch the board: %w", err)})
+				verdict.Judge(res, verdict.Evidence{BootError: fmt.Errorf("launch the board: %w", err)})
 			} else {
-				Judge(res, Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
+				verdict.Judge(res, verdict.Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
 			}
 			res.Duration = time.Since(res.Started)
 			continue
@@ -141,7 +142,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 			res.Notes = append(res.Notes, "testbed close: "+err.Error())
 		}
 		r.progressf("%s: %s (%s)", p.Name(), strings.ToUpper(string(res.Verdict)), res.Duration.Round(time.Second))
-		if r.cfg.StopOnFail && res.Verdict == VerdictFail {
+		if r.cfg.StopOnFail && res.Verdict == verdict.VerdictFail {
 			break
 		}
 	}
@@ -176,7 +177,7 @@ type ProcedureConfig struct {
 	Dir       string
 	Helpers   map[string]string // name → host path of the built helpers
 	HelperErr error             // why the helpers could not be built, if they could not
-	Model     ModelChecker
+	Model     verdict.ModelChecker
 	Kernel    Kernel
 	Log       io.Writer
 }
@@ -184,7 +185,7 @@ type ProcedureConfig struct {
 // RunProcedure runs one procedure on a booted testbed and judges it into res: trace on, link
 // up, Setup, counters and begin marker, Run, end marker and counters, Collect, link down and
 // pool drain, trace off, console, model, verdict.
-func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc ProcedureConfig) {
+func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Result, pc ProcedureConfig) {
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{},
@@ -192,14 +193,14 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	if pt, ok := tb.(PeerTestbed); ok {
 		env.Peer = pt.Peer()
 	}
-	ev := Evidence{DrainWait: PoolDrainTimeout}
+	ev := verdict.Evidence{DrainWait: PoolDrainTimeout}
 	c := &collector{env: env, name: p.Name()}
 	defer func() {
 		saveConsole(env)
 		ev.Console = env.Board.ConsoleReports()
 		if ctx.Err() != nil {
 			// Told to stop: whatever failed on the way out failed because of that.
-			ev = Evidence{Stopped: context.Cause(ctx), Console: ev.Console}
+			ev = verdict.Evidence{Stopped: context.Cause(ctx), Console: ev.Console}
 		}
 		// A board command that failed because the kernel crashed or hung blames the kernel.
 		if kernelFault(ev.InfraError) {
@@ -213,12 +214,12 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		if errors.As(ev.Procedure, &te) {
 			ev.InfraError, ev.Procedure = ev.Procedure, nil
 		}
-		Judge(res, ev)
+		verdict.Judge(res, ev)
 		// The report names the culprit pages: the model's claims (not those withheld for lost
 		// events) get their pages' whole histories from the trace.
-		if res.HasReason(ReasonViolation) && ev.Model != nil && c.trace != "" {
+		if res.HasReason(verdict.ReasonViolation) && ev.Model != nil && c.trace != "" {
 			var err error
-			if res.Culprits, err = Culprits(c.trace, ev.Model); err != nil {
+			if res.Culprits, err = verdict.Culprits(c.trace, ev.Model); err != nil {
 				res.Notes = append(res.Notes, err.Error())
 			}
 		}
@@ -259,7 +260,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 			return err
 		})
 		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
-			ev.SetModel(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace}))
+			ev.SetModel(pc.Model(ctx, verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace}))
 		}
 	}()
 	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
@@ -297,7 +298,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 		return
 	}
 	res.Notes = append(res.Notes, notes...)
-	var traffic Traffic
+	var traffic verdict.Traffic
 	collectErr := step(ctx, 2*time.Minute, func(ctx context.Context) (err error) {
 		traffic, err = p.Collect(ctx, env)
 		return err
@@ -330,7 +331,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *Result, pc 
 	env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
 	phase = time.Now()
 	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
-	ev.SetModel(pc.Model(ctx, ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace, RxPackets: rx}))
+	ev.SetModel(pc.Model(ctx, verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace, RxPackets: rx}))
 	env.logf("%s: trace replayed (figures and model) in %.1fs", p.Name(), time.Since(phase).Seconds())
 }
 

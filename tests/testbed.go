@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 )
 
@@ -60,7 +61,7 @@ type Board interface {
 	ConsoleLog() []byte
 	// ConsoleReports returns the kernel reports (oops, BUG, WARNING, KASAN, stalled pool
 	// shutdown, …) found in the console so far, oldest first.
-	ConsoleReports() []ConsoleReport
+	ConsoleReports() []verdict.ConsoleReport
 }
 
 // Client is the client PC: a network namespace on the host holding the other end of the test

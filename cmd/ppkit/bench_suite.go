@@ -11,6 +11,7 @@ import (
 
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // benchTestGoal is issue 7's goal for a warm `ppkit test multicast tcp` at T = 10 s.
@@ -59,7 +60,7 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	start := time.Now()
 	sum, err := tests.Run(ctx, tests.Config{Procedures: procs, Kernel: kernel,
 		Options: tests.Options{Duration: *d, RateMbit: 1000}, ArtifactDir: artifacts,
-		Launcher: launcher, Model: tests.CheckTraceWithModel, Progress: stderr})
+		Launcher: launcher, Model: verdict.CheckTraceWithModel, Progress: stderr})
 	if err != nil {
 		return err
 	}

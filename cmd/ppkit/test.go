@@ -17,6 +17,7 @@ import (
 	"github.com/ppkit/ppkit/internal/owned"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 func init() {
@@ -35,14 +36,14 @@ type testDeps struct {
 	launcher func() (tests.Launcher, error)
 	// modelReady says whether the model can judge a trace.
 	modelReady func() error
-	model      tests.ModelChecker
+	model      verdict.ModelChecker
 }
 
 func defaultTestDeps() testDeps {
 	return testDeps{
 		launcher:   func() (tests.Launcher, error) { return &tests.HarnessLauncher{}, nil },
-		modelReady: tests.ModelReady,
-		model:      tests.CheckTraceWithModel,
+		modelReady: verdict.ModelReady,
+		model:      verdict.CheckTraceWithModel,
 	}
 }
 
@@ -177,7 +178,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	if len(missing) > 0 {
 		// Nothing could be judged: the host is at fault, not the kernel (exit 2).
-		return &exitError{code: tests.VerdictInfra.ExitCode(), err: fmt.Errorf("cannot run: %s", strings.Join(missing, "; "))}
+		return &exitError{code: verdict.VerdictInfra.ExitCode(), err: fmt.Errorf("cannot run: %s", strings.Join(missing, "; "))}
 	}
 	artifacts := o.report
 	if artifacts == "" {
@@ -202,7 +203,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			return err
 		}
 	} else {
-		all := append(append([]*tests.Result{}, sum.Baseline...), sum.Results...)
+		all := append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...)
 		tests.WriteTable(stdout, all)
 		if len(sum.Comparison) > 0 {
 			fmt.Fprintln(stdout)
@@ -214,7 +215,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		if err != nil {
 			return fmt.Errorf("--junit: %w", err)
 		}
-		werr := tests.WriteJUnit(f, append(append([]*tests.Result{}, sum.Baseline...), sum.Results...))
+		werr := tests.WriteJUnit(f, append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...))
 		if cerr := f.Close(); werr == nil {
 			werr = cerr
 		}

@@ -6,14 +6,14 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ppkit/ppkit/tests"
 )
 
 // seriesDir makes a directory that looks like an stg export: a series file naming one patch.
@@ -151,7 +151,7 @@ func (failingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.W
 func TestRunTestWritesOutputs(t *testing.T) {
 	dir := t.TempDir()
 	deps := testDeps{launcher: func() (tests.Launcher, error) { return failingLauncher{}, nil },
-		modelReady: func() error { return nil }, model: tests.CheckTraceWithModel}
+		modelReady: func() error { return nil }, model: verdict.CheckTraceWithModel}
 	junit, report := filepath.Join(dir, "junit.xml"), filepath.Join(dir, "report")
 	var out, errb bytes.Buffer
 	err := runTest(context.Background(), []string{"multicast", "tcp", "--series", seriesDir(t), "--compare", "baseline",
@@ -187,8 +187,8 @@ func TestRunTestWritesOutputs(t *testing.T) {
 	if err := runTest(context.Background(), []string{"copy", "--baseline", "--json"}, &out, &errb, deps); exitCodeOf(err) != 2 {
 		t.Fatalf("err %v", err)
 	}
-	var sum tests.Summary
-	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || len(sum.Results) != 1 || sum.Pass || sum.Results[0].Reasons[0].Kind != tests.ReasonInfra {
+	var sum verdict.Summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || len(sum.Results) != 1 || sum.Pass || sum.Results[0].Reasons[0].Kind != verdict.ReasonInfra {
 		t.Errorf("json %v: %s", err, out.String())
 	}
 	if !strings.Contains(errb.String(), "artifacts kept in") {

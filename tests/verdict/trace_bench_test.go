@@ -1,4 +1,4 @@
-package tests
+package verdict
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 // goldenTraces are every trace in the repository's testdata, uncompressed.
 func goldenTraces(t testing.TB) map[string][]byte {
 	files, _ := filepath.Glob("testdata/trace/*")
-	more, _ := filepath.Glob("../gomodel/testdata/traces/*.trace")
+	more, _ := filepath.Glob("../../gomodel/testdata/traces/*.trace")
 	out := map[string][]byte{}
 	for _, fn := range append(files, more...) {
 		data, err := os.ReadFile(fn)

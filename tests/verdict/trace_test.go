@@ -1,4 +1,4 @@
-package tests
+package verdict
 
 import (
 	"context"
