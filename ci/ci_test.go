@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"encoding/xml"
 	"fmt"
-	"github.com/ppkit/ppkit/tests"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 func result(proc string, f verdict.Figures) *verdict.Result {

@@ -4,11 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // Comparison is the test figures of this run against a stored earlier result.

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/ppkit/ppkit/tests"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // writeOutputs writes result.json, summary.md and junit.xml into the output directory.

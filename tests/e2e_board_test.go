@@ -4,7 +4,6 @@ package tests
 
 import (
 	"context"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // The real board: the harness's 5.10 kernel on the mvneta QEMU, booted by HarnessLauncher,

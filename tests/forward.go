@@ -3,7 +3,6 @@ package tests
 import (
 	"context"
 	"fmt"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // The client's and the peer's subnets, routed through the board by forward.

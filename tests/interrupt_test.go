@@ -3,12 +3,13 @@ package tests
 import (
 	"context"
 	"errors"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 var errTestInterrupt = errors.New("interrupted (test)")

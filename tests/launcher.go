@@ -8,11 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/ppkit/ppkit/harness"
 	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
 	"github.com/ppkit/ppkit/tests/verdict"
+	"golang.org/x/crypto/ssh"
 )
 
 // GuestPackages are the Debian arm64 packages the procedures need in the guest beyond the

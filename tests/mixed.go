@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // ---- mixed: several procedures at once on one board ----

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"reflect"
 	"regexp"
 	"slices"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // TestPlanMixed pins the generator: a seed printed by a run must mean the same plan on every

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"html/template"
 	"io"
 	"math"
@@ -12,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // WriteTable prints one line per result: verdict, figures, model prediction, reasons.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
-
 	"github.com/ppkit/ppkit/tests/internal/golden"
 	"github.com/ppkit/ppkit/tests/verdict"
 )

@@ -2,8 +2,9 @@ package tests
 
 import (
 	"context"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // The fixed test network: the board's mvneta NIC and the client's tap live in 192.168.200.0/24,

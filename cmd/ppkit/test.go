@@ -17,6 +17,7 @@ import (
 	"github.com/ppkit/ppkit/internal/owned"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/mutation"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -73,7 +74,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
 	seed := fs.String("seed", "", "replay the draw of mixed (its members, start order and offsets, GRO, RPS) from seed `N`, printed by an earlier run (default: a new seed)")
 	mutants := fs.String("mutants", "", "run the mutation suite instead: `all` or NAME,NAME (a real mutant must fail a procedure, an equivalent one pass them all)")
-	mutantsDir := pathFlag(fs, "mutants-dir", tests.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
+	mutantsDir := pathFlag(fs, "mutants-dir", mutation.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
@@ -161,7 +162,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	if err != nil {
 		return err
 	}
-	var mutants []tests.Mutant
+	var mutants []mutation.Mutant
 	if o.mutants != "" {
 		if mutants, err = selectMutants(o); err != nil {
 			return err
@@ -248,21 +249,21 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 }
 
 // selectMutants reads the suite and picks --mutants' names.
-func selectMutants(o *testOptions) ([]tests.Mutant, error) {
-	all, err := tests.ReadMutants(o.mutantsDir, o.kernel.Series)
+func selectMutants(o *testOptions) ([]mutation.Mutant, error) {
+	all, err := mutation.ReadMutants(o.mutantsDir, o.kernel.Series)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
 	if o.mutants == "all" {
 		return all, nil
 	}
-	byName := map[string]tests.Mutant{}
+	byName := map[string]mutation.Mutant{}
 	var names []string
 	for _, m := range all {
 		byName[m.Name] = m
 		names = append(names, m.Name)
 	}
-	var out []tests.Mutant
+	var out []mutation.Mutant
 	for _, n := range strings.Split(o.mutants, ",") {
 		m, ok := byName[strings.TrimSpace(n)]
 		if !ok {
@@ -275,8 +276,8 @@ func selectMutants(o *testOptions) ([]tests.Mutant, error) {
 
 // runMutants runs the mutation suite and prints its table (or JSON): exit 0 when every real
 // mutant is killed and every equivalent one passes, 1 otherwise, 2 when a run was unjudged.
-func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants []tests.Mutant, artifacts string, stdout, stderr io.Writer) error {
-	rep, err := tests.RunMutants(ctx, tests.MutantConfig{Mutants: mutants, Patches: o.kernel.Series, Config: cfg})
+func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants []mutation.Mutant, artifacts string, stdout, stderr io.Writer) error {
+	rep, err := mutation.RunMutants(ctx, mutation.MutantConfig{Mutants: mutants, Patches: o.kernel.Series, Config: cfg})
 	if err != nil {
 		return err
 	}
@@ -287,7 +288,7 @@ func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants [
 			return err
 		}
 	} else {
-		tests.WriteMutationTable(stdout, rep)
+		mutation.WriteMutationTable(stdout, rep)
 	}
 	if o.report == "" && rep.OK() {
 		os.RemoveAll(artifacts)

@@ -6,14 +6,15 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
-	"github.com/ppkit/ppkit/tests"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // seriesDir makes a directory that looks like an stg export: a series file naming one patch.

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/ppkit/ppkit/gomodel"
-
 	"github.com/ppkit/ppkit/tests/internal/golden"
 )
 

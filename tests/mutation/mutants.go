@@ -1,15 +1,17 @@
-package tests
+package mutation
 
 import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // Mutant is one entry of the mutation suite (tests/fixtures/mutants/MUTANTS): a realistic
@@ -65,7 +67,7 @@ func ReadMutants(dir, patches string) ([]Mutant, error) {
 			return nil, fmt.Errorf("%s/MUTANTS:%d: mutant %s listed twice", dir, n, m.Name)
 		}
 		seen[m.Name] = true
-		if _, err := LookupProcedures([]string{m.First}); err != nil {
+		if _, err := tests.LookupProcedures([]string{m.First}); err != nil {
 			return nil, fmt.Errorf("%s/MUTANTS:%d: %v", dir, n, err)
 		}
 		ents, err := os.ReadDir(m.Dir)
@@ -144,9 +146,9 @@ func (r *MutationReport) OK() bool {
 
 // MutantConfig is a run of the suite.
 type MutantConfig struct {
-	Mutants []Mutant
-	Patches string // the series the mutants derive from
-	Config         // Procedures, Options, Launcher, Model, Progress; Kernel and ArtifactDir are per mutant
+	Mutants      []Mutant
+	Patches      string // the series the mutants derive from
+	tests.Config        // Procedures, Options, Launcher, Model, Progress; Kernel and ArtifactDir are per mutant
 }
 
 // RunMutants runs each mutant: a real one on its first procedure and then the default set until
@@ -156,7 +158,7 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 	rep := &MutationReport{}
 	root := mc.ArtifactDir
 	if mc.Options.Seed == 0 { // one seed for every mutant: each one meets the same draw
-		mc.Options.Seed = NewSeed()
+		mc.Options.Seed = tests.NewSeed()
 	}
 	for _, m := range mc.Mutants {
 		if ctx.Err() != nil {
@@ -172,18 +174,18 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 		}
 		procs := mc.Procedures
 		if len(procs) == 0 {
-			procs = append([]string{m.First}, DefaultProcedures...)
+			procs = append([]string{m.First}, tests.DefaultProcedures...)
 		}
 		cfg := mc.Config
-		cfg.Kernel, cfg.ArtifactDir, cfg.Procedures, cfg.StopOnFail = Kernel{Series: series}, dir, procs, !m.Equivalent
+		cfg.Kernel, cfg.ArtifactDir, cfg.Procedures, cfg.StopOnFail = tests.Kernel{Series: series}, dir, procs, !m.Equivalent
 		progressf(cfg.Progress, "mutant %s (%s): %s", m.Name, map[bool]string{true: "equivalent", false: "real"}[m.Equivalent], m.Description)
 		t0 := time.Now()
-		sum, err := Run(ctx, cfg)
+		sum, err := tests.Run(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
 		}
 		// Each mutant's runs get their own report: the culprit of a killed mutant is one click away.
-		if err := WriteReportDir(dir, sum); err != nil {
+		if err := tests.WriteReportDir(dir, sum); err != nil {
 			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
 		}
 		r := MutantResult{Mutant: m, Verdict: sum.Verdict, Results: sum.Results, Duration: time.Since(t0)}
@@ -248,7 +250,7 @@ func WriteMutationTable(w io.Writer, rep *MutationReport) {
 		}
 		fmt.Fprintf(w, "%-38s %-10s %-26s %8s\n", m.Name, kind, outcome, m.Duration.Round(time.Second))
 		if m.Killed && len(m.Reasons) > 0 {
-			fmt.Fprintf(w, "    %s\n", GroupReasons(m.Reasons)[0])
+			fmt.Fprintf(w, "    %s\n", tests.GroupReasons(m.Reasons)[0])
 		}
 	}
 	fmt.Fprintf(w, "mutation score: %d/%d real mutants killed (%.0f%%); %d/%d equivalent mutants pass; %d unjudged; %s\n",
