@@ -17,6 +17,7 @@ import (
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -579,16 +580,16 @@ func (r *run) test(ctx context.Context) bool {
 		newLauncher = func(tree string) tests.Launcher { return &tests.HarnessLauncher{Tree: tree} }
 	}
 	launcher := newLauncher(r.launchTo)
-	report := filepath.Join(r.o.Out, "report")
+	reportDir := filepath.Join(r.o.Out, "report")
 	sum, err := tests.Run(ctx, tests.Config{Procedures: r.o.Procedures, Kernel: tests.Kernel{Series: filepath.Dir(r.series)},
-		Options: r.o.TestOptions, ArtifactDir: report, Launcher: launcher, Model: r.o.Model,
+		Options: r.o.TestOptions, ArtifactDir: reportDir, Launcher: launcher, Model: r.o.Model,
 		Progress: prefixWriter{w: r.o.Progress, prefix: "ci: test: "}})
 	if err != nil {
 		r.infra(StageTest, err)
 		return false
 	}
 	r.res.Tests = sum
-	if err := tests.WriteReportDir(report, sum); err != nil {
+	if err := report.WriteReportDir(reportDir, sum); err != nil {
 		r.infra(StageTest, err)
 		return false
 	}

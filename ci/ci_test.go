@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -198,7 +198,7 @@ func TestOutputsOfARegression(t *testing.T) {
 	if err := WriteJUnit(&x, res); err != nil {
 		t.Fatal(err)
 	}
-	var doc tests.JUnitSuites
+	var doc report.JUnitSuites
 	if err := xml.Unmarshal(x.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}

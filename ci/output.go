@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -40,18 +40,18 @@ func WriteJSON(w io.Writer, res *RunResult) error {
 // always has a failed case), the series check with one case per patch, the procedures (as
 // tests.WriteJUnit writes them) and the figure comparison with one case per procedure.
 func WriteJUnit(w io.Writer, res *RunResult) error {
-	doc := tests.JUnitSuites{Name: "ppkit ci " + res.Ref}
-	stages := tests.JUnitSuite{Name: "ppkit ci " + res.Ref}
+	doc := report.JUnitSuites{Name: "ppkit ci " + res.Ref}
+	stages := report.JUnitSuite{Name: "ppkit ci " + res.Ref}
 	for _, s := range res.Stages {
-		c := tests.JUnitCase{Name: s.Name, ClassName: "ppkit.ci"}
-		msg := &tests.JUnitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
+		c := report.JUnitCase{Name: s.Name, ClassName: "ppkit.ci"}
+		msg := &report.JUnitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
 		switch s.Outcome {
 		case VerdictFail:
 			c.Failure = msg
 		case VerdictInfra:
 			c.Error = msg
 		case "skipped":
-			c.Skipped = &tests.JUnitMessage{Message: "an earlier stage decided the run"}
+			c.Skipped = &report.JUnitMessage{Message: "an earlier stage decided the run"}
 		default:
 			c.SystemOut = s.Detail
 		}
@@ -59,9 +59,9 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 	}
 	doc.Suites = append(doc.Suites, stages)
 	if res.Check != nil {
-		check := tests.JUnitSuite{Name: "ppkit series check"}
+		check := report.JUnitSuite{Name: "ppkit series check"}
 		for _, p := range res.Check.Patches {
-			c := tests.JUnitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
+			c := report.JUnitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
 			var errs, all []string
 			for _, f := range p.Findings {
 				line := fmt.Sprintf("%s %s: %s", f.Severity, f.Check, f.Message)
@@ -71,7 +71,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 				}
 			}
 			if len(errs) > 0 {
-				c.Failure = &tests.JUnitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
+				c.Failure = &report.JUnitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
 			} else if len(all) > 0 {
 				c.SystemOut = strings.Join(all, "\n")
 			}
@@ -80,11 +80,11 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 		doc.Suites = append(doc.Suites, check)
 	}
 	if res.Tests != nil {
-		procs := tests.JUnitOf(append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...))
+		procs := report.JUnitOf(append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...))
 		doc.Suites = append(doc.Suites, procs.Suites...)
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
-		figs := tests.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
+		figs := report.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
 		byProc := map[string][]verdict.FigureChange{}
 		var order []string
 		for _, l := range res.Comparison.Lines {
@@ -94,7 +94,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 			byProc[l.Procedure] = append(byProc[l.Procedure], l)
 		}
 		for _, proc := range order {
-			c := tests.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
+			c := report.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
 			var text, bad []string
 			for _, l := range byProc[proc] {
 				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), worseText(l))
@@ -104,7 +104,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 				}
 			}
 			if len(bad) > 0 {
-				c.Failure = &tests.JUnitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
+				c.Failure = &report.JUnitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
 			} else {
 				c.SystemOut = strings.Join(text, "\n")
 			}

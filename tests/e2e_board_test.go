@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -101,7 +102,7 @@ func TestE2EBoardBaseline(t *testing.T) {
 	requireBoard(t)
 	sum := runBoard(t, Kernel{Baseline: true}, "multicast", "tcp")
 	var b strings.Builder
-	WriteTable(&b, sum.Results)
+	report.WriteTable(&b, sum.Results)
 	t.Logf("\n%s", b.String())
 	for _, r := range sum.Results {
 		if !r.Pass {
@@ -159,7 +160,7 @@ func TestE2EBoardSeriesPasses(t *testing.T) {
 	requireBoard(t)
 	sum := runBoard(t, Kernel{Series: seriesDir(t, "../patches")})
 	var b strings.Builder
-	WriteTable(&b, sum.Results)
+	report.WriteTable(&b, sum.Results)
 	t.Logf("\n%s", b.String())
 	if len(sum.Results) != len(DefaultProcedures) {
 		t.Fatalf("%d results", len(sum.Results))
@@ -186,7 +187,7 @@ func TestE2EBoardCompareMulticast(t *testing.T) {
 	}
 	l.checkGone(t)
 	var b strings.Builder
-	WriteComparison(&b, sum.Comparison)
+	report.WriteComparison(&b, sum.Comparison)
 	t.Logf("\n%s", b.String())
 	if !sum.Pass {
 		t.Fatalf("baseline %v, series %v", sum.Baseline[0].Reasons, sum.Results[0].Reasons)

@@ -18,6 +18,7 @@ import (
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests"
 	"github.com/ppkit/ppkit/tests/mutation"
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -200,15 +201,15 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		os.RemoveAll(artifacts) // the caller says "interrupted"; a temporary directory is not kept
 	}
 	if o.json {
-		if err := tests.WriteJSON(stdout, sum); err != nil {
+		if err := report.WriteJSON(stdout, sum); err != nil {
 			return err
 		}
 	} else {
 		all := append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...)
-		tests.WriteTable(stdout, all)
+		report.WriteTable(stdout, all)
 		if len(sum.Comparison) > 0 {
 			fmt.Fprintln(stdout)
-			tests.WriteComparison(stdout, sum.Comparison)
+			report.WriteComparison(stdout, sum.Comparison)
 		}
 	}
 	if o.junit != "" {
@@ -216,7 +217,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		if err != nil {
 			return fmt.Errorf("--junit: %w", err)
 		}
-		werr := tests.WriteJUnit(f, append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...))
+		werr := report.WriteJUnit(f, append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...))
 		if cerr := f.Close(); werr == nil {
 			werr = cerr
 		}
@@ -225,7 +226,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		}
 	}
 	if o.report != "" {
-		if err := tests.WriteReportDir(o.report, sum); err != nil {
+		if err := report.WriteReportDir(o.report, sum); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "report: %s\n", filepath.Join(o.report, "index.html"))

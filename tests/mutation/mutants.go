@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -185,7 +186,7 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
 		}
 		// Each mutant's runs get their own report: the culprit of a killed mutant is one click away.
-		if err := tests.WriteReportDir(dir, sum); err != nil {
+		if err := report.WriteReportDir(dir, sum); err != nil {
 			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
 		}
 		r := MutantResult{Mutant: m, Verdict: sum.Verdict, Results: sum.Results, Duration: time.Since(t0)}
@@ -250,7 +251,7 @@ func WriteMutationTable(w io.Writer, rep *MutationReport) {
 		}
 		fmt.Fprintf(w, "%-38s %-10s %-26s %8s\n", m.Name, kind, outcome, m.Duration.Round(time.Second))
 		if m.Killed && len(m.Reasons) > 0 {
-			fmt.Fprintf(w, "    %s\n", tests.GroupReasons(m.Reasons)[0])
+			fmt.Fprintf(w, "    %s\n", report.GroupReasons(m.Reasons)[0])
 		}
 	}
 	fmt.Fprintf(w, "mutation score: %d/%d real mutants killed (%.0f%%); %d/%d equivalent mutants pass; %d unjudged; %s\n",

@@ -1,4 +1,4 @@
-package tests
+package report
 
 import (
 	"encoding/json"
