@@ -16,7 +16,7 @@ import (
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
@@ -70,13 +70,13 @@ type Options struct {
 	Threshold float64
 	// Procedures and TestOptions configure the test stage (all procedures, DefaultOptions).
 	Procedures  []string
-	TestOptions tests.Options
+	TestOptions procedure.Options
 	// NewBuilder returns the per-patch builder of the series check for a kernel tree and a
 	// cleanup func (default: harness.BuildKernel of each prefix of the series).
 	NewBuilder func(tree string, log io.Writer) (stgit.Builder, func(), error)
 	// NewLauncher returns the test stage's board launcher; tree is the kernel tree the series
 	// applies to ("" for Debian's linux-source-5.10). Default: tests.HarnessLauncher.
-	NewLauncher func(tree string) tests.Launcher
+	NewLauncher func(tree string) procedure.Launcher
 	Model       verdict.ModelChecker
 	// Tools must be on PATH before anything runs; a missing one is an infrastructure failure.
 	Tools []string
@@ -153,7 +153,7 @@ func Run(ctx context.Context, o Options) (*RunResult, error) {
 		o.Progress = io.Discard
 	}
 	if o.TestOptions.Duration == 0 {
-		o.TestOptions = tests.DefaultOptions
+		o.TestOptions = procedure.DefaultOptions
 	}
 	r := &run{o: o, res: &RunResult{Started: time.Now()}}
 	if err := r.resolve(ctx); err != nil {
@@ -577,11 +577,11 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 func (r *run) test(ctx context.Context) bool {
 	newLauncher := r.o.NewLauncher
 	if newLauncher == nil {
-		newLauncher = func(tree string) tests.Launcher { return &tests.HarnessLauncher{Tree: tree} }
+		newLauncher = func(tree string) procedure.Launcher { return &procedure.HarnessLauncher{Tree: tree} }
 	}
 	launcher := newLauncher(r.launchTo)
 	reportDir := filepath.Join(r.o.Out, "report")
-	sum, err := tests.Run(ctx, tests.Config{Procedures: r.o.Procedures, Kernel: tests.Kernel{Series: filepath.Dir(r.series)},
+	sum, err := procedure.Run(ctx, procedure.Config{Procedures: r.o.Procedures, Kernel: procedure.Kernel{Series: filepath.Dir(r.series)},
 		Options: r.o.TestOptions, ArtifactDir: reportDir, Launcher: launcher, Model: r.o.Model,
 		Progress: prefixWriter{w: r.o.Progress, prefix: "ci: test: "}})
 	if err != nil {

@@ -16,8 +16,8 @@ import (
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/internal/owned"
 	"github.com/ppkit/ppkit/stgit"
-	"github.com/ppkit/ppkit/tests"
 	"github.com/ppkit/ppkit/tests/mutation"
+	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
@@ -35,7 +35,7 @@ func init() {
 // testDeps are the pieces `ppkit test` joins; tests of this file replace them.
 type testDeps struct {
 	// launcher returns the board launcher, or an error naming what is missing.
-	launcher func() (tests.Launcher, error)
+	launcher func() (procedure.Launcher, error)
 	// modelReady says whether the model can judge a trace.
 	modelReady func() error
 	model      verdict.ModelChecker
@@ -43,7 +43,7 @@ type testDeps struct {
 
 func defaultTestDeps() testDeps {
 	return testDeps{
-		launcher:   func() (tests.Launcher, error) { return &tests.HarnessLauncher{}, nil },
+		launcher:   func() (procedure.Launcher, error) { return &procedure.HarnessLauncher{}, nil },
 		modelReady: verdict.ModelReady,
 		model:      verdict.CheckTraceWithModel,
 	}
@@ -52,12 +52,12 @@ func defaultTestDeps() testDeps {
 // testOptions are `ppkit test`'s parsed command line.
 type testOptions struct {
 	procedures []string
-	kernel     tests.Kernel
+	kernel     procedure.Kernel
 	compare    bool
 	junit      string
 	json       bool
 	report     string
-	options    tests.Options
+	options    procedure.Options
 	// mutants is --mutants: "all" or a comma-separated list of the suite's names ("": none).
 	mutants    string
 	mutantsDir string
@@ -79,7 +79,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
-		fmt.Fprintln(stderr, "procedures: "+strings.Join(tests.DefaultProcedures, ", ")+" (default: all)")
+		fmt.Fprintln(stderr, "procedures: "+strings.Join(procedure.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -89,7 +89,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	if o.mutants != "" && (*baseline || *compare != "") {
 		return nil, usageErrorf("--mutants derives its kernels from --series; drop --baseline and --compare")
 	}
-	procs, err := tests.LookupProcedures(o.procedures)
+	procs, err := procedure.LookupProcedures(o.procedures)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
@@ -103,7 +103,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	}
 	o.compare = *compare == "baseline"
 	if *baseline {
-		o.kernel = tests.Kernel{Baseline: true}
+		o.kernel = procedure.Kernel{Baseline: true}
 	} else {
 		dir := *series
 		if dir == "" {
@@ -121,7 +121,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		if _, err := stgit.ReadSeries(abs); err != nil {
 			return nil, usageErrorf("%v", err)
 		}
-		o.kernel = tests.Kernel{Series: abs}
+		o.kernel = procedure.Kernel{Series: abs}
 	}
 	d, err := parseTestDuration(*timeFlag)
 	if err != nil {
@@ -131,12 +131,12 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	if err != nil || r <= 0 {
 		return nil, usageErrorf("--rate %q: want a positive number of Mbit/s, e.g. 1000", *rate)
 	}
-	o.options = tests.Options{Duration: d, RateMbit: r}
+	o.options = procedure.Options{Duration: d, RateMbit: r}
 	if *seed != "" {
 		if o.options.Seed, err = strconv.ParseInt(*seed, 10, 64); err != nil || o.options.Seed <= 0 {
 			return nil, usageErrorf("--seed %q: want the positive number an earlier run printed (\"seed N\")", *seed)
 		}
-		if !slices.ContainsFunc(procs, tests.DrawsFromSeed) {
+		if !slices.ContainsFunc(procs, procedure.DrawsFromSeed) {
 			return nil, usageErrorf("--seed draws only mixed: name it, e.g. ppkit test mixed --seed %s", *seed)
 		}
 	}
@@ -188,12 +188,12 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			return fmt.Errorf("artifact directory: %w", err)
 		}
 	}
-	cfg := tests.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
+	cfg := procedure.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
 		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, Progress: stderr}
 	if mutants != nil {
 		return runMutants(ctx, o, cfg, mutants, artifacts, stdout, stderr)
 	}
-	sum, err := tests.Run(ctx, cfg)
+	sum, err := procedure.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ func selectMutants(o *testOptions) ([]mutation.Mutant, error) {
 
 // runMutants runs the mutation suite and prints its table (or JSON): exit 0 when every real
 // mutant is killed and every equivalent one passes, 1 otherwise, 2 when a run was unjudged.
-func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants []mutation.Mutant, artifacts string, stdout, stderr io.Writer) error {
+func runMutants(ctx context.Context, o *testOptions, cfg procedure.Config, mutants []mutation.Mutant, artifacts string, stdout, stderr io.Writer) error {
 	rep, err := mutation.RunMutants(ctx, mutation.MutantConfig{Mutants: mutants, Patches: o.kernel.Series, Config: cfg})
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
@@ -68,7 +68,7 @@ func ReadMutants(dir, patches string) ([]Mutant, error) {
 			return nil, fmt.Errorf("%s/MUTANTS:%d: mutant %s listed twice", dir, n, m.Name)
 		}
 		seen[m.Name] = true
-		if _, err := tests.LookupProcedures([]string{m.First}); err != nil {
+		if _, err := procedure.LookupProcedures([]string{m.First}); err != nil {
 			return nil, fmt.Errorf("%s/MUTANTS:%d: %v", dir, n, err)
 		}
 		ents, err := os.ReadDir(m.Dir)
@@ -147,9 +147,9 @@ func (r *MutationReport) OK() bool {
 
 // MutantConfig is a run of the suite.
 type MutantConfig struct {
-	Mutants      []Mutant
-	Patches      string // the series the mutants derive from
-	tests.Config        // Procedures, Options, Launcher, Model, Progress; Kernel and ArtifactDir are per mutant
+	Mutants          []Mutant
+	Patches          string // the series the mutants derive from
+	procedure.Config        // Procedures, Options, Launcher, Model, Progress; Kernel and ArtifactDir are per mutant
 }
 
 // RunMutants runs each mutant: a real one on its first procedure and then the default set until
@@ -159,7 +159,7 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 	rep := &MutationReport{}
 	root := mc.ArtifactDir
 	if mc.Options.Seed == 0 { // one seed for every mutant: each one meets the same draw
-		mc.Options.Seed = tests.NewSeed()
+		mc.Options.Seed = procedure.NewSeed()
 	}
 	for _, m := range mc.Mutants {
 		if ctx.Err() != nil {
@@ -175,13 +175,13 @@ func RunMutants(ctx context.Context, mc MutantConfig) (*MutationReport, error) {
 		}
 		procs := mc.Procedures
 		if len(procs) == 0 {
-			procs = append([]string{m.First}, tests.DefaultProcedures...)
+			procs = append([]string{m.First}, procedure.DefaultProcedures...)
 		}
 		cfg := mc.Config
-		cfg.Kernel, cfg.ArtifactDir, cfg.Procedures, cfg.StopOnFail = tests.Kernel{Series: series}, dir, procs, !m.Equivalent
+		cfg.Kernel, cfg.ArtifactDir, cfg.Procedures, cfg.StopOnFail = procedure.Kernel{Series: series}, dir, procs, !m.Equivalent
 		progressf(cfg.Progress, "mutant %s (%s): %s", m.Name, map[bool]string{true: "equivalent", false: "real"}[m.Equivalent], m.Description)
 		t0 := time.Now()
-		sum, err := tests.Run(ctx, cfg)
+		sum, err := procedure.Run(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("mutant %s: %w", m.Name, err)
 		}

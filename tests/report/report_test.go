@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
-	"github.com/ppkit/ppkit/tests"
 	"github.com/ppkit/ppkit/tests/internal/golden"
+	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -26,7 +26,7 @@ func sampleSummary() *verdict.Summary {
 		}
 		return append(pts, verdict.InflightPoint{Time: 12, Inflight: 0})
 	}
-	base := &verdict.Result{Procedure: "multicast", Description: (&tests.Multicast{}).Description(), Paths: (&tests.Multicast{}).Paths(),
+	base := &verdict.Result{Procedure: "multicast", Description: (&procedure.Multicast{}).Description(), Paths: (&procedure.Multicast{}).Paths(),
 		Kernel: "baseline", Started: started, Duration: 41 * time.Second,
 		Figures: verdict.Figures{Packets: 84000, BitsPerSecond: 412e6, SlowPathAllocs: 84010, SlowPathPer1000: 1000.1, Releases: 88100, Holds: 88100},
 		Model:   &verdict.ModelReport{Predicted: verdict.ModelFigures{SlowPathPer1000: 1000.1, Releases: 88100}},
@@ -40,7 +40,7 @@ func sampleSummary() *verdict.Summary {
 			{Pool: "00000000c0ffee02", Holds: 512, Releases: 512, Destroyed: true, Timeline: timeline(3)}},
 		Traffic: verdict.Traffic{Notes: []string{"packet socket: packets=86010 bytes=126434700"}},
 		Pass:    true}
-	tcp := &verdict.Result{Procedure: "tcp", Description: (&tests.TCP{}).Description(), Paths: (&tests.TCP{}).Paths(),
+	tcp := &verdict.Result{Procedure: "tcp", Description: (&procedure.TCP{}).Description(), Paths: (&procedure.TCP{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 35 * time.Second,
 		Figures: verdict.Figures{Packets: 50000, BitsPerSecond: 300e6, SlowPathAllocs: 900, SlowPathPer1000: 18, SKBReturns: 1200, Releases: 40000},
 		Console: []verdict.ConsoleReport{{Title: "BUG: Bad page state in process iperf", Report: "BUG: Bad page state in process iperf  pfn:4a3c1\npage:(____ptrval____) refcount:0"},
@@ -52,7 +52,7 @@ func sampleSummary() *verdict.Summary {
 				{Line: 3, Timestamp: "10.000001", Task: "<idle>-0", CPU: 1, Context: "softirq", Event: "page_pool_state_hold", Fields: "page_pool=00000000c0ffee01 page=00000000bb pfn=303041 hold=7"},
 				{Line: 9, Timestamp: "10.000004", Task: "iperf-412", CPU: 0, Context: "process", Event: "mm_page_free", Fields: "page=00000000bb pfn=303041 order=0"}}}},
 		Model: &verdict.ModelReport{Violations: []verdict.ModelViolation{{Name: "dma-mapped-page-freed", Detail: "page pfn=303041 freed while mapped\nhistory: hold, build_skb, skb_try_coalesce, put_page"}}}}
-	infra := &verdict.Result{Procedure: "copy", Description: (&tests.Copy{}).Description(), Paths: (&tests.Copy{}).Paths(),
+	infra := &verdict.Result{Procedure: "copy", Description: (&procedure.Copy{}).Description(), Paths: (&procedure.Copy{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 2 * time.Second,
 		Reasons: []verdict.Reason{{Kind: verdict.ReasonInfra, Detail: "launch the board: qemu-system-aarch64 exited: status 1"}}}
 	s := &verdict.Summary{Baseline: []*verdict.Result{base}, Results: []*verdict.Result{series, tcp, infra}}

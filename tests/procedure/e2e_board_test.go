@@ -1,6 +1,6 @@
 //go:build e2e
 
-package tests
+package procedure
 
 import (
 	"context"
@@ -158,7 +158,7 @@ func hasReason(r *verdict.Result, kind string, names ...string) bool {
 // Acceptance: `ppkit test` on patches/ passes every procedure.
 func TestE2EBoardSeriesPasses(t *testing.T) {
 	requireBoard(t)
-	sum := runBoard(t, Kernel{Series: seriesDir(t, "../patches")})
+	sum := runBoard(t, Kernel{Series: seriesDir(t, "../../patches")})
 	var b strings.Builder
 	report.WriteTable(&b, sum.Results)
 	t.Logf("\n%s", b.String())
@@ -179,7 +179,7 @@ func TestE2EBoardCompareMulticast(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	l := &recordingLauncher{Launcher: &HarnessLauncher{}}
-	sum, err := Run(ctx, Config{Procedures: []string{"multicast"}, Kernel: Kernel{Series: seriesDir(t, "../patches")},
+	sum, err := Run(ctx, Config{Procedures: []string{"multicast"}, Kernel: Kernel{Series: seriesDir(t, "../../patches")},
 		CompareBaseline: true, Options: Options{Duration: 10 * time.Second, RateMbit: 100}, ArtifactDir: t.TempDir(),
 		Launcher: l, Progress: testLog{t}})
 	if err != nil {
@@ -207,7 +207,7 @@ func TestE2EBoardCompareMulticast(t *testing.T) {
 // must fail with foreign-page-returned or a console report.
 func TestE2EBoardPrerfcCopyFails(t *testing.T) {
 	requireBoard(t)
-	sum := runBoard(t, Kernel{Series: seriesDir(t, "fixtures/series-prerfc")}, "copy")
+	sum := runBoard(t, Kernel{Series: seriesDir(t, "../fixtures/series-prerfc")}, "copy")
 	r := sum.Results[0]
 	t.Logf("copy on series-prerfc: %v", r.Reasons)
 	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "foreign-page-returned") || hasReason(r, verdict.ReasonConsole)) {
@@ -219,7 +219,7 @@ func TestE2EBoardPrerfcCopyFails(t *testing.T) {
 // procedure must fail with dma-mapped-page-freed or inflight-leak.
 func TestE2EBoardNoCoalesceFixTCPFails(t *testing.T) {
 	requireBoard(t)
-	sum := runBoard(t, Kernel{Series: seriesDir(t, "fixtures/series-no-coalesce-fix")}, "tcp")
+	sum := runBoard(t, Kernel{Series: seriesDir(t, "../fixtures/series-no-coalesce-fix")}, "tcp")
 	r := sum.Results[0]
 	t.Logf("tcp on series-no-coalesce-fix: %v", r.Reasons)
 	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "dma-mapped-page-freed", "inflight-leak") || hasReason(r, verdict.ReasonInflight)) {

@@ -1,6 +1,6 @@
 //go:build e2e && rawcapture
 
-package tests
+package procedure
 
 import (
 	"context"
@@ -25,8 +25,8 @@ import (
 // kernel overwrites events and flags the pages that follow (RB_MISSED_EVENTS). Each procedure
 // runs for 1 s at 2 Mbit/s with a 64 MiB ring per CPU.
 //
-//	flock /tmp/ppkit-heavy.lock go test -tags 'e2e rawcapture' -run TestCaptureRawTrace ./tests \
-//	    -rawtrace.out ../gomodel/rawtrace/testdata -rawtrace.procedures multicast,multicast-overrun
+//	flock /tmp/ppkit-heavy.lock go test -tags 'e2e rawcapture' -run TestCaptureRawTrace ./tests/procedure \
+//	    -rawtrace.out ../../gomodel/rawtrace/testdata -rawtrace.procedures multicast,multicast-overrun
 var (
 	rawOut   = flag.String("rawtrace.out", "", "directory the captures are written to (a subdirectory per capture)")
 	rawProcs = flag.String("rawtrace.procedures", "multicast", "comma-separated procedures to capture (and multicast-overrun)")
@@ -37,7 +37,7 @@ func TestCaptureRawTrace(t *testing.T) {
 	if *rawOut == "" {
 		t.Fatal("-rawtrace.out DIR is required: where the captures go")
 	}
-	series, err := filepath.Abs("../patches")
+	series, err := filepath.Abs("../../patches")
 	if err != nil {
 		t.Fatal(err)
 	}

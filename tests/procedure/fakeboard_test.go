@@ -1,4 +1,4 @@
-package tests
+package procedure
 
 import (
 	"context"
@@ -114,7 +114,7 @@ func (b *fakeBoard) Run(ctx context.Context, cmd string) ([]byte, error) {
 	case strings.Contains(cmd, "/statistics"):
 		return []byte(fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500)), nil
 	case cmd == "cat /proc/net/snmp /proc/net/netstat":
-		return os.ReadFile("verdict/testdata/snmp/host-6.18-netns.txt")
+		return os.ReadFile("../verdict/testdata/snmp/host-6.18-netns.txt")
 	case strings.HasPrefix(cmd, "ethtool -S"):
 		return nil, errors.New("sh: ethtool: not found")
 	case strings.HasPrefix(cmd, "ethtool -K"), strings.HasPrefix(cmd, "echo 1 > /proc/sys/net/ipv4/ipfrag_time"):

@@ -1,4 +1,4 @@
-package tests
+package procedure
 
 // The scripted board of fakeboard_test.go, for the external test of the mutation suite
 // (mutation_test.go).

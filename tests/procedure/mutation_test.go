@@ -1,4 +1,4 @@
-package tests_test
+package procedure_test
 
 // The mutation suite's runner on the scripted board: this test runs procedures on
 // fakeboard_test.go's board, which only this package's tests can build, so it lives here as an
@@ -14,26 +14,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ppkit/ppkit/tests"
 	"github.com/ppkit/ppkit/tests/mutation"
+	"github.com/ppkit/ppkit/tests/procedure"
 )
 
 // leakyLauncher boots fake boards whose pool leaks (a kernel failure) for series under a
 // directory named in leak.
 type leakyLauncher struct{ leak map[string]bool }
 
-func (l *leakyLauncher) Launch(ctx context.Context, k tests.Kernel, _ io.Writer) (tests.Testbed, error) {
+func (l *leakyLauncher) Launch(ctx context.Context, k procedure.Kernel, _ io.Writer) (procedure.Testbed, error) {
 	leak := int64(0)
 	if l.leak[filepath.Base(filepath.Dir(k.Series))] {
 		leak = 3
 	}
-	return tests.NewFakeTestbed(leak), nil
+	return procedure.NewFakeTestbed(leak), nil
 }
 
 // TestRunMutantsScore: a real mutant is killed by its first failing procedure and the rest are
 // skipped; one no procedure catches survives; an equivalent one that fails is a false alarm.
 func TestRunMutantsScore(t *testing.T) {
-	tests.FastTimers(t)
+	procedure.FastTimers(t)
 	patches := t.TempDir()
 	os.WriteFile(filepath.Join(patches, "series"), []byte("p1\n"), 0o644)
 	os.WriteFile(filepath.Join(patches, "p1"), []byte("orig"), 0o644)
@@ -44,9 +44,9 @@ func TestRunMutantsScore(t *testing.T) {
 		os.WriteFile(filepath.Join(suite, n, "p1"), []byte(n), 0o644)
 		ms = append(ms, mutation.Mutant{Name: n, Equivalent: strings.HasPrefix(n, "eq-"), First: "tcp", Patch: "p1", Dir: filepath.Join(suite, n)})
 	}
-	rep, err := mutation.RunMutants(context.Background(), mutation.MutantConfig{Mutants: ms, Patches: patches, Config: tests.Config{
-		Procedures: []string{"tcp", "multicast"}, Options: tests.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
-		Launcher: &leakyLauncher{leak: map[string]bool{"caught": true, "eq-alarm": true}}, Model: tests.OKModel, CacheRoot: t.TempDir()}})
+	rep, err := mutation.RunMutants(context.Background(), mutation.MutantConfig{Mutants: ms, Patches: patches, Config: procedure.Config{
+		Procedures: []string{"tcp", "multicast"}, Options: procedure.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
+		Launcher: &leakyLauncher{leak: map[string]bool{"caught": true, "eq-alarm": true}}, Model: procedure.OKModel, CacheRoot: t.TempDir()}})
 	if err != nil {
 		t.Fatal(err)
 	}
