@@ -28,8 +28,8 @@ const (
 	ExitInfra = 2 // the run could not judge the series
 )
 
-// Verdicts: those of tests.Verdict, so that one table decides who broke and one function the
-// exit code (tests.Verdict.ExitCode).
+// Verdicts: those of verdict.Verdict, so that one table decides who broke and one function the
+// exit code (verdict.Verdict.ExitCode).
 const (
 	VerdictPass  = string(verdict.VerdictPass)
 	VerdictFail  = string(verdict.VerdictFail)
@@ -75,7 +75,7 @@ type Options struct {
 	// cleanup func (default: harness.BuildKernel of each prefix of the series).
 	NewBuilder func(tree string, log io.Writer) (stgit.Builder, func(), error)
 	// NewLauncher returns the test stage's board launcher; tree is the kernel tree the series
-	// applies to ("" for Debian's linux-source-5.10). Default: tests.HarnessLauncher.
+	// applies to ("" for Debian's linux-source-5.10). Default: procedure.HarnessLauncher.
 	NewLauncher func(tree string) procedure.Launcher
 	Model       verdict.ModelChecker
 	// Tools must be on PATH before anything runs; a missing one is an infrastructure failure.
@@ -598,7 +598,7 @@ func (r *run) test(ctx context.Context) bool {
 	return outcome == "ok"
 }
 
-// classifyTests names the test stage's outcome: the run's verdict (tests.Worst, the one rule
+// classifyTests names the test stage's outcome: the run's verdict (verdict.Worst, the one rule
 // for combining verdicts) and the procedures that decided it.
 func classifyTests(results []*verdict.Result) (outcome, detail string) {
 	if len(results) == 0 {

@@ -23,7 +23,7 @@ func figs(bps float64, slow, skbRet, rel int64) verdict.Figures {
 		SKBReturns: skbRet, Releases: rel}
 }
 
-// The comparison itself is tests.CompareFigures (tests/compare_test.go); ci words it.
+// The comparison itself is verdict.CompareFigures (tests/verdict/compare_test.go); ci words it.
 func TestWorseText(t *testing.T) {
 	prev := []*verdict.Result{result("tcp", figs(900e6, 0, 0, 0))}
 	cur := []*verdict.Result{result("tcp", figs(600e6, 5, 0, 30))}

@@ -38,7 +38,7 @@ func WriteJSON(w io.Writer, res *RunResult) error {
 
 // WriteJUnit writes junit.xml: a "ppkit ci" suite with one case per stage (so a failed run
 // always has a failed case), the series check with one case per patch, the procedures (as
-// tests.WriteJUnit writes them) and the figure comparison with one case per procedure.
+// report.WriteJUnit writes them) and the figure comparison with one case per procedure.
 func WriteJUnit(w io.Writer, res *RunResult) error {
 	doc := report.JUnitSuites{Name: "ppkit ci " + res.Ref}
 	stages := report.JUnitSuite{Name: "ppkit ci " + res.Ref}

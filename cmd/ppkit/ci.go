@@ -23,7 +23,7 @@ func init() {
 }
 
 // ciHooks replace the builder, the launcher and the tool list of `ppkit ci` in this package's
-// tests; nil keeps ci's defaults (harness.SeriesBuilder, tests.HarnessLauncher, ci.DefaultTools).
+// tests; nil keeps ci's defaults (harness.SeriesBuilder, procedure.HarnessLauncher, ci.DefaultTools).
 var ciHooks struct {
 	builder  func(tree string, log io.Writer) (stgit.Builder, func(), error)
 	launcher func(tree string) procedure.Launcher

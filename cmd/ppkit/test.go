@@ -240,7 +240,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			fmt.Fprintf(stderr, "artifacts kept in %s\n", kept)
 		}
 		// One verdict decides the exit status: 1 the kernel failed, 2 the run could not be
-		// judged (tests.Verdict.ExitCode).
+		// judged (verdict.Verdict.ExitCode).
 		return &exitError{code: sum.Verdict.ExitCode(), err: errors.New("")}
 	}
 	if o.report == "" {

@@ -15,7 +15,7 @@ import (
 	"strings"
 )
 
-// The guest helpers are small C programs built without a C library (tests/guest/sys.h does the
+// The guest helpers are small C programs built without a C library (tests/procedure/guest/sys.h does the
 // syscalls), so any bare cross compiler builds them, static, for the board.
 //
 //go:embed guest/*.c guest/*.h

@@ -12,7 +12,7 @@ import (
 
 // BenchmarkNIC measures TCP client→guest throughput over mvneta and virtio-net in one guest and
 // one run (ratio goal >= 0.5) and 64-byte UDP receive rates. One iteration is one full run:
-// go test -tags e2e -run XXX -bench NIC -benchtime 1x ./tests
+// go test -tags e2e -run XXX -bench NIC -benchtime 1x ./tests/procedure
 func BenchmarkNIC(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()

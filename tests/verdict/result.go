@@ -132,7 +132,7 @@ type Evidence struct {
 	// context's cancellation); nothing else is judged then.
 	Stopped error
 	// DrainWait is how long the runner waited for the pools to drain once the interface went
-	// down (PoolDrainTimeout): a pool still inflight after it has leaked.
+	// down (procedure.PoolDrainTimeout): a pool still inflight after it has leaked.
 	DrainWait time.Duration
 }
 

@@ -46,7 +46,7 @@ func VerdictOf(reasons []Reason) Verdict {
 	for _, r := range reasons {
 		rv, ok := reasonVerdicts[r.Kind]
 		if !ok {
-			panic(fmt.Sprintf("tests: reason kind %q has no verdict", r.Kind))
+			panic(fmt.Sprintf("verdict: reason kind %q has no verdict", r.Kind))
 		}
 		if rank[rv] > rank[v] {
 			v = rv
