@@ -435,7 +435,8 @@ func waitOperUp(ctx context.Context, b Board) error {
 	}
 }
 
-// interfaceCountersCmd prints the counters ParseInterfaceCounters reads, one "name value" a line.
+// interfaceCountersCmd prints the counters verdict.ParseInterfaceCounters reads, one "name value"
+// a line.
 func interfaceCountersCmd(iface string) string {
 	return fmt.Sprintf(`cd /sys/class/net/%s/statistics && for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes; do echo "$f $(cat $f)"; done`, shellQuote(iface))
 }

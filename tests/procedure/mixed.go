@@ -129,7 +129,7 @@ func NewSeed() int64 { return 1 + rand.Int64N(999_999) }
 // what order, with what start offsets, and GRO and RPS for the whole NIC are drawn from
 // Options.Seed (PlanMixed). Each member keeps its own Setup, Run and Collect, in its own
 // artifact directory, board run directory and iperf port; the run has one trace and one model
-// check, and each member's traffic is judged on its own (MemberTraffic).
+// check, and each member's traffic is judged on its own (verdict.MemberTraffic).
 type Mixed struct {
 	plan    MixedPlan
 	members []Procedure
@@ -254,7 +254,7 @@ func (x *Mixed) Run(ctx context.Context, env *Env) error {
 }
 
 // Collect collects every member in plan order: the total of their traffic, and each member's
-// own (Traffic.Members), which the verdict checks one by one.
+// own (verdict.Traffic.Members), which the verdict checks one by one.
 func (x *Mixed) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	t := verdict.Traffic{Notes: []string{x.plan.String()}}
 	var errs []error

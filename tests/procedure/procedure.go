@@ -280,7 +280,7 @@ func seconds(d time.Duration) string {
 	return strconv.Itoa(s)
 }
 
-// iperfServerTraffic parses a board-side iperf server's output into Traffic.
+// iperfServerTraffic parses a board-side iperf server's output into verdict.Traffic.
 func iperfServerTraffic(path string) (verdict.Traffic, *IperfReport, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -38,7 +38,7 @@ type Config struct {
 
 // Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
 // the summary. An error means nothing could be judged (bad configuration); everything else,
-// including a board that failed to boot, is a failed Result in the summary.
+// including a board that failed to boot, is a failed verdict.Result in the summary.
 func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 	procs, err := LookupProcedures(cfg.Procedures)
 	if err != nil {

@@ -139,7 +139,8 @@ type InterfaceCounters struct {
 	TxBytes   uint64 `json:"tx_bytes"`
 }
 
-// ParseInterfaceCounters parses "name value" lines as printed by interfaceCountersCmd.
+// ParseInterfaceCounters parses "name value" lines, one per file of
+// /sys/class/net/IF/statistics, as the procedures print them.
 func ParseInterfaceCounters(data []byte) (InterfaceCounters, error) {
 	var c InterfaceCounters
 	fields := map[string]*uint64{"rx_packets": &c.RxPackets, "rx_bytes": &c.RxBytes,

@@ -112,7 +112,8 @@ type ConsoleReport struct {
 	Report string `json:"report"`
 }
 
-// Evidence is everything a verdict rests on, gathered by the runner.
+// Evidence is everything a verdict rests on, gathered by the procedures' runner
+// (procedure.RunProcedure).
 type Evidence struct {
 	Traffic    Traffic
 	Before     Snapshot
