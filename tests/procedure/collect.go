@@ -209,7 +209,7 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 		return 0, fmt.Errorf("stop tracing: %w", err)
 	}
 	overrun, drainErr := waitTraceConsumed(ctx, b)
-	waitStable(ctx, c.trace, traceQuiet, 30*time.Second)
+	waitStable(ctx, c.trace, TraceQuiet, 30*time.Second)
 	_, stopErr := c.reader.stop(ctx, c.env)
 	// A reader cut off (the board died, or was stopped mid-line) leaves a partial last line.
 	if err := trimPartialLine(c.trace); err != nil && stopErr == nil {
@@ -304,8 +304,8 @@ func (t *traceTail) update(ctx context.Context) error {
 	return nil
 }
 
-// traceQuiet is how long the streamed trace must stop growing before the reader is stopped.
-var traceQuiet = 500 * time.Millisecond
+// TraceQuiet is how long the streamed trace must stop growing before the reader is stopped.
+var TraceQuiet = 500 * time.Millisecond
 
 // waitStable waits until path stops growing for quiet, at most max, or until ctx ends.
 func waitStable(ctx context.Context, path string, quiet, max time.Duration) {

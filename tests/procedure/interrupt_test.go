@@ -1,4 +1,4 @@
-package procedure
+package procedure_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/tests/procedure"
+	"github.com/ppkit/ppkit/tests/procedure/boardtest"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -17,7 +19,7 @@ var errTestInterrupt = errors.New("interrupted (test)")
 // interruptingBoard cancels the run, as a Ctrl-C does, when the runner sends it a command
 // containing at, and from then on behaves like a board whose session was abandoned.
 type interruptingBoard struct {
-	*fakeBoard
+	*boardtest.Board
 	at     string
 	cancel context.CancelCauseFunc
 	fired  atomic.Bool
@@ -30,17 +32,17 @@ func (b *interruptingBoard) Run(ctx context.Context, cmd string) ([]byte, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return b.fakeBoard.Run(ctx, cmd)
+	return b.Board.Run(ctx, cmd)
 }
 
 type interruptTestbed struct {
-	board  Board
+	board  procedure.Board
 	closed bool
 }
 
-func (t *interruptTestbed) Board() Board   { return t.board }
-func (t *interruptTestbed) Client() Client { return &fakeClient{} }
-func (t *interruptTestbed) Close() error   { t.closed = true; return nil }
+func (t *interruptTestbed) Board() procedure.Board   { return t.board }
+func (t *interruptTestbed) Client() procedure.Client { return &boardtest.Client{} }
+func (t *interruptTestbed) Close() error             { t.closed = true; return nil }
 
 type interruptLauncher struct {
 	at     string
@@ -48,8 +50,8 @@ type interruptLauncher struct {
 	beds   []*interruptTestbed
 }
 
-func (l *interruptLauncher) Launch(ctx context.Context, k Kernel, _ io.Writer) (Testbed, error) {
-	tb := &interruptTestbed{board: &interruptingBoard{fakeBoard: newFakeBoard(), at: l.at, cancel: l.cancel}}
+func (l *interruptLauncher) Launch(ctx context.Context, k procedure.Kernel, _ io.Writer) (procedure.Testbed, error) {
+	tb := &interruptTestbed{board: &interruptingBoard{Board: boardtest.NewBoard(), at: l.at, cancel: l.cancel}}
 	l.beds = append(l.beds, tb)
 	return tb, nil
 }
@@ -57,12 +59,12 @@ func (l *interruptLauncher) Launch(ctx context.Context, k Kernel, _ io.Writer) (
 // TestRunInterrupted: a run interrupted in any phase stops at once, judges nothing (no model
 // run, no kernel or infrastructure blame), closes its testbed, and skips the procedures left.
 func TestRunInterrupted(t *testing.T) {
-	fastTimers(t)
+	boardtest.FastTimers(t)
 	// Waits that used to outlast an interrupt: make them long, so that a wait that ignores the
 	// cancellation shows up as a slow test.
-	drain := TraceDrainTimeout
-	TraceDrainTimeout = time.Minute
-	t.Cleanup(func() { TraceDrainTimeout = drain })
+	drain := procedure.TraceDrainTimeout
+	procedure.TraceDrainTimeout = time.Minute
+	t.Cleanup(func() { procedure.TraceDrainTimeout = drain })
 	for _, at := range []string{
 		"buffer_size_kb",     // enabling the tracepoints
 		"ip addr flush",      // bringing the link up
@@ -81,11 +83,11 @@ func TestRunInterrupted(t *testing.T) {
 			var modelRuns atomic.Int32
 			model := func(ctx context.Context, in verdict.ModelInput) (*verdict.ModelReport, error) {
 				modelRuns.Add(1)
-				return okModel(ctx, in)
+				return boardtest.OKModel(ctx, in)
 			}
 			start := time.Now()
-			sum, err := Run(ctx, Config{Procedures: []string{"multicast", "tcp"}, Kernel: Kernel{Series: "/src/patches"},
-				Options: Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
+			sum, err := procedure.Run(ctx, procedure.Config{Procedures: []string{"multicast", "tcp"}, Kernel: procedure.Kernel{Series: "/src/patches"},
+				Options: procedure.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
 				Launcher: l, Model: model, CacheRoot: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)

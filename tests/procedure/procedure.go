@@ -146,8 +146,8 @@ func LookupProcedures(names []string) ([]Procedure, error) {
 	return out, nil
 }
 
-// serverSettle is how long a UDP procedure waits after its client for the server's total.
-var serverSettle = time.Second
+// ServerSettle is how long a UDP procedure waits after its client for the server's total.
+var ServerSettle = time.Second
 
 // DefaultRunDir holds pid files and scratch files on the board.
 const DefaultRunDir = "/tmp/ppkit"
@@ -350,7 +350,7 @@ func (m *Multicast) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, serverSettle); err != nil { // the server prints its total a moment after the last datagram
+	if err := sleepCtx(ctx, ServerSettle); err != nil { // the server prints its total a moment after the last datagram
 		return err
 	}
 	return clientErrors("iperf client", out)
@@ -664,7 +664,7 @@ func (p *Defrag) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, serverSettle); err != nil {
+	if err := sleepCtx(ctx, ServerSettle); err != nil {
 		return err
 	}
 	return clientErrors("iperf client", out)
