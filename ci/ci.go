@@ -16,7 +16,9 @@ import (
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
+	"github.com/ppkit/ppkit/tests/report"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // Exit codes of `ppkit ci`.
@@ -26,12 +28,12 @@ const (
 	ExitInfra = 2 // the run could not judge the series
 )
 
-// Verdicts: those of tests.Verdict, so that one table decides who broke and one function the
-// exit code (tests.Verdict.ExitCode).
+// Verdicts: those of verdict.Verdict, so that one table decides who broke and one function the
+// exit code (verdict.Verdict.ExitCode).
 const (
-	VerdictPass  = string(tests.VerdictPass)
-	VerdictFail  = string(tests.VerdictFail)
-	VerdictInfra = string(tests.VerdictInfra)
+	VerdictPass  = string(verdict.VerdictPass)
+	VerdictFail  = string(verdict.VerdictFail)
+	VerdictInfra = string(verdict.VerdictInfra)
 )
 
 // Stages, in order. RunResult.Stage names the one that decided a failed run.
@@ -68,14 +70,14 @@ type Options struct {
 	Threshold float64
 	// Procedures and TestOptions configure the test stage (all procedures, DefaultOptions).
 	Procedures  []string
-	TestOptions tests.Options
+	TestOptions procedure.Options
 	// NewBuilder returns the per-patch builder of the series check for a kernel tree and a
 	// cleanup func (default: harness.BuildKernel of each prefix of the series).
 	NewBuilder func(tree string, log io.Writer) (stgit.Builder, func(), error)
 	// NewLauncher returns the test stage's board launcher; tree is the kernel tree the series
-	// applies to ("" for Debian's linux-source-5.10). Default: tests.HarnessLauncher.
-	NewLauncher func(tree string) tests.Launcher
-	Model       tests.ModelChecker
+	// applies to ("" for Debian's linux-source-5.10). Default: procedure.HarnessLauncher.
+	NewLauncher func(tree string) procedure.Launcher
+	Model       verdict.ModelChecker
 	// Tools must be on PATH before anything runs; a missing one is an infrastructure failure.
 	Tools []string
 	// Cache is ppkit's cache root (default cachedir.Root()).
@@ -117,7 +119,7 @@ type RunResult struct {
 	Stages     []StageResult      `json:"stages"`
 	Series     *SeriesInfo        `json:"series,omitempty"`
 	Check      *stgit.CheckReport `json:"check,omitempty"`
-	Tests      *tests.Summary     `json:"tests,omitempty"`
+	Tests      *verdict.Summary   `json:"tests,omitempty"`
 	Comparison *Comparison        `json:"comparison,omitempty"`
 	// Stored is the file this result was stored in as the reference for later runs.
 	Stored string `json:"stored,omitempty"`
@@ -151,7 +153,7 @@ func Run(ctx context.Context, o Options) (*RunResult, error) {
 		o.Progress = io.Discard
 	}
 	if o.TestOptions.Duration == 0 {
-		o.TestOptions = tests.DefaultOptions
+		o.TestOptions = procedure.DefaultOptions
 	}
 	r := &run{o: o, res: &RunResult{Started: time.Now()}}
 	if err := r.resolve(ctx); err != nil {
@@ -302,7 +304,7 @@ func (r *run) pipeline(ctx context.Context) {
 	r.compare()
 }
 
-func exitCode(verdict string) int { return tests.Verdict(verdict).ExitCode() }
+func exitCode(v string) int { return verdict.Verdict(v).ExitCode() }
 
 // skipRest marks the stages after the deciding one as skipped.
 func (r *run) skipRest() {
@@ -575,19 +577,19 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 func (r *run) test(ctx context.Context) bool {
 	newLauncher := r.o.NewLauncher
 	if newLauncher == nil {
-		newLauncher = func(tree string) tests.Launcher { return &tests.HarnessLauncher{Tree: tree} }
+		newLauncher = func(tree string) procedure.Launcher { return &procedure.HarnessLauncher{Tree: tree} }
 	}
 	launcher := newLauncher(r.launchTo)
-	report := filepath.Join(r.o.Out, "report")
-	sum, err := tests.Run(ctx, tests.Config{Procedures: r.o.Procedures, Kernel: tests.Kernel{Series: filepath.Dir(r.series)},
-		Options: r.o.TestOptions, ArtifactDir: report, Launcher: launcher, Model: r.o.Model,
+	reportDir := filepath.Join(r.o.Out, "report")
+	sum, err := procedure.Run(ctx, procedure.Config{Procedures: r.o.Procedures, Kernel: procedure.Kernel{Series: filepath.Dir(r.series)},
+		Options: r.o.TestOptions, ArtifactDir: reportDir, Launcher: launcher, Model: r.o.Model,
 		Progress: prefixWriter{w: r.o.Progress, prefix: "ci: test: "}})
 	if err != nil {
 		r.infra(StageTest, err)
 		return false
 	}
 	r.res.Tests = sum
-	if err := tests.WriteReportDir(report, sum); err != nil {
+	if err := report.WriteReportDir(reportDir, sum); err != nil {
 		r.infra(StageTest, err)
 		return false
 	}
@@ -596,14 +598,14 @@ func (r *run) test(ctx context.Context) bool {
 	return outcome == "ok"
 }
 
-// classifyTests names the test stage's outcome: the run's verdict (tests.Worst, the one rule
+// classifyTests names the test stage's outcome: the run's verdict (verdict.Worst, the one rule
 // for combining verdicts) and the procedures that decided it.
-func classifyTests(results []*tests.Result) (outcome, detail string) {
+func classifyTests(results []*verdict.Result) (outcome, detail string) {
 	if len(results) == 0 {
 		return VerdictInfra, "no procedure ran"
 	}
-	v := tests.Worst(results)
-	if v == tests.VerdictPass {
+	v := verdict.Worst(results)
+	if v == verdict.VerdictPass {
 		return "ok", fmt.Sprintf("all %d procedures pass", len(results))
 	}
 	var lines []string
@@ -617,7 +619,7 @@ func classifyTests(results []*tests.Result) (outcome, detail string) {
 		}
 		lines = append(lines, line)
 	}
-	if v == tests.VerdictFail {
+	if v == verdict.VerdictFail {
 		return VerdictFail, fmt.Sprintf("%d of %d procedures fail: %s", len(lines), len(results), strings.Join(lines, "; "))
 	}
 	return VerdictInfra, fmt.Sprintf("%d of %d procedures could not be judged: %s", len(lines), len(results), strings.Join(lines, "; "))

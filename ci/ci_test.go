@@ -9,25 +9,26 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
-func result(proc string, f tests.Figures) *tests.Result {
-	return &tests.Result{Procedure: proc, Kernel: "series /s", Pass: true, Verdict: tests.VerdictPass, Figures: f}
+func result(proc string, f verdict.Figures) *verdict.Result {
+	return &verdict.Result{Procedure: proc, Kernel: "series /s", Pass: true, Verdict: verdict.VerdictPass, Figures: f}
 }
 
 // figs: 10000 packets at bps, with slow-path, SKB-return and release counts.
-func figs(bps float64, slow, skbRet, rel int64) tests.Figures {
-	return tests.Figures{Packets: 10000, BitsPerSecond: bps, SlowPathAllocs: slow, SlowPathPer1000: float64(slow) / 10,
+func figs(bps float64, slow, skbRet, rel int64) verdict.Figures {
+	return verdict.Figures{Packets: 10000, BitsPerSecond: bps, SlowPathAllocs: slow, SlowPathPer1000: float64(slow) / 10,
 		SKBReturns: skbRet, Releases: rel}
 }
 
-// The comparison itself is tests.CompareFigures (tests/compare_test.go); ci words it.
+// The comparison itself is verdict.CompareFigures (tests/verdict/compare_test.go); ci words it.
 func TestWorseText(t *testing.T) {
-	prev := []*tests.Result{result("tcp", figs(900e6, 0, 0, 0))}
-	cur := []*tests.Result{result("tcp", figs(600e6, 5, 0, 30))}
+	prev := []*verdict.Result{result("tcp", figs(900e6, 0, 0, 0))}
+	cur := []*verdict.Result{result("tcp", figs(600e6, 5, 0, 30))}
 	got := map[string]string{}
-	for _, l := range tests.CompareFigures(prev, cur, 0.2) {
+	for _, l := range verdict.CompareFigures(prev, cur, 0.2) {
 		got[l.Figure] = worseText(l)
 	}
 	want := map[string]string{"throughput_bps": "33.3% worse: regression", "slow_path_per_1000": "was 0",
@@ -40,33 +41,33 @@ func TestWorseText(t *testing.T) {
 }
 
 func TestClassifyTests(t *testing.T) {
-	pass := &tests.Result{Procedure: "multicast", Pass: true, Verdict: tests.VerdictPass}
-	failed := func(proc string, kinds ...string) *tests.Result {
-		r := &tests.Result{Procedure: proc}
+	pass := &verdict.Result{Procedure: "multicast", Pass: true, Verdict: verdict.VerdictPass}
+	failed := func(proc string, kinds ...string) *verdict.Result {
+		r := &verdict.Result{Procedure: proc}
 		for _, k := range kinds {
-			r.Reasons = append(r.Reasons, tests.Reason{Kind: k, Detail: "x"})
+			r.Reasons = append(r.Reasons, verdict.Reason{Kind: k, Detail: "x"})
 		}
-		r.Verdict = tests.VerdictOf(r.Reasons)
+		r.Verdict = verdict.VerdictOf(r.Reasons)
 		return r
 	}
 	for _, tc := range []struct {
 		name    string
-		results []*tests.Result
+		results []*verdict.Result
 		outcome string
 	}{
-		{"all pass", []*tests.Result{pass}, "ok"},
-		{"model violation", []*tests.Result{pass, failed("tcp", tests.ReasonViolation)}, VerdictFail},
-		{"inflight leak", []*tests.Result{failed("tcp", tests.ReasonInflight)}, VerdictFail},
-		{"no traffic", []*tests.Result{failed("tcp", tests.ReasonNoTraffic)}, VerdictFail},
-		{"console report", []*tests.Result{failed("copy", tests.ReasonConsole)}, VerdictFail},
-		{"harness broke", []*tests.Result{failed("tcp", tests.ReasonInfra)}, VerdictInfra},
-		{"model error only", []*tests.Result{failed("tcp", tests.ReasonModelError)}, VerdictInfra},
-		{"kernel panicked at boot", []*tests.Result{failed("tcp", tests.ReasonBoot)}, VerdictFail},
-		{"kernel died during the procedure", []*tests.Result{failed("tcp", tests.ReasonKernelFailure)}, VerdictFail},
-		{"kernel verdict wins over infra", []*tests.Result{failed("multicast", tests.ReasonInfra), failed("tcp", tests.ReasonViolation)}, VerdictFail},
-		{"infra and model error", []*tests.Result{failed("tcp", tests.ReasonInfra, tests.ReasonModelError)}, VerdictInfra},
+		{"all pass", []*verdict.Result{pass}, "ok"},
+		{"model violation", []*verdict.Result{pass, failed("tcp", verdict.ReasonViolation)}, VerdictFail},
+		{"inflight leak", []*verdict.Result{failed("tcp", verdict.ReasonInflight)}, VerdictFail},
+		{"no traffic", []*verdict.Result{failed("tcp", verdict.ReasonNoTraffic)}, VerdictFail},
+		{"console report", []*verdict.Result{failed("copy", verdict.ReasonConsole)}, VerdictFail},
+		{"harness broke", []*verdict.Result{failed("tcp", verdict.ReasonInfra)}, VerdictInfra},
+		{"model error only", []*verdict.Result{failed("tcp", verdict.ReasonModelError)}, VerdictInfra},
+		{"kernel panicked at boot", []*verdict.Result{failed("tcp", verdict.ReasonBoot)}, VerdictFail},
+		{"kernel died during the procedure", []*verdict.Result{failed("tcp", verdict.ReasonKernelFailure)}, VerdictFail},
+		{"kernel verdict wins over infra", []*verdict.Result{failed("multicast", verdict.ReasonInfra), failed("tcp", verdict.ReasonViolation)}, VerdictFail},
+		{"infra and model error", []*verdict.Result{failed("tcp", verdict.ReasonInfra, verdict.ReasonModelError)}, VerdictInfra},
 		{"nothing ran", nil, VerdictInfra},
-		{"cancelled before launch", []*tests.Result{pass, failed("tcp", tests.ReasonInfra)}, VerdictInfra},
+		{"cancelled before launch", []*verdict.Result{pass, failed("tcp", verdict.ReasonInfra)}, VerdictInfra},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			outcome, detail := classifyTests(tc.results)
@@ -90,13 +91,13 @@ func TestCompareStage(t *testing.T) {
 	state := t.TempDir()
 	ref, base := "refs/heads/topic", "refs/heads/master"
 	stored := &RunResult{Ref: base, Commit: "1111111111111111", Verdict: VerdictPass,
-		Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass, Results: []*tests.Result{result("multicast", figs(900e6, 10, 9000, 50))}}}
+		Tests: &verdict.Summary{Pass: true, Verdict: verdict.VerdictPass, Results: []*verdict.Result{result("multicast", figs(900e6, 10, 9000, 50))}}}
 	if _, err := store(state, stored); err != nil {
 		t.Fatal(err)
 	}
-	newRun := func(base string, f tests.Figures) *run {
+	newRun := func(base string, f verdict.Figures) *run {
 		return &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &RunResult{Ref: ref, Base: base,
-			Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass, Results: []*tests.Result{result("multicast", f)}}}}
+			Commit: "2222222222222222", Tests: &verdict.Summary{Pass: true, Verdict: verdict.VerdictPass, Results: []*verdict.Result{result("multicast", f)}}}}
 	}
 
 	r := newRun(base, figs(900e6, 300, 9000, 50)) // slow path 1 → 30 per 1000
@@ -165,8 +166,8 @@ func TestStoredResultOfEarlierVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &run{o: Options{Threshold: DefaultThreshold}, state: state, res: &RunResult{Ref: "refs/heads/topic", Base: "refs/heads/master",
-		Commit: "2222222222222222", Tests: &tests.Summary{Pass: true, Verdict: tests.VerdictPass,
-			Results: []*tests.Result{result("multicast", figs(900e6, 300, 9000, 50))}}}}
+		Commit: "2222222222222222", Tests: &verdict.Summary{Pass: true, Verdict: verdict.VerdictPass,
+			Results: []*verdict.Result{result("multicast", figs(900e6, 300, 9000, 50))}}}}
 	r.compare()
 	if r.res.Comparison.Against != "refs/heads/master" || r.res.Comparison.Regressions != 1 || r.res.Verdict != VerdictFail {
 		t.Fatalf("against the earlier version's stored result: verdict %s %+v", r.res.Verdict, r.res.Comparison)
@@ -179,10 +180,10 @@ func TestOutputsOfARegression(t *testing.T) {
 		Stage: StageCompare, Message: "1 figures regressed",
 		Stages: []StageResult{{StageCheckout, "ok", ""}, {StageSeries, "ok", "4 patches (patches)"}, {StageCheck, "ok", ""},
 			{StageTest, "ok", "all 2 procedures pass"}, {StageCompare, VerdictFail, "1 figures regressed"}},
-		Tests: &tests.Summary{Results: []*tests.Result{result("multicast", figs(900e6, 300, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))}},
+		Tests: &verdict.Summary{Results: []*verdict.Result{result("multicast", figs(900e6, 300, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))}},
 		Comparison: &Comparison{Against: "refs/heads/master", AgainstCommit: "1111111111111111", Threshold: 0.2,
-			Lines: tests.CompareFigures([]*tests.Result{result("multicast", figs(900e6, 10, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))},
-				[]*tests.Result{result("multicast", figs(900e6, 300, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))}, 0.2)}}
+			Lines: verdict.CompareFigures([]*verdict.Result{result("multicast", figs(900e6, 10, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))},
+				[]*verdict.Result{result("multicast", figs(900e6, 300, 9000, 50)), result("tcp", figs(900e6, 10, 9000, 50))}, 0.2)}}
 	var md bytes.Buffer
 	if err := WriteSummary(&md, res); err != nil {
 		t.Fatal(err)
@@ -197,7 +198,7 @@ func TestOutputsOfARegression(t *testing.T) {
 	if err := WriteJUnit(&x, res); err != nil {
 		t.Fatal(err)
 	}
-	var doc tests.JUnitSuites
+	var doc report.JUnitSuites
 	if err := xml.Unmarshal(x.Bytes(), &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -216,10 +217,10 @@ func TestOutputsOfARegression(t *testing.T) {
 }
 
 func TestReasonSummary(t *testing.T) {
-	var reasons []tests.Reason
-	reasons = append(reasons, tests.Reason{Kind: tests.ReasonInflight, Detail: "pool p still had 3 pages inflight"})
+	var reasons []verdict.Reason
+	reasons = append(reasons, verdict.Reason{Kind: verdict.ReasonInflight, Detail: "pool p still had 3 pages inflight"})
 	for i := 0; i < 5000; i++ {
-		reasons = append(reasons, tests.Reason{Kind: tests.ReasonViolation, Detail: fmt.Sprintf("dma-mapped-page-freed: trace line %d: %s", i, strings.Repeat("x", 300))})
+		reasons = append(reasons, verdict.Reason{Kind: verdict.ReasonViolation, Detail: fmt.Sprintf("dma-mapped-page-freed: trace line %d: %s", i, strings.Repeat("x", 300))})
 	}
 	got := reasonSummary(reasons)
 	if !strings.HasPrefix(got, "inflight-leak: pool p still had 3 pages inflight; model-violation ×5000 (first: dma-mapped-page-freed: trace line 0: xxx") || len(got) > 400 {

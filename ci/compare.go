@@ -9,20 +9,20 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // Comparison is the test figures of this run against a stored earlier result.
 type Comparison struct {
 	// Against is the ref whose stored result was used, at AgainstCommit; empty when none was
 	// stored (Note says so).
-	Against       string               `json:"against,omitempty"`
-	AgainstCommit string               `json:"against_commit,omitempty"`
-	StoredFile    string               `json:"stored_file,omitempty"`
-	Threshold     float64              `json:"threshold"`
-	Lines         []tests.FigureChange `json:"lines,omitempty"`
-	Regressions   int                  `json:"regressions"`
-	Note          string               `json:"note,omitempty"`
+	Against       string                 `json:"against,omitempty"`
+	AgainstCommit string                 `json:"against_commit,omitempty"`
+	StoredFile    string                 `json:"stored_file,omitempty"`
+	Threshold     float64                `json:"threshold"`
+	Lines         []verdict.FigureChange `json:"lines,omitempty"`
+	Regressions   int                    `json:"regressions"`
+	Note          string                 `json:"note,omitempty"`
 }
 
 // storedPath is where the last passing result of ref is kept. A remote-tracking branch
@@ -113,12 +113,12 @@ func (r *run) compare() {
 			c.Note = "no stored result for " + firstNonEmpty(r.res.Base, r.res.Ref) + "; this run becomes the reference"
 			r.stage(StageCompare, "ok", c.Note)
 		} else {
-			c.Lines = tests.CompareFigures(prev.Tests.Results, r.res.Tests.Results, r.o.Threshold)
+			c.Lines = verdict.CompareFigures(prev.Tests.Results, r.res.Tests.Results, r.o.Threshold)
 			var worst []string
 			for _, l := range c.Lines {
 				if l.Regression {
 					c.Regressions++
-					worst = append(worst, fmt.Sprintf("%s %s %s → %s", l.Procedure, l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current)))
+					worst = append(worst, fmt.Sprintf("%s %s %s → %s", l.Procedure, l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current)))
 				}
 			}
 			if c.Regressions > 0 {

@@ -9,7 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // writeOutputs writes result.json, summary.md and junit.xml into the output directory.
@@ -37,20 +38,20 @@ func WriteJSON(w io.Writer, res *RunResult) error {
 
 // WriteJUnit writes junit.xml: a "ppkit ci" suite with one case per stage (so a failed run
 // always has a failed case), the series check with one case per patch, the procedures (as
-// tests.WriteJUnit writes them) and the figure comparison with one case per procedure.
+// report.WriteJUnit writes them) and the figure comparison with one case per procedure.
 func WriteJUnit(w io.Writer, res *RunResult) error {
-	doc := tests.JUnitSuites{Name: "ppkit ci " + res.Ref}
-	stages := tests.JUnitSuite{Name: "ppkit ci " + res.Ref}
+	doc := report.JUnitSuites{Name: "ppkit ci " + res.Ref}
+	stages := report.JUnitSuite{Name: "ppkit ci " + res.Ref}
 	for _, s := range res.Stages {
-		c := tests.JUnitCase{Name: s.Name, ClassName: "ppkit.ci"}
-		msg := &tests.JUnitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
+		c := report.JUnitCase{Name: s.Name, ClassName: "ppkit.ci"}
+		msg := &report.JUnitMessage{Message: s.Detail, Type: s.Outcome, Text: s.Detail}
 		switch s.Outcome {
 		case VerdictFail:
 			c.Failure = msg
 		case VerdictInfra:
 			c.Error = msg
 		case "skipped":
-			c.Skipped = &tests.JUnitMessage{Message: "an earlier stage decided the run"}
+			c.Skipped = &report.JUnitMessage{Message: "an earlier stage decided the run"}
 		default:
 			c.SystemOut = s.Detail
 		}
@@ -58,9 +59,9 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 	}
 	doc.Suites = append(doc.Suites, stages)
 	if res.Check != nil {
-		check := tests.JUnitSuite{Name: "ppkit series check"}
+		check := report.JUnitSuite{Name: "ppkit series check"}
 		for _, p := range res.Check.Patches {
-			c := tests.JUnitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
+			c := report.JUnitCase{Name: fmt.Sprintf("%d %s", p.Index, p.Name), ClassName: "ppkit.series"}
 			var errs, all []string
 			for _, f := range p.Findings {
 				line := fmt.Sprintf("%s %s: %s", f.Severity, f.Check, f.Message)
@@ -70,7 +71,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 				}
 			}
 			if len(errs) > 0 {
-				c.Failure = &tests.JUnitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
+				c.Failure = &report.JUnitMessage{Message: errs[0], Type: "series-check", Text: strings.Join(all, "\n")}
 			} else if len(all) > 0 {
 				c.SystemOut = strings.Join(all, "\n")
 			}
@@ -79,12 +80,12 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 		doc.Suites = append(doc.Suites, check)
 	}
 	if res.Tests != nil {
-		procs := tests.JUnitOf(append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...))
+		procs := report.JUnitOf(append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...))
 		doc.Suites = append(doc.Suites, procs.Suites...)
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
-		figs := tests.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
-		byProc := map[string][]tests.FigureChange{}
+		figs := report.JUnitSuite{Name: "ppkit ci figures against " + res.Comparison.Against}
+		byProc := map[string][]verdict.FigureChange{}
 		var order []string
 		for _, l := range res.Comparison.Lines {
 			if _, ok := byProc[l.Procedure]; !ok {
@@ -93,17 +94,17 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 			byProc[l.Procedure] = append(byProc[l.Procedure], l)
 		}
 		for _, proc := range order {
-			c := tests.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
+			c := report.JUnitCase{Name: proc, ClassName: "ppkit.figures"}
 			var text, bad []string
 			for _, l := range byProc[proc] {
-				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current), worseText(l))
+				line := fmt.Sprintf("%s: %s -> %s (%s)", l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), worseText(l))
 				text = append(text, line)
 				if l.Regression {
 					bad = append(bad, line)
 				}
 			}
 			if len(bad) > 0 {
-				c.Failure = &tests.JUnitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
+				c.Failure = &report.JUnitMessage{Message: "regressed: " + strings.Join(bad, "; "), Type: "regression", Text: strings.Join(text, "\n")}
 			} else {
 				c.SystemOut = strings.Join(text, "\n")
 			}
@@ -114,7 +115,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 	return doc.Write(w)
 }
 
-func worseText(l tests.FigureChange) string {
+func worseText(l verdict.FigureChange) string {
 	switch {
 	case l.Previous == 0 && l.Regression:
 		return "was 0: regression"
@@ -135,7 +136,7 @@ func worseText(l tests.FigureChange) string {
 // reasonSummary condenses a procedure's reasons for a table cell: one entry per kind, in order
 // of first appearance, with its count and its first detail (a broken kernel can give thousands
 // of model violations; result.json and the report keep them all).
-func reasonSummary(reasons []tests.Reason) string {
+func reasonSummary(reasons []verdict.Reason) string {
 	const maxDetail = 200
 	var kinds []string
 	first := map[string]string{}
@@ -173,8 +174,8 @@ func mdEscape(s string) string {
 // check, the procedures and the figure comparison, for a human reading a CI page.
 func WriteSummary(w io.Writer, res *RunResult) error {
 	var b strings.Builder
-	verdict := map[string]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRASTRUCTURE ERROR"}[res.Verdict]
-	fmt.Fprintf(&b, "# ppkit ci: %s @ %s — %s (exit %d)\n\n", mdEscape(res.Ref), short(res.Commit), verdict, res.ExitCode)
+	word := map[string]string{VerdictPass: "PASS", VerdictFail: "FAIL", VerdictInfra: "INFRASTRUCTURE ERROR"}[res.Verdict]
+	fmt.Fprintf(&b, "# ppkit ci: %s @ %s — %s (exit %d)\n\n", mdEscape(res.Ref), short(res.Commit), word, res.ExitCode)
 	if res.Message != "" {
 		fmt.Fprintf(&b, "**%s:** %s\n\n", res.Stage, mdEscape(res.Message))
 	}
@@ -199,13 +200,13 @@ func WriteSummary(w io.Writer, res *RunResult) error {
 	}
 	if res.Tests != nil {
 		b.WriteString("\n## Procedures\n\n| procedure | verdict | packets | throughput | slow path /1000 pkts | SKB returns | releases | reasons |\n|---|---|---:|---:|---:|---:|---:|---|\n")
-		for _, t := range append(append([]*tests.Result{}, res.Tests.Baseline...), res.Tests.Results...) {
+		for _, t := range append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...) {
 			v := "PASS"
 			if !t.Pass {
 				v = "**FAIL**"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %d | %s | %.1f | %d | %d | %s |\n", t.Procedure, v, t.Figures.Packets,
-				tests.FormatBitRate(t.Figures.BitsPerSecond), t.Figures.SlowPathPer1000, t.Figures.SKBReturns,
+				verdict.FormatBitRate(t.Figures.BitsPerSecond), t.Figures.SlowPathPer1000, t.Figures.SKBReturns,
 				t.Figures.Releases, mdEscape(reasonSummary(t.Reasons)))
 		}
 		b.WriteString("\nThe HTML report with each pool's inflight plot is `report/index.html`.\n")
@@ -223,7 +224,7 @@ func WriteSummary(w io.Writer, res *RunResult) error {
 				if l.Regression {
 					change = "**" + change + "**"
 				}
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, tests.FormatFigure(l.Previous), tests.FormatFigure(l.Current), change)
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", l.Procedure, l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), change)
 			}
 		}
 	}

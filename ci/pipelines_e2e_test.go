@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rhysd/actionlint"
-
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit/stgtest"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
+	"github.com/rhysd/actionlint"
 )
 
 // pipelineArgs keeps the pipeline runs short: one procedure of 5 s after the full series check.
@@ -81,7 +80,7 @@ func checkOutputs(t *testing.T, out string) *RunResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc tests.JUnitSuites
+	var doc report.JUnitSuites
 	if err := xml.Unmarshal(x, &doc); err != nil {
 		t.Fatalf("junit.xml: %v", err)
 	}

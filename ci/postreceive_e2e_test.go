@@ -17,7 +17,7 @@ import (
 
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/internal/cachedir"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/report"
 )
 
 // needBench requires what a ppkit ci run on the emulated board needs, plus extra tools.
@@ -155,7 +155,7 @@ func TestPostReceiveGoodAndBadSeries(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.branch, err)
 		}
-		var doc tests.JUnitSuites
+		var doc report.JUnitSuites
 		if err := xml.Unmarshal(x, &doc); err != nil {
 			t.Fatalf("%s: junit.xml: %v", tc.branch, err)
 		}

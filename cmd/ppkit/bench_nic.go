@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
 )
 
 // runBenchNIC is `ppkit bench nic`: iperf TCP client → guest over the mvneta model vs over
@@ -33,7 +33,7 @@ func runBenchNIC(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	res, err := tests.BenchNIC(ctx, tests.NICBenchOptions{
+	res, err := procedure.BenchNIC(ctx, procedure.NICBenchOptions{
 		Board:  harness.Spec{Kernel: kopts, Boot: harness.BootOptions{MemoryMB: 1024}, Progress: stderr},
 		Rounds: *rounds, Duration: *dur, Progress: stderr,
 	})

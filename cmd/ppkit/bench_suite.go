@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // benchTestGoal is issue 7's goal for a warm `ppkit test multicast tcp` at T = 10 s.
@@ -31,7 +32,7 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(procs) == 0 {
 		procs = []string{"multicast", "tcp"}
 	}
-	if _, err := tests.LookupProcedures(procs); err != nil {
+	if _, err := procedure.LookupProcedures(procs); err != nil {
 		return usageErrorf("%v", err)
 	}
 	abs, err := filepath.Abs(*series)
@@ -44,8 +45,8 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	warm := time.Now()
 	fmt.Fprintln(stderr, "bench: warming the caches (kernel, image, QEMU); not timed")
-	launcher := &tests.HarnessLauncher{}
-	kernel := tests.Kernel{Series: abs}
+	launcher := &procedure.HarnessLauncher{}
+	kernel := procedure.Kernel{Series: abs}
 	if _, err := harness.Build(ctx, launcher.Spec(kernel, stderr)); err != nil {
 		return err
 	}
@@ -57,9 +58,9 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer os.RemoveAll(artifacts)
 	start := time.Now()
-	sum, err := tests.Run(ctx, tests.Config{Procedures: procs, Kernel: kernel,
-		Options: tests.Options{Duration: *d, RateMbit: 1000}, ArtifactDir: artifacts,
-		Launcher: launcher, Model: tests.CheckTraceWithModel, Progress: stderr})
+	sum, err := procedure.Run(ctx, procedure.Config{Procedures: procs, Kernel: kernel,
+		Options: procedure.Options{Duration: *d, RateMbit: 1000}, ArtifactDir: artifacts,
+		Launcher: launcher, Model: verdict.CheckTraceWithModel, Progress: stderr})
 	if err != nil {
 		return err
 	}

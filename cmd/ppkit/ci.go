@@ -11,7 +11,7 @@ import (
 
 	"github.com/ppkit/ppkit/ci"
 	"github.com/ppkit/ppkit/stgit"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
 )
 
 func init() {
@@ -23,10 +23,10 @@ func init() {
 }
 
 // ciHooks replace the builder, the launcher and the tool list of `ppkit ci` in this package's
-// tests; nil keeps ci's defaults (harness.SeriesBuilder, tests.HarnessLauncher, ci.DefaultTools).
+// tests; nil keeps ci's defaults (harness.SeriesBuilder, procedure.HarnessLauncher, ci.DefaultTools).
 var ciHooks struct {
 	builder  func(tree string, log io.Writer) (stgit.Builder, func(), error)
-	launcher func(tree string) tests.Launcher
+	launcher func(tree string) procedure.Launcher
 	tools    []string
 }
 
@@ -48,7 +48,7 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if _, err := tests.LookupProcedures(fs.Args()); err != nil {
+	if _, err := procedure.LookupProcedures(fs.Args()); err != nil {
 		return usageErrorf("%v", err)
 	}
 	d, err := parseTestDuration(*timeFlag)
@@ -64,7 +64,7 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		tools = ci.DefaultTools
 	}
 	res, err := ci.Run(ctx, ci.Options{Repo: *repo, Ref: *ref, Base: *base, Out: *out, Kernel: *kernel,
-		Threshold: *threshold / 100, Procedures: fs.Args(), TestOptions: tests.Options{Duration: d, RateMbit: r},
+		Threshold: *threshold / 100, Procedures: fs.Args(), TestOptions: procedure.Options{Duration: d, RateMbit: r},
 		NewBuilder: ciHooks.builder, NewLauncher: ciHooks.launcher, Tools: tools, Progress: stderr})
 	var ue *ci.UsageError
 	if errors.As(err, &ue) {

@@ -16,7 +16,7 @@ import (
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/stgit/stgtest"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
 )
 
 // ciScratch is a scratch kernel-like git repository (tiny Kbuild-like Makefile, the real
@@ -44,7 +44,7 @@ func ciScratch(t *testing.T, broken bool) (kernel, base string) {
 
 // setCIHooks gives `ppkit ci` the Kbuild-like stand-in builder of stgit (the scratch kernel has
 // no arm64 Kconfig) and, when launch is set, a launcher; they are reset when the test ends.
-func setCIHooks(t *testing.T, launch func(tree string) tests.Launcher) {
+func setCIHooks(t *testing.T, launch func(tree string) procedure.Launcher) {
 	t.Helper()
 	old := ciHooks
 	t.Cleanup(func() { ciHooks = old })
@@ -105,7 +105,7 @@ func TestCIPatch2DoesNotBuild(t *testing.T) {
 	for _, mode := range []string{ci.ModeKernelTree, ci.ModePatches} {
 		t.Run(mode, func(t *testing.T) {
 			kernel, base := ciScratch(t, true)
-			setCIHooks(t, func(string) tests.Launcher {
+			setCIHooks(t, func(string) procedure.Launcher {
 				t.Error("the test stage ran after a failed series check")
 				return nil
 			})
@@ -181,7 +181,7 @@ func TestCIPatch2DoesNotBuild(t *testing.T) {
 // ciUnlaunchable is a board that cannot be launched, with the error the harness returns.
 type ciUnlaunchable struct{ err error }
 
-func (l ciUnlaunchable) Launch(context.Context, tests.Kernel, io.Writer) (tests.Testbed, error) {
+func (l ciUnlaunchable) Launch(context.Context, procedure.Kernel, io.Writer) (procedure.Testbed, error) {
 	return nil, l.err
 }
 
@@ -202,7 +202,7 @@ func TestCIExitCodes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			kernel, base := ciScratch(t, false)
 			launches := 0
-			setCIHooks(t, func(tree string) tests.Launcher {
+			setCIHooks(t, func(tree string) procedure.Launcher {
 				launches++
 				return ciUnlaunchable{err: tc.err}
 			})

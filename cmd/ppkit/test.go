@@ -16,7 +16,10 @@ import (
 	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/internal/owned"
 	"github.com/ppkit/ppkit/stgit"
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/mutation"
+	"github.com/ppkit/ppkit/tests/procedure"
+	"github.com/ppkit/ppkit/tests/report"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 func init() {
@@ -32,29 +35,29 @@ func init() {
 // testDeps are the pieces `ppkit test` joins; tests of this file replace them.
 type testDeps struct {
 	// launcher returns the board launcher, or an error naming what is missing.
-	launcher func() (tests.Launcher, error)
+	launcher func() (procedure.Launcher, error)
 	// modelReady says whether the model can judge a trace.
 	modelReady func() error
-	model      tests.ModelChecker
+	model      verdict.ModelChecker
 }
 
 func defaultTestDeps() testDeps {
 	return testDeps{
-		launcher:   func() (tests.Launcher, error) { return &tests.HarnessLauncher{}, nil },
-		modelReady: tests.ModelReady,
-		model:      tests.CheckTraceWithModel,
+		launcher:   func() (procedure.Launcher, error) { return &procedure.HarnessLauncher{}, nil },
+		modelReady: verdict.ModelReady,
+		model:      verdict.CheckTraceWithModel,
 	}
 }
 
 // testOptions are `ppkit test`'s parsed command line.
 type testOptions struct {
 	procedures []string
-	kernel     tests.Kernel
+	kernel     procedure.Kernel
 	compare    bool
 	junit      string
 	json       bool
 	report     string
-	options    tests.Options
+	options    procedure.Options
 	// mutants is --mutants: "all" or a comma-separated list of the suite's names ("": none).
 	mutants    string
 	mutantsDir string
@@ -72,11 +75,11 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
 	seed := fs.String("seed", "", "replay the draw of mixed (its members, start order and offsets, GRO, RPS) from seed `N`, printed by an earlier run (default: a new seed)")
 	mutants := fs.String("mutants", "", "run the mutation suite instead: `all` or NAME,NAME (a real mutant must fail a procedure, an equivalent one pass them all)")
-	mutantsDir := pathFlag(fs, "mutants-dir", tests.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
+	mutantsDir := pathFlag(fs, "mutants-dir", mutation.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
-		fmt.Fprintln(stderr, "procedures: "+strings.Join(tests.DefaultProcedures, ", ")+" (default: all)")
+		fmt.Fprintln(stderr, "procedures: "+strings.Join(procedure.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -86,7 +89,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	if o.mutants != "" && (*baseline || *compare != "") {
 		return nil, usageErrorf("--mutants derives its kernels from --series; drop --baseline and --compare")
 	}
-	procs, err := tests.LookupProcedures(o.procedures)
+	procs, err := procedure.LookupProcedures(o.procedures)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
@@ -100,7 +103,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	}
 	o.compare = *compare == "baseline"
 	if *baseline {
-		o.kernel = tests.Kernel{Baseline: true}
+		o.kernel = procedure.Kernel{Baseline: true}
 	} else {
 		dir := *series
 		if dir == "" {
@@ -118,7 +121,7 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		if _, err := stgit.ReadSeries(abs); err != nil {
 			return nil, usageErrorf("%v", err)
 		}
-		o.kernel = tests.Kernel{Series: abs}
+		o.kernel = procedure.Kernel{Series: abs}
 	}
 	d, err := parseTestDuration(*timeFlag)
 	if err != nil {
@@ -128,12 +131,12 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	if err != nil || r <= 0 {
 		return nil, usageErrorf("--rate %q: want a positive number of Mbit/s, e.g. 1000", *rate)
 	}
-	o.options = tests.Options{Duration: d, RateMbit: r}
+	o.options = procedure.Options{Duration: d, RateMbit: r}
 	if *seed != "" {
 		if o.options.Seed, err = strconv.ParseInt(*seed, 10, 64); err != nil || o.options.Seed <= 0 {
 			return nil, usageErrorf("--seed %q: want the positive number an earlier run printed (\"seed N\")", *seed)
 		}
-		if !slices.ContainsFunc(procs, tests.DrawsFromSeed) {
+		if !slices.ContainsFunc(procs, procedure.DrawsFromSeed) {
 			return nil, usageErrorf("--seed draws only mixed: name it, e.g. ppkit test mixed --seed %s", *seed)
 		}
 	}
@@ -160,7 +163,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	if err != nil {
 		return err
 	}
-	var mutants []tests.Mutant
+	var mutants []mutation.Mutant
 	if o.mutants != "" {
 		if mutants, err = selectMutants(o); err != nil {
 			return err
@@ -177,7 +180,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	if len(missing) > 0 {
 		// Nothing could be judged: the host is at fault, not the kernel (exit 2).
-		return &exitError{code: tests.VerdictInfra.ExitCode(), err: fmt.Errorf("cannot run: %s", strings.Join(missing, "; "))}
+		return &exitError{code: verdict.VerdictInfra.ExitCode(), err: fmt.Errorf("cannot run: %s", strings.Join(missing, "; "))}
 	}
 	artifacts := o.report
 	if artifacts == "" {
@@ -185,12 +188,12 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			return fmt.Errorf("artifact directory: %w", err)
 		}
 	}
-	cfg := tests.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
+	cfg := procedure.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
 		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, Progress: stderr}
 	if mutants != nil {
 		return runMutants(ctx, o, cfg, mutants, artifacts, stdout, stderr)
 	}
-	sum, err := tests.Run(ctx, cfg)
+	sum, err := procedure.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -198,15 +201,15 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		os.RemoveAll(artifacts) // the caller says "interrupted"; a temporary directory is not kept
 	}
 	if o.json {
-		if err := tests.WriteJSON(stdout, sum); err != nil {
+		if err := report.WriteJSON(stdout, sum); err != nil {
 			return err
 		}
 	} else {
-		all := append(append([]*tests.Result{}, sum.Baseline...), sum.Results...)
-		tests.WriteTable(stdout, all)
+		all := append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...)
+		report.WriteTable(stdout, all)
 		if len(sum.Comparison) > 0 {
 			fmt.Fprintln(stdout)
-			tests.WriteComparison(stdout, sum.Comparison)
+			report.WriteComparison(stdout, sum.Comparison)
 		}
 	}
 	if o.junit != "" {
@@ -214,7 +217,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		if err != nil {
 			return fmt.Errorf("--junit: %w", err)
 		}
-		werr := tests.WriteJUnit(f, append(append([]*tests.Result{}, sum.Baseline...), sum.Results...))
+		werr := report.WriteJUnit(f, append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...))
 		if cerr := f.Close(); werr == nil {
 			werr = cerr
 		}
@@ -223,7 +226,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		}
 	}
 	if o.report != "" {
-		if err := tests.WriteReportDir(o.report, sum); err != nil {
+		if err := report.WriteReportDir(o.report, sum); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "report: %s\n", filepath.Join(o.report, "index.html"))
@@ -237,7 +240,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			fmt.Fprintf(stderr, "artifacts kept in %s\n", kept)
 		}
 		// One verdict decides the exit status: 1 the kernel failed, 2 the run could not be
-		// judged (tests.Verdict.ExitCode).
+		// judged (verdict.Verdict.ExitCode).
 		return &exitError{code: sum.Verdict.ExitCode(), err: errors.New("")}
 	}
 	if o.report == "" {
@@ -247,21 +250,21 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 }
 
 // selectMutants reads the suite and picks --mutants' names.
-func selectMutants(o *testOptions) ([]tests.Mutant, error) {
-	all, err := tests.ReadMutants(o.mutantsDir, o.kernel.Series)
+func selectMutants(o *testOptions) ([]mutation.Mutant, error) {
+	all, err := mutation.ReadMutants(o.mutantsDir, o.kernel.Series)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
 	if o.mutants == "all" {
 		return all, nil
 	}
-	byName := map[string]tests.Mutant{}
+	byName := map[string]mutation.Mutant{}
 	var names []string
 	for _, m := range all {
 		byName[m.Name] = m
 		names = append(names, m.Name)
 	}
-	var out []tests.Mutant
+	var out []mutation.Mutant
 	for _, n := range strings.Split(o.mutants, ",") {
 		m, ok := byName[strings.TrimSpace(n)]
 		if !ok {
@@ -274,8 +277,8 @@ func selectMutants(o *testOptions) ([]tests.Mutant, error) {
 
 // runMutants runs the mutation suite and prints its table (or JSON): exit 0 when every real
 // mutant is killed and every equivalent one passes, 1 otherwise, 2 when a run was unjudged.
-func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants []tests.Mutant, artifacts string, stdout, stderr io.Writer) error {
-	rep, err := tests.RunMutants(ctx, tests.MutantConfig{Mutants: mutants, Patches: o.kernel.Series, Config: cfg})
+func runMutants(ctx context.Context, o *testOptions, cfg procedure.Config, mutants []mutation.Mutant, artifacts string, stdout, stderr io.Writer) error {
+	rep, err := mutation.RunMutants(ctx, mutation.MutantConfig{Mutants: mutants, Patches: o.kernel.Series, Config: cfg})
 	if err != nil {
 		return err
 	}
@@ -286,7 +289,7 @@ func runMutants(ctx context.Context, o *testOptions, cfg tests.Config, mutants [
 			return err
 		}
 	} else {
-		tests.WriteMutationTable(stdout, rep)
+		mutation.WriteMutationTable(stdout, rep)
 	}
 	if o.report == "" && rep.OK() {
 		os.RemoveAll(artifacts)

@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ppkit/ppkit/tests"
+	"github.com/ppkit/ppkit/tests/procedure"
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 // seriesDir makes a directory that looks like an stg export: a series file naming one patch.
@@ -60,7 +61,7 @@ func TestParseTestArgs(t *testing.T) {
 		describe string
 	}{
 		{args: []string{"--series", series}, check: func(o *testOptions) bool {
-			return len(o.procedures) == 0 && o.kernel.Series == series && o.options == tests.Options{Duration: 30 * time.Second, RateMbit: 1000}
+			return len(o.procedures) == 0 && o.kernel.Series == series && o.options == procedure.Options{Duration: 30 * time.Second, RateMbit: 1000}
 		}, describe: "defaults"},
 		{args: []string{"multicast", "tcp", "--series", series, "--time", "10", "--rate", "500M", "--json", "--junit", "j.xml", "--report", "r"},
 			check: func(o *testOptions) bool {
@@ -108,7 +109,7 @@ func TestDefaultTestDeps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := l.(*tests.HarnessLauncher); !ok {
+	if _, ok := l.(*procedure.HarnessLauncher); !ok {
 		t.Errorf("launcher %T", l)
 	}
 	if err := d.modelReady(); err != nil || d.model == nil {
@@ -119,7 +120,7 @@ func TestDefaultTestDeps(t *testing.T) {
 // A missing piece stops `ppkit test` before anything boots, with one line naming it: exit 2,
 // the host is at fault.
 func TestRunTestMissingPiece(t *testing.T) {
-	deps := testDeps{launcher: func() (tests.Launcher, error) { return nil, errors.New("no mvneta QEMU") },
+	deps := testDeps{launcher: func() (procedure.Launcher, error) { return nil, errors.New("no mvneta QEMU") },
 		modelReady: func() error { return errors.New("model not wired") }}
 	err := runTest(context.Background(), []string{"--baseline"}, io.Discard, io.Discard, deps)
 	var ee *exitError
@@ -142,7 +143,7 @@ func exitCodeOf(err error) int {
 
 type failingLauncher struct{}
 
-func (failingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.Writer) (tests.Testbed, error) {
+func (failingLauncher) Launch(ctx context.Context, k procedure.Kernel, progress io.Writer) (procedure.Testbed, error) {
 	return nil, errors.New("qemu-system-aarch64: -device mvneta: not found")
 }
 
@@ -150,8 +151,8 @@ func (failingLauncher) Launch(ctx context.Context, k tests.Kernel, progress io.W
 // JUnit case is an <error>, exit 2 (infrastructure, not the kernel).
 func TestRunTestWritesOutputs(t *testing.T) {
 	dir := t.TempDir()
-	deps := testDeps{launcher: func() (tests.Launcher, error) { return failingLauncher{}, nil },
-		modelReady: func() error { return nil }, model: tests.CheckTraceWithModel}
+	deps := testDeps{launcher: func() (procedure.Launcher, error) { return failingLauncher{}, nil },
+		modelReady: func() error { return nil }, model: verdict.CheckTraceWithModel}
 	junit, report := filepath.Join(dir, "junit.xml"), filepath.Join(dir, "report")
 	var out, errb bytes.Buffer
 	err := runTest(context.Background(), []string{"multicast", "tcp", "--series", seriesDir(t), "--compare", "baseline",
@@ -187,8 +188,8 @@ func TestRunTestWritesOutputs(t *testing.T) {
 	if err := runTest(context.Background(), []string{"copy", "--baseline", "--json"}, &out, &errb, deps); exitCodeOf(err) != 2 {
 		t.Fatalf("err %v", err)
 	}
-	var sum tests.Summary
-	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || len(sum.Results) != 1 || sum.Pass || sum.Results[0].Reasons[0].Kind != tests.ReasonInfra {
+	var sum verdict.Summary
+	if err := json.Unmarshal(out.Bytes(), &sum); err != nil || len(sum.Results) != 1 || sum.Pass || sum.Results[0].Reasons[0].Kind != verdict.ReasonInfra {
 		t.Errorf("json %v: %s", err, out.String())
 	}
 	if !strings.Contains(errb.String(), "artifacts kept in") {

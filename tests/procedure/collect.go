@@ -1,0 +1,450 @@
+package procedure
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/tests/verdict"
+)
+
+// tracefs is where the guest's ftrace lives (mounted there by the runner if needed).
+const tracefs = "/sys/kernel/tracing"
+
+// TraceEvents are the tracepoints enabled during a procedure, relative to tracefs/events.
+// page_pool/ covers 5.10's events and the series' page_pool_skb_return; kmem's page-free events
+// let the model see a pool page reach the page allocator while still DMA-mapped. The kprobe
+// events gomodel.KprobeEvents (group gomodel.KprobeGroup) are defined and enabled beside them.
+var TraceEvents = []string{"page_pool", "skb", "kmem/mm_page_free", "kmem/mm_page_free_batched"}
+
+// TraceBufferKB is the per-CPU ring size: the kmem and skb events come at several per packet,
+// and trace_pipe is drained over SSH, so the buffer absorbs the bursts. GRO bulk TCP on the
+// series (hold, release and free for every merged head) overflowed 32 MiB in 10 s under TCG.
+const TraceBufferKB = 131072
+
+// tracingSetupScript resets tracefs and enables TraceEvents (without starting the clock).
+func tracingSetupScript() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "set -e; [ -d %[1]s/events ] || mount -t tracefs nodev %[1]s; cd %[1]s\n", tracefs)
+	b.WriteString("echo 0 > tracing_on; echo 0 > events/enable; echo > trace\n")
+	// The kprobe events (gomodel.KprobeEvents): the DMA syncs for the device page_pool owns, and
+	// every page_pool_put_page with its allow_direct. Defined anew (events are all off now).
+	fmt.Fprintf(&b, "[ -e kprobe_events ] || { echo \"no kprobe_events in %s: the guest kernel needs CONFIG_KPROBE_EVENTS\" >&2; exit 3; }\n", tracefs)
+	b.WriteString("echo > kprobe_events\n")
+	for _, k := range gomodel.KprobeEvents {
+		fmt.Fprintf(&b, "echo %[1]s >> kprobe_events || { echo \"cannot define the kprobe event %[2]s (is the function inlined or missing from kallsyms?)\" >&2; exit 3; }\n", shellQuote(k), strings.Fields(k)[1])
+	}
+	for _, e := range TraceEvents {
+		if strings.HasPrefix(e, "kmem/") {
+			fmt.Fprintf(&b, "echo 0 > events/%s/filter\n", e)
+		}
+	}
+	fmt.Fprintf(&b, "echo %d > buffer_size_kb\n", TraceBufferKB)
+	for _, e := range TraceEvents {
+		fmt.Fprintf(&b, "[ -e events/%[1]s/enable ] || { echo \"no tracepoint %[1]s in %[2]s/events: the guest kernel needs CONFIG_FTRACE and CONFIG_PAGE_POOL\" >&2; exit 3; }\n", e, tracefs)
+		fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", e)
+	}
+	fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", gomodel.KprobeGroup)
+	b.WriteString("echo 1 > tracing_on\n")
+	return b.String()
+}
+
+// collector gathers one procedure's artifacts from the board into dir.
+type collector struct {
+	env    *Env
+	name   string
+	reader *guestProcess
+	trace  string // host path of the streamed trace
+}
+
+// startTracing takes the test NIC down (destroying pools created before the trace), enables
+// the tracepoints and starts streaming trace_pipe into dir/trace.txt.
+func (c *collector) startTracing(ctx context.Context) error {
+	b := c.env.Board
+	if _, err := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down"); err != nil {
+		return fmt.Errorf("take %s down before tracing: %w", b.Interface(), err)
+	}
+	if _, err := b.Run(ctx, tracingSetupScript()); err != nil {
+		return fmt.Errorf("enable tracepoints: %w", err)
+	}
+	r, err := startGuest(ctx, c.env, "trace", "cat "+tracefs+"/trace_pipe")
+	if err != nil {
+		return err
+	}
+	c.reader, c.trace = r, filepath.Join(c.env.Dir, "trace.txt")
+	return c.filterReader(ctx)
+}
+
+// readerFilter keeps the page-free events of every context except the trace reader's own
+// process context: reading trace_pipe frees a page per page of trace, which would otherwise
+// be most of the trace. Interrupt, softirq and NMI context (common_flags HARDIRQ|SOFTIRQ|NMI)
+// is kept even when the reader is current, because that is where pool pages are freed; the
+// reader itself never touches an skb.
+func readerFilter(pid int) string {
+	return fmt.Sprintf("common_pid != %d || common_flags & %d", pid, 0x08|0x10|0x40)
+}
+
+// filterReader applies readerFilter to the kmem events once the reader's pid is known.
+func (c *collector) filterReader(ctx context.Context) error {
+	b := c.env.Board
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := b.Run(ctx, "cat "+shellQuote(c.reader.pidfile)+" 2>/dev/null; true")
+		if err != nil {
+			return fmt.Errorf("read the trace reader's pid: %w", err)
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && pid > 0 {
+			var script strings.Builder
+			for _, e := range TraceEvents {
+				if strings.HasPrefix(e, "kmem/") {
+					fmt.Fprintf(&script, "echo '%s' > %s/events/%s/filter\n", readerFilter(pid), tracefs, e)
+				}
+			}
+			if _, err := b.Run(ctx, script.String()); err != nil {
+				return fmt.Errorf("filter the trace reader's own page frees: %w", err)
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the trace reader wrote no pid file in 10 s")
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// sleepCtx sleeps for d, or until ctx ends (then it returns ctx's error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// mark writes a marker into the trace.
+func (c *collector) mark(ctx context.Context, edge string) error {
+	if _, err := c.env.Board.Run(ctx, fmt.Sprintf("echo %s > %s/trace_marker", shellQuote(gomodel.MarkerText(c.name, edge)), tracefs)); err != nil {
+		return fmt.Errorf("write the %s marker: %w", edge, err)
+	}
+	return nil
+}
+
+// snapshot reads the counters and saves the raw text as dir/<label>-*.txt. ethtool -S is
+// optional (a note is returned when it fails); the other two are required.
+func (c *collector) snapshot(ctx context.Context, label string) (verdict.Snapshot, []string, error) {
+	var s verdict.Snapshot
+	var notes []string
+	b := c.env.Board
+	save := func(what string, data []byte) {
+		os.WriteFile(filepath.Join(c.env.Dir, label+"-"+what+".txt"), data, 0o644)
+	}
+	out, err := b.Run(ctx, interfaceCountersCmd(b.Interface()))
+	if err != nil {
+		return s, nil, fmt.Errorf("read %s statistics: %w", b.Interface(), err)
+	}
+	save("interface", out)
+	if s.Interface, err = verdict.ParseInterfaceCounters(out); err != nil {
+		return s, nil, err
+	}
+	// netstat's TcpExt and IpExt come in snmp's format: one parse reads both.
+	out, err = b.Run(ctx, "cat /proc/net/snmp /proc/net/netstat")
+	if err != nil {
+		return s, nil, fmt.Errorf("read /proc/net/snmp and /proc/net/netstat: %w", err)
+	}
+	save("snmp", out)
+	if s.SNMP, err = verdict.ParseSNMP(out); err != nil {
+		return s, nil, err
+	}
+	out, err = b.Run(ctx, "ethtool -S "+shellQuote(b.Interface()))
+	if err != nil {
+		notes = append(notes, fmt.Sprintf("ethtool -S %s: %v", b.Interface(), err))
+	} else {
+		save("ethtool", out)
+		if s.Ethtool, err = verdict.ParseEthtoolStats(out); err != nil {
+			notes = append(notes, err.Error())
+		}
+	}
+	return s, notes, nil
+}
+
+// PoolDrainTimeout bounds the wait for the pools to report inflight 0 after the interface
+// goes down. 5.10 retries a stalled destroy every second; a pool still inflight after this long
+// has leaked.
+var PoolDrainTimeout = 5 * time.Second
+
+// TraceDrainTimeout bounds the wait for the streamed trace to catch up with the kernel's ring
+// buffer once tracing is off.
+var TraceDrainTimeout = 3 * time.Minute
+
+// finish takes the NIC down so every pool is destroyed, waits until the trace shows each pool
+// drained to inflight 0 (or PoolDrainTimeout passes: the retries the kernel traces meanwhile
+// show what is left), stops tracing, waits until trace_pipe has handed over every buffered
+// event, and stops the reader. It returns the ring buffer's overrun count.
+func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
+	b := c.env.Board
+	_, downErr := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down")
+	tail := &traceTail{path: c.trace, s: gomodel.NewTraceStream(gomodel.TraceOptions{File: c.trace, Procedure: c.name})}
+	deadline := time.Now().Add(PoolDrainTimeout)
+	for downErr == nil && time.Now().Before(deadline) {
+		if tail.update(ctx) == nil && tail.s.Drained() {
+			break
+		}
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			return 0, ctx.Err()
+		}
+	}
+	if _, err := b.Run(ctx, "echo 0 > "+tracefs+"/tracing_on"); err != nil {
+		return 0, fmt.Errorf("stop tracing: %w", err)
+	}
+	overrun, drainErr := waitTraceConsumed(ctx, b)
+	waitStable(ctx, c.trace, TraceQuiet, 30*time.Second)
+	_, stopErr := c.reader.stop(ctx, c.env)
+	// A reader cut off (the board died, or was stopped mid-line) leaves a partial last line.
+	if err := trimPartialLine(c.trace); err != nil && stopErr == nil {
+		stopErr = err
+	}
+	if stopErr != nil {
+		return overrun, stopErr
+	}
+	if downErr != nil {
+		return overrun, fmt.Errorf("take %s down after the run: %w", b.Interface(), downErr)
+	}
+	return overrun, drainErr
+}
+
+// trimPartialLine cuts a file after its last newline.
+func trimPartialLine(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("trim the trace: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return err
+	}
+	const chunk = 64 * 1024
+	buf := make([]byte, chunk)
+	for end := st.Size(); end > 0; {
+		start := max(end-chunk, 0)
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("trim the trace: %w", err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			if start+int64(i)+1 == st.Size() {
+				return nil
+			}
+			return f.Truncate(start + int64(i) + 1)
+		}
+		end = start
+	}
+	return f.Truncate(0)
+}
+
+// traceTail follows a growing trace file, feeding complete lines to gomodel's replay (the same
+// parser and pool rule as the model's verdict and the figures).
+type traceTail struct {
+	path    string
+	off     int64
+	partial []byte
+	s       *gomodel.TraceStream
+	err     error
+}
+
+func (t *traceTail) update(ctx context.Context) error {
+	if t.err != nil {
+		return t.err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.Open(t.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
+		return err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return err
+	}
+	t.off += int64(len(data))
+	data = append(t.partial, data...)
+	i := bytes.LastIndexByte(data, '\n')
+	if i < 0 {
+		t.partial = data
+		return nil
+	}
+	t.partial = append([]byte(nil), data[i+1:]...)
+	for n, l := range bytes.Split(data[:i], []byte("\n")) {
+		// A first update reads the whole trace so far (hundreds of MB): stay stoppable.
+		if n%65536 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := t.s.Line(l); err != nil {
+			t.err = err
+			return err
+		}
+	}
+	return nil
+}
+
+// TraceQuiet is how long the streamed trace must stop growing before the reader is stopped.
+var TraceQuiet = 500 * time.Millisecond
+
+// waitStable waits until path stops growing for quiet, at most max, or until ctx ends.
+func waitStable(ctx context.Context, path string, quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	last, since := int64(-1), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st, err := os.Stat(path)
+		if err != nil {
+			return
+		}
+		if st.Size() != last {
+			last, since = st.Size(), time.Now()
+		} else if time.Since(since) >= quiet {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitTraceConsumed waits until the reader has taken every event out of the per-CPU ring
+// buffers (their "entries:" are 0) and returns the buffers' overrun count.
+func waitTraceConsumed(ctx context.Context, b Board) (int64, error) {
+	deadline := time.Now().Add(TraceDrainTimeout)
+	for {
+		out, err := b.Run(ctx, "cat "+tracefs+"/per_cpu/cpu*/stats")
+		if err != nil {
+			return 0, fmt.Errorf("read trace buffer stats: %w", err)
+		}
+		st, err := parseTraceStats(out)
+		if err != nil {
+			return 0, err
+		}
+		if st.entries == 0 {
+			return st.overrun, nil
+		}
+		if time.Now().After(deadline) {
+			return st.overrun, fmt.Errorf("the trace reader left %d events unread after %s", st.entries, TraceDrainTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return st.overrun, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+type traceStats struct{ entries, overrun int64 }
+
+// parseTraceStats sums "entries:" and "overrun:" over the per-CPU ring buffer statistics.
+func parseTraceStats(out []byte) (traceStats, error) {
+	var st traceStats
+	for _, l := range strings.Split(string(out), "\n") {
+		name, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok || (name != "entries" && name != "overrun") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return st, fmt.Errorf("trace buffer stats: %s %q: %w", name, v, err)
+		}
+		if name == "entries" {
+			st.entries += n
+		} else {
+			st.overrun += n
+		}
+	}
+	return st, nil
+}
+
+// topologyUp addresses both ends of the test link and brings them up, with the multicast route
+// on both sides, then waits for the board's link.
+func topologyUp(ctx context.Context, env *Env) error {
+	bif := shellQuote(env.Board.Interface())
+	script := fmt.Sprintf("set -e; ip addr flush dev %[1]s; ip addr add %[2]s/%[3]d dev %[1]s; ip link set dev %[1]s up; ip route replace %[4]s dev %[1]s",
+		bif, BoardIP, PrefixLen, MulticastRoute)
+	if _, err := env.Board.Run(ctx, script); err != nil {
+		return fmt.Errorf("address the board's %s: %w", env.Board.Interface(), err)
+	}
+	cif := env.Client.Interface()
+	for _, argv := range [][]string{
+		{"ip", "link", "set", "dev", "lo", "up"},
+		{"ip", "addr", "replace", fmt.Sprintf("%s/%d", ClientIP, PrefixLen), "dev", cif},
+		{"ip", "link", "set", "dev", cif, "up"},
+		{"ip", "route", "replace", MulticastRoute, "dev", cif},
+	} {
+		if _, err := env.Client.Run(ctx, argv...); err != nil {
+			return fmt.Errorf("client: %s: %w", strings.Join(argv, " "), err)
+		}
+	}
+	return waitOperUp(ctx, env.Board)
+}
+
+// pingBothWays pings the client from the board and the board from the client over the link
+// under test (3 echoes each way; all must be answered).
+func pingBothWays(ctx context.Context, env *Env) error {
+	if _, err := env.Board.Run(ctx, "ping -c 3 -W 2 "+ClientIP); err != nil {
+		return fmt.Errorf("board → client ping: %w", err)
+	}
+	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-W", "2", BoardIP); err != nil {
+		return fmt.Errorf("client → board ping: %w", err)
+	}
+	return nil
+}
+
+// waitOperUp waits until the board's test NIC reports link up (mvneta's fixed link comes up a
+// moment after `ip link set up`, and again after an MTU change).
+func waitOperUp(ctx context.Context, b Board) error {
+	cmd := "cat /sys/class/net/" + shellQuote(b.Interface()) + "/operstate"
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := b.Run(ctx, cmd)
+		if err != nil {
+			return fmt.Errorf("read %s operstate: %w", b.Interface(), err)
+		}
+		state := strings.TrimSpace(string(out))
+		if state == "up" || state == "unknown" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s still %q 15 s after it was brought up", b.Interface(), state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// interfaceCountersCmd prints the counters verdict.ParseInterfaceCounters reads, one "name value"
+// a line.
+func interfaceCountersCmd(iface string) string {
+	return fmt.Sprintf(`cd /sys/class/net/%s/statistics && for f in rx_packets rx_bytes rx_dropped tx_packets tx_bytes; do echo "$f $(cat $f)"; done`, shellQuote(iface))
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,549 @@
+package procedure
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ppkit/ppkit/tests/verdict"
+)
+
+// The client's and the peer's subnets, routed through the board by forward.
+const (
+	ClientNet = "192.168.200.0/24"
+	PeerNet   = "192.168.201.0/24"
+)
+
+// The host-side iperf servers of forward: the peer's, one per phase, and the client's for the
+// peer's stream back.
+const (
+	ForwardPort = 5001
+	CapturePort = 5002
+	ReversePort = 5003
+)
+
+// ForwardProbes are the kprobe events forward counts in a tracefs instance of its own: kernel
+// functions with no tracepoint, each with its caller (the return address at entry, x30 on
+// arm64), so that the counts say which path called them. (The kprobe options in
+// harness/config/ppkit.config.)
+var ForwardProbes = []string{"skb_segment", "pskb_expand_head", "page_frag_free"}
+
+const (
+	probeGroup    = "ppkit_forward"
+	probeInstance = tracefs + "/instances/ppkit-forward"
+	// probeBufferKB is the instance's per-CPU ring: a few events per forwarded packet.
+	probeBufferKB = 8192
+)
+
+// Forward makes the board a router between the client (behind the mvneta NIC) and the peer (a
+// second client namespace behind the board's virtio-net NIC, PeerNICModel), with
+// net.ipv4.ip_forward=1, GRO on the mvneta NIC and TSO off on the virtio-net one. In two phases
+// of --time each:
+//
+//   - forward: TCP from the client to the peer. GRO merges the pool heads mvneta receives;
+//     ip_forward() passes the merged skb to the virtio-net NIC, which cannot segment it, so
+//     validate_xmit_skb() resegments it in software: skb_segment() on GRO skbs built from pool
+//     heads, whose heads die when the segments are sent (and the frag_list skbs GRO could not
+//     merge are cloned and their heads expanded inside skb_segment()).
+//   - capture: the same with pktlisten reading the mvneta NIC, so every received skb is cloned
+//     before it is forwarded and ip_forward()'s skb_cow() expands its head:
+//     pskb_expand_head() on a cloned pool head, which the packet socket's clone frees later.
+//     Meanwhile the peer sends TCP to the client: virtio-net's receive_small() builds those
+//     skbs around page-frag buffers that belong to no page_pool (head_frag, no pool id), and
+//     their heads reach skb_free_head() — after forwarding, at mvneta's TX completion.
+//
+// The evidence, checked by Collect (a path not driven is a procedure error): for the first, a
+// counting rule in the mangle FORWARD chain (skbs forwarded from mvneta to virtio-net) against
+// the virtio-net NIC's TX packets — more packets than skbs; skb_segment's kprobe count is
+// reported too, but it also counts the management NIC's SSH stream (QEMU's user network offers
+// no TSO). For the second, pskb_expand_head's kprobe with caller ip_forward in the capture
+// phase. For the third, the NIC's negotiated features (no mergeable buffers, no guest GSO), its
+// RX counter and page_frag_free's kprobe (caller skb_free_head: with the series, a head_frag
+// head that the hook did not take).
+type Forward struct {
+	// set by Run, read by Collect
+	capture     string // pktlisten's note
+	forwardOut  string // the host servers' output files
+	captureOut  string
+	reverseOut  string
+	peerBefore  verdict.InterfaceCounters
+	probesReady bool
+	iptables    string // the board's iptables, for the forwarding rule's counter
+}
+
+func (*Forward) Name() string { return "forward" }
+func (*Forward) Description() string {
+	return "TCP routed by the board between the client (mvneta, GRO) and a second client (virtio-net, TSO off), then again with a packet-socket reader, and back"
+}
+func (*Forward) Paths() []string {
+	return []string{"napi_gro_receive", "ip_forward", "skb_segment", "skb_clone", "pskb_expand_head",
+		"receive_small", "skb_free_head"}
+}
+func (*Forward) Helpers() []string { return []string{"pktlisten"} }
+
+// peerFeatureBits are the virtio-net features that would keep 5.10's virtio-net from
+// receive_small(): mergeable RX buffers (receive_mergeable) and any guest GSO (receive_big).
+var peerFeatureBits = map[int]string{15: "mrg_rxbuf", 7: "guest_tso4", 8: "guest_tso6", 9: "guest_ecn", 10: "guest_ufo"}
+
+// checkReceiveSmall reads a virtio device's sysfs "features" (one '0' or '1' per feature bit,
+// bit 0 first: the negotiated features) and fails if virtio-net would not use receive_small().
+func checkReceiveSmall(features []byte) error {
+	f := strings.TrimSpace(string(features))
+	if len(f) < 16 || strings.Trim(f, "01") != "" {
+		return fmt.Errorf("virtio features %q: want a string of 0 and 1, one per feature bit", f)
+	}
+	var on []string
+	bits := make([]int, 0, len(peerFeatureBits))
+	for b := range peerFeatureBits {
+		bits = append(bits, b)
+	}
+	sort.Ints(bits)
+	for _, b := range bits {
+		if f[b] == '1' {
+			on = append(on, peerFeatureBits[b])
+		}
+	}
+	if len(on) > 0 {
+		return fmt.Errorf("the second NIC negotiated %s, so virtio-net does not build its skbs with receive_small(); boot it as %s", strings.Join(on, ", "), PeerNICModel)
+	}
+	return nil
+}
+
+// ethtoolFeature returns a feature's state ("on", "off", "off [fixed]") from `ethtool -k`.
+func ethtoolFeature(out []byte, name string) (string, bool) {
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), name+":"); ok {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
+}
+
+func (p *Forward) Setup(ctx context.Context, env *Env) error {
+	if env.Peer == nil {
+		return fmt.Errorf("forward needs a second client behind a second NIC of the board, and this testbed has none")
+	}
+	if err := setGRO(ctx, env, true); err != nil {
+		return err
+	}
+	pif := shellQuote(env.Peer.BoardInterface)
+	out, err := env.Board.Run(ctx, "cat /sys/class/net/"+pif+"/device/features")
+	if err != nil {
+		return fmt.Errorf("read the second NIC's virtio features: %w", err)
+	}
+	if err := checkReceiveSmall(out); err != nil {
+		return err
+	}
+	out, err = env.Board.Run(ctx, fmt.Sprintf("set -e; echo 1 > /proc/sys/net/ipv4/ip_forward; ip addr flush dev %[1]s; "+
+		"ip addr add %[2]s/%[3]d dev %[1]s; ip link set dev %[1]s up; ethtool -K %[1]s tso off; ethtool -k %[1]s",
+		pif, PeerBoardIP, PrefixLen))
+	if err != nil {
+		return fmt.Errorf("make the board a router to the second client: %w", err)
+	}
+	if v, _ := ethtoolFeature(out, "tcp-segmentation-offload"); !strings.HasPrefix(v, "off") {
+		return fmt.Errorf("TSO is %q on the board's %s after ethtool -K tso off: GRO packets would not be segmented in software", v, env.Peer.BoardInterface)
+	}
+	// A rule without effect counts the skbs ip_forward() passes from the mvneta NIC to the
+	// second one: GRO skbs count once, and the second NIC's TX counter counts their segments.
+	out, err = env.Board.Run(ctx, "mkdir -p /run; command -v iptables-legacy || command -v iptables")
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		return fmt.Errorf("forward needs iptables in the guest image (iptables-legacy or iptables): %v", err)
+	}
+	p.iptables = strings.TrimSpace(strings.Split(string(out), "\n")[0])
+	if _, err := env.Board.Run(ctx, p.iptables+" -t mangle -A FORWARD -i "+shellQuote(env.Board.Interface())+" -o "+pif+" -j RETURN"); err != nil {
+		return fmt.Errorf("add the forwarding counter rule (kernel needs CONFIG_IP_NF_MANGLE): %w", err)
+	}
+	if _, err := env.Client.Run(ctx, "ip", "route", "replace", PeerNet, "via", BoardIP); err != nil {
+		return fmt.Errorf("client: route to the second client: %w", err)
+	}
+	tap := env.Peer.Client.Interface()
+	for _, argv := range [][]string{
+		{"ip", "link", "set", "dev", "lo", "up"},
+		{"ip", "addr", "replace", fmt.Sprintf("%s/%d", PeerIP, PrefixLen), "dev", tap},
+		{"ip", "link", "set", "dev", tap, "up"},
+		{"ip", "route", "replace", ClientNet, "via", PeerBoardIP},
+	} {
+		if _, err := env.Peer.Client.Run(ctx, argv...); err != nil {
+			return fmt.Errorf("second client: %s: %w", strings.Join(argv, " "), err)
+		}
+	}
+	// Routed both ways through the board (the virtio link is up at once; a few tries for ARP).
+	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-w", "10", PeerIP); err != nil {
+		return fmt.Errorf("client → second client ping through the board: %w", err)
+	}
+	if err := p.startProbes(ctx, env); err != nil {
+		return err
+	}
+	out, err = env.Board.Run(ctx, interfaceCountersCmd(env.Peer.BoardInterface))
+	if err != nil {
+		return fmt.Errorf("read the second NIC's counters: %w", err)
+	}
+	p.peerBefore, err = verdict.ParseInterfaceCounters(out)
+	return err
+}
+
+// startProbes defines ForwardProbes and enables them in forward's own tracefs instance (the
+// procedure's page_pool trace is untouched).
+func (p *Forward) startProbes(ctx context.Context, env *Env) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "set -e; cd %s\n", tracefs)
+	fmt.Fprintf(&b, "[ -e kprobe_events ] || { echo 'no kprobe_events in %s: the guest kernel needs CONFIG_KPROBE_EVENTS' >&2; exit 3; }\n", tracefs)
+	for _, fn := range ForwardProbes {
+		fmt.Fprintf(&b, "echo 'p:%s/%s %s caller=%%x30:symbol' >> kprobe_events\n", probeGroup, fn, fn)
+	}
+	fmt.Fprintf(&b, "mkdir %[1]s; echo %[2]d > %[1]s/buffer_size_kb; echo 1 > %[1]s/events/%[3]s/enable\n",
+		probeInstance, probeBufferKB, probeGroup)
+	if _, err := env.Board.Run(ctx, b.String()); err != nil {
+		return fmt.Errorf("set up the kprobe events %s: %w", strings.Join(ForwardProbes, ", "), err)
+	}
+	p.probesReady = true
+	return nil
+}
+
+// probePhase marks the start of a phase in the probes' instance.
+func probePhase(ctx context.Context, env *Env, phase string) error {
+	if _, err := env.Board.Run(ctx, fmt.Sprintf("echo 'ppkit-forward phase %s' > %s/trace_marker", phase, probeInstance)); err != nil {
+		return fmt.Errorf("mark the %s phase: %w", phase, err)
+	}
+	return nil
+}
+
+// hostServer is an iperf server in a client namespace, for the length of Run.
+type hostServer struct {
+	proc Process
+	out  *os.File
+}
+
+func startHostServer(ctx context.Context, env *Env, c Client, who, name string, port int) (*hostServer, error) {
+	out, err := os.Create(filepath.Join(env.Dir, name+".txt"))
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{"iperf", "-s", "-p", strconv.Itoa(port), "-i", "1"}
+	env.logf("%s: %s", who, strings.Join(argv, " "))
+	proc, err := c.Start(ctx, argv, out, out)
+	if err != nil {
+		out.Close()
+		return nil, fmt.Errorf("%s: start the iperf server: %w", who, err)
+	}
+	s := &hostServer{proc: proc, out: out}
+	err = pollListening(ctx, who, func(ctx context.Context) ([]byte, error) {
+		return c.Run(ctx, "cat", "/proc/net/tcp")
+	}, "tcp", port)
+	return s, err
+}
+
+func (p *Forward) Run(ctx context.Context, env *Env) (err error) {
+	if env.Peer == nil {
+		return fmt.Errorf("forward needs a second client")
+	}
+	// The servers live as long as Run: cancelling stops them (SIGTERM), and a Run cut short
+	// by its deadline kills them too, so nothing outlives the namespaces.
+	sctx, stop := context.WithCancel(ctx)
+	var servers []*hostServer
+	defer func() {
+		stop()
+		for _, s := range servers {
+			s.proc.Wait()
+			s.out.Close()
+		}
+	}()
+	for _, srv := range []struct {
+		c         Client
+		who, name string
+		port      int
+		path      *string
+	}{
+		{env.Peer.Client, "second client", "iperf-server-forward", ForwardPort, &p.forwardOut},
+		{env.Peer.Client, "second client", "iperf-server-capture", CapturePort, &p.captureOut},
+		{env.Client, "client", "iperf-server-reverse", ReversePort, &p.reverseOut},
+	} {
+		s, err := startHostServer(sctx, env, srv.c, srv.who, srv.name, srv.port)
+		if s != nil {
+			servers = append(servers, s)
+			*srv.path = s.out.Name()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	t := seconds(env.Options.Duration)
+	if err := probePhase(ctx, env, "forward"); err != nil {
+		return err
+	}
+	out, err := runClient(ctx, env, "iperf-client-forward", "iperf", "-c", PeerIP, "-p", strconv.Itoa(ForwardPort), "-t", t, "-i", "1")
+	if err != nil {
+		return err
+	}
+	if err := clientErrors("iperf client (forward)", out); err != nil {
+		return err
+	}
+
+	listener, err := startGuest(ctx, env, "pktlisten", env.Helpers["pktlisten"]+" "+shellQuote(env.Board.Interface()))
+	if err != nil {
+		return err
+	}
+	if err := probePhase(ctx, env, "capture"); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	var revOut []byte
+	var revErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		revOut, revErr = runHost(ctx, env, env.Peer.Client, "second client", "iperf-client-reverse",
+			"iperf", "-c", ClientIP, "-p", strconv.Itoa(ReversePort), "-t", t, "-i", "1")
+	}()
+	out, err = runClient(ctx, env, "iperf-client-capture", "iperf", "-c", PeerIP, "-p", strconv.Itoa(CapturePort), "-t", t, "-i", "1")
+	wg.Wait()
+	if err == nil {
+		err = clientErrors("iperf client (capture)", out)
+	}
+	if err == nil {
+		err = revErr
+	}
+	if err == nil {
+		err = clientErrors("second client's iperf client (reverse)", revOut)
+	}
+	note, lerr := stopListener(ctx, env, listener)
+	p.capture = note
+	if err == nil {
+		err = lerr
+	}
+	return err
+}
+
+func (p *Forward) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
+	var t verdict.Traffic
+	var errs []string
+	// The receivers' own figures: the second client's servers for the two forwarded streams.
+	var secs float64
+	for _, s := range []struct{ what, path string }{{"forward", p.forwardOut}, {"capture", p.captureOut}, {"reverse", p.reverseOut}} {
+		if s.path == "" {
+			errs = append(errs, fmt.Sprintf("the %s iperf server never started", s.what))
+			continue
+		}
+		st, _, err := iperfServerTraffic(s.path)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if st.Bytes == 0 {
+			errs = append(errs, fmt.Sprintf("the %s stream's receiver got 0 bytes", s.what))
+			continue
+		}
+		t.Notes = append(t.Notes, fmt.Sprintf("%s stream: %d bytes at %s", s.what, st.Bytes, verdict.FormatBitRate(st.BitsPerSecond)))
+		if s.what != "reverse" {
+			t.Bytes += st.Bytes
+			if st.BitsPerSecond > 0 {
+				secs += float64(st.Bytes) * 8 / st.BitsPerSecond
+			}
+		}
+	}
+	if secs > 0 {
+		t.BitsPerSecond = float64(t.Bytes) * 8 / secs
+	}
+	if p.capture != "" {
+		t.Notes = append(t.Notes, p.capture)
+	}
+	if out, err := env.Board.Run(ctx, interfaceCountersCmd(env.Peer.BoardInterface)); err != nil {
+		errs = append(errs, fmt.Sprintf("read the second NIC's counters: %v", err))
+	} else if after, err := verdict.ParseInterfaceCounters(out); err != nil {
+		errs = append(errs, err.Error())
+	} else {
+		rx, tx := after.RxPackets-p.peerBefore.RxPackets, after.TxPackets-p.peerBefore.TxPackets
+		t.Notes = append(t.Notes, fmt.Sprintf("second NIC %s (receive_small): rx %d, tx %d packets", env.Peer.BoardInterface, rx, tx))
+		if rx == 0 {
+			errs = append(errs, "the second NIC received nothing: no page-frag head reached skb_free_head()")
+		}
+		if err := p.checkSegmented(ctx, env, tx, &t); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if p.probesReady {
+		counts, overrun, err := p.readProbes(ctx, env)
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			t.Notes = append(t.Notes, counts.notes(overrun)...)
+			errs = append(errs, counts.missing()...)
+		}
+	}
+	if len(errs) > 0 {
+		return t, fmt.Errorf("forward: %s", strings.Join(errs, "; "))
+	}
+	return t, nil
+}
+
+// checkSegmented compares the skbs ip_forward() passed from the mvneta NIC to the second one
+// (the rule's counter) with the packets the second NIC sent: more packets than skbs means GRO
+// skbs were segmented on the way out.
+func (p *Forward) checkSegmented(ctx context.Context, env *Env, tx uint64, t *verdict.Traffic) error {
+	out, err := env.Board.Run(ctx, p.iptables+" -t mangle -L FORWARD -v -x -n")
+	if err != nil {
+		return fmt.Errorf("read the forwarding counter rule: %w", err)
+	}
+	os.WriteFile(filepath.Join(env.Dir, "iptables-forward.txt"), out, 0o644)
+	fwd, err := forwardRuleCount(out, env.Board.Interface(), env.Peer.BoardInterface)
+	if err != nil {
+		return err
+	}
+	t.Notes = append(t.Notes, fmt.Sprintf("ip_forward %s → %s: %d skbs, sent as %d packets", env.Board.Interface(), env.Peer.BoardInterface, fwd, tx))
+	if fwd == 0 || tx <= uint64(fwd) {
+		return fmt.Errorf("the second NIC sent %d packets for %d forwarded skbs: no GRO skb was segmented", tx, fwd)
+	}
+	return nil
+}
+
+// forwardRuleCount reads the packet counter of forward's rule (-i in -o out -j RETURN) from
+// `iptables -t mangle -L FORWARD -v -x -n`.
+func forwardRuleCount(out []byte, in, outIf string) (int64, error) {
+	for _, l := range strings.Split(string(out), "\n") {
+		// pkts bytes target prot opt in out source destination
+		f := strings.Fields(l)
+		if len(f) >= 7 && f[2] == "RETURN" && f[5] == in && f[6] == outIf {
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("forwarding rule counter %q: %w", f[0], err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no forwarding counter rule (-i %s -o %s -j RETURN) in the mangle FORWARD chain", in, outIf)
+}
+
+// readProbes stops the probes, saves their trace as probes.txt, counts it, and removes the
+// instance and the events.
+func (p *Forward) readProbes(ctx context.Context, env *Env) (probeCounts, int64, error) {
+	if _, err := env.Board.Run(ctx, "echo 0 > "+probeInstance+"/tracing_on"); err != nil {
+		return nil, 0, fmt.Errorf("stop the kprobe events: %w", err)
+	}
+	stats, err := env.Board.Run(ctx, "cat "+probeInstance+"/per_cpu/cpu*/stats")
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the kprobe instance's buffer stats: %w", err)
+	}
+	st, err := parseTraceStats(stats)
+	if err != nil {
+		return nil, 0, err
+	}
+	trace, err := env.Board.Run(ctx, "cat "+probeInstance+"/trace")
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the kprobe events: %w", err)
+	}
+	os.WriteFile(filepath.Join(env.Dir, "probes.txt"), trace, 0o644)
+	var rm strings.Builder
+	fmt.Fprintf(&rm, "cd %s; echo 0 > %s/events/%s/enable; rmdir %s", tracefs, probeInstance, probeGroup, probeInstance)
+	for _, fn := range ForwardProbes {
+		fmt.Fprintf(&rm, "; echo '-:%s/%s' >> kprobe_events", probeGroup, fn)
+	}
+	if _, err := env.Board.Run(ctx, rm.String()); err != nil {
+		env.logf("forward: remove the kprobe events: %v", err)
+	}
+	return parseProbeTrace(trace), st.overrun, nil
+}
+
+// probeCounts are the probe hits of forward's instance: phase → probe → calling function →
+// hits. Hits before the first phase marker count in phase "setup".
+type probeCounts map[string]map[string]map[string]int64
+
+var (
+	probeLineRE   = regexp.MustCompile(`: (\w+): \([^)]*\) caller=([^\s+]+)`)
+	probeMarkerRE = regexp.MustCompile(`tracing_mark_write: ppkit-forward phase (\w+)`)
+)
+
+// parseProbeTrace counts the lines of the instance's trace: kprobe hits
+// ("…: skb_segment: (skb_segment+0x0/0x…) caller=tcp_gso_segment+0x…/0x…") and phase markers.
+// Other lines (the header, unknown events) are skipped.
+func parseProbeTrace(data []byte) probeCounts {
+	c := probeCounts{}
+	phase := "setup"
+	for _, l := range strings.Split(string(data), "\n") {
+		if m := probeMarkerRE.FindStringSubmatch(l); m != nil {
+			phase = m[1]
+			continue
+		}
+		m := probeLineRE.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		if c[phase] == nil {
+			c[phase] = map[string]map[string]int64{}
+		}
+		if c[phase][m[1]] == nil {
+			c[phase][m[1]] = map[string]int64{}
+		}
+		c[phase][m[1]][m[2]]++
+	}
+	return c
+}
+
+// total is a probe's hits in a phase, from any caller ("" for every caller).
+func (c probeCounts) total(phase, probe, caller string) int64 {
+	var n int64
+	for fn, hits := range c[phase][probe] {
+		if caller == "" || fn == caller {
+			n += hits
+		}
+	}
+	return n
+}
+
+// missing says which of forward's paths the counts show were not driven.
+func (c probeCounts) missing() []string {
+	var out []string
+	if c.total("capture", "pskb_expand_head", "ip_forward") == 0 {
+		out = append(out, "ip_forward() never called pskb_expand_head() in the capture phase: no cloned head was expanded")
+	}
+	if c.total("forward", "page_frag_free", "")+c.total("capture", "page_frag_free", "") == 0 {
+		out = append(out, "page_frag_free() never ran during the traffic: no page-frag head was freed")
+	}
+	return out
+}
+
+// notes are one line per phase: each probe's hits and their callers, most first.
+func (c probeCounts) notes(overrun int64) []string {
+	var phases []string
+	for ph := range c {
+		phases = append(phases, ph)
+	}
+	sort.Strings(phases)
+	var out []string
+	for _, ph := range phases {
+		var parts []string
+		for _, probe := range ForwardProbes {
+			callers := c[ph][probe]
+			if len(callers) == 0 {
+				continue
+			}
+			fns := make([]string, 0, len(callers))
+			for fn := range callers {
+				fns = append(fns, fn)
+			}
+			sort.Slice(fns, func(i, j int) bool {
+				if callers[fns[i]] != callers[fns[j]] {
+					return callers[fns[i]] > callers[fns[j]]
+				}
+				return fns[i] < fns[j]
+			})
+			var by []string
+			for _, fn := range fns {
+				by = append(by, fmt.Sprintf("%s %d", fn, callers[fn]))
+			}
+			parts = append(parts, fmt.Sprintf("%s %d (%s)", probe, c.total(ph, probe, ""), strings.Join(by, ", ")))
+		}
+		if len(parts) > 0 {
+			out = append(out, fmt.Sprintf("kprobes, %s phase: %s", ph, strings.Join(parts, "; ")))
+		}
+	}
+	if overrun > 0 {
+		out = append(out, fmt.Sprintf("kprobes: %d events overwritten (the counts are lower bounds)", overrun))
+	}
+	return out
+}

@@ -1,0 +1,172 @@
+package procedure
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ppkit/ppkit/harness"
+	mvnetaemu "github.com/ppkit/ppkit/mvneta-emu"
+	"github.com/ppkit/ppkit/tests/verdict"
+	"golang.org/x/crypto/ssh"
+)
+
+// GuestPackages are the Debian arm64 packages the procedures need in the guest beyond the
+// harness's default image: ethtool (GRO on/off, ethtool -S) and iptables' legacy backend for
+// the TEE rule (xtables-legacy-multi, the extensions the rule loads, their libraries).
+var GuestPackages = []harness.ImagePackage{
+	{Name: "ethtool", Files: []string{"sbin/ethtool"}},
+	{Name: "libmnl0"},
+	{Name: "iptables", Files: []string{"usr/sbin/xtables-legacy-multi", "usr/sbin/iptables-legacy",
+		// only the extensions the TEE rule loads (the others pull in conntrack libraries)
+		"usr/lib/aarch64-linux-gnu/xtables/libxt_TEE.so", "usr/lib/aarch64-linux-gnu/xtables/libxt_standard.so",
+		"usr/lib/aarch64-linux-gnu/xtables/libxt_udp.so"}},
+	{Name: "libxtables12"},
+	{Name: "libip4tc2"},
+	{Name: "libip6tc2"},
+}
+
+// PeerNICModel is the board's second NIC (the peer's, see Peer): virtio-net without mergeable
+// RX buffers and without guest GSO, which would make virtio-net use receive_big. So 5.10's
+// virtio-net receives with receive_small, which builds every skb around a page-frag buffer
+// (build_skb: head_frag, no page_pool) — heads that reach skb_free_head() beside the pool's.
+// Transmit offloads stay: forward turns TSO off with ethtool.
+const PeerNICModel = "virtio-net-pci,romfile=,mrg_rxbuf=off,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off"
+
+// MvnetaMAC and PeerMAC are the test NICs' MAC addresses; the board's interfaces are found by them.
+const (
+	MvnetaMAC = "52:54:00:12:35:00"
+	PeerMAC   = "52:54:00:12:35:01"
+)
+
+// HarnessLauncher boots the real board: the kernel built by the harness (with the series, or
+// the baseline), ppkit's guest image plus GuestPackages, the mvneta QEMU, one mvneta NIC on a
+// tap inside a client namespace, and a second NIC (PeerNICModel) on a tap inside a second
+// client namespace of its own; the harness creates and removes both.
+type HarnessLauncher struct {
+	Debug    bool   // build the kernel with config/debug.config (KASAN, DEBUG_VM, …)
+	Tree     string // a kernel git tree instead of Debian's linux-source-5.10
+	MemoryMB int    // guest memory (harness default when 0)
+}
+
+var _ Launcher = (*HarnessLauncher)(nil)
+
+// Spec is the board Launch boots for k.
+func (l *HarnessLauncher) Spec(k Kernel, progress io.Writer) harness.Spec {
+	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug}
+	if !k.Baseline {
+		ko.Series = k.Series
+	}
+	return harness.Spec{
+		Kernel: ko,
+		Image:  harness.ImageOptions{Extra: GuestPackages},
+		Boot: harness.BootOptions{MemoryMB: l.MemoryMB,
+			NICs: []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: MvnetaMAC}, {Model: PeerNICModel, MAC: PeerMAC, OwnNetns: true}}},
+		Progress: progress,
+	}
+}
+
+// Launch builds what is missing of Spec(k) (all of it cached by input hash) and boots it
+// (harness.Prepare).
+func (l *HarnessLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
+	vm, err := harness.Prepare(ctx, l.Spec(k, progress))
+	if err != nil {
+		return nil, err
+	}
+	tb, err := newVMTestbed(ctx, vm, vm.Image())
+	if err != nil {
+		vm.Close()
+		return nil, err
+	}
+	return tb, nil
+}
+
+// vmTestbed adapts a harness.VM to Testbed.
+type vmTestbed struct {
+	board  *vmBoard
+	client *NetnsClient
+	peer   *Peer
+	vm     *harness.VM
+	keys   string // directory of the client's SSH key and known_hosts for the test link
+}
+
+var _ PeerTestbed = (*vmTestbed)(nil)
+
+func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*vmTestbed, error) {
+	if vm.NetNS() == "" || len(vm.Taps()) != 2 || vm.NetNSOf(1) == vm.NetNS() {
+		return nil, fmt.Errorf("the VM has no test NIC namespaces (netns %q and %q, taps %v)", vm.NetNS(), vm.NetNSOf(1), vm.Taps())
+	}
+	// The mvneta port is whichever interface the mvneta driver bound.
+	out, err := vm.Run(ctx, `for d in /sys/class/net/*; do drv=$(readlink $d/device/driver); [ "${drv##*/}" = mvneta ] && echo ${d##*/}; done; true`)
+	if err != nil {
+		return nil, fmt.Errorf("find the mvneta interface: %w", err)
+	}
+	iface := strings.TrimSpace(string(out))
+	if iface == "" || strings.Contains(iface, "\n") {
+		return nil, fmt.Errorf("want one interface bound to the mvneta driver in the guest, found %q", iface)
+	}
+	out, err = vm.Run(ctx, `for d in /sys/class/net/*; do [ "$(cat $d/address)" = `+PeerMAC+` ] && echo ${d##*/}; done; true`)
+	if err != nil {
+		return nil, fmt.Errorf("find the second test NIC: %w", err)
+	}
+	peerIface := strings.TrimSpace(string(out))
+	if peerIface == "" || strings.Contains(peerIface, "\n") {
+		return nil, fmt.Errorf("want one interface with MAC %s (the second test NIC) in the guest, found %q", PeerMAC, peerIface)
+	}
+	keys, err := harness.TempDir("testlink")
+	if err != nil {
+		return nil, err
+	}
+	known := filepath.Join(keys, "known_hosts")
+	line := "ppkit-board " + string(ssh.MarshalAuthorizedKey(image.HostKey))
+	if err := os.WriteFile(known, []byte(line), 0o600); err != nil {
+		os.RemoveAll(keys)
+		return nil, err
+	}
+	return &vmTestbed{
+		board: &vmBoard{vm: vm, iface: iface},
+		client: &NetnsClient{Namespace: vm.NetNS(), Iface: vm.Taps()[0],
+			SSHKey: filepath.Join(image.Dir, "id_ed25519"), KnownHosts: known},
+		peer: &Peer{Client: &NetnsClient{Namespace: vm.NetNSOf(1), Iface: vm.Taps()[1]}, BoardInterface: peerIface},
+		vm:   vm, keys: keys,
+	}, nil
+}
+
+func (t *vmTestbed) Peer() *Peer    { return t.peer }
+func (t *vmTestbed) Board() Board   { return t.board }
+func (t *vmTestbed) Client() Client { return t.client }
+func (t *vmTestbed) Close() error {
+	err := t.vm.Close()
+	os.RemoveAll(t.keys)
+	return err
+}
+
+// vmBoard adapts a harness.VM to Board.
+type vmBoard struct {
+	vm    *harness.VM
+	iface string
+}
+
+func (b *vmBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.vm.Run(ctx, cmd) }
+func (b *vmBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {
+	return b.vm.Start(ctx, cmd, stdout, stderr)
+}
+func (b *vmBoard) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
+	return b.vm.CopyTo(ctx, local, remote, mode)
+}
+func (b *vmBoard) CopyFrom(ctx context.Context, remote, local string) error {
+	return b.vm.CopyFrom(ctx, remote, local)
+}
+func (b *vmBoard) Interface() string  { return b.iface }
+func (b *vmBoard) Arch() string       { return "arm64" }
+func (b *vmBoard) ConsoleLog() []byte { return b.vm.ConsoleLog() }
+func (b *vmBoard) ConsoleReports() []verdict.ConsoleReport {
+	var out []verdict.ConsoleReport
+	for _, r := range b.vm.ConsoleReports() {
+		out = append(out, verdict.ConsoleReport{Title: r.Title, Report: r.Text})
+	}
+	return out
+}

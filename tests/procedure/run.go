@@ -1,0 +1,362 @@
+package procedure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
+	"github.com/ppkit/ppkit/tests/verdict"
+)
+
+// Config is one `ppkit test` invocation.
+type Config struct {
+	Procedures []string // names; DefaultProcedures when empty
+	Kernel     Kernel   // the series (or the baseline) under test
+	// CompareBaseline also runs every procedure on the baseline kernel first and compares.
+	CompareBaseline bool
+	Options         Options
+	// ArtifactDir receives one subdirectory per kernel and procedure (trace, counters, tool
+	// output, console).
+	ArtifactDir string
+	Launcher    Launcher
+	Model       verdict.ModelChecker
+	// CacheRoot holds the guest helpers' build cache (cachedir.Root() by default).
+	CacheRoot string
+	// StopOnFail ends the run at the first procedure whose verdict is a kernel failure (the
+	// mutation suite: one is enough to kill a mutant).
+	StopOnFail bool
+	Progress   io.Writer
+}
+
+// Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
+// the summary. An error means nothing could be judged (bad configuration); everything else,
+// including a board that failed to boot, is a failed verdict.Result in the summary.
+func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
+	procs, err := LookupProcedures(cfg.Procedures)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Launcher == nil {
+		return nil, errors.New("no launcher: the harness must provide one")
+	}
+	if cfg.Model == nil {
+		cfg.Model = verdict.CheckTraceWithModel
+	}
+	if cfg.Options.Duration <= 0 || cfg.Options.RateMbit <= 0 {
+		return nil, fmt.Errorf("options: duration %s and rate %d Mbit/s must be positive", cfg.Options.Duration, cfg.Options.RateMbit)
+	}
+	if cfg.CacheRoot == "" {
+		if cfg.CacheRoot, err = cachedir.Root(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Options.Seed == 0 {
+		cfg.Options.Seed = NewSeed()
+	}
+	r := &runner{cfg: cfg, helpers: map[string]map[string]string{}}
+	for _, p := range procs {
+		if DrawsFromSeed(p) {
+			r.progressf("seed %d: %s is drawn from it (replay: --seed %d)", cfg.Options.Seed, p.Name(), cfg.Options.Seed)
+		}
+	}
+	s := &verdict.Summary{}
+	if cfg.CompareBaseline {
+		s.Baseline = r.runKernel(ctx, Kernel{Baseline: true}, procs)
+	}
+	s.Results = r.runKernel(ctx, cfg.Kernel, procs)
+	if cfg.CompareBaseline {
+		s.Comparison = verdict.CompareFigures(s.Baseline, s.Results, -1)
+	}
+	s.Verdict = verdict.Worst(append(append([]*verdict.Result{}, s.Baseline...), s.Results...))
+	s.Pass = s.Verdict == verdict.VerdictPass
+	s.Interrupted = ctx.Err() != nil
+	return s, nil
+}
+
+// seeded is a procedure whose run Options.Seed draws.
+type seeded interface{ usesSeed() }
+
+// DrawsFromSeed says whether Options.Seed decides p's run.
+func DrawsFromSeed(p Procedure) bool {
+	_, ok := p.(seeded)
+	return ok
+}
+
+type runner struct {
+	cfg     Config
+	helpers map[string]map[string]string // arch → helper name → host path
+}
+
+func (r *runner) progressf(format string, args ...any) {
+	if r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, format+"\n", args...)
+	}
+}
+
+// runKernel boots a fresh testbed per procedure, so each runs alone on a clean board.
+func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*verdict.Result {
+	var out []*verdict.Result
+	for _, fresh := range procs {
+		p := Procedures()[fresh.Name()] // a fresh instance: procedures keep per-run state
+		dir := filepath.Join(r.cfg.ArtifactDir, verdict.KernelKind(k.String()), p.Name())
+		res := &verdict.Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
+			Started: time.Now(), Artifacts: dir}
+		if DrawsFromSeed(p) {
+			res.Seed = r.cfg.Options.Seed
+		}
+		out = append(out, res)
+		if ctx.Err() != nil {
+			verdict.Judge(res, verdict.Evidence{Stopped: context.Cause(ctx)})
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			verdict.Judge(res, verdict.Evidence{InfraError: fmt.Errorf("artifact directory: %w", err)})
+			continue
+		}
+		r.progressf("%s: booting the %s kernel", p.Name(), k)
+		tb, err := r.cfg.Launcher.Launch(ctx, k, r.cfg.Progress)
+		if err != nil {
+			var ge *harness.GuestError
+			if ctx.Err() != nil {
+				verdict.Judge(res, verdict.Evidence{Stopped: context.Cause(ctx)})
+			} else if errors.As(err, &ge) {
+				verdict.Judge(res, verdict.Evidence{BootError: fmt.Errorf("launch the board: %w", err)})
+			} else {
+				verdict.Judge(res, verdict.Evidence{InfraError: fmt.Errorf("launch the board: %w", err)})
+			}
+			res.Duration = time.Since(res.Started)
+			continue
+		}
+		helpers, herr := r.helpersFor(ctx, tb.Board().Arch(), p.Helpers())
+		RunProcedure(ctx, tb, p, res, ProcedureConfig{Options: r.cfg.Options, Dir: dir, Helpers: helpers,
+			HelperErr: herr, Model: r.cfg.Model, Kernel: k, Log: r.cfg.Progress})
+		if err := tb.Close(); err != nil {
+			res.Notes = append(res.Notes, "testbed close: "+err.Error())
+		}
+		r.progressf("%s: %s (%s)", p.Name(), strings.ToUpper(string(res.Verdict)), res.Duration.Round(time.Second))
+		if r.cfg.StopOnFail && res.Verdict == verdict.VerdictFail {
+			break
+		}
+	}
+	return out
+}
+
+func (r *runner) helpersFor(ctx context.Context, arch string, names []string) (map[string]string, error) {
+	if len(names) == 0 {
+		return map[string]string{}, nil
+	}
+	cc, err := HelperCompiler(arch, runtime.GOARCH)
+	if err != nil {
+		return nil, err
+	}
+	all := make([]string, 0, len(GuestHelpers))
+	for n := range GuestHelpers {
+		all = append(all, n)
+	}
+	if r.helpers[arch] == nil {
+		h, err := BuildGuestHelpers(ctx, cc, arch, r.cfg.CacheRoot, all)
+		if err != nil {
+			return nil, err
+		}
+		r.helpers[arch] = h
+	}
+	return r.helpers[arch], nil
+}
+
+// ProcedureConfig is what RunProcedure needs besides the testbed.
+type ProcedureConfig struct {
+	Options   Options
+	Dir       string
+	Helpers   map[string]string // name → host path of the built helpers
+	HelperErr error             // why the helpers could not be built, if they could not
+	Model     verdict.ModelChecker
+	Kernel    Kernel
+	Log       io.Writer
+}
+
+// RunProcedure runs one procedure on a booted testbed and judges it into res: trace on, link
+// up, Setup, counters and begin marker, Run, end marker and counters, Collect, link down and
+// pool drain, trace off, console, model, verdict.
+func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Result, pc ProcedureConfig) {
+	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{},
+		Log: pc.Log, background: ctx}
+	if pt, ok := tb.(PeerTestbed); ok {
+		env.Peer = pt.Peer()
+	}
+	ev := verdict.Evidence{DrainWait: PoolDrainTimeout}
+	c := &collector{env: env, name: p.Name()}
+	defer func() {
+		saveConsole(env)
+		ev.Console = env.Board.ConsoleReports()
+		if ctx.Err() != nil {
+			// Told to stop: whatever failed on the way out failed because of that.
+			ev = verdict.Evidence{Stopped: context.Cause(ctx), Console: ev.Console}
+		}
+		// A board command that failed because the kernel crashed or hung blames the kernel.
+		if kernelFault(ev.InfraError) {
+			ev.KernelError, ev.InfraError = ev.InfraError, nil
+		}
+		if kernelFault(ev.Procedure) {
+			ev.KernelError, ev.Procedure = ev.Procedure, nil
+		}
+		// A host program that is not installed is the host's fault, wherever it showed.
+		var te *HostToolError
+		if errors.As(ev.Procedure, &te) {
+			ev.InfraError, ev.Procedure = ev.Procedure, nil
+		}
+		verdict.Judge(res, ev)
+		// The report names the culprit pages: the model's claims (not those withheld for lost
+		// events) get their pages' whole histories from the trace.
+		if res.HasReason(verdict.ReasonViolation) && ev.Model != nil && c.trace != "" {
+			var err error
+			if res.Culprits, err = verdict.Culprits(c.trace, ev.Model); err != nil {
+				res.Notes = append(res.Notes, err.Error())
+			}
+		}
+	}()
+
+	if len(p.Helpers()) > 0 {
+		if pc.HelperErr != nil {
+			ev.InfraError = pc.HelperErr
+			return
+		}
+		for _, name := range p.Helpers() {
+			remote := env.runDir() + "/bin/" + name
+			if _, err := env.Board.Run(ctx, "mkdir -p "+shellQuote(env.runDir()+"/bin")); err != nil {
+				ev.InfraError = fmt.Errorf("prepare the board: %w", err)
+				return
+			}
+			if err := env.Board.CopyTo(ctx, pc.Helpers[name], remote, 0o755); err != nil {
+				ev.InfraError = fmt.Errorf("copy helper %s to the board: %w", name, err)
+				return
+			}
+			env.Helpers[name] = remote
+		}
+	}
+	if err := step(ctx, 2*time.Minute, c.startTracing); err != nil {
+		ev.InfraError = err
+		return
+	}
+	traceStopped := false
+	defer func() {
+		if traceStopped || ctx.Err() != nil {
+			return // finished normally, or told to stop: nothing more to wait for
+		}
+		// An early failure (often the kernel died): still stop the reader, and let the model
+		// judge what was traced, since the events before a crash usually name the culprit.
+		// Both follow ctx, so a Ctrl-C here stops at once.
+		step(ctx, PoolDrainTimeout+TraceDrainTimeout, func(ctx context.Context) error {
+			_, err := c.finish(ctx)
+			return err
+		})
+		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
+			ev.SetModel(pc.Model(ctx, verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace}))
+		}
+	}()
+	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
+		ev.InfraError = err
+		return
+	}
+	// The NIC under test must carry plain traffic both ways before any procedure runs: a
+	// kernel that cannot answer a ping fails here, with a reason that says so.
+	if err := step(ctx, time.Minute, func(ctx context.Context) error { return pingBothWays(ctx, env) }); err != nil {
+		ev.Procedure = fmt.Errorf("link check: %w", err)
+		return
+	}
+	if err := step(ctx, 2*time.Minute, func(ctx context.Context) error { return p.Setup(ctx, env) }); err != nil {
+		ev.Procedure = fmt.Errorf("setup: %w", err)
+		return
+	}
+	var notes []string
+	var err error
+	if ev.Before, notes, err = c.snapshot(ctx, "before"); err != nil {
+		ev.InfraError = err
+		return
+	}
+	res.Notes = append(res.Notes, notes...)
+	if err := c.mark(ctx, "begin"); err != nil {
+		ev.InfraError = err
+		return
+	}
+	env.logf("%s: traffic for %s", p.Name(), pc.Options.Duration)
+	runErr := step(ctx, 2*pc.Options.Duration+3*time.Minute, func(ctx context.Context) error { return p.Run(ctx, env) })
+	if err := c.mark(ctx, "end"); err != nil && runErr == nil {
+		runErr = err
+	}
+	if ev.After, notes, err = c.snapshot(ctx, "after"); err != nil {
+		ev.InfraError = err
+		return
+	}
+	res.Notes = append(res.Notes, notes...)
+	var traffic verdict.Traffic
+	collectErr := step(ctx, 2*time.Minute, func(ctx context.Context) (err error) {
+		traffic, err = p.Collect(ctx, env)
+		return err
+	})
+	ev.Traffic = traffic
+	switch {
+	case runErr != nil:
+		ev.Procedure = fmt.Errorf("run: %w", runErr)
+	case collectErr != nil:
+		ev.Procedure = fmt.Errorf("collect: %w", collectErr)
+	}
+	traceStopped = true
+	env.logf("%s: interface down, waiting for the pools to drain and the trace to arrive", p.Name())
+	phase := time.Now()
+	var overrun int64
+	err = step(ctx, PoolDrainTimeout+TraceDrainTimeout+2*time.Minute, func(ctx context.Context) (err error) {
+		overrun, err = c.finish(ctx)
+		return err
+	})
+	ev.Overrun = overrun
+	if err != nil {
+		ev.InfraError = err
+		return
+	}
+	st, err := os.Stat(c.trace)
+	if err != nil {
+		ev.InfraError = fmt.Errorf("open the trace: %w", err)
+		return
+	}
+	env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
+	phase = time.Now()
+	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
+	ev.SetModel(pc.Model(ctx, verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace, RxPackets: rx}))
+	env.logf("%s: trace replayed (figures and model) in %.1fs", p.Name(), time.Since(phase).Seconds())
+}
+
+// kernelFault says whether err is the kernel under test crashing or hanging, as the harness
+// decided it (a *harness.GuestError).
+func kernelFault(err error) bool {
+	var ge *harness.GuestError
+	return errors.As(err, &ge)
+}
+
+// step runs fn with a deadline, so a board or client that stops answering fails the step
+// instead of hanging the run.
+func step(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := fn(ctx)
+	if err != nil && ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("%w (no progress within %s)", err, d)
+	}
+	return err
+}
+
+// saveConsole writes the board's console log next to the other artifacts.
+func saveConsole(env *Env) {
+	if log := env.Board.ConsoleLog(); len(log) > 0 {
+		os.WriteFile(filepath.Join(env.Dir, "console.txt"), log, 0o644)
+	}
+}
