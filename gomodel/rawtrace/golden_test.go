@@ -18,7 +18,7 @@ import (
 	"github.com/ppkit/ppkit/internal/testfile"
 )
 
-// The golden captures in testdata/NAME/ come from the real guest (tests/rawcapture_test.go):
+// The golden captures in testdata/NAME/ come from the real guest (tests/procedure/rawcapture_test.go):
 // one buffer saved as the text of tracefs's trace file (trace.txt.gz) and as the binary pages
 // of every per_cpu/cpuN/trace_pipe_raw (cpuN.raw.gz), with per_cpu/cpuN/stats and the format
 // files (events.tar.gz). NAME is the procedure, with a suffix for a variant of the capture.
@@ -92,7 +92,7 @@ func loadCapture(t testing.TB, dir string) *capture {
 func captures(t testing.TB) []*capture {
 	dirs, _ := filepath.Glob("testdata/*/events.tar.gz")
 	if len(dirs) == 0 {
-		t.Fatal("no golden captures in testdata/*/ (tests/rawcapture_test.go makes them)")
+		t.Fatal("no golden captures in testdata/*/ (tests/procedure/rawcapture_test.go makes them)")
 	}
 	var out []*capture
 	for _, d := range dirs {
