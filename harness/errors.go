@@ -62,6 +62,10 @@ type CommandError struct {
 	Stderr  []byte
 }
 
+// NotInGuest reports whether the guest's shell could not find or run the program (status 127
+// or 126): the guest image lacks it, which is not the kernel's doing.
+func (e *CommandError) NotInGuest() bool { return e.Status == 127 || e.Status == 126 }
+
 func (e *CommandError) Error() string {
 	msg := fmt.Sprintf("guest command %q exited with status %d", e.Command, e.Status)
 	if s := strings.TrimSpace(string(e.Stderr)); s != "" {

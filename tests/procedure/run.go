@@ -202,19 +202,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 			// Told to stop: whatever failed on the way out failed because of that.
 			ev = verdict.Evidence{Stopped: context.Cause(ctx), Console: ev.Console}
 		}
-		// A board command that failed because the kernel crashed or hung blames the kernel.
-		if kernelFault(ev.InfraError) {
-			ev.KernelError, ev.InfraError = ev.InfraError, nil
-		}
-		if kernelFault(ev.Procedure) {
-			ev.KernelError, ev.Procedure = ev.Procedure, nil
-		}
-		// A host program that is not installed is the host's fault, wherever it showed.
-		var te *HostToolError
-		if errors.As(ev.Procedure, &te) {
-			ev.InfraError, ev.Procedure = ev.Procedure, nil
-		}
-		verdict.Judge(res, ev)
+		verdict.Judge(res, blame(ev))
 		// The report names the culprit pages: the model's claims (not those withheld for lost
 		// events) get their pages' whole histories from the trace.
 		if res.HasReason(verdict.ReasonViolation) && ev.Model != nil && c.trace != "" {
@@ -340,6 +328,25 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 func kernelFault(err error) bool {
 	var ge *harness.GuestError
 	return errors.As(err, &ge)
+}
+
+// blame moves the errors of a run to whoever broke: a board command that failed because the
+// kernel crashed or hung blames the kernel; a program missing on the host, or in the guest
+// image (the guest shell's status 127 or 126), blames ppkit's side, wherever it showed. What
+// is left of Procedure is the procedure failing on a kernel that answered.
+func blame(ev verdict.Evidence) verdict.Evidence {
+	if kernelFault(ev.InfraError) {
+		ev.KernelError, ev.InfraError = ev.InfraError, nil
+	}
+	if kernelFault(ev.Procedure) {
+		ev.KernelError, ev.Procedure = ev.Procedure, nil
+	}
+	var te *HostToolError
+	var ce *harness.CommandError
+	if errors.As(ev.Procedure, &te) || errors.As(ev.Procedure, &ce) && ce.NotInGuest() {
+		ev.InfraError, ev.Procedure = ev.Procedure, nil
+	}
+	return ev
 }
 
 // step runs fn with a deadline, so a board or client that stops answering fails the step
