@@ -34,8 +34,8 @@ func formatText(name string, id int, fields, printFmt string) string {
 const kprobeIP = "\tfield:unsigned long __probe_ip;\toffset:8;\tsize:8;\tsigned:0;\n"
 
 // testFormats are the events gomodel reads, plus skb/kfree_skb as an event it ignores. The
-// kprobe events are gomodel.KprobeEvents as testdata/multicast-kprobes/events.tar.gz has them
-// from the real guest.
+// kprobe events' fields are those of testdata/multicast-kprobes/events.tar.gz, from the real
+// guest (ids 290 and 291 there: the kernel numbers kprobe events as they are defined).
 var testFormats = map[string]string{
 	"page_pool/page_pool_state_hold": formatText("page_pool_state_hold", 400,
 		"\tfield:const struct page_pool * pool;\toffset:8;\tsize:8;\tsigned:0;\n"+
