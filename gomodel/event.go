@@ -16,6 +16,8 @@ const (
 	EventSkbReturn                 // page_pool_skb_return (the series)
 	EventPageFree                  // mm_page_free
 	EventPageFreeBatched           // mm_page_free_batched
+	EventDMASync                   // the kprobe event ppkit/arch_sync_dma_for_device (KprobeEvents)
+	EventPut                       // the kprobe event ppkit/page_pool_put_page (KprobeEvents)
 	EventMarker                    // ftrace/print, the text's tracing_mark_write (trace_marker)
 	EventLost                      // the ring buffer dropped Lost events here
 )
@@ -23,7 +25,8 @@ const (
 // evKinds maps an EventKind to the text parser's kind.
 var evKinds = [...]uint8{EventOther: 0, EventStateHold: evHold, EventStateRelease: evRelease,
 	EventPoolRelease: evPoolRelease, EventUpdateNid: evUpdateNid, EventSkbReturn: evSkbReturn,
-	EventPageFree: evPageFree, EventPageFreeBatched: evPageFreeBatched, EventMarker: evMarker, EventLost: evLost}
+	EventPageFree: evPageFree, EventPageFreeBatched: evPageFreeBatched, EventDMASync: evDMASync, EventPut: evPut,
+	EventMarker: evMarker, EventLost: evLost}
 
 // Event is one trace event decoded from a binary source (the kernel's ring-buffer pages, see
 // package rawtrace): what the text parser takes from an ftrace line, that is the timestamp and
@@ -51,6 +54,14 @@ type Event struct {
 	Cnt      uint64
 	Order    uint32
 	Marker   []byte
+	// The kprobe events' fetchargs (KprobeEvents): Addr is arch_sync_dma_for_device's paddr=
+	// or page_pool_put_page's dma=; Size and Dir are the sync's size= and dir=; Sync and
+	// Direct are the put's sync= (dma_sync_size) and direct= (allow_direct).
+	Addr   uint64
+	Size   uint64
+	Dir    uint32
+	Sync   uint32
+	Direct uint8
 	// Lost is EventLost's count of dropped events (what the text's "[LOST N EVENTS]" says;
 	// 1 when the kernel could not store the count).
 	Lost int64
@@ -129,9 +140,24 @@ func (s *TraceStream) Event(e *Event) error {
 			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: order=%d is not a page order", traceEventNames[ev.kind], e.Order)}
 		}
 		ev.pfn, ev.order = e.PFN, uint8(e.Order)
+	case EventDMASync:
+		// What the text parser takes from "paddr=0x%Lx size=%Lu dir=%u" (parse in trace.go),
+		// with its range checks.
+		if e.Dir > 0xff {
+			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: dir=%d does not fit in 8 bits", traceEventNames[ev.kind], e.Dir)}
+		}
+		if e.Addr+e.Size < e.Addr {
+			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: paddr=%#x size=%d wraps around", traceEventNames[ev.kind], e.Addr, e.Size)}
+		}
+		ev.pfn, ev.size, ev.dir = e.Addr>>pageShift, e.Size, uint8(e.Dir)
+		if e.Size > 0 {
+			ev.cnt = (e.Addr + e.Size - 1) >> pageShift
+		}
+	case EventPut:
+		ev.pfn, ev.count, ev.direct = e.Addr>>pageShift, e.Sync, e.Direct != 0
 	}
 	c.rep.Events++
-	if ev.kind != evPageFree && ev.kind != evPageFreeBatched {
+	if ev.kind != evPageFree && ev.kind != evPageFreeBatched && ev.kind != evDMASync {
 		s.poolEvents++
 	}
 	s.push(&ev)
@@ -201,6 +227,10 @@ func (c *traceChecker) render(ev *traceEvent) string {
 		return fmt.Sprintf("%s: page_pool=%s pfn=%d", name, pool, ev.pfn)
 	case evPageFree, evPageFreeBatched:
 		return fmt.Sprintf("%s: pfn=%d order=%d", name, ev.pfn, ev.order)
+	case evDMASync:
+		return fmt.Sprintf("%s: pfn=%d size=%d dir=%d", name, ev.pfn, ev.size, ev.dir)
+	case evPut:
+		return fmt.Sprintf("%s: pfn=%d sync=%d direct=%t", name, ev.pfn, ev.count, ev.direct)
 	}
 	return name
 }

@@ -11,19 +11,31 @@ import (
 )
 
 // modelEvents are the events gomodel replays, by format name, with the fields it takes from
-// each (the fields of the TP_printk format the text parser reads).
+// each (the fields of the TP_printk format the text parser reads). The text names an event
+// without its system, and so does this table. The kprobe events are gomodel.KprobeEvents:
+// their format (kprobe_event_define_fields(), kernel/trace/trace_kprobe.c) is __probe_ip, the
+// probed address, then one field per fetcharg (traceprobe_define_arg_fields(),
+// trace_probe.c) of the fetch type's size, named as the definition names it, packed in
+// definition order without alignment.
 var modelEvents = map[string]struct {
 	kind   gomodel.EventKind
 	fields []string
 }{
-	"page_pool_state_hold":    {gomodel.EventStateHold, []string{"pool", "pfn", "hold"}},
-	"page_pool_state_release": {gomodel.EventStateRelease, []string{"pool", "pfn", "release"}},
-	"page_pool_release":       {gomodel.EventPoolRelease, []string{"pool", "inflight", "hold", "release", "cnt"}},
-	"page_pool_update_nid":    {gomodel.EventUpdateNid, []string{"pool"}},
-	"page_pool_skb_return":    {gomodel.EventSkbReturn, []string{"pool", "pfn"}},
-	"mm_page_free":            {gomodel.EventPageFree, []string{"pfn", "order"}},
-	"mm_page_free_batched":    {gomodel.EventPageFreeBatched, []string{"pfn"}},
+	"page_pool_state_hold":     {gomodel.EventStateHold, []string{"pool", "pfn", "hold"}},
+	"page_pool_state_release":  {gomodel.EventStateRelease, []string{"pool", "pfn", "release"}},
+	"page_pool_release":        {gomodel.EventPoolRelease, []string{"pool", "inflight", "hold", "release", "cnt"}},
+	"page_pool_update_nid":     {gomodel.EventUpdateNid, []string{"pool"}},
+	"page_pool_skb_return":     {gomodel.EventSkbReturn, []string{"pool", "pfn"}},
+	"mm_page_free":             {gomodel.EventPageFree, []string{"pfn", "order"}},
+	"mm_page_free_batched":     {gomodel.EventPageFreeBatched, []string{"pfn"}},
+	"arch_sync_dma_for_device": {gomodel.EventDMASync, []string{"__probe_ip", "paddr", "size", "dir"}},
+	"page_pool_put_page":       {gomodel.EventPut, []string{"__probe_ip", "dma", "sync", "direct"}},
 }
+
+// kprobeArgs are the fetchargs of gomodel.KprobeEvents the decoder reads, with the size of
+// their fetch type (x64 and u64: 8, u32: 4, u8: 1): a definition with other types is not
+// the one gomodel's text parser and this decoder were checked against.
+var kprobeArgs = map[string]int{"paddr": 8, "size": 8, "dir": 4, "dma": 8, "sync": 4, "direct": 1}
 
 // slot is where one field sits in a record.
 type slot struct {
@@ -64,6 +76,8 @@ type decoder struct {
 	pool, pfn, count, ord  slot
 	inflight, hold, rel    slot
 	cnt                    slot
+	addr, length, dir      slot // kprobes: paddr or dma, size, dir
+	sync, direct           slot
 	buf                    int // ftrace/print: offset of buf[]
 	hasOrder, isPrint, nop bool
 }
@@ -162,6 +176,26 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 			case "order":
 				s, err = field(name, 4)
 				dc.ord, dc.hasOrder = s, true
+			case "__probe_ip":
+				// Not read: it says the event is a kprobe (a kretprobe has __probe_func).
+				_, err = field(name, 8)
+			default: // a kprobe's fetcharg
+				s, err = field(name, kprobeArgs[name])
+				if err == nil && s.signed {
+					err = fmt.Errorf("event %s/%s (id %d): field %s is signed (%s), want the unsigned type of gomodel.KprobeEvents", f.System, f.Name, id, name, f.Field(name).Type)
+				}
+				switch name {
+				case "paddr", "dma":
+					dc.addr = s
+				case "size":
+					dc.length = s
+				case "dir":
+					dc.dir = s
+				case "sync":
+					dc.sync = s
+				case "direct":
+					dc.direct = s
+				}
 			}
 			if err != nil {
 				return nil, err
@@ -205,6 +239,7 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 	ev.Kind, ev.TS, ev.CPU, ev.Flags, ev.PreemptCount = dc.kind, usecs(rec.TS), rec.CPU, data[dc.flags.off], data[dc.preempt.off]
 	ev.PID = int32(binary.LittleEndian.Uint32(data[dc.pid.off:]))
 	ev.Pool, ev.PFN, ev.Count, ev.Inflight, ev.Hold, ev.Release, ev.Cnt, ev.Order, ev.Lost = 0, 0, 0, 0, 0, 0, 0, 0, 0
+	ev.Addr, ev.Size, ev.Dir, ev.Sync, ev.Direct = 0, 0, 0, 0, 0
 	if ev.Marker != nil {
 		ev.Marker = nil
 	}
@@ -232,6 +267,14 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 	case gomodel.EventSkbReturn:
 		ev.Pool = dc.pool.get(data)
 		ev.PFN = dc.pfn.get(data)
+	case gomodel.EventDMASync:
+		ev.Addr = dc.addr.get(data)
+		ev.Size = dc.length.get(data)
+		ev.Dir = uint32(dc.dir.get(data))
+	case gomodel.EventPut:
+		ev.Addr = dc.addr.get(data)
+		ev.Sync = uint32(dc.sync.get(data))
+		ev.Direct = uint8(dc.direct.get(data))
 	default: // hold, release
 		ev.Pool = dc.pool.get(data)
 		ev.PFN = dc.pfn.get(data)

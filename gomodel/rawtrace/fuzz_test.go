@@ -11,12 +11,19 @@ import (
 	"github.com/ppkit/ppkit/gomodel"
 )
 
-// FuzzFormat: any input is a format (with sane fields) or a *FormatError; never a panic.
+// FuzzFormat: any input is a format (with sane fields) or a *FormatError; never a panic. A
+// format that parses decodes a record of its id (the input's bytes after the id) to an event
+// or a *DecodeError, and the event replays or is a *gomodel.LineError: malformed formats of
+// the events gomodel reads (the kprobe events' fetchargs among them) are errors, not panics.
 func FuzzFormat(f *testing.F) {
 	for _, text := range testFormats {
 		f.Add([]byte(text))
 	}
 	f.Add([]byte(headerPage510))
+	hp, err := ParseHeaderPage(strings.NewReader(headerPage510), "header_page")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ef, err := ParseFormat(bytes.NewReader(data), "sys", "format")
 		var fe *FormatError
@@ -30,6 +37,25 @@ func FuzzFormat(f *testing.F) {
 			for _, fd := range append(ef.Common, ef.Fields...) {
 				if fd.Name == "" || fd.Offset < 0 || fd.Size < 0 {
 					t.Fatalf("field %+v", fd)
+				}
+			}
+			fm := NewFormats(hp)
+			if err := fm.Add(ef); err != nil {
+				t.Fatal(err)
+			}
+			rec := &Record{CPU: 0, TS: 1e9, Data: append([]byte{byte(ef.ID), byte(ef.ID >> 8)}, data[:min(len(data), 256)]...)}
+			var ev gomodel.Event
+			if err := NewDecoder(fm).Decode(rec, &ev); err != nil {
+				var de *DecodeError
+				if !errors.As(err, &de) {
+					t.Fatalf("not a *DecodeError: %v", err)
+				}
+			} else if ev.Order > 4 {
+				return // the replay frees 2^order pages per event: too slow to fuzz
+			} else if err := gomodel.NewTraceStream(gomodel.TraceOptions{}).Event(&ev); err != nil {
+				var le *gomodel.LineError
+				if !errors.As(err, &le) {
+					t.Fatalf("not a *gomodel.LineError: %v", err)
 				}
 			}
 		}
@@ -53,6 +79,8 @@ func FuzzPages(f *testing.F) {
 	p.abs(1 << 40)
 	p.discard(12)
 	f.Add(p.bytes(&fm.Page), []byte{})
+	perCPU, _ = split(syntheticKprobes(rnd, 100, true))
+	f.Add(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], map[int]int64{0: 5}))
 	f.Fuzz(func(t *testing.T, cpu0, cpu1 []byte) {
 		// The decoder alone: records within their pages, events or a typed error.
 		m, d := NewMerger(readers(cpu0, cpu1), &fm.Page), NewDecoder(fm)

@@ -51,6 +51,71 @@ func synthetic(rnd *rand.Rand, n int) []tev {
 	return evs
 }
 
+// syntheticKprobes is a run of one pool whose NAPI poll runs on CPU 0, with the kprobe events
+// of gomodel.KprobeEvents: the slow path syncs each page for the device before its hold; the
+// return hook hands pages back (page_pool_skb_return, then its page_pool_put_page, then the
+// sync of dma_sync_size), in softirq on either CPU; the driver recycles directly in its poll;
+// syncs towards the device that sync nothing the model tracks, and puts of pages no traced
+// pool holds. With bugs, one page comes back twice without a sync in between
+// (not-synced-for-device), and direct puts run in softirq on CPU 1, once in a hard irq that
+// interrupted a softirq ('H') — direct-recycle-outside-napi — and once in a plain hard irq
+// ('h', not a softirq: no violation).
+func syntheticKprobes(rnd *rand.Rand, n int, bugs bool) []tev {
+	const pool, base, soft, hard = 0xffffff8001a5b000, 286015, 0x10, 0x08
+	var evs []tev
+	ts := uint64(2_380_513_000)
+	add := func(e tev) {
+		ts += uint64(rnd.Intn(3000))
+		if rnd.Intn(500) == 0 {
+			ts += 1 << 28
+		}
+		e.ts = ts
+		evs = append(evs, e)
+	}
+	sync := func(cpu int, flags uint8, pfn uint64, size uint64) {
+		add(tev{cpu: cpu, name: "arch_sync_dma_for_device", addr: pfn<<12 + 64, size: size, dir: 2, flags: flags})
+	}
+	add(tev{cpu: 0, name: "print", marker: "ppkit: multicast begin", pid: 300})
+	for i := uint64(0); i < 64; i++ {
+		sync(0, soft, base+i, 1600)
+		add(tev{cpu: 0, name: "page_pool_state_hold", pool: pool, pfn: base + i, count: uint32(i + 1), flags: soft})
+	}
+	for i := 0; i < n; i++ {
+		cpu, pfn := rnd.Intn(2), base+uint64(rnd.Intn(64))
+		switch rnd.Intn(5) {
+		case 0, 1:
+			add(tev{cpu: cpu, name: "page_pool_skb_return", pool: pool, pfn: pfn, flags: soft})
+			add(tev{cpu: cpu, name: "page_pool_put_page", addr: pfn << 12, count: 1600, flags: soft})
+			sync(cpu, soft, pfn, 1600)
+		case 2: // the driver's recycle in its NAPI poll
+			add(tev{cpu: 0, name: "page_pool_put_page", addr: pfn << 12, count: 1600, direct: 1, flags: soft})
+			sync(0, soft, pfn, 1600)
+		case 3:
+			sync(cpu, 0, 900000+uint64(i), 1500) // dir 2 of a page no pool holds
+			add(tev{cpu: cpu, name: "arch_sync_dma_for_device", addr: uint64(i) << 12, size: 66, dir: 1})
+			add(tev{cpu: cpu, name: "page_pool_put_page", addr: (800000 + uint64(i)) << 12, count: 0xffffffff, flags: soft})
+		default:
+			add(tev{cpu: cpu, name: "kfree_skb", pid: 300})
+		}
+	}
+	if bugs {
+		add(tev{cpu: 1, name: "page_pool_skb_return", pool: pool, pfn: base, flags: soft})
+		add(tev{cpu: 1, name: "page_pool_put_page", addr: base << 12, count: 1600, flags: soft})
+		add(tev{cpu: 1, name: "page_pool_skb_return", pool: pool, pfn: base, flags: soft}) // no sync since
+		add(tev{cpu: 1, name: "page_pool_put_page", addr: base << 12, count: 1600, flags: soft})
+		sync(1, soft, base, 1600)
+		add(tev{cpu: 1, name: "page_pool_put_page", addr: (base + 1) << 12, count: 1600, direct: 1, flags: hard})
+		add(tev{cpu: 1, name: "page_pool_put_page", addr: (base + 2) << 12, count: 1600, direct: 1, flags: hard | soft | 0x01})
+		add(tev{cpu: 1, name: "page_pool_put_page", addr: (base + 3) << 12, count: 1600, direct: 1, flags: soft})
+	}
+	add(tev{cpu: 1, name: "print", marker: "ppkit: multicast end", pid: 301})
+	for i := uint64(0); i < 64; i++ {
+		add(tev{cpu: 1, name: "page_pool_state_release", pool: pool, pfn: base + i, count: uint32(i + 1)})
+	}
+	add(tev{cpu: 1, name: "page_pool_release", pool: pool, count: 0, release: 64})
+	return evs
+}
+
 // split returns each CPU's events and the text of the trace file: the merged order of
 // __find_next_entry() (time, then CPU).
 func split(evs []tev) (perCPU [2][]tev, text string) {
@@ -126,6 +191,7 @@ func diffReports(a, b *gomodel.TraceReport) string {
 	chk("figures", a.Figures, b.Figures)
 	chk("per-1k", [2]float64{a.SlowPathPer1k, a.ReturnsPer1k}, [2]float64{b.SlowPathPer1k, b.ReturnsPer1k})
 	chk("notes", a.Notes, b.Notes)
+	chk("kprobes (syncs, puts, direct puts)", [3]int{a.DMASyncs, a.Puts, a.DirectPuts}, [3]int{b.DMASyncs, b.Puts, b.DirectPuts})
 	chk("violations", a.Violations, b.Violations)
 	chk("pools", len(a.Pools), len(b.Pools))
 	for i := range min(len(a.Pools), len(b.Pools)) {
@@ -170,6 +236,47 @@ func TestSyntheticRawEqualsText(t *testing.T) {
 	}
 }
 
+// The kprobe events replay as their text does: the two rules they feed find the same
+// violations, with the same figures, from the pages and from the text; and a run without the
+// bugs passes.
+func TestSyntheticKprobes(t *testing.T) {
+	fm := testFormatSet(t)
+	for seed := int64(1); seed <= 10; seed++ {
+		for _, bugs := range []bool{false, true} {
+			rnd := rand.New(rand.NewSource(seed))
+			perCPU, text := split(syntheticKprobes(rnd, 2000, bugs))
+			opts := gomodel.TraceOptions{Procedure: "multicast"}
+			want, err := gomodel.ReadTrace(strings.NewReader(text), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, st, err := Replay(readers(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)), fm, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Events != len(perCPU[0])+len(perCPU[1]) {
+				t.Fatalf("stats %+v", st)
+			}
+			var names []string
+			for _, v := range want.Violations {
+				names = append(names, v.Name)
+			}
+			wantNames := "[]"
+			if bugs {
+				wantNames = sprint([]string{gomodel.NotSyncedForDevice, gomodel.DirectRecycleOutsideNAPI})
+			}
+			if sprint(names) != wantNames || want.DMASyncs < 64 || want.Puts == 0 || want.DirectPuts == 0 {
+				t.Fatalf("seed %d bugs %v: the synthetic run is not what it should be: violations %v, %d syncs, %d puts, %d direct",
+					seed, bugs, names, want.DMASyncs, want.Puts, want.DirectPuts)
+			}
+			if bugs && !strings.Contains(sprint(want.Notes), "1 more direct puts in softirq") {
+				t.Fatalf("want the violation in 'H' and the next softirq put on CPU 1 in a note, not the 'h' one: %v", want.Notes)
+			}
+			sameReport(t, want, got, 4)
+		}
+	}
+}
+
 // The events gomodel is given carry the context columns of the text.
 func TestDecodeContext(t *testing.T) {
 	fm := testFormatSet(t)
@@ -189,6 +296,53 @@ func TestDecodeContext(t *testing.T) {
 	}
 	if _, err := m.Next(); err != io.EOF {
 		t.Fatalf("after the last event: %v", err)
+	}
+}
+
+// The kprobe events: their fetchargs and the context the model's rules read (the CPU, and
+// in_serving_softirq() from common_flags as the text's hardirq/softirq column shows it).
+func TestDecodeKprobes(t *testing.T) {
+	fm := testFormatSet(t)
+	put := tev{cpu: 1, ts: 5_000_000_499, name: "page_pool_put_page", addr: 0x4a2b000, count: 1600, direct: 1, flags: 0x08 | 0x10 | 0x01, pid: 12}
+	sync := tev{cpu: 1, ts: 5_000_001_000, name: "arch_sync_dma_for_device", addr: 0x4a2b040, size: 1600, dir: 2, flags: 0x08}
+	m := NewMerger(readers(nil, pages(fm, []tev{put, sync}, nil)), &fm.Page)
+	d := NewDecoder(fm)
+	for _, want := range []gomodel.Event{
+		{Kind: gomodel.EventPut, TS: 5_000_000_000, CPU: 1, PID: 12, Flags: 0x19, PreemptCount: 1, Addr: 0x4a2b000, Sync: 1600, Direct: 1},
+		{Kind: gomodel.EventDMASync, TS: 5_000_001_000, CPU: 1, Flags: 0x08, PreemptCount: 1, Addr: 0x4a2b040, Size: 1600, Dir: 2},
+	} {
+		rec, err := m.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev gomodel.Event
+		if err := d.Decode(rec, &ev); err != nil {
+			t.Fatal(err)
+		}
+		// 'H' (a hard irq on top of a softirq) is in_serving_softirq(), 'h' is not: the text's column.
+		if sprint(ev) != sprint(want) || ev.Softirq() != (want.Kind == gomodel.EventPut) {
+			t.Fatalf("got %+v\nwant %+v", ev, want)
+		}
+	}
+}
+
+// A kprobe field out of the range its text prints is the text's error, from the pages too.
+func TestKprobeFieldRange(t *testing.T) {
+	fm := testFormatSet(t)
+	for _, c := range []struct {
+		ev   tev
+		want string
+	}{
+		{tev{ts: 1e9, name: "arch_sync_dma_for_device", addr: 0x1000, size: 64, dir: 300}, "arch_sync_dma_for_device: dir=300 does not fit in 8 bits"},
+		{tev{ts: 1e9, name: "arch_sync_dma_for_device", addr: 1<<64 - 0x100, size: 0x200, dir: 2}, "arch_sync_dma_for_device: paddr=0xffffffffffffff00 size=512 wraps around"},
+	} {
+		_, text := split([]tev{c.ev})
+		_, terr := gomodel.ReadTrace(strings.NewReader(text), gomodel.TraceOptions{})
+		rep, _, rerr := Replay(readers(pages(fm, []tev{c.ev}, nil)), fm, gomodel.TraceOptions{})
+		var tl, rl *gomodel.LineError
+		if !errors.As(terr, &tl) || !errors.As(rerr, &rl) || tl.Msg != c.want || rl.Msg != c.want || rep != nil {
+			t.Fatalf("text: %v; raw: %v; want both %q", terr, rerr, c.want)
+		}
 	}
 }
 
@@ -310,6 +464,39 @@ func TestFormatErrors(t *testing.T) {
 	}
 	if err := ParseHeaderEvent(strings.NewReader(strings.Replace(headerEvent510, "== 29", "== 30", 1)), "he"); err == nil || !strings.Contains(err.Error(), "padding : type == 29") {
 		t.Fatalf("header_event: %v", err)
+	}
+	// A kprobe event whose format is not gomodel.KprobeEvents' is an error when it is decoded:
+	// the records are those of the right format.
+	good := pages(testFormatSet(t), []tev{{ts: 1, name: "page_pool_put_page"}, {ts: 2, name: "arch_sync_dma_for_device"}}, nil)
+	for _, c := range []struct{ name, path, old, new, want string }{
+		{"direct of 4 bytes", "ppkit/page_pool_put_page", "u8 direct;\toffset:28;\tsize:1", "u32 direct;\toffset:28;\tsize:4",
+			"event ppkit/page_pool_put_page (id 1501): field direct is 4 bytes (u32), want [1]"},
+		{"a kretprobe", "ppkit/page_pool_put_page", "__probe_ip", "__probe_func",
+			"event ppkit/page_pool_put_page (id 1501) has no field __probe_ip, which gomodel reads"},
+		{"another fetcharg name", "ppkit/arch_sync_dma_for_device", "u64 paddr;", "u64 addr;",
+			"event ppkit/arch_sync_dma_for_device (id 1500) has no field paddr, which gomodel reads"},
+		{"signed dir", "ppkit/arch_sync_dma_for_device", "s32 dir;\toffset:32;\tsize:4;\tsigned:1", "",
+			"field dir is signed (s32), want the unsigned type of gomodel.KprobeEvents"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fm := testFormatSet(t)
+			text := testFormats[c.path]
+			if c.new == "" { // a type and its sign
+				text = strings.Replace(text, "u32 dir;\toffset:32;\tsize:4;\tsigned:0", c.old, 1)
+			} else {
+				text = strings.Replace(text, c.old, c.new, 1)
+			}
+			bad, err := ParseFormat(strings.NewReader(text), "ppkit", "f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fm.byID[bad.ID] = bad
+			_, _, err = Replay(readers(good), fm, gomodel.TraceOptions{})
+			var de *DecodeError
+			if !errors.As(err, &de) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want a *DecodeError with %q", err, c.want)
+			}
+		})
 	}
 	// A field gomodel reads with the wrong size is an error when the event is decoded.
 	fm := testFormatSet(t)

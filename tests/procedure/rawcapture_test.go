@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/gomodel"
 	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
@@ -20,10 +21,10 @@ import (
 // consuming the ring buffer, then saves the same buffer twice: the text of tracefs's trace
 // file (the iterator does not consume) and the binary pages of every per_cpu/cpuN/
 // trace_pipe_raw (which does), with the per-CPU stats and the format files of the traced
-// systems. gomodel/rawtrace's golden tests replay both and require the same events and the
-// same report. "multicast-overrun" runs multicast into a ring of a few pages, so that the
-// kernel overwrites events and flags the pages that follow (RB_MISSED_EVENTS). Each procedure
-// runs for 1 s at 2 Mbit/s with a 64 MiB ring per CPU.
+// systems and kprobe events (gomodel.KprobeGroup). gomodel/rawtrace's golden tests replay
+// both and require the same events and the same report. "multicast-overrun" runs multicast
+// into a ring of a few pages, so that the kernel overwrites events and flags the pages that
+// follow (RB_MISSED_EVENTS). Each procedure runs for 1 s at 2 Mbit/s with a 64 MiB ring per CPU.
 //
 //	flock /tmp/ppkit-heavy.lock go test -tags 'e2e rawcapture' -run TestCaptureRawTrace ./tests/procedure \
 //	    -rawtrace.out ../../gomodel/rawtrace/testdata -rawtrace.procedures multicast,multicast-overrun
@@ -139,8 +140,8 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 cat trace > $D/trace.txt
 for c in per_cpu/cpu*; do n=${c#per_cpu/}; cat $c/stats > $D/$n.stats; timeout 5 dd if=$c/trace_pipe_raw of=$D/$n.raw bs=4096 2>/dev/null || true; done
 cp events/header_page events/header_event $D/events/
-for s in page_pool skb kmem ftrace; do for e in events/$s/*/; do [ -f $e/format ] || continue; mkdir -p $D/$e; cat $e/format > $D/$e/format; done; done
-cd /tmp; tar czf rawtrace.tgz rawtrace`, tracefs, guestDir))
+for s in page_pool skb kmem ftrace %[3]s; do for e in events/$s/*/; do [ -f $e/format ] || continue; mkdir -p $D/$e; cat $e/format > $D/$e/format; done; done
+cd /tmp; tar czf rawtrace.tgz rawtrace`, tracefs, guestDir, gomodel.KprobeGroup))
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,9 @@ func TestJudge(t *testing.T) {
 		{"no page_pool at all", func(e *Evidence) { e.Trace.Pools = nil }, []string{ReasonTraceLost}},
 		{"no trace", func(e *Evidence) { e.Trace = nil }, []string{ReasonTraceLost}},
 		{"pool pages never synced for the device", func(e *Evidence) { e.Trace.DMASyncs = 0 }, []string{ReasonInfra}},
-		{"procedure error", func(e *Evidence) { e.Procedure = errors.New("setup: nothing listens on tcp port 5001 on the board after 10 s") }, []string{ReasonProcedure}},
+		{"procedure error", func(e *Evidence) {
+			e.Procedure = errors.New("setup: nothing listens on tcp port 5001 on the board after 10 s")
+		}, []string{ReasonProcedure}},
 		{"kernel crashed at boot", func(e *Evidence) {
 			*e = Evidence{BootError: errors.New("launch the board: boot: Kernel panic - not syncing: Attempted to kill init!")}
 		}, []string{ReasonBoot}},
