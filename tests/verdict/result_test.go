@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/gomodel"
 )
 
 func cleanEvidence() Evidence {
@@ -11,7 +13,7 @@ func cleanEvidence() Evidence {
 		Traffic: Traffic{Bytes: 1 << 20, BitsPerSecond: 9e8, Datagrams: 700},
 		Before:  Snapshot{Interface: InterfaceCounters{RxPackets: 100}},
 		After:   Snapshot{Interface: InterfaceCounters{RxPackets: 2100}},
-		Trace: &TraceFigures{Holds: 520, Releases: 520, SKBReturns: 1990, HoldsInWindow: 8, DMASyncs: 2510, Puts: 1990, Pools: []*PoolFigures{
+		Trace: &TraceFigures{TraceFigures: gomodel.TraceFigures{Holds: 520, Releases: 520, SKBReturns: 1990, HoldsInWindow: 8}, DMASyncs: 2510, Puts: 1990, Pools: []*PoolFigures{
 			{Pool: "p1", Holds: 520, Releases: 520, SKBReturns: 1990, Destroyed: true, FinalInflight: 0},
 		}},
 		Model: &ModelReport{Predicted: ModelFigures{HoldsInWindow: 8, SlowPathPer1000: 4, SKBReturns: 1990, Releases: 520}},

@@ -24,18 +24,10 @@ const (
 // after its pool was freed (page_pool_release with inflight=0) is a new pool, "ADDR#2".
 type TraceFigures struct {
 	Pools []*PoolFigures `json:"pools"` // in order of first appearance
-	// Totals over the whole trace.
-	Holds      int64 `json:"holds"`
-	Releases   int64 `json:"releases"`
-	SKBReturns int64 `json:"skb_returns"`
-	// HoldsInWindow counts page_pool_state_hold between the procedure's begin and end markers:
-	// the slow-path allocations caused by its traffic, without the ring fill at open.
-	HoldsInWindow int64   `json:"holds_in_window"`
-	WindowStart   float64 `json:"window_start,omitempty"`
-	WindowEnd     float64 `json:"window_end,omitempty"`
-	// LostEvents sums ftrace's "[LOST N EVENTS]" notes.
-	LostEvents int64 `json:"lost_events"`
-	Lines      int64 `json:"lines"`
+	// The totals over the whole trace, the window's holds and the lost events, as gomodel's
+	// replay counts them.
+	gomodel.TraceFigures
+	Lines int64 `json:"lines"`
 	// DMASyncs and Puts count the kprobe events (gomodel.KprobeEvents): arch_sync_dma_for_device
 	// and page_pool_put_page, DirectPuts those with allow_direct.
 	DMASyncs   int64 `json:"dma_syncs,omitempty"`
@@ -94,9 +86,7 @@ func readTrace(r io.Reader, opts gomodel.TraceOptions) (*TraceFigures, *gomodel.
 // figuresOf converts gomodel's figures.
 func figuresOf(rep *gomodel.TraceReport) *TraceFigures {
 	f := rep.Figures
-	tf := &TraceFigures{Holds: f.Holds, Releases: f.Releases, SKBReturns: f.SKBReturns,
-		HoldsInWindow: f.HoldsInWindow, WindowStart: f.WindowStart, WindowEnd: f.WindowEnd,
-		LostEvents: f.LostEvents, Lines: int64(rep.Lines), Pools: make([]*PoolFigures, 0, len(rep.Pools)),
+	tf := &TraceFigures{TraceFigures: f, Lines: int64(rep.Lines), Pools: make([]*PoolFigures, 0, len(rep.Pools)),
 		DMASyncs: int64(rep.DMASyncs), Puts: int64(rep.Puts), DirectPuts: int64(rep.DirectPuts)}
 	for i := range rep.Pools {
 		p := &rep.Pools[i]
