@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/internal/cachedir"
+	"github.com/ppkit/ppkit/internal/syncbuf"
 )
 
 // leftovers lists what this process's harness runs left behind: QEMU processes still alive
@@ -605,7 +606,7 @@ func TestShell(t *testing.T) {
 	defer r.Close()
 	// Type the exit only once the command's output has arrived, as a person would: dropbear
 	// may close the channel before it drains the pty of a shell that exits at once.
-	var out syncBuffer
+	var out syncbuf.Buffer
 	go func() {
 		defer w.Close()
 		w.WriteString("echo shell-$((6*7))\n")
@@ -621,22 +622,4 @@ func TestShell(t *testing.T) {
 	if err != nil || status != 4 || !strings.Contains(out.String(), "shell-42") {
 		t.Fatalf("shell: status %d, err %v, output %q", status, err, out.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

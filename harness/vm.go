@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/internal/child"
+	"github.com/ppkit/ppkit/internal/syncbuf"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -32,7 +32,7 @@ type VM struct {
 	sshPort  int
 	net      *testNet
 	console  *consoleBuffer
-	stderr   bytes.Buffer
+	stderr   syncbuf.Buffer
 	exited   chan struct{}
 	exitErr  error
 	closeMu  sync.Mutex
@@ -113,7 +113,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	if err != nil {
 		return nil, &InfraError{Err: err}
 	}
-	vm.cmd.Stderr = &lockedWriter{w: &vm.stderr}
+	vm.cmd.Stderr = &vm.stderr
 	vm.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
 	if err := child.Start(vm.cmd); err != nil {
@@ -221,12 +221,7 @@ func (vm *VM) connectQMP(ctx context.Context, socket string) error {
 	}
 }
 
-func (vm *VM) stderrString() string {
-	lw := vm.cmd.Stderr.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return vm.stderr.String()
-}
+func (vm *VM) stderrString() string { return vm.stderr.String() }
 
 // QMP runs a QMP command (e.g. "stop", "cont", "query-status") and returns its reply.
 func (vm *VM) QMP(command string, args any) (json.RawMessage, error) {
@@ -379,15 +374,4 @@ func (r *resourceLog) snapshot() (pids, netns, dirs []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.pids...), append([]string(nil), r.netns...), append([]string(nil), r.dirs...)
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

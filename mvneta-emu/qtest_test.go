@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/syncbuf"
 )
 
 // This file drives the model through QEMU's qtest protocol: no guest, no kernel. QEMU runs the
@@ -111,28 +113,11 @@ type qtest struct {
 	qmp    *qmpClient
 	udp    *net.UDPConn // receives what the NIC sends
 	nicUDP *net.UDPAddr // where the NIC receives
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 	exited chan struct{}
 
 	mu  sync.Mutex
 	irq map[int]bool
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func freeUDPPort(t *testing.T) int {
@@ -165,7 +150,7 @@ func startQtest(t *testing.T, extraArgs ...string) *qtest {
 		t.Fatal(err)
 	}
 	nicPort := freeUDPPort(t)
-	q := &qtest{t: t, udp: udp, irq: map[int]bool{}, stderr: &lockedBuffer{}, exited: make(chan struct{}),
+	q := &qtest{t: t, udp: udp, irq: map[int]bool{}, stderr: &syncbuf.Buffer{}, exited: make(chan struct{}),
 		nicUDP: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: nicPort}}
 	q.proc = exec.Command(bin,
 		"-M", "virt", "-cpu", "cortex-a57", "-m", "256", "-display", "none", "-nodefaults",

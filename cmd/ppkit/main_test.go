@@ -7,9 +7,10 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/syncbuf"
 )
 
 func TestRunUnknownCommand(t *testing.T) {
@@ -73,7 +74,7 @@ func TestHandleSignals(t *testing.T) {
 			ctx, cancel := context.WithCancelCause(context.Background())
 			sigs := make(chan os.Signal, 2)
 			exited := make(chan int, 1)
-			var stderr syncBuffer
+			var stderr syncbuf.Buffer
 			go handleSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
 			sigs <- os.Interrupt
 			<-ctx.Done()
@@ -124,21 +125,4 @@ func TestRunInterrupted(t *testing.T) {
 			t.Errorf("err %v: exit %d, stderr %q; want exit %d", tc.err, code, stderr.String(), tc.code)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

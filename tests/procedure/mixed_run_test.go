@@ -7,32 +7,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/internal/syncbuf"
 	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/procedure/boardtest"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
-
-// lockedWriter collects progress written from the members' goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
 
 // memberDirRE finds a member's board run directory in a started command's pid file.
 var memberDirRE = regexp.MustCompile(`echo \$\$ > '?/tmp/ppkit/([a-z-]+)/`)
@@ -42,7 +24,7 @@ var memberDirRE = regexp.MustCompile(`echo \$\$ > '?/tmp/ppkit/([a-z-]+)/`)
 func runMixedOnFake(t *testing.T, seed int64, cache string) (*verdict.Result, string, []string) {
 	t.Helper()
 	l := &boardtest.Launcher{Prepare: func(b *boardtest.Board) { b.IPTables = true }}
-	progress := &lockedWriter{}
+	progress := &syncbuf.Buffer{}
 	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"mixed"}, Kernel: procedure.Kernel{Series: "/src/patches"},
 		Options: procedure.Options{Duration: time.Second, RateMbit: 10, Seed: seed}, ArtifactDir: t.TempDir(),
 		Launcher: l, Model: boardtest.OKModel, CacheRoot: cache, Progress: progress})
