@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -60,25 +61,11 @@ func loadStored(state, ref string) (*RunResult, error) {
 // store writes res as ref's reference result, atomically.
 func store(state string, res *RunResult) (string, error) {
 	path := storedPath(state, res.Ref)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
-	}
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".result-")
-	if err != nil {
-		return "", err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return "", err
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return "", err
 	}
 	return path, nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/stgit"
 )
@@ -169,28 +170,9 @@ func tarballDigest(cache, tarball string) (string, error) {
 	known[key] = d
 	if data, err := json.Marshal(known); err == nil {
 		os.MkdirAll(filepath.Dir(memo), 0o755)
-		writeFileAtomic(memo, data, 0o644)
+		atomicfile.Write(memo, data, 0o644)
 	}
 	return d, nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	tmp.Close()
-	os.Chmod(tmp.Name(), perm)
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
 }
 
 // prepareWorkTree makes ppkit's own work tree work (a shared clone of src, created on first use)

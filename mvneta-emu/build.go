@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/internal/child"
 )
@@ -379,7 +380,7 @@ func applySeries(ctx context.Context, src string, series []qemuPatch, restore fu
 			return fmt.Errorf("qemu source: %s/%s does not apply to %s: %w\n%s", PatchDir, p.Name, src, err, out)
 		}
 	}
-	return writeFileAtomic(stamp, all)
+	return atomicfile.Write(stamp, all, 0o644)
 }
 
 // restorePristine writes Debian's version of files into dst, and deletes those Debian's tree
@@ -409,7 +410,7 @@ func restorePristine(ctx context.Context, work, dst string, files []string) erro
 		case err != nil:
 			return err
 		default:
-			if err := writeFileAtomic(filepath.Join(dst, f), data); err != nil {
+			if err := atomicfile.Write(filepath.Join(dst, f), data, 0o644); err != nil {
 				return err
 			}
 		}
@@ -626,17 +627,6 @@ func tail(data []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func copyFile(from, to string) error {

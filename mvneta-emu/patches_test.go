@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/internal/cachedir"
 )
 
@@ -180,7 +181,7 @@ func pristineFiles(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, f), data); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

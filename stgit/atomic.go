@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ppkit/ppkit/internal/atomicfile"
 )
 
 // RestoreTimeout bounds the rollback of an interrupted or failed operation. The rollback runs
@@ -200,7 +202,7 @@ func (st *repoState) restoreFiles() []string {
 		}
 		path := filepath.Join(st.gitDir, rel)
 		os.MkdirAll(filepath.Dir(path), 0o755)
-		note("write "+rel, atomicWrite(path, data))
+		note("write "+rel, atomicfile.Write(path, data, 0o644))
 	}
 	removeNewDirs(filepath.Join(st.gitDir, "patches"), st.gitDir, st.files)
 	return problems

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/internal/owned"
 )
 
@@ -136,30 +137,6 @@ func versionFor(style Style, v string) string {
 		return "v" + m[2]
 	}
 	return v
-}
-
-func atomicWrite(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // SelectPatches resolves stg mail's patch arguments against the stack exactly as stg 0.19's
@@ -374,7 +351,7 @@ func (r *Repo) Prepare(ctx context.Context, o *MailOptions) (*Posting, error) {
 				if err != nil {
 					return nil, err
 				}
-				if err := atomicWrite(coverFile, []byte(editableCover(&msgs[0]))); err != nil {
+				if err := atomicfile.Write(coverFile, []byte(editableCover(&msgs[0])), 0o644); err != nil {
 					return nil, fmt.Errorf("save cover: %w", err)
 				}
 			}

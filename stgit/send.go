@@ -19,6 +19,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/internal/owned"
 )
 
@@ -469,14 +470,14 @@ func (r *Repo) Resume(ctx context.Context, srv *SMTPServer, progress io.Writer) 
 func (st *pending) save(dir string) error {
 	var mbox bytes.Buffer
 	mbox.Write(st.Posting.Mbox())
-	if err := atomicWrite(filepath.Join(dir, "pending.mbox"), mbox.Bytes()); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "pending.mbox"), mbox.Bytes(), 0o644); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return atomicWrite(filepath.Join(dir, "pending.json"), data)
+	return atomicfile.Write(filepath.Join(dir, "pending.json"), data, 0o644)
 }
 
 func loadPending(dir string) (*pending, error) {
