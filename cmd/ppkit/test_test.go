@@ -195,5 +195,19 @@ func TestRunTestWritesOutputs(t *testing.T) {
 	if !strings.Contains(errb.String(), "artifacts kept in") {
 		t.Errorf("stderr %q", errb.String())
 	}
-	os.RemoveAll(strings.TrimSpace(errb.String()[strings.LastIndex(errb.String(), "artifacts kept in ")+len("artifacts kept in "):]))
+	removeKeptArtifacts(t, errb.String())
+}
+
+// removeKeptArtifacts removes the directory a failed `ppkit test` kept for its user (it names it
+// on its last "artifacts kept in DIR" line): nothing sweeps a kept directory, so a test must.
+func removeKeptArtifacts(t *testing.T, output string) {
+	t.Helper()
+	i := strings.LastIndex(output, "artifacts kept in ")
+	if i < 0 {
+		return
+	}
+	dir, _, _ := strings.Cut(output[i+len("artifacts kept in "):], "\n")
+	if dir = strings.TrimSpace(dir); strings.HasPrefix(filepath.Base(dir), "ppkit-kept-") {
+		os.RemoveAll(dir)
+	}
 }

@@ -171,6 +171,7 @@ func TestHostFaultsAreInfrastructure(t *testing.T) {
 		cmd.Dir = checkoutRoot(t)
 		cmd.Env = append(os.Environ(), "PATH="+hostWithout(t, "scp", "ssh"))
 		out, err := cmd.CombinedOutput()
+		removeKeptArtifacts(t, string(out))
 		if code := cmd.ProcessState.ExitCode(); code != 2 {
 			t.Fatalf("exit %d (%v), want 2:\n%s", code, err, lastLinesOf(string(out), 30))
 		}
