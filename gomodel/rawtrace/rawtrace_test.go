@@ -212,20 +212,28 @@ func readers(b ...[]byte) []io.Reader {
 	return rs
 }
 
+// replayBoth replays a synthetic run twice: its text through gomodel's parser (want) and its two
+// CPUs' events as ring-buffer pages through Replay (got).
+func replayBoth(t *testing.T, fm *Formats, perCPU [2][]tev, text string) (want, got *gomodel.TraceReport, st Stats) {
+	t.Helper()
+	opts := gomodel.TraceOptions{Procedure: "multicast"}
+	want, err := gomodel.ReadTrace(strings.NewReader(text), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, st, err = Replay(readers(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)), fm, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return want, got, st
+}
+
 func TestSyntheticRawEqualsText(t *testing.T) {
 	fm := testFormatSet(t)
 	for seed := int64(1); seed <= 20; seed++ {
 		rnd := rand.New(rand.NewSource(seed))
 		perCPU, text := split(synthetic(rnd, 3000))
-		opts := gomodel.TraceOptions{Procedure: "multicast"}
-		want, err := gomodel.ReadTrace(strings.NewReader(text), opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, st, err := Replay(readers(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)), fm, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want, got, st := replayBoth(t, fm, perCPU, text)
 		if st.Events != len(perCPU[0])+len(perCPU[1]) || st.Lost != 0 || st.Pages < 2 {
 			t.Fatalf("stats %+v", st)
 		}
@@ -245,15 +253,7 @@ func TestSyntheticKprobes(t *testing.T) {
 		for _, bugs := range []bool{false, true} {
 			rnd := rand.New(rand.NewSource(seed))
 			perCPU, text := split(syntheticKprobes(rnd, 2000, bugs))
-			opts := gomodel.TraceOptions{Procedure: "multicast"}
-			want, err := gomodel.ReadTrace(strings.NewReader(text), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, st, err := Replay(readers(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)), fm, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			want, got, st := replayBoth(t, fm, perCPU, text)
 			if st.Events != len(perCPU[0])+len(perCPU[1]) {
 				t.Fatalf("stats %+v", st)
 			}
