@@ -53,6 +53,6 @@ func ExampleCheckTrace() {
 	fmt.Printf("%s: holds %d, skb returns %d, inflight %d; %.1f slow-path allocations per 1000 packets\n",
 		p.Pool, p.Holds, p.SKBReturns, p.Inflight, rep.SlowPathPer1k)
 	// Output:
-	// line 3: foreign-page-returned: the return hook hands pfn 77777 to pool 00000000b5f1c7a2, which never held it
+	// line 3: foreign-page-returned: the return hook hands pfn 77777 to pool 00000000b5f1c7a2, a page that pool never held
 	// 00000000b5f1c7a2: holds 1, skb returns 1, inflight 1; 1.0 slow-path allocations per 1000 packets
 }

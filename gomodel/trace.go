@@ -992,6 +992,25 @@ func (c *traceChecker) pfnHistory(st *pfnState) []string {
 
 func (c *traceChecker) poolName(i int32) string { return c.pools[i].Pool }
 
+// misreturn judges a page coming back to pool p (a release, or the return hook: what says which)
+// while p does not hold it, and reports whether that was a violation. A page p never held may
+// be one it took before tracing started, unless p's whole life was traced.
+func (c *traceChecker) misreturn(ev *traceEvent, st *pfnState, p *poolTraceState, what string) bool {
+	switch {
+	case st.holder >= 0:
+		c.violate(ForeignPageReturned, ev, st, "%s, but pool %s holds it", what, c.poolName(st.holder))
+	case st.freed:
+		c.violate(UseAfterFree, ev, st, "%s after the page allocator freed it", what)
+	case st.released == ev.pool:
+		c.violate(DoubleReturn, ev, st, "%s, a page that pool already released", what)
+	case p.Complete:
+		c.violate(ForeignPageReturned, ev, st, "%s, a page that pool never held", what)
+	default:
+		return false
+	}
+	return true
+}
+
 func (c *traceChecker) replay(ev *traceEvent) {
 	switch ev.kind {
 	case evLost:
@@ -1076,15 +1095,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 			p.Held--
 			st.holder, st.released = -1, ev.pool
 			st.synced, st.returned, st.skbReturn = false, false, false
-		case st.holder >= 0:
-			c.violate(ForeignPageReturned, ev, st, "pool %s releases pfn %d, which pool %s holds", p.Pool, ev.pfn, c.poolName(st.holder))
-		case st.freed:
-			c.violate(UseAfterFree, ev, st, "pool %s releases pfn %d, already freed by the page allocator", p.Pool, ev.pfn)
-		case st.released == ev.pool:
-			c.violate(DoubleReturn, ev, st, "pool %s releases pfn %d a second time", p.Pool, ev.pfn)
-		case p.Complete:
-			c.violate(ForeignPageReturned, ev, st, "pool %s releases pfn %d, which it never held", p.Pool, ev.pfn)
-		default:
+		case !c.misreturn(ev, st, p, fmt.Sprintf("pool %s releases pfn %d", p.Pool, ev.pfn)):
 			p.preTraced++
 		}
 	case evSkbReturn:
@@ -1100,14 +1111,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		case st.holder == ev.pool:
 			c.returnedToPool(ev, st)
 			st.skbReturn = true
-		case st.holder >= 0:
-			c.violate(ForeignPageReturned, ev, st, "the return hook hands pfn %d to pool %s, but pool %s holds it", ev.pfn, p.Pool, c.poolName(st.holder))
-		case st.freed:
-			c.violate(UseAfterFree, ev, st, "the return hook hands pfn %d to pool %s after the page allocator freed it", ev.pfn, p.Pool)
-		case st.released == ev.pool:
-			c.violate(DoubleReturn, ev, st, "the return hook hands pfn %d to pool %s, which already released it", ev.pfn, p.Pool)
-		case p.Complete:
-			c.violate(ForeignPageReturned, ev, st, "the return hook hands pfn %d to pool %s, which never held it", ev.pfn, p.Pool)
+		default:
+			c.misreturn(ev, st, p, fmt.Sprintf("the return hook hands pfn %d to pool %s", ev.pfn, p.Pool))
 		}
 	case evPageFree, evPageFreeBatched:
 		n := uint64(1) << ev.order
