@@ -34,12 +34,7 @@ const (
 
 var variantNames = [...]string{"none", "prerfc", "rfc", "upstream", "series"}
 
-func (v Variant) String() string {
-	if int(v) < len(variantNames) {
-		return variantNames[v]
-	}
-	return fmt.Sprintf("variant(%d)", v)
-}
+func (v Variant) String() string { return enumName(variantNames[:], int(v), "variant") }
 
 // Coalesce is the rfc design's strategy when skb_try_coalesce() or skb_gro_receive() would
 // turn a page_pool head into a frag of another skb.
@@ -59,12 +54,7 @@ const (
 
 var coalesceNames = [...]string{"unhandled", "release", "fraglist", "reject"}
 
-func (c Coalesce) String() string {
-	if int(c) < len(coalesceNames) {
-		return coalesceNames[c]
-	}
-	return fmt.Sprintf("coalesce(%d)", c)
-}
+func (c Coalesce) String() string { return enumName(coalesceNames[:], int(c), "coalesce") }
 
 // Mutant is a realistic single-change bug of the shipped series: VariantSeries with one
 // change. The names are those of ppkit's kernel-side mutation suite.
@@ -110,18 +100,22 @@ var mutantNames = [...]string{"", "clone-forgets-id", "expand-keeps-id", "gro-no
 // MutantNames lists every mutant variant name.
 func MutantNames() []string { return append([]string(nil), mutantNames[1:]...) }
 
-func (m Mutant) String() string {
-	if int(m) < len(mutantNames) {
-		return mutantNames[m]
-	}
-	return fmt.Sprintf("mutant(%d)", m)
-}
+func (m Mutant) String() string { return enumName(mutantNames[:], int(m), "mutant") }
 
 // Config is a variant and, for rfc, its coalesce strategy; for series, a mutant.
 type Config struct {
 	Variant  Variant
 	Coalesce Coalesce
 	Mutant   Mutant
+}
+
+// enumName is the name of value i of an enumeration named kind: names[i], or kind(i) when i
+// is out of range.
+func enumName(names []string, i int, kind string) string {
+	if i >= 0 && i < len(names) {
+		return names[i]
+	}
+	return fmt.Sprintf("%s(%d)", kind, i)
 }
 
 func (c Config) String() string {

@@ -293,27 +293,31 @@ func (m *Model) copyHeader(n, s int32) {
 // copy mirrors skb_copy() (skbuff.c:1518-1543): a new kmalloc head holding all the bytes
 // (frags and frag_list linearized, no page reference), then skb_copy_header().
 func (m *Model) copy(sym, headSym, s int32) {
-	if !m.live(s, "skb_copy") {
-		return
+	if d, ok := m.copyHead(sym, headSym, s, "skb_copy"); ok {
+		m.copyHeader(m.newSkb(sym, d), s)
 	}
-	m.touch(s, "skb_copy")
+}
+
+// copyHead is how skb_copy() and __pskb_copy_fclone() begin: skb s must be live, and the copy
+// sym gets a new kmalloc head. It returns the copy's data.
+func (m *Model) copyHead(sym, headSym, s int32, op string) (int32, bool) {
+	if !m.live(s, op) {
+		return -1, false
+	}
+	m.touch(s, op)
 	h := m.newPage(headSym, memSlab)
-	m.note(h, "skb_copy: kmalloc head of skb %s, a copy of %s", m.syms.Name(sym), m.skbName(s))
-	n := m.newSkb(sym, m.newData(h, false))
-	m.copyHeader(n, s)
+	m.note(h, "%s: kmalloc head of skb %s, a copy of %s", op, m.syms.Name(sym), m.skbName(s))
+	return m.newData(h, false), true
 }
 
 // pskbCopy mirrors __pskb_copy_fclone() (skbuff.c:1563-1608): a new kmalloc head with the
 // linear bytes, skb_frag_ref() on every frag, skb_get() on every frag_list member, then
 // skb_copy_header().
 func (m *Model) pskbCopy(sym, headSym, s int32) {
-	if !m.live(s, "pskb_copy") {
+	d, ok := m.copyHead(sym, headSym, s, "pskb_copy")
+	if !ok {
 		return
 	}
-	m.touch(s, "pskb_copy")
-	h := m.newPage(headSym, memSlab)
-	m.note(h, "pskb_copy: kmalloc head of skb %s, a copy of %s", m.syms.Name(sym), m.skbName(s))
-	d := m.newData(h, false)
 	od := m.skbs[s].data
 	for _, f := range m.datas[od].frags {
 		m.getPage(f, "pskb_copy: skb_frag_ref")

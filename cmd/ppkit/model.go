@@ -57,6 +57,22 @@ func modelWriteJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// modelEmit prints a model result v as JSON or, with printText, as text; a result that did not
+// pass exits 1 without a further message (the output said why).
+func modelEmit(w io.Writer, asJSON bool, v any, printText func(), passed bool) error {
+	if asJSON {
+		if err := modelWriteJSON(w, v); err != nil {
+			return err
+		}
+	} else {
+		printText()
+	}
+	if !passed {
+		return silentFailure
+	}
+	return nil
+}
+
 // modelLineError turns a gomodel.LineError (file:line) or NotATraceError into exit 2: the input
 // is not what the command reads.
 func modelLineError(err error) error {
@@ -118,17 +134,7 @@ func modelRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return modelLineError(err)
 	}
-	if *asJSON {
-		if err := modelWriteJSON(stdout, res); err != nil {
-			return err
-		}
-	} else {
-		modelPrintRun(stdout, res, source)
-	}
-	if !res.Passed {
-		return silentFailure
-	}
-	return nil
+	return modelEmit(stdout, *asJSON, res, func() { modelPrintRun(stdout, res, source) }, res.Passed)
 }
 
 func modelPrintViolations(w io.Writer, vs []gomodel.Violation) {
@@ -279,17 +285,7 @@ func modelCheckTrace(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return modelLineError(err)
 	}
-	if *asJSON {
-		if err := modelWriteJSON(stdout, rep); err != nil {
-			return err
-		}
-	} else {
-		modelPrintTrace(stdout, rep)
-	}
-	if !rep.Passed {
-		return silentFailure
-	}
-	return nil
+	return modelEmit(stdout, *asJSON, rep, func() { modelPrintTrace(stdout, rep) }, rep.Passed)
 }
 
 func modelPrintTrace(w io.Writer, rep *gomodel.TraceReport) {
