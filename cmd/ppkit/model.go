@@ -160,12 +160,7 @@ func modelPrintRun(w io.Writer, res *gomodel.ScenarioResult, source string) {
 	}
 	fmt.Fprintln(w, "pools:")
 	for _, p := range res.Pools {
-		state := "alive"
-		if p.Freed {
-			state = "destroyed and freed"
-		} else if p.Destroyed {
-			state = "destroyed, shutdown deferred"
-		}
+		state := modelPoolLife(p.Destroyed, p.Freed)
 		fmt.Fprintf(w, "  %s: hold %d release %d inflight %d, alloc cache %d, ptr_ring %d, %s\n",
 			p.Name, p.Hold, p.Release, p.Inflight, p.Cache, p.Ring, state)
 		for _, x := range append(append([]string{}, p.Warnings...), p.CritErrors...) {
@@ -288,6 +283,18 @@ func modelCheckTrace(args []string, stdout, stderr io.Writer) error {
 	return modelEmit(stdout, *asJSON, rep, func() { modelPrintTrace(stdout, rep) }, rep.Passed)
 }
 
+// modelPoolLife says where a pool is in its life: page_pool_destroy() defers the shutdown
+// while pages are still in flight, and frees the pool when the last one comes back.
+func modelPoolLife(destroyed, freed bool) string {
+	switch {
+	case freed:
+		return "destroyed and freed"
+	case destroyed:
+		return "destroyed, shutdown waiting for inflight pages"
+	}
+	return "alive"
+}
+
 func modelPrintTrace(w io.Writer, rep *gomodel.TraceReport) {
 	fmt.Fprintf(w, "trace %s: %d lines, %d page_pool/kmem events replayed, %d other lines ignored\n",
 		rep.File, rep.Lines, rep.Events, rep.Ignored)
@@ -296,12 +303,7 @@ func modelPrintTrace(w io.Writer, rep *gomodel.TraceReport) {
 		fmt.Fprintln(w, "  none (no page_pool events: is the page_pool:* tracepoint group enabled?)")
 	}
 	for _, p := range rep.Pools {
-		state := "alive"
-		if p.Freed {
-			state = "destroyed and freed"
-		} else if p.Destroyed {
-			state = "destroyed, shutdown not finished"
-		}
+		state := modelPoolLife(p.Destroyed, p.Freed)
 		complete := "traced from its first allocation"
 		if !p.Complete {
 			complete = "trace started after its first allocation"
