@@ -381,14 +381,7 @@ func TestSeriesBuildIsIncrementalAndCached(t *testing.T) {
 	baseline, _ := guest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cache, err := cachedir.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, testLog{t})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, src := testKernelSource(ctx, t)
 	good, bad := writeProbeSeries(t, src.repo)
 
 	k, err := BuildKernel(ctx, KernelOptions{Series: good, Progress: testLog{t}})
@@ -423,14 +416,7 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 	guest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cache, err := cachedir.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, testLog{t})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache, src := testKernelSource(ctx, t)
 	for _, debug := range []bool{false, true} {
 		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) {
 			logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
@@ -622,4 +608,18 @@ func TestShell(t *testing.T) {
 	if err != nil || status != 4 || !strings.Contains(out.String(), "shell-42") {
 		t.Fatalf("shell: status %d, err %v, output %q", status, err, out.String())
 	}
+}
+
+// testKernelSource is the cache and the unpacked Debian kernel source the kernel tests build from.
+func testKernelSource(ctx context.Context, t *testing.T) (string, *kernelSource) {
+	t.Helper()
+	cache, err := cachedir.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := tarballKernelSource(ctx, cache, DefaultKernelTarball, testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cache, src
 }
