@@ -5,6 +5,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -570,6 +571,39 @@ func TestCommandsSideBySide(t *testing.T) {
 		t.Fatalf("guest after the stream: %q, %v", got, err)
 	}
 	t.Logf("%d commands side by side beside %d streamed bytes", workers*each, streamed.n.Load())
+}
+
+// A virtio-serial port carries the guest's bytes, all of them and unchanged, into its host
+// file: the way the raw trace leaves the guest.
+func TestPortCarriesGuestBytes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := boot(t, ctx, BootOptions{Ports: []string{"ppkit.test"}})
+	const size = 4 << 20
+	out, err := vm.Run(ctx, fmt.Sprintf(`set -e
+p=$(grep -lx ppkit.test /sys/class/virtio-ports/*/name)
+dev=/dev/$(basename $(dirname $p))
+head -c %d /dev/urandom > /tmp/payload
+cat /tmp/payload > $dev
+md5sum < /tmp/payload`, size))
+	if err != nil {
+		t.Fatalf("guest: %v: %s", err, out)
+	}
+	want := strings.Fields(string(out))[0]
+	// QEMU writes the file as the virtqueue drains, a moment after the guest's write returned.
+	var data []byte
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		data, _ = os.ReadFile(vm.PortFile("ppkit.test"))
+		if len(data) >= size || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(data) != size {
+		t.Fatalf("host file %s holds %d bytes, want %d", vm.PortFile("ppkit.test"), len(data), size)
+	}
+	if got := fmt.Sprintf("%x", md5.Sum(data)); got != want {
+		t.Fatalf("host file md5 %s, guest's %s", got, want)
+	}
 }
 
 // byteCounter counts what a stream wrote and discards it.

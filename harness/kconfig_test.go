@@ -58,7 +58,7 @@ func TestShippedFragments(t *testing.T) {
 	for _, sym := range []string{"CONFIG_MVNETA", "CONFIG_ARCH_MVEBU", "CONFIG_PAGE_POOL", "CONFIG_IP_MULTICAST",
 		"CONFIG_PACKET", "CONFIG_VIRTIO_NET", "CONFIG_SERIAL_AMBA_PL011_CONSOLE", "CONFIG_BLK_DEV_INITRD",
 		"CONFIG_FTRACE", "CONFIG_DEBUG_FS", "CONFIG_FIXED_PHY", "CONFIG_NETFILTER_XT_TARGET_TEE",
-		"CONFIG_KPROBES", "CONFIG_KPROBE_EVENTS"} {
+		"CONFIG_KPROBES", "CONFIG_KPROBE_EVENTS", "CONFIG_VIRTIO_CONSOLE"} {
 		if base[sym] != "y" {
 			t.Errorf("ppkit.config: %s=%q, want y", sym, base[sym])
 		}

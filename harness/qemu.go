@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -43,6 +44,12 @@ type BootOptions struct {
 	MemoryMB    int    // default 1024, at most MaxMemoryMB
 	Append      string // extra kernel command line
 	NICs        []NIC
+	// Ports are virtio-serial ports (on one virtio-serial-pci controller) whose bytes QEMU
+	// writes into a host file each (VM.PortFile): a way out of the guest beside SSH and the
+	// NIC under test, for bulk data such as the raw trace. The guest finds a port by its name
+	// in /sys/class/virtio-ports/vportNpM/name; its device is /dev/vportNpM. Names are
+	// lower-case letters, digits and dots.
+	Ports []string
 
 	BootTimeout    time.Duration // QEMU start to SSH ready (default 90s)
 	CommandTimeout time.Duration // default timeout of Run/CopyTo/CopyFrom when ctx has none (default 10m)
@@ -92,8 +99,14 @@ func (o *BootOptions) defaults() {
 type qemuLaunch struct {
 	qmpSocket string
 	sshPort   int
-	tapFDs    []int // file descriptor numbers in QEMU, one per NIC
+	tapFDs    []int  // file descriptor numbers in QEMU, one per NIC
+	dir       string // the VM's directory, where the ports' files are
 }
+
+// portFile is where QEMU writes what the guest sends on port name.
+func portFile(dir, name string) string { return filepath.Join(dir, "port-"+name) }
+
+var portNameRE = regexp.MustCompile(`^[a-z0-9.]+$`)
 
 // KernelCommandLine is the guest kernel's command line: PL011 console, and a panic that makes
 // QEMU exit at once (panic=-1 with -no-reboot) so that the report is the console's last word.
@@ -145,6 +158,17 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 		args = append(args,
 			"-netdev", fmt.Sprintf("tap,id=t%d,fd=%d", i, l.tapFDs[i]),
 			"-device", fmt.Sprintf("%s,netdev=t%d,mac=%s", nic.Model, i, mac))
+	}
+	if len(o.Ports) > 0 {
+		args = append(args, "-device", "virtio-serial-pci,id=ppkitports")
+	}
+	for i, name := range o.Ports {
+		if !portNameRE.MatchString(name) {
+			return nil, fmt.Errorf("port %q: want lower-case letters, digits and dots", name)
+		}
+		args = append(args,
+			"-chardev", fmt.Sprintf("file,id=port%d,path=%s", i, portFile(l.dir, name)),
+			"-device", fmt.Sprintf("virtserialport,bus=ppkitports.0,chardev=port%d,name=%s", i, name))
 	}
 	return args, nil
 }

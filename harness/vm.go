@@ -85,7 +85,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 	if vm.sshPort, err = freeLoopbackPort(); err != nil {
 		return nil, &InfraError{Err: fmt.Errorf("boot: %w", err)}
 	}
-	launch := qemuLaunch{qmpSocket: filepath.Join(vm.dir, "qmp.sock"), sshPort: vm.sshPort}
+	launch := qemuLaunch{qmpSocket: filepath.Join(vm.dir, "qmp.sock"), sshPort: vm.sshPort, dir: vm.dir}
 	var extra []*os.File
 	if len(opts.NICs) > 0 {
 		if vm.net, err = newTestNet(opts.NICs); err != nil {
@@ -348,6 +348,9 @@ func (vm *VM) Taps() []string {
 
 // ConsoleLog returns the serial console captured since QEMU started.
 func (vm *VM) ConsoleLog() []byte { return vm.console.bytes() }
+
+// PortFile is the host file that receives what the guest writes on port name (BootOptions.Ports).
+func (vm *VM) PortFile(name string) string { return portFile(vm.dir, name) }
 
 // Image is the guest image the VM booted (its SSH keys, its directory).
 func (vm *VM) Image() *Image { return vm.opts.Image }
