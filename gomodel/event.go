@@ -62,6 +62,10 @@ type Event struct {
 	Dir    uint32
 	Sync   uint32
 	Direct uint8
+	// Page is the struct page pointer the pool events print (page=), PoolNid and NewNid
+	// page_pool_update_nid's: the replay does not read them, a text made of the events does.
+	Page            uint64
+	PoolNid, NewNid int32
 	// Lost is EventLost's count of dropped events (what the text's "[LOST N EVENTS]" says;
 	// 1 when the kernel could not store the count).
 	Lost int64

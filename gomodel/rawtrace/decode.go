@@ -21,11 +21,11 @@ var modelEvents = map[string]struct {
 	kind   gomodel.EventKind
 	fields []string
 }{
-	"page_pool_state_hold":     {gomodel.EventStateHold, []string{"pool", "pfn", "hold"}},
-	"page_pool_state_release":  {gomodel.EventStateRelease, []string{"pool", "pfn", "release"}},
+	"page_pool_state_hold":     {gomodel.EventStateHold, []string{"pool", "page", "pfn", "hold"}},
+	"page_pool_state_release":  {gomodel.EventStateRelease, []string{"pool", "page", "pfn", "release"}},
 	"page_pool_release":        {gomodel.EventPoolRelease, []string{"pool", "inflight", "hold", "release", "cnt"}},
-	"page_pool_update_nid":     {gomodel.EventUpdateNid, []string{"pool"}},
-	"page_pool_skb_return":     {gomodel.EventSkbReturn, []string{"pool", "pfn"}},
+	"page_pool_update_nid":     {gomodel.EventUpdateNid, []string{"pool", "pool_nid", "new_nid"}},
+	"page_pool_skb_return":     {gomodel.EventSkbReturn, []string{"pool", "page", "pfn"}},
 	"mm_page_free":             {gomodel.EventPageFree, []string{"pfn", "order"}},
 	"mm_page_free_batched":     {gomodel.EventPageFreeBatched, []string{"pfn"}},
 	"arch_sync_dma_for_device": {gomodel.EventDMASync, []string{"__probe_ip", "paddr", "size", "dir"}},
@@ -76,6 +76,7 @@ type decoder struct {
 	pool, pfn, count, ord  slot
 	inflight, hold, rel    slot
 	cnt                    slot
+	page, poolNid, newNid  slot // for the text only (WriteText)
 	addr, length, dir      slot // kprobes: paddr or dma, size, dir
 	sync, direct           slot
 	buf                    int // ftrace/print: offset of buf[]
@@ -153,6 +154,15 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 			case "pool":
 				s, err = field(name, 8)
 				dc.pool = s
+			case "page":
+				s, err = field(name, 8)
+				dc.page = s
+			case "pool_nid":
+				s, err = field(name, 4)
+				dc.poolNid = s
+			case "new_nid":
+				s, err = field(name, 4)
+				dc.newNid = s
 			case "pfn":
 				s, err = field(name, 8, 4)
 				dc.pfn = s
@@ -240,6 +250,7 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 	ev.PID = int32(binary.LittleEndian.Uint32(data[dc.pid.off:]))
 	ev.Pool, ev.PFN, ev.Count, ev.Inflight, ev.Hold, ev.Release, ev.Cnt, ev.Order, ev.Lost = 0, 0, 0, 0, 0, 0, 0, 0, 0
 	ev.Addr, ev.Size, ev.Dir, ev.Sync, ev.Direct = 0, 0, 0, 0, 0
+	ev.Page, ev.PoolNid, ev.NewNid = 0, 0, 0
 	if ev.Marker != nil {
 		ev.Marker = nil
 	}
@@ -264,8 +275,10 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 		ev.Cnt = dc.cnt.get(data)
 	case gomodel.EventUpdateNid:
 		ev.Pool = dc.pool.get(data)
+		ev.PoolNid, ev.NewNid = int32(dc.poolNid.get(data)), int32(dc.newNid.get(data))
 	case gomodel.EventSkbReturn:
 		ev.Pool = dc.pool.get(data)
+		ev.Page = dc.page.get(data)
 		ev.PFN = dc.pfn.get(data)
 	case gomodel.EventDMASync:
 		ev.Addr = dc.addr.get(data)
@@ -277,6 +290,7 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 		ev.Direct = uint8(dc.direct.get(data))
 	default: // hold, release
 		ev.Pool = dc.pool.get(data)
+		ev.Page = dc.page.get(data)
 		ev.PFN = dc.pfn.get(data)
 		ev.Count = uint32(dc.count.get(data))
 	}

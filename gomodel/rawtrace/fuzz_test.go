@@ -130,6 +130,15 @@ func FuzzPages(f *testing.F) {
 			if rep.LostEvents != st.Gaps || rep.Figures.LostEvents != st.Lost+int64(st.LostUnknown) {
 				t.Fatalf("gaps: report %d markers, %d lost; stats %+v", rep.LostEvents, rep.Figures.LostEvents, st)
 			}
+			// Pages the replay took make a text the text parser reads to the same figures.
+			var text bytes.Buffer
+			if err := WriteText(&text, readers(cpu0, cpu1), fm); err != nil {
+				t.Fatalf("WriteText of pages Replay read: %v", err)
+			}
+			back, berr := gomodel.ReadTrace(&text, gomodel.TraceOptions{Procedure: "multicast"})
+			if (berr == nil) != (err == nil) || back == nil || back.Figures != rep.Figures || back.Lines != rep.Lines {
+				t.Fatalf("written text: %v, %+v; raw: %v, %+v", berr, back, err, rep)
+			}
 		}
 	})
 }

@@ -353,6 +353,19 @@ func TestGoldenReport(t *testing.T) {
 					t.Errorf("figures: text %+v (%d events), raw %+v (%d events)", want.Figures, want.Events, got.Figures, got.Events)
 				}
 			}
+			// The text WriteText makes of the pages reads back to Replay's report, line for line.
+			var text bytes.Buffer
+			if err := WriteText(&text, c.readers(), c.fm); err != nil {
+				t.Fatal(err)
+			}
+			back, berr := gomodel.ReadTrace(bytes.NewReader(text.Bytes()), opts)
+			if fmt.Sprint(berr) != fmt.Sprint(gerr) || back == nil {
+				t.Fatalf("written text: %v; raw: %v", berr, gerr)
+			}
+			sameReport(t, back, got, 0)
+			if back.Figures != got.Figures || back.Lines != got.Lines {
+				t.Errorf("written text: figures %+v in %d lines, raw %+v in %d lines", back.Figures, back.Lines, got.Figures, got.Lines)
+			}
 			t.Logf("%d pages, %d events, %d lost stored + %d gaps without a count (overruns %v); verdict passed=%v, %d violations, figures %+v; kprobes: %d syncs, %d puts (%d direct)",
 				st.Pages, st.Events, st.Lost, st.LostUnknown, c.overrun, got.Passed, len(got.Violations), got.Figures, got.DMASyncs, got.Puts, got.DirectPuts)
 		})

@@ -225,6 +225,21 @@ func replayBoth(t *testing.T, fm *Formats, perCPU [2][]tev, text string) (want, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The text WriteText makes of the pages names every violation at Replay's line.
+	var written bytes.Buffer
+	if err := WriteText(&written, readers(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)), fm); err != nil {
+		t.Fatal(err)
+	}
+	back, err := gomodel.ReadTrace(&written, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameReport(t, back, got, 0)
+	for i := range got.Violations {
+		if i < len(back.Violations) && back.Violations[i].Line != got.Violations[i].Line {
+			t.Errorf("violation %d: written text line %d, raw line %d", i, back.Violations[i].Line, got.Violations[i].Line)
+		}
+	}
 	return want, got, st
 }
 
@@ -290,7 +305,7 @@ func TestDecodeContext(t *testing.T) {
 	if err := NewDecoder(fm).Decode(rec, &ev); err != nil {
 		t.Fatal(err)
 	}
-	want := gomodel.Event{Kind: gomodel.EventSkbReturn, TS: 5_000_000_000, CPU: 1, PID: 1234, Flags: 0x11, PreemptCount: 1, Pool: 0xffffff8001a5b000, PFN: 7}
+	want := gomodel.Event{Kind: gomodel.EventSkbReturn, TS: 5_000_000_000, CPU: 1, PID: 1234, Flags: 0x11, PreemptCount: 1, Pool: 0xffffff8001a5b000, PFN: 7, Page: 0xfffffffe00000000 + 7*64}
 	if sprint(ev) != sprint(want) || !ev.Softirq() {
 		t.Fatalf("got %+v\nwant %+v", ev, want)
 	}
