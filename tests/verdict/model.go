@@ -14,8 +14,10 @@ import (
 type ModelInput struct {
 	Procedure string
 	Kernel    string // Result.Kernel: "baseline" or "series DIR"
-	// TracePath is the guest's ftrace text (trace_pipe) for the whole procedure.
+	// TracePath is the guest's ftrace text (trace_pipe) for the whole procedure, when the
+	// trace came as text; Raw the trace as ring-buffer pages, when it came raw.
 	TracePath string
+	Raw       *RawTrace
 	// RxPackets is the number of packets the board's NIC received in the traffic window, for
 	// the per-packet figures.
 	RxPackets int64
@@ -129,12 +131,21 @@ type ModelChecker func(ctx context.Context, in ModelInput) (*ModelReport, error)
 // the model cannot read is an error, never a pass; for a trace without page_pool events the
 // error comes with a report that holds only the figures.
 func CheckTraceWithModel(ctx context.Context, in ModelInput) (*ModelReport, error) {
-	f, err := os.Open(in.TracePath)
-	if err != nil {
-		return nil, fmt.Errorf("model: %w", err)
+	opts := gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets, Procedure: in.Procedure}
+	var tf *TraceFigures
+	var rep *gomodel.TraceReport
+	var err error
+	if in.Raw != nil {
+		opts.File = "raw trace"
+		tf, rep, err = in.Raw.replay(ctx, opts)
+	} else {
+		var f *os.File
+		if f, err = os.Open(in.TracePath); err != nil {
+			return nil, fmt.Errorf("model: %w", err)
+		}
+		defer f.Close()
+		tf, rep, err = readTrace(ctxReader{ctx, f}, opts)
 	}
-	defer f.Close()
-	tf, rep, err := readTrace(ctxReader{ctx, f}, gomodel.TraceOptions{File: in.TracePath, Packets: in.RxPackets, Procedure: in.Procedure})
 	if err != nil {
 		if tf != nil {
 			return &ModelReport{Violations: []ModelViolation{}, Trace: tf}, fmt.Errorf("model: %w", err)

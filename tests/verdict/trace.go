@@ -1,11 +1,17 @@
 package verdict
 
 import (
+	"bufio"
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/gomodel/rawtrace"
 )
 
 // Trace event names this package counts. The first four are Linux 5.10's page_pool events; the
@@ -68,11 +74,76 @@ func ParseTraceFigures(r io.Reader, procedure string) (*TraceFigures, error) {
 	return nil, err
 }
 
+// RawTrace is a trace as the kernel's ring-buffer pages (the raw transport): a file of pages
+// a CPU (index = CPU) and the formats of the events in them.
+type RawTrace struct {
+	CPUs    []string
+	Formats *rawtrace.Formats
+}
+
+// replay is readTrace for the pages: rawtrace decodes them into the same replay.
+func (r *RawTrace) replay(ctx context.Context, opts gomodel.TraceOptions) (*TraceFigures, *gomodel.TraceReport, error) {
+	streams, done, err := r.open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+	rep, _, err := rawtrace.Replay(streams, r.Formats, opts)
+	return traceResult(rep, err)
+}
+
+// WriteText writes the pages as ftrace text into path (rawtrace.WriteText: line N is the
+// replay's line N), whole or not at all.
+func (r *RawTrace) WriteText(ctx context.Context, path string) error {
+	streams, done, err := r.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	f, err := os.CreateTemp(filepath.Dir(path), ".trace-*.txt")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	err = rawtrace.WriteText(f, streams, r.Formats)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write the trace as text: %w", err)
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// open opens the CPUs' files for one pass; done closes them.
+func (r *RawTrace) open(ctx context.Context) (streams []io.Reader, done func(), err error) {
+	var files []*os.File
+	done = func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	for _, p := range r.CPUs {
+		f, err := os.Open(p)
+		if err != nil {
+			done()
+			return nil, nil, fmt.Errorf("raw trace: %w", err)
+		}
+		files = append(files, f)
+		streams = append(streams, bufio.NewReaderSize(ctxReader{ctx, f}, 1<<20))
+	}
+	return streams, done, nil
+}
+
 // readTrace replays a trace once: the model's report and the figures from it. For a trace the
 // model has nothing to judge in (no page_pool event: a *gomodel.NotATraceError, returned), the
 // figures are still set and the report is nil; for any other error both are nil.
 func readTrace(r io.Reader, opts gomodel.TraceOptions) (*TraceFigures, *gomodel.TraceReport, error) {
-	rep, err := gomodel.ReadTrace(r, opts)
+	return traceResult(gomodel.ReadTrace(r, opts))
+}
+
+// traceResult is readTrace's result of a replay's report and error.
+func traceResult(rep *gomodel.TraceReport, err error) (*TraceFigures, *gomodel.TraceReport, error) {
 	var nt *gomodel.NotATraceError
 	switch {
 	case rep != nil && errors.As(err, &nt):
