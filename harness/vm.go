@@ -349,6 +349,9 @@ func (vm *VM) Taps() []string {
 // ConsoleLog returns the serial console captured since QEMU started.
 func (vm *VM) ConsoleLog() []byte { return vm.console.bytes() }
 
+// Ports are the VM's virtio-serial port names (BootOptions.Ports).
+func (vm *VM) Ports() []string { return vm.opts.Ports }
+
 // PortFile is the host file that receives what the guest writes on port name (BootOptions.Ports).
 func (vm *VM) PortFile(name string) string { return portFile(vm.dir, name) }
 

@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "bench", summary: "measure: `bench boot` (boot-to-SSH-ready, cached build), `bench nic` (mvneta vs virtio-net), `bench test` (warm ppkit test)", run: runBench})
+	register(&command{name: "bench", summary: "measure: `bench boot` (boot-to-SSH-ready, cached build), `bench nic` (mvneta vs virtio-net), `bench test` (warm ppkit test, by phase), `bench trace` (traffic traced vs untraced)", run: runBench})
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -24,9 +24,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchNIC(ctx, args[1:], stdout, stderr)
 		case "test":
 			return runBenchTest(ctx, args[1:], stdout, stderr)
+		case "trace":
+			return runBenchTrace(ctx, args[1:], stdout, stderr)
 		}
 	}
-	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...]")
+	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...] | ppkit bench trace [--time T] [PROCEDURE...]")
 }
 
 // runBenchBoot is `ppkit bench boot`: the median boot-to-SSH-ready over N boots, and the time of

@@ -189,7 +189,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		}
 	}
 	cfg := procedure.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
-		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, Progress: stderr}
+		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, TraceText: o.report != "", Progress: stderr}
 	if mutants != nil {
 		return runMutants(ctx, o, cfg, mutants, artifacts, stdout, stderr)
 	}

@@ -56,23 +56,34 @@ func tracingSetupScript() string {
 	return b.String()
 }
 
-// collector gathers one procedure's artifacts from the board into dir.
+// collector gathers one procedure's artifacts from the board into dir. The trace comes as
+// ring-buffer pages over the board's trace ports (TracePortBoard), or else as text.
 type collector struct {
 	env    *Env
 	name   string
-	reader *guestProcess
-	trace  string // host path of the streamed trace
+	reader *guestProcess // the guest's trace reader: tracepages, or cat trace_pipe
+	trace  string        // host path of the trace as text, once there is one
+	ports  tracePorts    // the raw transport, when the board has trace ports
+	raw    *verdict.RawTrace
+	off    bool // an untraced run: no tracepoints, no markers
 }
 
 // startTracing takes the test NIC down (destroying pools created before the trace), enables
-// the tracepoints and starts streaming trace_pipe into dir/trace.txt.
+// the tracepoints and starts copying the trace: the pages to the ports, or trace_pipe's text
+// into dir/trace.txt.
 func (c *collector) startTracing(ctx context.Context) error {
+	if c.off {
+		return nil
+	}
 	b := c.env.Board
 	if _, err := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down"); err != nil {
 		return fmt.Errorf("take %s down before tracing: %w", b.Interface(), err)
 	}
 	if _, err := b.Run(ctx, tracingSetupScript()); err != nil {
 		return fmt.Errorf("enable tracepoints: %w", err)
+	}
+	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 {
+		return c.startPorts(ctx, pb.TracePorts())
 	}
 	r, err := startGuest(ctx, c.env, "trace", "cat "+tracefs+"/trace_pipe")
 	if err != nil {
@@ -135,6 +146,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // mark writes a marker into the trace.
 func (c *collector) mark(ctx context.Context, edge string) error {
+	if c.off {
+		return nil
+	}
 	if _, err := c.env.Board.Run(ctx, fmt.Sprintf("echo %s > %s/trace_marker", shellQuote(gomodel.MarkerText(c.name, edge)), tracefs)); err != nil {
 		return fmt.Errorf("write the %s marker: %w", edge, err)
 	}
@@ -190,15 +204,22 @@ var TraceDrainTimeout = 3 * time.Minute
 
 // finish takes the NIC down so every pool is destroyed, waits until the trace shows each pool
 // drained to inflight 0 (or PoolDrainTimeout passes: the retries the kernel traces meanwhile
-// show what is left), stops tracing, waits until trace_pipe has handed over every buffered
-// event, and stops the reader. It returns the ring buffer's overrun count.
+// show what is left), stops tracing, waits until the reader has handed over every buffered
+// event, and stops it. It returns the ring buffer's overrun count.
 func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	b := c.env.Board
 	_, downErr := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down")
-	tail := &traceTail{path: c.trace, s: gomodel.NewTraceStream(gomodel.TraceOptions{File: c.trace, Procedure: c.name})}
+	drained := func(ctx context.Context) (bool, error) { return c.ports.drained(ctx, c.name) }
+	if c.ports.ports == nil {
+		tail := &traceTail{path: c.trace, s: gomodel.NewTraceStream(gomodel.TraceOptions{File: c.trace, Procedure: c.name})}
+		drained = func(ctx context.Context) (bool, error) {
+			err := tail.update(ctx)
+			return err == nil && tail.s.Drained(), err
+		}
+	}
 	deadline := time.Now().Add(PoolDrainTimeout)
 	for downErr == nil && time.Now().Before(deadline) {
-		if tail.update(ctx) == nil && tail.s.Drained() {
+		if ok, err := drained(ctx); err == nil && ok {
 			break
 		}
 		if sleepCtx(ctx, 100*time.Millisecond) != nil {
@@ -207,6 +228,18 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	}
 	if _, err := b.Run(ctx, "echo 0 > "+tracefs+"/tracing_on"); err != nil {
 		return 0, fmt.Errorf("stop tracing: %w", err)
+	}
+	if c.ports.ports != nil {
+		raw, err := c.finishPorts(ctx)
+		if err != nil {
+			return 0, err
+		}
+		c.raw = raw
+		overrun, err := waitTraceConsumed(ctx, b)
+		if err == nil && downErr != nil {
+			err = fmt.Errorf("take %s down after the run: %w", b.Interface(), downErr)
+		}
+		return overrun, err
 	}
 	overrun, drainErr := waitTraceConsumed(ctx, b)
 	waitStable(ctx, c.trace, TraceQuiet, 30*time.Second)

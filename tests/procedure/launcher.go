@@ -42,6 +42,10 @@ const (
 	PeerMAC   = "52:54:00:12:35:01"
 )
 
+// BoardCPUs is the QEMU board's CPU count (the Espressobin's Armada 3720 has two cores); each
+// CPU's ring buffer leaves the board on a trace port of its own.
+const BoardCPUs = 2
+
 // HarnessLauncher boots the real board: the kernel built by the harness (with the series, or
 // the baseline), ppkit's guest image plus GuestPackages, the mvneta QEMU, one mvneta NIC on a
 // tap inside a client namespace, and a second NIC (PeerNICModel) on a tap inside a second
@@ -63,7 +67,7 @@ func (l *HarnessLauncher) Spec(k Kernel, progress io.Writer) harness.Spec {
 	return harness.Spec{
 		Kernel: ko,
 		Image:  harness.ImageOptions{Extra: GuestPackages},
-		Boot: harness.BootOptions{MemoryMB: l.MemoryMB,
+		Boot: harness.BootOptions{MemoryMB: l.MemoryMB, SMP: BoardCPUs, Ports: TracePortNames(BoardCPUs),
 			NICs: []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: MvnetaMAC}, {Model: PeerNICModel, MAC: PeerMAC, OwnNetns: true}}},
 		Progress: progress,
 	}
@@ -126,8 +130,14 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 		os.RemoveAll(keys)
 		return nil, err
 	}
+	var ports []TracePort
+	for _, name := range vm.Ports() {
+		if strings.HasPrefix(name, tracePortPrefix) {
+			ports = append(ports, TracePort{Name: name, File: vm.PortFile(name)})
+		}
+	}
 	return &vmTestbed{
-		board: &vmBoard{vm: vm, iface: iface},
+		board: &vmBoard{vm: vm, iface: iface, ports: ports},
 		client: &NetnsClient{Namespace: vm.NetNS(), Iface: vm.Taps()[0],
 			SSHKey: filepath.Join(image.Dir, "id_ed25519"), KnownHosts: known},
 		peer: &Peer{Client: &NetnsClient{Namespace: vm.NetNSOf(1), Iface: vm.Taps()[1]}, BoardInterface: peerIface},
@@ -148,7 +158,12 @@ func (t *vmTestbed) Close() error {
 type vmBoard struct {
 	vm    *harness.VM
 	iface string
+	ports []TracePort
 }
+
+var _ TracePortBoard = (*vmBoard)(nil)
+
+func (b *vmBoard) TracePorts() []TracePort { return b.ports }
 
 func (b *vmBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.vm.Run(ctx, cmd) }
 func (b *vmBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {

@@ -33,7 +33,13 @@ type Config struct {
 	// StopOnFail ends the run at the first procedure whose verdict is a kernel failure (the
 	// mutation suite: one is enough to kill a mutant).
 	StopOnFail bool
-	Progress   io.Writer
+	// TraceText writes every procedure's trace as text (trace.txt) beside its pages, for a
+	// report a person reads; without it a trace that came as pages becomes text only for the
+	// culprit pages of a violation.
+	TraceText bool
+	// Untraced runs the procedures without tracing (ProcedureConfig.Untraced).
+	Untraced bool
+	Progress io.Writer
 }
 
 // Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
@@ -123,6 +129,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		}
 		r.progressf("%s: booting the %s kernel", p.Name(), k)
 		tb, err := r.cfg.Launcher.Launch(ctx, k, r.cfg.Progress)
+		res.Phase("boot", res.Started)
 		if err != nil {
 			var ge *harness.GuestError
 			if ctx.Err() != nil {
@@ -135,9 +142,9 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 			res.Duration = time.Since(res.Started)
 			continue
 		}
-		helpers, herr := r.helpersFor(ctx, tb.Board().Arch(), p.Helpers())
+		helpers, herr := r.helpersFor(ctx, tb.Board().Arch(), helpersOn(tb.Board(), p))
 		RunProcedure(ctx, tb, p, res, ProcedureConfig{Options: r.cfg.Options, Dir: dir, Helpers: helpers,
-			HelperErr: herr, Model: r.cfg.Model, Kernel: k, Log: r.cfg.Progress})
+			HelperErr: herr, Model: r.cfg.Model, Kernel: k, TraceText: r.cfg.TraceText, Untraced: r.cfg.Untraced, Log: r.cfg.Progress})
 		if err := tb.Close(); err != nil {
 			res.Notes = append(res.Notes, "testbed close: "+err.Error())
 		}
@@ -147,6 +154,16 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		}
 	}
 	return out
+}
+
+// helpersOn are the guest helpers p needs on board b: its own, and the trace's page copier
+// on a board with trace ports.
+func helpersOn(b Board, p Procedure) []string {
+	names := p.Helpers()
+	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 {
+		names = append(append([]string{}, names...), "tracepages")
+	}
+	return names
 }
 
 func (r *runner) helpersFor(ctx context.Context, arch string, names []string) (map[string]string, error) {
@@ -179,8 +196,15 @@ type ProcedureConfig struct {
 	HelperErr error             // why the helpers could not be built, if they could not
 	Model     verdict.ModelChecker
 	Kernel    Kernel
-	Log       io.Writer
+	TraceText bool // Config.TraceText
+	// Untraced runs the procedure without tracing, to measure what tracing costs the traffic
+	// (MeasureTraceCost): its result holds the traffic and counters and no verdict.
+	Untraced bool
+	Log      io.Writer
 }
+
+// errUntraced is the reason an untraced run has no verdict.
+var errUntraced = errors.New("untraced run: a measurement of the traffic without tracing, not a verdict")
 
 // RunProcedure runs one procedure on a booted testbed and judges it into res: trace on, link
 // up, Setup, counters and begin marker, Run, end marker and counters, Collect, link down and
@@ -188,13 +212,14 @@ type ProcedureConfig struct {
 func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Result, pc ProcedureConfig) {
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
+	phase := start
 	env := &Env{Board: tb.Board(), Client: tb.Client(), Options: pc.Options, Dir: pc.Dir, Helpers: map[string]string{},
 		Log: pc.Log, background: ctx}
 	if pt, ok := tb.(PeerTestbed); ok {
 		env.Peer = pt.Peer()
 	}
 	ev := verdict.Evidence{DrainWait: PoolDrainTimeout}
-	c := &collector{env: env, name: p.Name()}
+	c := &collector{env: env, name: p.Name(), off: pc.Untraced}
 	defer func() {
 		saveConsole(env)
 		ev.Console = env.Board.ConsoleReports()
@@ -205,20 +230,29 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		verdict.Judge(res, blame(ev))
 		// The report names the culprit pages: the model's claims (not those withheld for lost
 		// events) get their pages' whole histories from the trace.
-		if res.HasReason(verdict.ReasonViolation) && ev.Model != nil && c.trace != "" {
-			var err error
-			if res.Culprits, err = verdict.Culprits(c.trace, ev.Model); err != nil {
+		if pc.TraceText && ctx.Err() == nil {
+			if _, err := c.textTrace(ctx); err != nil {
 				res.Notes = append(res.Notes, err.Error())
 			}
 		}
+		if res.HasReason(verdict.ReasonViolation) && ev.Model != nil {
+			text, err := c.textTrace(ctx)
+			if err == nil && text != "" {
+				res.Culprits, err = verdict.Culprits(text, ev.Model)
+			}
+			if err != nil {
+				res.Notes = append(res.Notes, err.Error())
+			}
+		}
+		res.TraceFiles = c.files()
 	}()
 
-	if len(p.Helpers()) > 0 {
+	if names := helpersOn(env.Board, p); len(names) > 0 {
 		if pc.HelperErr != nil {
 			ev.InfraError = pc.HelperErr
 			return
 		}
-		for _, name := range p.Helpers() {
+		for _, name := range names {
 			remote := env.runDir() + "/bin/" + name
 			if _, err := env.Board.Run(ctx, "mkdir -p "+shellQuote(env.runDir()+"/bin")); err != nil {
 				ev.InfraError = fmt.Errorf("prepare the board: %w", err)
@@ -237,7 +271,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 	}
 	traceStopped := false
 	defer func() {
-		if traceStopped || ctx.Err() != nil {
+		if traceStopped || ctx.Err() != nil || c.off {
 			return // finished normally, or told to stop: nothing more to wait for
 		}
 		// An early failure (often the kernel died): still stop the reader, and let the model
@@ -247,8 +281,8 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 			_, err := c.finish(ctx)
 			return err
 		})
-		if st, err := os.Stat(c.trace); err == nil && st.Size() > 0 && ctx.Err() == nil {
-			ev.SetModel(pc.Model(ctx, verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace}))
+		if in, ok := c.modelInput(verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String()}); ok && ctx.Err() == nil {
+			ev.SetModel(pc.Model(ctx, in))
 		}
 	}()
 	if err := step(ctx, time.Minute, func(ctx context.Context) error { return topologyUp(ctx, env) }); err != nil {
@@ -272,6 +306,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		return
 	}
 	res.Notes = append(res.Notes, notes...)
+	phase = res.Phase("setup", phase)
 	if err := c.mark(ctx, "begin"); err != nil {
 		ev.InfraError = err
 		return
@@ -299,8 +334,12 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		ev.Procedure = fmt.Errorf("collect: %w", collectErr)
 	}
 	traceStopped = true
+	phase = res.Phase("traffic", phase)
+	if pc.Untraced {
+		ev.InfraError = errUntraced
+		return
+	}
 	env.logf("%s: interface down, waiting for the pools to drain and the trace to arrive", p.Name())
-	phase := time.Now()
 	var overrun int64
 	err = step(ctx, PoolDrainTimeout+TraceDrainTimeout+2*time.Minute, func(ctx context.Context) (err error) {
 		overrun, err = c.finish(ctx)
@@ -311,16 +350,17 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		ev.InfraError = err
 		return
 	}
-	st, err := os.Stat(c.trace)
-	if err != nil {
-		ev.InfraError = fmt.Errorf("open the trace: %w", err)
+	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
+	in, ok := c.modelInput(verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), RxPackets: rx})
+	if !ok {
+		ev.InfraError = errors.New("no trace arrived")
 		return
 	}
-	env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(st.Size())/1e6, time.Since(phase).Seconds())
-	phase = time.Now()
-	rx := int64(ev.After.Interface.RxPackets) - int64(ev.Before.Interface.RxPackets)
-	ev.SetModel(pc.Model(ctx, verdict.ModelInput{Procedure: p.Name(), Kernel: pc.Kernel.String(), TracePath: c.trace, RxPackets: rx}))
+	env.logf("%s: trace %.1f MB in %.1fs; checking it", p.Name(), float64(c.traceSize())/1e6, time.Since(phase).Seconds())
+	phase = res.Phase("drain", phase)
+	ev.SetModel(pc.Model(ctx, in))
 	env.logf("%s: trace replayed (figures and model) in %.1fs", p.Name(), time.Since(phase).Seconds())
+	res.Phase("model", phase)
 }
 
 // kernelFault says whether err is the kernel under test crashing or hanging, as the harness

@@ -377,7 +377,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 {{end}}</pre>{{end}}
 {{range console .Console}}<h3 class="console">Console: {{.Title}}{{if gt .Count 1}} (×{{.Count}}; the first){{end}}</h3><pre>{{.Report}}</pre>{{end}}
 {{with .Model}}{{range .Violations}}<h3>Model: {{.Name}}</h3><pre>{{.Detail}}</pre>{{end}}{{end}}
-{{with index $.Links .Artifacts}}<p>Artifacts: <a href="{{.}}/trace.txt">trace.txt</a>, <a href="{{.}}/console.txt">console.txt</a>, <a href="{{.}}/">all</a></p>{{else}}{{if .Artifacts}}<p>Artifacts: <code>{{.Artifacts}}</code></p>{{end}}{{end}}
+{{$r := .}}{{with index $.Links .Artifacts}}{{$l := .}}<p>Artifacts: {{range $r.TraceFiles}}<a href="{{$l}}/{{.}}">{{.}}</a>, {{end}}<a href="{{.}}/console.txt">console.txt</a>, <a href="{{.}}/">all</a></p>{{else}}{{if .Artifacts}}<p>Artifacts: <code>{{.Artifacts}}</code></p>{{end}}{{end}}
 {{end}}
 </body></html>
 `))

@@ -76,9 +76,27 @@ type Result struct {
 	// Culprits: the first violation of each kind with its page's history (see Culprits).
 	Culprits  []Culprit `json:"culprits,omitempty"`
 	Artifacts string    `json:"artifacts,omitempty"`
-	Pass      bool      `json:"pass"`
-	Verdict   Verdict   `json:"verdict"`
-	Reasons   []Reason  `json:"reasons,omitempty"`
+	// TraceFiles are the trace's files in Artifacts: the text (trace.txt), or the pages
+	// (cpuN.raw, with formats.tar) and the text when it was written.
+	TraceFiles []string `json:"trace_files,omitempty"`
+	// Phases is where the procedure's time went, in order (boot, setup, traffic, drain, model).
+	Phases  []Phase  `json:"phases,omitempty"`
+	Pass    bool     `json:"pass"`
+	Verdict Verdict  `json:"verdict"`
+	Reasons []Reason `json:"reasons,omitempty"`
+}
+
+// Phase is how long one phase of a procedure's run took.
+type Phase struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Phase adds a phase that began at since and ends now; it returns now, the next one's start.
+func (r *Result) Phase(name string, since time.Time) time.Time {
+	now := time.Now()
+	r.Phases = append(r.Phases, Phase{Name: name, Duration: now.Sub(since)})
+	return now
 }
 
 // Traffic is what a procedure's own tools say they moved.
