@@ -24,13 +24,20 @@ const tracefs = "/sys/kernel/tracing"
 // events gomodel.KprobeEvents (group gomodel.KprobeGroup) are defined and enabled beside them.
 var TraceEvents = []string{"page_pool", "skb", "kmem/mm_page_free", "kmem/mm_page_free_batched"}
 
-// TraceBufferKB is the per-CPU ring size: the kmem and skb events come at several per packet,
-// and trace_pipe is drained over SSH, so the buffer absorbs the bursts. GRO bulk TCP on the
-// series (hold, release and free for every merged head) overflowed 32 MiB in 10 s under TCG.
+// TraceBufferKB is the per-CPU ring size when the trace leaves as text: the kmem and skb
+// events come at several per packet, and trace_pipe is drained over SSH, so the buffer absorbs
+// the bursts. GRO bulk TCP on the series (hold, release and free for every merged head)
+// overflowed 32 MiB in 10 s under TCG.
 const TraceBufferKB = 131072
 
-// tracingSetupScript resets tracefs and enables TraceEvents (without starting the clock).
-func tracingSetupScript() string {
+// RawTraceBufferKB is the per-CPU ring size when the trace leaves as pages (TracePortBoard):
+// tracepages empties the ring every 50 ms without formatting anything, and the 128 MiB of the
+// text transport took 0.6 s to allocate under TCG at every set-up.
+const RawTraceBufferKB = 32768
+
+// tracingSetupScript resets tracefs and enables TraceEvents (without starting the clock), with
+// a per-CPU ring of bufferKB.
+func tracingSetupScript(bufferKB int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; [ -d %[1]s/events ] || mount -t tracefs nodev %[1]s; cd %[1]s\n", tracefs)
 	b.WriteString("echo 0 > tracing_on; echo 0 > events/enable; echo > trace\n")
@@ -46,7 +53,7 @@ func tracingSetupScript() string {
 			fmt.Fprintf(&b, "echo 0 > events/%s/filter\n", e)
 		}
 	}
-	fmt.Fprintf(&b, "echo %d > buffer_size_kb\n", TraceBufferKB)
+	fmt.Fprintf(&b, "echo %d > buffer_size_kb\n", bufferKB)
 	for _, e := range TraceEvents {
 		fmt.Fprintf(&b, "[ -e events/%[1]s/enable ] || { echo \"no tracepoint %[1]s in %[2]s/events: the guest kernel needs CONFIG_FTRACE and CONFIG_PAGE_POOL\" >&2; exit 3; }\n", e, tracefs)
 		fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", e)
@@ -79,10 +86,16 @@ func (c *collector) startTracing(ctx context.Context) error {
 	if _, err := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down"); err != nil {
 		return fmt.Errorf("take %s down before tracing: %w", b.Interface(), err)
 	}
-	if _, err := b.Run(ctx, tracingSetupScript()); err != nil {
+	pb, raw := b.(TracePortBoard)
+	raw = raw && len(pb.TracePorts()) > 0
+	bufferKB := TraceBufferKB
+	if raw {
+		bufferKB = RawTraceBufferKB
+	}
+	if _, err := b.Run(ctx, tracingSetupScript(bufferKB)); err != nil {
 		return fmt.Errorf("enable tracepoints: %w", err)
 	}
-	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 {
+	if raw {
 		return c.startPorts(ctx, pb.TracePorts())
 	}
 	r, err := startGuest(ctx, c.env, "trace", "cat "+tracefs+"/trace_pipe")
@@ -209,8 +222,11 @@ var TraceDrainTimeout = 3 * time.Minute
 func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	b := c.env.Board
 	_, downErr := b.Run(ctx, "ip link set dev "+shellQuote(b.Interface())+" down")
-	drained := func(ctx context.Context) (bool, error) { return c.ports.drained(ctx, c.name) }
-	if c.ports.ports == nil {
+	var drained func(context.Context) (bool, error)
+	if c.ports.watch != nil {
+		c.ports.stop()
+		drained = func(context.Context) (bool, error) { return c.ports.watch.drained() }
+	} else {
 		tail := &traceTail{path: c.trace, s: gomodel.NewTraceStream(gomodel.TraceOptions{File: c.trace, Procedure: c.name})}
 		drained = func(ctx context.Context) (bool, error) {
 			err := tail.update(ctx)
@@ -229,7 +245,7 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 	if _, err := b.Run(ctx, "echo 0 > "+tracefs+"/tracing_on"); err != nil {
 		return 0, fmt.Errorf("stop tracing: %w", err)
 	}
-	if c.ports.ports != nil {
+	if c.ports.watch != nil {
 		raw, err := c.finishPorts(ctx)
 		if err != nil {
 			return 0, err
@@ -434,11 +450,19 @@ func topologyUp(ctx context.Context, env *Env) error {
 // pingBothWays pings the client from the board and the board from the client over the link
 // under test (3 echoes each way; all must be answered).
 func pingBothWays(ctx context.Context, env *Env) error {
-	if _, err := env.Board.Run(ctx, "ping -c 3 -W 2 "+ClientIP); err != nil {
+	// Three echoes 0.2 s apart, both ways at once: ping's default second between echoes, one
+	// way after the other, cost 4 s a procedure.
+	fromBoard := make(chan error, 1)
+	go func() {
+		_, err := env.Board.Run(ctx, "ping -c 3 -i 0.2 -W 2 "+ClientIP)
+		fromBoard <- err
+	}()
+	_, toBoard := env.Client.Run(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", BoardIP)
+	if err := <-fromBoard; err != nil {
 		return fmt.Errorf("board → client ping: %w", err)
 	}
-	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-W", "2", BoardIP); err != nil {
-		return fmt.Errorf("client → board ping: %w", err)
+	if toBoard != nil {
+		return fmt.Errorf("client → board ping: %w", toBoard)
 	}
 	return nil
 }

@@ -146,8 +146,31 @@ func LookupProcedures(names []string) ([]Procedure, error) {
 	return out, nil
 }
 
-// ServerSettle is how long a UDP procedure waits after its client for the server's total.
+// ServerSettle is how long a UDP procedure waits at most after its client for the server's
+// total (the server prints it a moment after the last datagram, unless the client's final
+// datagram was lost).
 var ServerSettle = time.Second
+
+// waitServerTotal waits until the UDP iperf server's output holds its total, at most
+// ServerSettle.
+func waitServerTotal(ctx context.Context, server *guestProcess) error {
+	deadline := time.Now().Add(ServerSettle)
+	for {
+		if server != nil {
+			if data, err := os.ReadFile(server.out.Name()); err == nil {
+				if rep, err := ParseIperf(data); err == nil && rep.Total != nil {
+					return nil
+				}
+			}
+		}
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
 
 // DefaultRunDir holds pid files and scratch files on the board.
 const DefaultRunDir = "/tmp/ppkit"
@@ -185,10 +208,15 @@ func startGuest(ctx context.Context, env *Env, name, cmd string) (*guestProcess,
 // stop sends SIGTERM (then SIGKILL after 5 s) to the board process and waits for it. It
 // returns the process's output file's path.
 func (g *guestProcess) stop(ctx context.Context, env *Env) (string, error) {
+	return g.stopWith(ctx, env, "TERM")
+}
+
+// stopWith is stop with signal sig first.
+func (g *guestProcess) stopWith(ctx context.Context, env *Env, sig string) (string, error) {
 	pidfile := shellQuote(g.pidfile)
 	done := make(chan error, 1)
 	go func() { done <- g.proc.Wait() }()
-	_, killErr := env.Board.Run(ctx, fmt.Sprintf("kill -TERM $(cat %s) 2>/dev/null; true", pidfile))
+	_, killErr := env.Board.Run(ctx, fmt.Sprintf("kill -%s $(cat %s) 2>/dev/null; true", sig, pidfile))
 	var err error
 	select {
 	case err = <-done:
@@ -232,10 +260,8 @@ func pollListening(ctx context.Context, host string, read func(context.Context) 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nothing listens on %s port %d on %s after 10 s", proto, port, host)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil { // a read costs about 20 ms
+			return err
 		}
 	}
 }
@@ -350,7 +376,7 @@ func (m *Multicast) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, ServerSettle); err != nil { // the server prints its total a moment after the last datagram
+	if err := waitServerTotal(ctx, m.server); err != nil {
 		return err
 	}
 	return clientErrors("iperf client", out)
@@ -364,7 +390,15 @@ func collectServerAndListener(ctx context.Context, env *Env, server, listener *g
 	if server == nil {
 		return verdict.Traffic{}, fmt.Errorf("collect: the iperf server never started")
 	}
-	path, err := server.stop(ctx, env)
+	// iperf 2 takes most of a second to act on SIGTERM; once its output holds the total,
+	// which is all ppkit reads of it, SIGKILL ends it at once.
+	sig := "TERM"
+	if data, err := os.ReadFile(server.out.Name()); err == nil {
+		if rep, err := ParseIperf(data); err == nil && rep.Total != nil {
+			sig = "KILL"
+		}
+	}
+	path, err := server.stopWith(ctx, env, sig)
 	if err != nil {
 		return verdict.Traffic{}, err
 	}
@@ -664,7 +698,7 @@ func (p *Defrag) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, ServerSettle); err != nil {
+	if err := waitServerTotal(ctx, p.server); err != nil {
 		return err
 	}
 	return clientErrors("iperf client", out)

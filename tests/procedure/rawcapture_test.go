@@ -107,7 +107,7 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 		env.Helpers[name] = remote
 	}
 	run("link down", "ip link set dev "+shellQuote(b.Interface())+" down")
-	run("tracing", tracingSetupScript())
+	run("tracing", tracingSetupScript(TraceBufferKB))
 	run("buffer size", fmt.Sprintf("echo %d > %s/buffer_size_kb", bufferKB, tracefs))
 	if err := topologyUp(ctx, env); err != nil {
 		t.Fatal(err)

@@ -221,6 +221,9 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 	ev := verdict.Evidence{DrainWait: PoolDrainTimeout}
 	c := &collector{env: env, name: p.Name(), off: pc.Untraced}
 	defer func() {
+		if c.ports.stop != nil {
+			c.ports.stop()
+		}
 		saveConsole(env)
 		ev.Console = env.Board.ConsoleReports()
 		if ctx.Err() != nil {

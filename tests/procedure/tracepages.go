@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing/fstest"
 	"time"
 
@@ -49,18 +50,20 @@ type tracePorts struct {
 	ports []TracePort
 	start []int64 // each port file's size when the copy started
 	fm    *rawtrace.Formats
+	watch *drainWatch
+	stop  func() // ends the watch's reading in the background
 }
 
-// rawTraceSystems are the event systems whose formats the host needs to decode the pages:
-// TraceEvents', ftrace's print (trace_marker) and the kprobe group.
-func rawTraceSystems() []string {
-	seen := map[string]bool{}
+// rawTraceFormats are the events directories whose formats the host needs to decode the pages
+// (glob patterns below tracefs/events): TraceEvents', ftrace's print (trace_marker) and the
+// kprobe group's.
+func rawTraceFormats() []string {
 	var out []string
-	for _, e := range append(append([]string{}, TraceEvents...), "ftrace", gomodel.KprobeGroup) {
-		s, _, _ := strings.Cut(e, "/")
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
+	for _, e := range append(append([]string{}, TraceEvents...), "ftrace/print", gomodel.KprobeGroup) {
+		if strings.Contains(e, "/") {
+			out = append(out, e)
+		} else {
+			out = append(out, e+"/*")
 		}
 	}
 	return out
@@ -77,10 +80,10 @@ func (c *collector) startPorts(ctx context.Context, ports []TracePort) error {
 	// The format files report size 0, so tar would store them empty: copy them out first.
 	script := fmt.Sprintf(`set -e; cd %[1]s; D=%[2]s/formats; rm -rf $D; mkdir -p $D
 cat events/header_page > $D/header_page; cat events/header_event > $D/header_event
-for s in %[3]s; do for e in events/$s/*/; do [ -f $e/format ] || continue; n=${e#events/}; mkdir -p $D/$n; cat $e/format > $D/$n/format; done; done
+for e in %[3]s; do [ -f $e/format ] || continue; n=${e#events/}; mkdir -p $D/$n; cat $e/format > $D/$n/format; done
 echo cpus=$(ls -d per_cpu/cpu* | wc -l)
 for n in /sys/class/virtio-ports/*/name; do [ -f "$n" ] || continue; d=${n%%/name}; echo "port $(cat $n) /dev/${d##*/}"; done
-cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), strings.Join(rawTraceSystems(), " "))
+cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), "events/"+strings.Join(rawTraceFormats(), " events/"))
 	out, err := b.Run(ctx, script)
 	if err != nil {
 		return fmt.Errorf("read the trace formats: %w", err)
@@ -126,6 +129,8 @@ cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), strings
 		return err
 	}
 	c.reader = r
+	c.ports.watch = newDrainWatch(&c.ports)
+	c.ports.stop = c.ports.watch.follow()
 	return c.filterReader(ctx)
 }
 
@@ -154,52 +159,110 @@ func readFormatsTar(data []byte) (*rawtrace.Formats, error) {
 	return rawtrace.ReadFormats(fsys)
 }
 
-// drained replays the whole pages that have arrived so far and says whether they show every
-// pool destroyed with inflight 0 (gomodel's TraceStream.Drained).
-func (t *tracePorts) drained(ctx context.Context, procedure string) (bool, error) {
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
+// drainWatch follows the port files as they grow, a whole page at a time (each page decodes
+// on its own), and keeps each pool's newest event: a pool has drained when that is a
+// page_pool_release at inflight 0 (5.10 traces page_pool_release only from
+// page_pool_destroy() and its retries; a new pool at the same address starts with a hold).
+// Only the wait for the drain uses it, reading each page once; the verdict comes from one
+// replay of all the pages.
+type drainWatch struct {
+	mu     sync.Mutex
+	t      *tracePorts
+	off    []int64
+	d      *rawtrace.Decoder
+	newest map[uint64]poolNewest
+	err    error // the first error of a read in the background
+}
+
+type poolNewest struct {
+	ts      uint64
+	drained bool
+}
+
+func newDrainWatch(t *tracePorts) *drainWatch {
+	return &drainWatch{t: t, off: append([]int64(nil), t.start...), d: rawtrace.NewDecoder(t.fm), newest: map[uint64]poolNewest{}}
+}
+
+// follow reads the pages every 200 ms while the traffic runs, so that the wait for the drain
+// reads only the last ones; stop ends it.
+func (w *drainWatch) follow() (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if _, err := w.drained(); err != nil {
+					return // drained returns it again when the wait asks
+				}
+			}
 		}
 	}()
-	streams := make([]io.Reader, len(t.ports))
-	page := int64(t.fm.Page.PageSize())
-	for i, p := range t.ports {
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-exited }) }
+}
+
+// drained reads the pages that arrived since the last call and says whether every pool seen
+// so far has drained.
+func (w *drainWatch) drained() (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return false, w.err
+	}
+	ok, err := w.read()
+	w.err = err
+	return ok, err
+}
+
+func (w *drainWatch) read() (bool, error) {
+	page := int64(w.t.fm.Page.PageSize())
+	var rec rawtrace.Record
+	var ev gomodel.Event
+	for i, p := range w.t.ports {
+		st, err := os.Stat(p.File)
+		if err != nil {
+			return false, err
+		}
+		end := w.t.start[i] + (st.Size()-w.t.start[i])/page*page // QEMU may be writing the next page
+		if end <= w.off[i] {
+			continue
+		}
 		f, err := os.Open(p.File)
 		if err != nil {
 			return false, err
 		}
-		files = append(files, f)
-		st, err := f.Stat()
-		if err != nil {
+		r := rawtrace.NewCPUReader(i, io.NewSectionReader(f, w.off[i], end-w.off[i]), &w.t.fm.Page)
+		for {
+			if err = r.Next(&rec); err != nil {
+				break
+			}
+			if err = w.d.Decode(&rec, &ev); err != nil {
+				break
+			}
+			switch ev.Kind {
+			case gomodel.EventStateHold, gomodel.EventStateRelease, gomodel.EventSkbReturn, gomodel.EventPoolRelease, gomodel.EventUpdateNid:
+				if ev.TS >= w.newest[ev.Pool].ts {
+					w.newest[ev.Pool] = poolNewest{ts: ev.TS, drained: ev.Kind == gomodel.EventPoolRelease && ev.Inflight == 0}
+				}
+			}
+		}
+		f.Close()
+		if err != io.EOF {
 			return false, err
 		}
-		n := (st.Size() - t.start[i]) / page * page // QEMU may be writing the next page
-		streams[i] = io.NewSectionReader(f, t.start[i], n)
+		w.off[i] = end
 	}
-	m, d := rawtrace.NewMerger(streams, &t.fm.Page), rawtrace.NewDecoder(t.fm)
-	s := gomodel.NewTraceStream(gomodel.TraceOptions{Procedure: procedure})
-	var ev gomodel.Event
-	for n := 0; ; n++ {
-		if n%65536 == 0 && ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		rec, err := m.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return false, err
-		}
-		if err := d.Decode(rec, &ev); err != nil {
-			return false, err
-		}
-		if err := s.Event(&ev); err != nil {
-			return false, err
+	for _, p := range w.newest {
+		if !p.drained {
+			return false, nil
 		}
 	}
-	return s.Drained(), nil
+	return len(w.newest) > 0, nil
 }
 
 var sentRE = regexp.MustCompile(`(?m)^tracepages: \S+/cpu(\d+)/trace_pipe_raw bytes=(\d+)$`)
