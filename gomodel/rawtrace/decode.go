@@ -148,24 +148,25 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 		dc.need = max(dc.need, fd.Offset)
 	case known:
 		dc.kind = me.kind
+		// The fields read as they are, by name: where each goes and the sizes it may have.
+		plain := map[string]struct {
+			dst   *slot
+			sizes []int
+		}{
+			"pool": {&dc.pool, []int{8}}, "page": {&dc.page, []int{8}}, "pfn": {&dc.pfn, []int{8, 4}},
+			"pool_nid": {&dc.poolNid, []int{4}}, "new_nid": {&dc.newNid, []int{4}},
+			"inflight": {&dc.inflight, []int{4}}, "cnt": {&dc.cnt, []int{8}},
+		}
 		for _, name := range me.fields {
 			var s slot
+			if p, ok := plain[name]; ok {
+				*p.dst, err = field(name, p.sizes...)
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
 			switch name {
-			case "pool":
-				s, err = field(name, 8)
-				dc.pool = s
-			case "page":
-				s, err = field(name, 8)
-				dc.page = s
-			case "pool_nid":
-				s, err = field(name, 4)
-				dc.poolNid = s
-			case "new_nid":
-				s, err = field(name, 4)
-				dc.newNid = s
-			case "pfn":
-				s, err = field(name, 8, 4)
-				dc.pfn = s
 			case "hold", "release":
 				// page_pool_release carries both counters; the state events one, their count.
 				s, err = field(name, 4)
@@ -177,12 +178,6 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 				default:
 					dc.rel = s
 				}
-			case "inflight":
-				s, err = field(name, 4)
-				dc.inflight = s
-			case "cnt":
-				s, err = field(name, 8)
-				dc.cnt = s
 			case "order":
 				s, err = field(name, 4)
 				dc.ord, dc.hasOrder = s, true
