@@ -167,3 +167,26 @@ func FuzzTraceStream(f *testing.F) {
 		}
 	})
 }
+
+// The report lists pools in the order the replay meets them. The parser meets a new address
+// when it reads the line, but a freed pool's reused address only when the replay reaches it:
+// here pool cc's line comes first in the file, yet its event (on CPU 1) is later than aa#2's.
+func TestPoolsInReplayOrder(t *testing.T) {
+	const trace = `  ip-5 [000] ....   1.000001: page_pool_state_hold: page_pool=aa page=bb pfn=1 hold=1
+  ip-5 [000] ....   1.000002: page_pool_state_release: page_pool=aa page=bb pfn=1 release=1
+  ip-5 [000] ....   1.000003: page_pool_release: page_pool=aa inflight=0 hold=1 release=1 cnt=0
+  ip-6 [001] ....   1.000009: page_pool_state_hold: page_pool=cc page=bd pfn=3 hold=1
+  ip-5 [000] ....   1.000004: page_pool_state_hold: page_pool=aa page=bc pfn=2 hold=1
+`
+	rep, err := CheckTrace(strings.NewReader(trace), TraceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range rep.Pools {
+		names = append(names, p.Pool)
+	}
+	if strings.Join(names, " ") != "aa aa#2 cc" {
+		t.Fatalf("pools %v, want aa aa#2 cc", names)
+	}
+}

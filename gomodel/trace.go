@@ -6,6 +6,7 @@ import (
 	"container/heap"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 )
@@ -201,11 +202,15 @@ type poolTraceState struct {
 	// further violations of the two probe rules after the first one reported for this pool
 	moreNotSynced, moreDirect int
 	seen                      bool
-	holdGap                   bool
-	relGap                    bool
-	culprit                   uint64 // a pfn freed while held
-	hasCulp                   bool
-	preTraced                 int
+	// first is the replay order of the pool's first event (its trace time, then line): the
+	// report lists pools in that order, whatever the parser met first.
+	first     [2]uint64
+	replayed  bool
+	holdGap   bool
+	relGap    bool
+	culprit   uint64 // a pfn freed while held
+	hasCulp   bool
+	preTraced int
 }
 
 type histEntry struct {
@@ -921,6 +926,17 @@ func (c *traceChecker) intern(ptr []byte) int32 {
 	return id
 }
 
+// firstReplayed notes the replay of ev for its pool (the pool it names after the replay: a
+// hold may have started a new pool at a reused address).
+func (c *traceChecker) firstReplayed(ev *traceEvent) {
+	if ev.pool < 0 || int(ev.pool) >= len(c.pools) {
+		return
+	}
+	if p := &c.pools[ev.pool]; !p.replayed {
+		p.replayed, p.first = true, [2]uint64{ev.ts, uint64(ev.line)}
+	}
+}
+
 func (c *traceChecker) newPool(ptr string) int32 {
 	name := ptr
 	gen := 1
@@ -1012,6 +1028,9 @@ func (c *traceChecker) misreturn(ev *traceEvent, st *pfnState, p *poolTraceState
 }
 
 func (c *traceChecker) replay(ev *traceEvent) {
+	if ev.pool >= 0 {
+		defer c.firstReplayed(ev)
+	}
 	switch ev.kind {
 	case evLost:
 		// Whatever the lost events did to pages is unknown: forget every page's state and
@@ -1268,7 +1287,20 @@ func (p *poolTraceState) relSeen() bool { return p.Releases > 0 || p.LastRelease
 func (c *traceChecker) finish() *TraceReport {
 	rep := c.rep
 	var holds, returns uint64
-	for i := range c.pools {
+	// Pools in the order the replay met them (the parser of the text meets a new address
+	// ahead of the replay, and a reused one at it).
+	order := make([]int, len(c.pools))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		p, q := &c.pools[order[a]], &c.pools[order[b]]
+		if p.replayed != q.replayed {
+			return p.replayed
+		}
+		return p.first[0] < q.first[0] || p.first[0] == q.first[0] && p.first[1] < q.first[1]
+	})
+	for _, i := range order {
 		p := &c.pools[i]
 		p.Inflight = int64(int32(p.HoldCounter - p.ReleaseCounter))
 		holds += p.Holds

@@ -80,7 +80,11 @@ func TestRawEqualsTextEveryProcedure(t *testing.T) {
 				q := text.Pools[i]
 				if p.Pool != q.Pool || p.Holds != q.Holds || p.Releases != q.Releases || p.SKBReturns != q.SKBReturns ||
 					p.Destroyed != q.Destroyed || p.Held != q.Held || p.FreedWhileHeld != q.FreedWhileHeld {
-					t.Errorf("pool %d: raw %+v\ntext %+v", i, p, q)
+					brief := func(p gomodel.PoolTrace) string {
+						return fmt.Sprintf("%s holds %d releases %d skb returns %d destroyed %v held %d freed while held %d",
+							p.Pool, p.Holds, p.Releases, p.SKBReturns, p.Destroyed, p.Held, p.FreedWhileHeld)
+					}
+					t.Errorf("pool %d:\n raw %s\ntext %s", i, brief(p), brief(q))
 				}
 			}
 			if raw.Events == 0 || len(raw.Pools) == 0 {
