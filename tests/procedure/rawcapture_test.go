@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // TestCaptureRawTrace boots the series kernel, runs one procedure with tracing on but nothing
