@@ -80,7 +80,7 @@ func WriteJUnit(w io.Writer, res *RunResult) error {
 		doc.Suites = append(doc.Suites, check)
 	}
 	if res.Tests != nil {
-		procs := report.JUnitOf(append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...))
+		procs := report.JUnitOf(res.Tests.All())
 		doc.Suites = append(doc.Suites, procs.Suites...)
 	}
 	if res.Comparison != nil && len(res.Comparison.Lines) > 0 {
@@ -200,7 +200,7 @@ func WriteSummary(w io.Writer, res *RunResult) error {
 	}
 	if res.Tests != nil {
 		b.WriteString("\n## Procedures\n\n| procedure | verdict | packets | throughput | slow path /1000 pkts | SKB returns | releases | reasons |\n|---|---|---:|---:|---:|---:|---:|---|\n")
-		for _, t := range append(append([]*verdict.Result{}, res.Tests.Baseline...), res.Tests.Results...) {
+		for _, t := range res.Tests.All() {
 			v := "PASS"
 			if !t.Pass {
 				v = "**FAIL**"

@@ -53,7 +53,7 @@ func defaultTestDeps() testDeps {
 type testOptions struct {
 	procedures []string
 	kernel     procedure.Kernel
-	compare    bool
+	compare    []procedure.Kernel // --compare: the kernels run first and compared with
 	junit      string
 	json       bool
 	report     string
@@ -63,6 +63,26 @@ type testOptions struct {
 	mutantsDir string
 }
 
+// seriesKernel is the kernel of "baseline" or of the stg series in dir. The series is the
+// user's input: a series file naming a missing patch is said here, in one line, not found by
+// the kernel build under the board launch.
+func seriesKernel(dir string) (procedure.Kernel, error) {
+	if dir == "baseline" {
+		return procedure.Kernel{Baseline: true}, nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "series")); err != nil {
+		return procedure.Kernel{}, fmt.Errorf("no stg series in %s (want %s)", dir, filepath.Join(dir, "series"))
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return procedure.Kernel{}, err
+	}
+	if _, err := stgit.ReadSeries(abs); err != nil {
+		return procedure.Kernel{}, err
+	}
+	return procedure.Kernel{Series: abs}, nil
+}
+
 func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	fs := newFlagSet("test", stderr)
 	series := pathFlag(fs, "series", "", "series directory to test (default patches/)")
@@ -70,14 +90,14 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	junit := pathFlag(fs, "junit", "", "write JUnit XML to `FILE`")
 	jsonOut := fs.Bool("json", false, "print the results as JSON instead of a table")
 	report := pathFlag(fs, "report", "", "write an HTML report, results.json, junit.xml and the artifacts to `DIR`")
-	compare := fs.String("compare", "", "also run `baseline` and print the ratio of each figure")
+	compare := fs.String("compare", "", "also run these kernels first and print the ratio of each figure: `baseline`, a series DIR, or both (baseline,DIR)")
 	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`: 10s, 1m, or seconds)")
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`: 1000 or 1000M)")
 	seed := fs.String("seed", "", "replay the draw of mixed (its members, start order and offsets, GRO, RPS) from seed `N`, printed by an earlier run (default: a new seed)")
 	mutants := fs.String("mutants", "", "run the mutation suite instead: `all` or NAME,NAME (a real mutant must fail a procedure, an equivalent one pass them all)")
 	mutantsDir := pathFlag(fs, "mutants-dir", mutation.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline] [--time T] [--rate R] [--seed N]")
+		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline|DIR|baseline,DIR] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
 		fmt.Fprintln(stderr, "procedures: "+strings.Join(procedure.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
@@ -96,12 +116,18 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	switch {
 	case *series != "" && *baseline:
 		return nil, usageErrorf("--series and --baseline exclude each other; give one")
-	case *compare != "" && *compare != "baseline":
-		return nil, usageErrorf("--compare %q: only --compare baseline is supported", *compare)
 	case *compare != "" && *baseline:
-		return nil, usageErrorf("--compare baseline compares a series with the baseline; drop --baseline")
+		return nil, usageErrorf("--compare compares the series under test with other kernels; drop --baseline")
 	}
-	o.compare = *compare == "baseline"
+	if *compare != "" {
+		for _, c := range strings.Split(*compare, ",") {
+			k, err := seriesKernel(c)
+			if err != nil {
+				return nil, usageErrorf("--compare %s: %v", c, err)
+			}
+			o.compare = append(o.compare, k)
+		}
+	}
 	if *baseline {
 		o.kernel = procedure.Kernel{Baseline: true}
 	} else {
@@ -112,16 +138,14 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		if _, err := os.Stat(filepath.Join(dir, "series")); err != nil {
 			return nil, usageErrorf("no stg series in %s (want %s); pass --series DIR or run from the ppkit checkout", dir, filepath.Join(dir, "series"))
 		}
-		abs, err := filepath.Abs(dir)
-		if err != nil {
+		if o.kernel, err = seriesKernel(dir); err != nil {
 			return nil, usageErrorf("--series %s: %v", dir, err)
 		}
-		// The series is the user's input: a series file naming a missing patch is said here, in
-		// one line, not found by the kernel build under the board launch.
-		if _, err := stgit.ReadSeries(abs); err != nil {
-			return nil, usageErrorf("%v", err)
+	}
+	for _, k := range o.compare {
+		if k == o.kernel {
+			return nil, usageErrorf("--compare %s: that is the kernel under test", k)
 		}
-		o.kernel = procedure.Kernel{Series: abs}
 	}
 	d, err := parseTestDuration(*timeFlag)
 	if err != nil {
@@ -188,7 +212,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			return fmt.Errorf("artifact directory: %w", err)
 		}
 	}
-	cfg := procedure.Config{Procedures: o.procedures, Kernel: o.kernel, CompareBaseline: o.compare,
+	cfg := procedure.Config{Procedures: o.procedures, Kernel: o.kernel, Compare: o.compare,
 		Options: o.options, ArtifactDir: artifacts, Launcher: launcher, Model: deps.model, TraceText: o.report != "", Progress: stderr}
 	if mutants != nil {
 		return runMutants(ctx, o, cfg, mutants, artifacts, stdout, stderr)
@@ -205,11 +229,10 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 			return err
 		}
 	} else {
-		all := append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...)
-		report.WriteTable(stdout, all)
-		if len(sum.Comparison) > 0 {
+		report.WriteTable(stdout, sum.All())
+		if len(sum.References) > 0 {
 			fmt.Fprintln(stdout)
-			report.WriteComparison(stdout, sum.Comparison)
+			report.WriteComparison(stdout, sum)
 		}
 	}
 	if o.junit != "" {
@@ -217,7 +240,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 		if err != nil {
 			return fmt.Errorf("--junit: %w", err)
 		}
-		werr := report.WriteJUnit(f, append(append([]*verdict.Result{}, sum.Baseline...), sum.Results...))
+		werr := report.WriteJUnit(f, sum.All())
 		if cerr := f.Close(); werr == nil {
 			werr = cerr
 		}

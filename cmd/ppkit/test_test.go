@@ -53,7 +53,7 @@ func abs(p string) string {
 }
 
 func TestParseTestArgs(t *testing.T) {
-	series := seriesDir(t)
+	series, other := seriesDir(t), seriesDir(t)
 	for _, tc := range []struct {
 		args     []string
 		wantErr  string // substring of a usage error; empty for success
@@ -71,11 +71,17 @@ func TestParseTestArgs(t *testing.T) {
 		{args: []string{"--baseline", "copy", "--time", "1m"}, check: func(o *testOptions) bool {
 			return o.kernel.Baseline && o.options.Duration == time.Minute
 		}, describe: "baseline"},
-		{args: []string{"--series", series, "--compare", "baseline"}, check: func(o *testOptions) bool { return o.compare }, describe: "compare"},
+		{args: []string{"--series", series, "--compare", "baseline"}, check: func(o *testOptions) bool {
+			return len(o.compare) == 1 && o.compare[0].Baseline
+		}, describe: "compare"},
+		{args: []string{"--series", series, "--compare", "baseline," + other}, check: func(o *testOptions) bool {
+			return len(o.compare) == 2 && o.compare[0].Baseline && o.compare[1].Series == other
+		}, describe: "compare with the baseline and another series"},
+		{args: []string{"--series", series, "--compare", series}, wantErr: "that is the kernel under test"},
 		{args: []string{"--series", series, "frob"}, wantErr: `unknown procedure "frob"`},
 		{args: []string{"--series", series, "--baseline"}, wantErr: "exclude each other"},
 		{args: []string{"--baseline", "--compare", "baseline"}, wantErr: "drop --baseline"},
-		{args: []string{"--series", series, "--compare", "upstream"}, wantErr: "only --compare baseline"},
+		{args: []string{"--series", series, "--compare", "upstream"}, wantErr: "--compare upstream: no stg series in upstream"},
 		{args: []string{"--series", series, "--time", "0.5s"}, wantErr: "at least 1s"},
 		{args: []string{"--series", series, "--time", "soon"}, wantErr: "--time"},
 		{args: []string{"--series", series, "--rate", "-3"}, wantErr: "--rate"},
@@ -161,7 +167,7 @@ func TestRunTestWritesOutputs(t *testing.T) {
 		t.Fatalf("err %v: exit %d, want 2", err, code)
 	}
 	table := out.String()
-	for _, want := range []string{"multicast  baseline  INFRA", "tcp        series    INFRA", "mvneta: not found", "SERIES/BASE"} {
+	for _, want := range []string{"multicast  baseline  INFRA", "tcp        series    INFRA", "mvneta: not found", "/baseline"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}

@@ -180,23 +180,23 @@ func TestE2EBoardCompareMulticast(t *testing.T) {
 	defer cancel()
 	l := &recordingLauncher{Launcher: &HarnessLauncher{}}
 	sum, err := Run(ctx, Config{Procedures: []string{"multicast"}, Kernel: Kernel{Series: seriesDir(t, "../../patches")},
-		CompareBaseline: true, Options: Options{Duration: 10 * time.Second, RateMbit: 100}, ArtifactDir: t.TempDir(),
+		Compare: []Kernel{{Baseline: true}}, Options: Options{Duration: 10 * time.Second, RateMbit: 100}, ArtifactDir: t.TempDir(),
 		Launcher: l, Progress: testLog{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.checkGone(t)
 	var b strings.Builder
-	report.WriteComparison(&b, sum.Comparison)
+	report.WriteComparison(&b, sum)
 	t.Logf("\n%s", b.String())
 	if !sum.Pass {
-		t.Fatalf("baseline %v, series %v", sum.Baseline[0].Reasons, sum.Results[0].Reasons)
+		t.Fatalf("baseline %v, series %v", sum.References[0].Results[0].Reasons, sum.Results[0].Reasons)
 	}
 	// The functional claim: the series recycles heads, so it allocates on the slow path far
 	// less than the baseline, which allocates once per packet. How much less is a performance
 	// figure, which depends on the machine's load (19.3x with three boards sharing two cores,
 	// 20x and more alone): it is measured and reported, not asserted in a timed test.
-	for _, l := range sum.Comparison {
+	for _, l := range sum.References[0].Comparison {
 		if l.Figure == "slow_path_per_1000" && !(l.Previous >= 999 && l.Current*4 <= l.Previous) {
 			t.Errorf("slow-path allocations per 1000 packets: baseline %.1f, series %.1f: the series does not recycle", l.Previous, l.Current)
 		}

@@ -20,9 +20,10 @@ import (
 type Config struct {
 	Procedures []string // names; DefaultProcedures when empty
 	Kernel     Kernel   // the series (or the baseline) under test
-	// CompareBaseline also runs every procedure on the baseline kernel first and compares.
-	CompareBaseline bool
-	Options         Options
+	// Compare are kernels (the baseline, other series) on which every procedure runs first, in
+	// order, to compare the kernel under test with (Summary.References).
+	Compare []Kernel
+	Options Options
 	// ArtifactDir receives one subdirectory per kernel and procedure (trace, counters, tool
 	// output, console).
 	ArtifactDir string
@@ -42,7 +43,7 @@ type Config struct {
 	Progress io.Writer
 }
 
-// Run runs the procedures on the kernel (after the baseline with CompareBaseline) and returns
+// Run runs the procedures on the kernel (after the kernels of Compare) and returns
 // the summary. An error means nothing could be judged (bad configuration); everything else,
 // including a board that failed to boot, is a failed verdict.Result in the summary.
 func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
@@ -74,14 +75,14 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 		}
 	}
 	s := &verdict.Summary{}
-	if cfg.CompareBaseline {
-		s.Baseline = r.runKernel(ctx, Kernel{Baseline: true}, procs)
+	for _, k := range cfg.Compare {
+		s.References = append(s.References, verdict.Reference{Kernel: k.String(), Results: r.runKernel(ctx, k, procs)})
 	}
 	s.Results = r.runKernel(ctx, cfg.Kernel, procs)
-	if cfg.CompareBaseline {
-		s.Comparison = verdict.CompareFigures(s.Baseline, s.Results, -1)
+	for i := range s.References {
+		s.References[i].Comparison = verdict.CompareFigures(s.References[i].Results, s.Results, -1)
 	}
-	s.Verdict = verdict.Worst(append(append([]*verdict.Result{}, s.Baseline...), s.Results...))
+	s.Verdict = verdict.Worst(s.All())
 	s.Pass = s.Verdict == verdict.VerdictPass
 	s.Interrupted = ctx.Err() != nil
 	return s, nil

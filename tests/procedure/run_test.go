@@ -11,6 +11,7 @@ import (
 
 	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/procedure/boardtest"
+	"github.com/ppkit/ppkit/tests/report"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -119,11 +120,42 @@ func TestRunProcedureVerdicts(t *testing.T) {
 	}
 }
 
+// --compare baseline,DIR: every procedure runs on each reference, then on the kernel under
+// test, and the table has a column and a ratio for each.
+func TestRunCompareTwoReferences(t *testing.T) {
+	boardtest.FastTimers(t)
+	l := &boardtest.Launcher{}
+	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"multicast"}, Kernel: procedure.Kernel{Series: "/src/v2"},
+		Compare: []procedure.Kernel{{Baseline: true}, {Series: "/src/v1"}}, Options: procedure.Options{Duration: time.Second, RateMbit: 10},
+		ArtifactDir: t.TempDir(), Launcher: l, Model: boardtest.OKModel, CacheRoot: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Testbeds) != 3 || len(sum.References) != 2 || sum.References[0].Kernel != "baseline" || sum.References[1].Kernel != "series /src/v1" ||
+		len(sum.All()) != 3 || sum.All()[2] != sum.Results[0] {
+		t.Fatalf("testbeds %d, references %+v", len(l.Testbeds), sum.References)
+	}
+	for _, r := range sum.References {
+		if len(r.Comparison) == 0 || r.Comparison[0].Procedure != "multicast" {
+			t.Errorf("comparison against %s: %+v", r.Kernel, r.Comparison)
+		}
+	}
+	var b strings.Builder
+	report.WriteComparison(&b, sum)
+	head, _, _ := strings.Cut(b.String(), "\n")
+	if f := strings.Fields(head); strings.Join(f, " ") != "PROCEDURE FIGURE baseline v1 v2 v2/baseline v2/v1" {
+		t.Errorf("comparison header %q", head)
+	}
+	if !strings.Contains(b.String(), "slow_path_per_1000") {
+		t.Errorf("comparison:\n%s", b.String())
+	}
+}
+
 func TestRunCompareBaseline(t *testing.T) {
 	boardtest.FastTimers(t)
 	l := &boardtest.Launcher{}
 	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"tcp"}, Kernel: procedure.Kernel{Series: "/src/patches"},
-		CompareBaseline: true, Options: procedure.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
+		Compare: []procedure.Kernel{{Baseline: true}}, Options: procedure.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
 		Launcher: l, Model: boardtest.OKModel, CacheRoot: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -131,14 +163,15 @@ func TestRunCompareBaseline(t *testing.T) {
 	if len(l.Testbeds) != 2 || !l.Testbeds[0].Closed || !l.Testbeds[1].Closed {
 		t.Errorf("testbeds %d, closed %v", len(l.Testbeds), l.Testbeds)
 	}
-	if !sum.Pass || len(sum.Baseline) != 1 || len(sum.Results) != 1 {
-		t.Fatalf("summary pass=%v baseline=%d results=%d: %v %v", sum.Pass, len(sum.Baseline), len(sum.Results),
-			sum.Baseline[0].Reasons, sum.Results[0].Reasons)
+	if !sum.Pass || len(sum.References) != 1 || len(sum.References[0].Results) != 1 || len(sum.Results) != 1 {
+		t.Fatalf("summary pass=%v references=%d results=%d: %+v %v", sum.Pass, len(sum.References), len(sum.Results),
+			sum.References, sum.Results[0].Reasons)
 	}
 	var slow *verdict.FigureChange
-	for i := range sum.Comparison {
-		if sum.Comparison[i].Figure == "slow_path_per_1000" {
-			slow = &sum.Comparison[i]
+	comparison := sum.References[0].Comparison
+	for i := range comparison {
+		if comparison[i].Figure == "slow_path_per_1000" {
+			slow = &comparison[i]
 		}
 	}
 	if slow == nil || slow.Previous != 1000 || slow.Current != 3 {

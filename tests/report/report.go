@@ -93,17 +93,50 @@ func GroupConsole(reports []verdict.ConsoleReport) []ConsoleGroup {
 }
 
 // WriteComparison prints the ratio series/baseline of each figure.
-func WriteComparison(w io.Writer, lines []verdict.FigureChange) {
-	fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", "PROCEDURE", "FIGURE", "BASELINE", "SERIES", "SERIES/BASE")
-	for _, l := range lines {
-		ratio := "n/a"
-		if l.Previous != 0 {
-			ratio = strconv.FormatFloat(l.Ratio, 'f', 3, 64) + "x"
-			if l.Ratio > 0 && l.Ratio < 1 {
-				ratio += fmt.Sprintf(" (%.1fx lower)", 1/l.Ratio)
+func WriteComparison(w io.Writer, s *verdict.Summary) {
+	if len(s.References) == 0 || len(s.Results) == 0 {
+		return
+	}
+	current := verdict.KernelLabel(s.Results[0].Kernel)
+	head := []string{"PROCEDURE", "FIGURE"}
+	for _, r := range s.References {
+		head = append(head, verdict.KernelLabel(r.Kernel))
+	}
+	head = append(head, current)
+	for _, r := range s.References {
+		head = append(head, current+"/"+verdict.KernelLabel(r.Kernel))
+	}
+	rows := [][]string{head}
+	for i, l := range s.References[0].Comparison {
+		row := []string{l.Procedure, l.Figure}
+		var ratios []string
+		for _, r := range s.References {
+			if i >= len(r.Comparison) || r.Comparison[i].Procedure != l.Procedure || r.Comparison[i].Figure != l.Figure {
+				row, ratios = append(row, "-"), append(ratios, "-")
+				continue
+			}
+			row = append(row, verdict.FormatFigure(r.Comparison[i].Previous))
+			ratios = append(ratios, ratioText(r.Comparison[i], "x"))
+		}
+		rows = append(rows, append(append(row, verdict.FormatFigure(l.Current)), ratios...))
+	}
+	// The procedure and the figure to the left, the numbers to the right, two spaces apart.
+	width := make([]int, len(head))
+	for _, row := range rows {
+		for c, cell := range row {
+			width[c] = max(width[c], len(cell))
+		}
+	}
+	for _, row := range rows {
+		var b strings.Builder
+		for c, cell := range row {
+			if c < 2 {
+				fmt.Fprintf(&b, "%-*s  ", width[c], cell)
+			} else {
+				fmt.Fprintf(&b, "%*s  ", width[c], cell)
 			}
 		}
-		fmt.Fprintf(w, "%-10s %-19s %14s %14s %12s\n", l.Procedure, l.Figure, verdict.FormatFigure(l.Previous), verdict.FormatFigure(l.Current), ratio)
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
 }
 
@@ -331,7 +364,8 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"f1":      func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
 	"figure":  verdict.FormatFigure,
 	"svg":     func(p []verdict.PoolFigures) template.HTML { return template.HTML(InflightSVG(p, 720, 240)) },
-	"ratio":   func(l verdict.FigureChange) string { return ratioText(l) },
+	"ratio":   func(l verdict.FigureChange) string { return ratioText(l, "×") },
+	"label":   verdict.KernelLabel,
 	"color":   func(i int) template.CSS { return template.CSS("background:" + poolColor(i)) },
 	"groups":  GroupReasons,
 	"console": GroupConsole,
@@ -353,8 +387,8 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 <td>{{.Figures.SKBReturns}}</td><td>{{.Figures.Releases}}</td>
 {{with .Model}}<td>{{f1 .Predicted.SlowPathPer1000}}</td><td>{{.Predicted.SKBReturns}}</td><td>{{.Predicted.Releases}}</td>{{else}}<td>–</td><td>–</td><td>–</td>{{end}}</tr>
 {{end}}</table>
-{{if .Comparison}}<h2>Series against baseline</h2>
-<table><tr><th class="l">procedure</th><th class="l">figure</th><th>baseline</th><th>series</th><th>series / baseline</th></tr>
+{{range .References}}<h2>{{label $.Current}} against {{label .Kernel}}</h2>
+<table><tr><th class="l">procedure</th><th class="l">figure</th><th>{{label .Kernel}}</th><th>{{label $.Current}}</th><th>{{label $.Current}} / {{label .Kernel}}</th></tr>
 {{range .Comparison}}<tr><td class="l">{{.Procedure}}</td><td class="l">{{.Figure}}</td><td>{{figure .Previous}}</td><td>{{figure .Current}}</td><td>{{ratio .}}</td></tr>
 {{end}}</table>{{end}}
 {{range .All}}<h2 id="{{.Kernel}}-{{.Procedure}}">{{.Procedure}} — {{.Kernel}}</h2>
@@ -382,13 +416,15 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 </body></html>
 `))
 
-func ratioText(l verdict.FigureChange) string {
+// ratioText is a comparison's Current/Previous, with times as the multiplication sign ("x" in
+// the terminal's table, "×" on the page).
+func ratioText(l verdict.FigureChange, times string) string {
 	if l.Previous == 0 {
 		return "n/a"
 	}
-	s := strconv.FormatFloat(l.Ratio, 'f', 3, 64) + "×"
+	s := strconv.FormatFloat(l.Ratio, 'f', 3, 64) + times
 	if l.Ratio > 0 && l.Ratio < 1 {
-		s += fmt.Sprintf(" (%.1f× lower)", 1/l.Ratio)
+		s += fmt.Sprintf(" (%.1f%s lower)", 1/l.Ratio, times)
 	}
 	return s
 }
@@ -398,9 +434,13 @@ func ratioText(l verdict.FigureChange) string {
 func WriteHTML(w io.Writer, s *verdict.Summary, dir string) error {
 	data := struct {
 		*verdict.Summary
-		All   []*verdict.Result
-		Links map[string]string // artifact directory → its link from the page
-	}{s, append(append([]*verdict.Result{}, s.Baseline...), s.Results...), map[string]string{}}
+		All     []*verdict.Result
+		Current string            // the kernel under test
+		Links   map[string]string // artifact directory → its link from the page
+	}{s, s.All(), "", map[string]string{}}
+	if len(s.Results) > 0 {
+		data.Current = s.Results[0].Kernel
+	}
 	for _, r := range data.All {
 		if dir == "" || r.Artifacts == "" {
 			continue
@@ -438,6 +478,6 @@ func WriteReportDir(dir string, s *verdict.Summary) error {
 	if err := write("results.json", func(w io.Writer) error { return WriteJSON(w, s) }); err != nil {
 		return err
 	}
-	all := append(append([]*verdict.Result{}, s.Baseline...), s.Results...)
+	all := s.All()
 	return write("junit.xml", func(w io.Writer) error { return WriteJUnit(w, all) })
 }

@@ -55,27 +55,28 @@ func sampleSummary() *verdict.Summary {
 	infra := &verdict.Result{Procedure: "copy", Description: (&procedure.Copy{}).Description(), Paths: (&procedure.Copy{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 2 * time.Second,
 		Reasons: []verdict.Reason{{Kind: verdict.ReasonInfra, Detail: "launch the board: qemu-system-aarch64 exited: status 1"}}}
-	s := &verdict.Summary{Baseline: []*verdict.Result{base}, Results: []*verdict.Result{series, tcp, infra}}
-	for _, r := range append(s.Baseline, s.Results...) {
+	s := &verdict.Summary{References: []verdict.Reference{{Kernel: "baseline", Results: []*verdict.Result{base}}},
+		Results: []*verdict.Result{series, tcp, infra}}
+	for _, r := range s.All() {
 		r.Verdict = verdict.VerdictOf(r.Reasons)
 	}
-	s.Comparison = verdict.CompareFigures(s.Baseline, s.Results, -1)
+	s.References[0].Comparison = verdict.CompareFigures(s.References[0].Results, s.Results, -1)
 	return s
 }
 
 func TestWriteTableGolden(t *testing.T) {
 	s := sampleSummary()
 	var b bytes.Buffer
-	WriteTable(&b, append(s.Baseline, s.Results...))
+	WriteTable(&b, s.All())
 	b.WriteString("\n")
-	WriteComparison(&b, s.Comparison)
+	WriteComparison(&b, s)
 	golden.Compare(t, "testdata/golden/table.txt", b.Bytes())
 }
 
 func TestWriteJUnitGolden(t *testing.T) {
 	s := sampleSummary()
 	var b bytes.Buffer
-	if err := WriteJUnit(&b, append(s.Baseline, s.Results...)); err != nil {
+	if err := WriteJUnit(&b, s.All()); err != nil {
 		t.Fatal(err)
 	}
 	golden.Compare(t, "testdata/golden/junit.xml", b.Bytes())
@@ -176,7 +177,7 @@ func TestWriteReportDir(t *testing.T) {
 	if err := json.Unmarshal(data, &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Results) != 3 || len(back.Baseline) != 1 || back.Results[1].Reasons[0].Kind != verdict.ReasonViolation {
+	if len(back.Results) != 3 || len(back.References) != 1 || len(back.References[0].Results) != 1 || back.Results[1].Reasons[0].Kind != verdict.ReasonViolation {
 		t.Errorf("results.json does not round-trip: %+v", back)
 	}
 }

@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -315,13 +316,38 @@ func firstLine(s string) string {
 // Summary is the outcome of a whole `ppkit test` invocation.
 type Summary struct {
 	Results []*Result `json:"results"`
-	// Comparison is set with --compare baseline: the baseline's results are in Baseline.
-	Baseline   []*Result      `json:"baseline,omitempty"`
-	Comparison []FigureChange `json:"comparison,omitempty"`
-	Pass       bool           `json:"pass"`
-	Verdict    Verdict        `json:"verdict"`
+	// References are the kernels the kernel under test was compared with (--compare), in the
+	// order given: each one's results and the comparison of Results against them.
+	References []Reference `json:"references,omitempty"`
+	Pass       bool        `json:"pass"`
+	Verdict    Verdict     `json:"verdict"`
 	// Interrupted: the run was stopped before every procedure was judged.
 	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// Reference is one kernel a run compared the kernel under test with.
+type Reference struct {
+	Kernel     string         `json:"kernel"` // Result.Kernel: "baseline" or "series DIR"
+	Results    []*Result      `json:"results"`
+	Comparison []FigureChange `json:"comparison"` // the kernel under test against this one
+}
+
+// All is every result of the run: the references' in order, then the kernel under test's.
+func (s *Summary) All() []*Result {
+	var all []*Result
+	for _, r := range s.References {
+		all = append(all, r.Results...)
+	}
+	return append(all, s.Results...)
+}
+
+// KernelLabel is a short name of a kernel for a column: "baseline", or the series
+// directory's name.
+func KernelLabel(kernel string) string {
+	if dir, ok := strings.CutPrefix(kernel, "series "); ok {
+		return filepath.Base(dir)
+	}
+	return kernel
 }
 
 // PathCounterNames are the /proc/net/snmp and /proc/net/netstat counters that show which skb
