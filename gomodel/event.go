@@ -95,7 +95,10 @@ func (s *TraceStream) Event(e *Event) error {
 	if int(e.Kind) >= len(evKinds) {
 		return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("event kind %d is not one of gomodel's", e.Kind)}
 	}
-	ev := traceEvent{kind: evKinds[e.Kind], ts: e.TS, line: int32(c.lineNo), pool: -1, cpu: int16(e.CPU), softirq: 0}
+	// Field by field: a composite literal is built from a template with wide copies, which
+	// stall on the decoder's narrow stores to the same event a moment before.
+	var ev traceEvent
+	ev.kind, ev.ts, ev.line, ev.pool, ev.cpu = evKinds[e.Kind], e.TS, int32(c.lineNo), -1, int16(e.CPU)
 	if e.Softirq() {
 		ev.softirq = 1
 	}
