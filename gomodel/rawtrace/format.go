@@ -1,6 +1,7 @@
 package rawtrace
 
 import (
+	"archive/tar"
 	"bufio"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"testing/fstest"
 )
 
 // Field is one field of an event's record, as its events/SYSTEM/NAME/format file describes it
@@ -297,6 +299,32 @@ func (fs *Formats) ByID(id int) *Format {
 		return nil
 	}
 	return fs.byID[id]
+}
+
+// ReadFormatsTar is ReadFormats of a tar of the events directory, whose names lie below dir
+// ("" for a tar made inside the directory, "events/" for one made beside it).
+func ReadFormatsTar(r io.Reader, dir string) (*Formats, error) {
+	fsys := fstest.MapFS{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("events tar: %w", err)
+		}
+		name, ok := strings.CutPrefix(strings.TrimPrefix(h.Name, "./"), dir)
+		if !ok || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("events tar: %s: %w", h.Name, err)
+		}
+		fsys[name] = &fstest.MapFile{Data: b}
+	}
+	return ReadFormats(fsys)
 }
 
 // ReadFormats reads a copy of tracefs's events directory: header_page, header_event and every

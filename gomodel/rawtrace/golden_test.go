@@ -1,7 +1,6 @@
 package rawtrace
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/ppkit/ppkit/gomodel"
 	"github.com/ppkit/ppkit/internal/testfile"
@@ -35,27 +33,8 @@ func loadCapture(t testing.TB, dir string) *capture {
 	t.Helper()
 	c := &capture{name: filepath.Base(dir)}
 	c.procedure, _, _ = strings.Cut(c.name, "-")
-	tr := tar.NewReader(bytes.NewReader(testfile.Gunzip(t, filepath.Join(dir, "events.tar.gz"))))
-	fsys := fstest.MapFS{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fsys[strings.TrimPrefix(h.Name, "events/")] = &fstest.MapFile{Data: b}
-	}
 	var err error
-	if c.fm, err = ReadFormats(fsys); err != nil {
+	if c.fm, err = ReadFormatsTar(bytes.NewReader(testfile.Gunzip(t, filepath.Join(dir, "events.tar.gz"))), "events/"); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; ; i++ {

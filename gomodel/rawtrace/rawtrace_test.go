@@ -1,6 +1,7 @@
 package rawtrace
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 // synthetic is a run of one pool over two CPUs: the ring fill on CPU 0, skb returns and page
@@ -532,4 +534,44 @@ func sprint(a ...any) string {
 		b.WriteString(strings.TrimSpace(strings.ReplaceAll(fmtV(x), "\n", " ")))
 	}
 	return b.String()
+}
+
+// The collector's tar of the board's events directory is made inside it (`tar cf - .`); the
+// golden captures' beside it (events/...): both read to the same formats, and a broken tar is
+// an error.
+func TestReadFormatsTar(t *testing.T) {
+	golden := testfile.Gunzip(t, "testdata/multicast-kprobes/events.tar.gz")
+	beside, err := ReadFormatsTar(bytes.NewReader(golden), "events/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inside bytes.Buffer
+	tr, tw := tar.NewReader(bytes.NewReader(golden)), tar.NewWriter(&inside)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, ok := strings.CutPrefix(h.Name, "events/")
+		if !ok || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		h.Name = "./" + name
+		tw.WriteHeader(h)
+		io.Copy(tw, tr)
+	}
+	tw.Close()
+	fm, err := ReadFormatsTar(&inside, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fm.Page != beside.Page || len(fm.byID) != len(beside.byID) || fm.ByID(290) == nil || fm.ByID(290).Name != beside.ByID(290).Name {
+		t.Fatalf("inside: %d ids, beside: %d", len(fm.byID), len(beside.byID))
+	}
+	if _, err := ReadFormatsTar(strings.NewReader(strings.Repeat("not a tar ", 100)), ""); err == nil {
+		t.Fatal("a broken tar read without an error")
+	}
 }

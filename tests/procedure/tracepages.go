@@ -1,8 +1,6 @@
 package procedure
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing/fstest"
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
@@ -105,11 +102,13 @@ cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), "events
 	if err := b.CopyFrom(ctx, c.env.runDir()+"/formats.tar", tarPath); err != nil {
 		return fmt.Errorf("copy the trace formats: %w", err)
 	}
-	data, err := os.ReadFile(tarPath)
+	f, err := os.Open(tarPath)
 	if err != nil {
 		return err
 	}
-	if c.ports.fm, err = readFormatsTar(data); err != nil {
+	c.ports.fm, err = rawtrace.ReadFormatsTar(f, "")
+	f.Close()
+	if err != nil {
 		return fmt.Errorf("the board's trace formats: %w", err)
 	}
 	args := []string{shellQuote(helper)}
@@ -132,31 +131,6 @@ cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), "events
 	c.ports.watch = newDrainWatch(&c.ports)
 	c.ports.stop = c.ports.watch.follow()
 	return c.filterReader(ctx)
-}
-
-// readFormatsTar reads the tar of the board's events directory (header_page, header_event,
-// SYSTEM/NAME/format).
-func readFormatsTar(data []byte) (*rawtrace.Formats, error) {
-	fsys := fstest.MapFS{}
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, err
-		}
-		fsys[strings.TrimPrefix(h.Name, "./")] = &fstest.MapFile{Data: b}
-	}
-	return rawtrace.ReadFormats(fsys)
 }
 
 // drainWatch follows the port files as they grow, a whole page at a time (each page decodes

@@ -1,64 +1,11 @@
 package procedure
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// The board's formats arrive as a tar of its events directory; the golden capture's formats
-// (real, from the guest) read back into the decoder's Formats.
-func TestReadFormatsTar(t *testing.T) {
-	// The capture's tar is gzipped and rooted at events/; the collector's is plain and rooted
-	// at the directory itself (`tar cf - .`): rebuild it like that.
-	gz, err := os.Open("../../gomodel/rawtrace/testdata/multicast-kprobes/events.tar.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gz.Close()
-	zr, err := gzip.NewReader(gz)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tr, tw := tar.NewReader(zr), tar.NewWriter(&buf)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		rest, ok := strings.CutPrefix(h.Name, "events/")
-		if !ok || h.Typeflag != tar.TypeReg {
-			continue
-		}
-		h.Name = "./" + rest
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tw.Close()
-	fm, err := readFormatsTar(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fm.Page.PageSize() != 4096 {
-		t.Fatalf("page size %d", fm.Page.PageSize())
-	}
-	if _, err := readFormatsTar([]byte("not a tar")); err == nil {
-		t.Fatal("a broken tar read without an error")
-	}
-}
 
 // The copier's last words say what it sent per CPU; the collector finds them among its other
 // output.

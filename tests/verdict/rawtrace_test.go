@@ -1,16 +1,12 @@
 package verdict
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/ppkit/ppkit/gomodel/rawtrace"
 	"github.com/ppkit/ppkit/internal/testfile"
@@ -30,23 +26,8 @@ func TestCheckTraceWithModelRaw(t *testing.T) {
 		}
 		raw.CPUs = append(raw.CPUs, p)
 	}
-	fsys := fstest.MapFS{}
-	tr := tar.NewReader(bytes.NewReader(testfile.Gunzip(t, filepath.Join(capture, "events.tar.gz"))))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if name, ok := strings.CutPrefix(h.Name, "events/"); ok && h.Typeflag == tar.TypeReg {
-			data, _ := io.ReadAll(tr)
-			fsys[name] = &fstest.MapFile{Data: data}
-		}
-	}
 	var err error
-	if raw.Formats, err = rawtrace.ReadFormats(fsys); err != nil {
+	if raw.Formats, err = rawtrace.ReadFormatsTar(bytes.NewReader(testfile.Gunzip(t, filepath.Join(capture, "events.tar.gz"))), "events/"); err != nil {
 		t.Fatal(err)
 	}
 	text := filepath.Join(dir, "kernel-trace.txt")
