@@ -204,13 +204,17 @@ type poolTraceState struct {
 	seen                      bool
 	// first is the replay order of the pool's first event (its trace time, then line): the
 	// report lists pools in that order, whatever the parser met first.
-	first     [2]uint64
-	replayed  bool
-	holdGap   bool
-	relGap    bool
-	culprit   uint64 // a pfn freed while held
-	hasCulp   bool
-	preTraced int
+	first    [2]uint64
+	replayed bool
+	holdGap  bool
+	// relMissing counts release counter values skipped and not (yet) seen; relGap* say where
+	// the first skip was.
+	relMissing           int64
+	relGapLine           int32
+	relGapFrom, relGapTo uint32
+	culprit              uint64 // a pfn freed while held
+	hasCulp              bool
+	preTraced            int
 }
 
 type histEntry struct {
@@ -1095,12 +1099,24 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		p.Held++
 	case evRelease:
 		p := &c.pools[ev.pool]
-		if p.relSeen() && ev.count != p.ReleaseCounter+1 && !p.relGap {
-			p.relGap = true
-			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("line %d: pool %s release counter jumps from %d to %d: events were lost", ev.line, p.Pool, p.ReleaseCounter, ev.count))
+		// pages_state_release_cnt is an atomic that CPUs increment side by side, and each CPU
+		// takes its event's timestamp after its increment: in timestamp order the counter
+		// can skip a value that another CPU's event brings a moment later. Only values that
+		// never come are lost events (noted at the end).
+		switch d := int32(ev.count - p.ReleaseCounter); {
+		case !p.relSeen() || d == 1:
+		case d > 1:
+			p.relMissing += int64(d) - 1
+			if p.relGapLine == 0 {
+				p.relGapLine, p.relGapFrom, p.relGapTo = ev.line, p.ReleaseCounter, ev.count
+			}
+		case p.relMissing > 0:
+			p.relMissing--
 		}
 		p.Releases++
-		p.ReleaseCounter = ev.count
+		if !p.relSeen() || int32(ev.count-p.ReleaseCounter) > 0 {
+			p.ReleaseCounter = ev.count
+		}
 		c.rep.Figures.Releases++
 		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
 		st := c.pfn(ev.pfn, p.Complete)
@@ -1307,6 +1323,10 @@ func (c *traceChecker) finish() *TraceReport {
 		returns += p.SKBReturns
 		if p.moreNotSynced > 1 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d more pages handed to the NIC without a sync for the device", p.Pool, p.moreNotSynced-1))
+		}
+		if p.relMissing > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("line %d: pool %s release counter jumps from %d to %d (%d values never came): events were lost",
+				p.relGapLine, p.Pool, p.relGapFrom, p.relGapTo, p.relMissing))
 		}
 		if p.moreDirect > 1 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("pool %s: %d more direct puts in softirq on a CPU other than its NAPI's", p.Pool, p.moreDirect-1))
