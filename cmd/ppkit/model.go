@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/gomodel/rawtrace"
 )
 
 func init() {
@@ -265,22 +268,66 @@ func modelCheckTrace(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageErrorf("model check-trace takes one trace FILE (a copy of /sys/kernel/tracing/trace), got %d arguments", fs.NArg())
+		return usageErrorf("model check-trace takes one trace FILE (a copy of /sys/kernel/tracing/trace) or a ppkit test artifact DIR (cpuN.raw, formats.tar), got %d arguments", fs.NArg())
 	}
 	if *packets < 0 {
 		return usageErrorf("--packets must not be negative, not %d", *packets)
 	}
 	file := fs.Arg(0)
+	opts := gomodel.TraceOptions{File: file, Packets: *packets}
+	if st, err := os.Stat(file); err == nil && st.IsDir() {
+		rep, err := modelCheckPages(file, opts)
+		if err != nil {
+			return err
+		}
+		return modelEmit(stdout, *asJSON, rep, func() { modelPrintTrace(stdout, rep) }, rep.Passed)
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
 	defer f.Close()
-	rep, err := gomodel.CheckTrace(f, gomodel.TraceOptions{File: file, Packets: *packets})
+	rep, err := gomodel.CheckTrace(f, opts)
 	if err != nil {
 		return modelLineError(err)
 	}
 	return modelEmit(stdout, *asJSON, rep, func() { modelPrintTrace(stdout, rep) }, rep.Passed)
+}
+
+// modelCheckPages replays a trace kept as ring-buffer pages: a `ppkit test` artifact
+// directory with cpuN.raw and formats.tar (the raw transport's).
+func modelCheckPages(dir string, opts gomodel.TraceOptions) (*gomodel.TraceReport, error) {
+	ff, err := os.Open(filepath.Join(dir, "formats.tar"))
+	if err != nil {
+		return nil, usageErrorf("%s: no formats.tar: give a trace file, or a ppkit test artifact directory with cpuN.raw and formats.tar", dir)
+	}
+	fm, err := rawtrace.ReadFormatsTar(ff, "")
+	ff.Close()
+	if err != nil {
+		return nil, usageErrorf("%s: %v", dir, err)
+	}
+	var streams []io.Reader
+	for i := 0; ; i++ {
+		f, err := os.Open(filepath.Join(dir, fmt.Sprintf("cpu%d.raw", i)))
+		if err != nil {
+			break
+		}
+		defer f.Close()
+		streams = append(streams, bufio.NewReaderSize(f, 1<<20))
+	}
+	if len(streams) == 0 {
+		return nil, usageErrorf("%s: no cpu0.raw: give a trace file, or a ppkit test artifact directory with cpuN.raw and formats.tar", dir)
+	}
+	rep, _, err := rawtrace.Replay(streams, fm, opts)
+	var pe *rawtrace.PageError
+	var de *rawtrace.DecodeError
+	switch {
+	case errors.As(err, &pe) || errors.As(err, &de):
+		return nil, usageErrorf("%s: %v", dir, err)
+	case err != nil:
+		return nil, modelLineError(err)
+	}
+	return rep, nil
 }
 
 // modelPoolLife says where a pool is in its life: page_pool_destroy() defers the shutdown
