@@ -1,15 +1,19 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	mrand "math/rand"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 func runPPKit(t *testing.T, args ...string) (int, string, string) {
@@ -163,5 +167,43 @@ func TestModelCheckTrace(t *testing.T) {
 	}
 	if code != 1 || json.Unmarshal([]byte(out), &rep) != nil || rep.Passed || len(rep.Violations) != 2 {
 		t.Errorf("exit %d %+v", code, rep)
+	}
+}
+
+// A ppkit test artifact directory of the raw transport (cpuN.raw, formats.tar made inside the
+// board's events directory) replays like its text: a real capture's pages give its report.
+func TestModelCheckTracePages(t *testing.T) {
+	const capture = "../../gomodel/rawtrace/testdata/multicast-kprobes"
+	dir := t.TempDir()
+	for _, cpu := range []string{"cpu0.raw", "cpu1.raw"} {
+		os.WriteFile(filepath.Join(dir, cpu), testfile.Gunzip(t, filepath.Join(capture, cpu+".gz")), 0o644)
+	}
+	// formats.tar as the collector copies it: names below the events directory.
+	var b bytes.Buffer
+	tr, tw := tar.NewReader(bytes.NewReader(testfile.Gunzip(t, filepath.Join(capture, "events.tar.gz")))), tar.NewWriter(&b)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		if name, ok := strings.CutPrefix(h.Name, "events/"); ok && h.Typeflag == tar.TypeReg {
+			h.Name = "./" + name
+			tw.WriteHeader(h)
+			io.Copy(tw, tr)
+		}
+	}
+	tw.Close()
+	os.WriteFile(filepath.Join(dir, "formats.tar"), b.Bytes(), 0o644)
+	text := filepath.Join(t.TempDir(), "trace.txt")
+	os.WriteFile(text, testfile.Gunzip(t, filepath.Join(capture, "trace.txt.gz")), 0o644)
+	code, out, errs := runPPKit(t, "model", "check-trace", dir, "--packets", "1000")
+	codeText, outText, _ := runPPKit(t, "model", "check-trace", text, "--packets", "1000")
+	tail := func(s string) string { _, after, _ := strings.Cut(s, "pools:"); return after }
+	if code != 0 || codeText != 0 || tail(out) == "" || tail(out) != tail(outText) {
+		t.Fatalf("pages: exit %d %s%s\ntext: exit %d %s", code, out, errs, codeText, outText)
+	}
+	os.Remove(filepath.Join(dir, "formats.tar"))
+	if code, _, errs := runPPKit(t, "model", "check-trace", dir); code != 2 || !strings.Contains(errs, "no formats.tar") {
+		t.Errorf("without formats.tar: exit %d, %q", code, errs)
 	}
 }
