@@ -1,10 +1,15 @@
 package procedure
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ppkit/ppkit/gomodel/rawtrace"
+	"github.com/ppkit/ppkit/internal/testfile"
 )
 
 // The copier's last words say what it sent per CPU; the collector finds them among its other
@@ -34,5 +39,56 @@ func TestCopyRange(t *testing.T) {
 		if got, _ := os.ReadFile(dst); string(got) != tc.want {
 			t.Errorf("copyRange(%d, %d): %d bytes", tc.off, tc.n, len(got))
 		}
+	}
+}
+
+// The drain watch reads each page once as the port files grow and says "drained" only when
+// every pool seen has a page_pool_release at inflight 0 as its newest event: on a real
+// capture (its pools destroyed and drained at the end), not with half its pages, and yes with
+// all; a page QEMU is still writing is left for the next call.
+func TestDrainWatchFollowsGrowingPorts(t *testing.T) {
+	const capture = "../../gomodel/rawtrace/testdata/multicast"
+	fm, err := rawtrace.ReadFormatsTar(bytes.NewReader(testfile.Gunzip(t, capture+"/events.tar.gz")), "events/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tp := &tracePorts{fm: fm}
+	var cpus [][]byte
+	for i := 0; i < 2; i++ {
+		cpus = append(cpus, testfile.Gunzip(t, fmt.Sprintf("%s/cpu%d.raw.gz", capture, i)))
+		p := TracePort{Name: fmt.Sprintf("ppkit.trace.cpu%d", i), File: filepath.Join(dir, fmt.Sprintf("port%d", i))}
+		os.WriteFile(p.File, []byte("earlier run"), 0o644) // the watch starts where the copy started
+		tp.ports, tp.start = append(tp.ports, p), append(tp.start, int64(len("earlier run")))
+	}
+	w := newDrainWatch(tp)
+	page := fm.Page.PageSize()
+	grow := func(upto func(n int) int) {
+		for i, data := range cpus {
+			f, err := os.OpenFile(tp.ports[i].File, os.O_WRONLY|os.O_TRUNC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("earlier run"))
+			f.Write(data[:upto(len(data))])
+			f.Close()
+		}
+	}
+	grow(func(n int) int { return n / page / 2 * page })
+	if ok, err := w.drained(); ok || err != nil {
+		t.Fatalf("half the pages: drained %v, %v", ok, err)
+	}
+	grow(func(n int) int { return n - page/2 }) // the last page half written
+	if _, err := w.drained(); err != nil {
+		t.Fatalf("the last page half written: %v", err)
+	}
+	for i, data := range cpus {
+		if got := w.off[i] - tp.start[i]; got != int64(len(data)-page) {
+			t.Errorf("cpu%d: read %d bytes of %d with the last page half written, want all whole pages", i, got, len(data))
+		}
+	}
+	grow(func(n int) int { return n })
+	if ok, err := w.drained(); !ok || err != nil {
+		t.Fatalf("all pages: drained %v, %v (%d pools seen)", ok, err, len(w.newest))
 	}
 }
