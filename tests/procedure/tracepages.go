@@ -72,7 +72,7 @@ func (c *collector) startPorts(ctx context.Context, ports []TracePort) error {
 	b := c.env.Board
 	helper, ok := c.env.Helpers["tracepages"]
 	if !ok {
-		return errors.New("the tracepages helper is not on the board (BoardHelpers names it for a board with trace ports)")
+		return errors.New("the tracepages helper is not on the board (helpersOn names it for a board with trace ports)")
 	}
 	// The format files report size 0, so tar would store them empty: copy them out first.
 	script := fmt.Sprintf(`set -e; cd %[1]s; D=%[2]s/formats; rm -rf $D; mkdir -p $D
