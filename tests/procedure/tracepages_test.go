@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ppkit/ppkit/gomodel/rawtrace"
 	"github.com/ppkit/ppkit/internal/testfile"
@@ -87,7 +88,13 @@ func TestDrainWatchFollowsGrowingPorts(t *testing.T) {
 			t.Errorf("cpu%d: read %d bytes of %d with the last page half written, want all whole pages", i, got, len(data))
 		}
 	}
+	// In the background (as while the traffic runs), the rest arrives; the wait then finds it
+	// read already. stop is safe twice (the procedure's exit stops it again).
+	stop := w.follow()
 	grow(func(n int) int { return n })
+	time.Sleep(500 * time.Millisecond)
+	stop()
+	stop()
 	if ok, err := w.drained(); !ok || err != nil {
 		t.Fatalf("all pages: drained %v, %v (%d pools seen)", ok, err, len(w.newest))
 	}
