@@ -173,8 +173,9 @@ func (p *Forward) Setup(ctx context.Context, env *Env) error {
 			return fmt.Errorf("second client: %s: %w", strings.Join(argv, " "), err)
 		}
 	}
-	// Routed both ways through the board (the virtio link is up at once; a few tries for ARP).
-	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-w", "10", PeerIP); err != nil {
+	// Routed both ways through the board (the virtio link is up at once; a few tries for ARP),
+	// three echoes 0.2 s apart as pingBothWays sends them.
+	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-i", "0.2", "-w", "10", PeerIP); err != nil {
 		return fmt.Errorf("client → second client ping through the board: %w", err)
 	}
 	if err := p.startProbes(ctx, env); err != nil {
