@@ -26,7 +26,7 @@ const tracefs = "/sys/kernel/tracing"
 // events a packet that nothing read, took 3 % of multicast's throughput).
 var TraceEvents = []string{"page_pool", "kmem/mm_page_free", "kmem/mm_page_free_batched"}
 
-// TraceBufferKB is the per-CPU ring size when the trace leaves as text: the kmem and skb
+// TraceBufferKB is the per-CPU ring size when the trace leaves as text: the page_pool and kmem
 // events come at several per packet, and trace_pipe is drained over SSH, so the buffer absorbs
 // the bursts. GRO bulk TCP on the series (hold, release and free for every merged head)
 // overflowed 32 MiB in 10 s under TCG.

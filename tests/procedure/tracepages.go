@@ -180,6 +180,13 @@ func (w *drainWatch) follow() (stop func()) {
 	return func() { once.Do(func() { close(done); <-exited }) }
 }
 
+// offset is how far the watch has read CPU i's port file.
+func (w *drainWatch) offset(i int) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.off[i]
+}
+
 // drained reads the pages that arrived since the last call and says whether every pool seen
 // so far has drained.
 func (w *drainWatch) drained() (bool, error) {

@@ -92,7 +92,13 @@ func TestDrainWatchFollowsGrowingPorts(t *testing.T) {
 	// read already. stop is safe twice (the procedure's exit stops it again).
 	stop := w.follow()
 	grow(func(n int) int { return n })
-	time.Sleep(500 * time.Millisecond)
+	for i, data := range cpus {
+		for deadline := time.Now().Add(10 * time.Second); w.offset(i)-tp.start[i] != int64(len(data)); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cpu%d: the background reader read %d of %d bytes", i, w.offset(i)-tp.start[i], len(data))
+			}
+		}
+	}
 	stop()
 	stop()
 	if ok, err := w.drained(); !ok || err != nil {
