@@ -61,7 +61,10 @@ type Options struct {
 	// Base is the upstream commit of a kernel tree's series (required in kernel-tree mode), and
 	// the ref whose stored result the figures are compared with (default: Ref's own last result).
 	Base string
-	Out  string // output directory
+	// Design is the model variant a kernel tree's series implements (stgit.DesignFile says it
+	// for a patches/ directory); required in kernel-tree mode.
+	Design string
+	Out    string // output directory
 	// Kernel is the kernel git tree a patches/ series is checked and built on (default:
 	// `git config ppkit.kernel`, else the harness's imported linux-source-5.10).
 	Kernel string
@@ -440,6 +443,10 @@ func (r *run) exportCommits(ctx context.Context, dst string) bool {
 		r.stage(StageSeries, VerdictInfra, "a kernel tree needs --base REF: the upstream commit the series starts from")
 		return false
 	}
+	if r.o.Design == "" {
+		r.stage(StageSeries, VerdictInfra, "a kernel tree needs --design NAME: the model variant its series implements (series: V1, head only; upstream: V2)")
+		return false
+	}
 	repo := stgit.OwnRepo(r.tree)
 	repo.Env = stgEnv
 	if err := repo.ExportRange(ctx, r.res.BaseCommit, r.o.Base, r.o.Ref, dst); err != nil {
@@ -449,6 +456,10 @@ func (r *run) exportCommits(ctx context.Context, dst string) bool {
 		} else {
 			r.infra(StageSeries, err)
 		}
+		return false
+	}
+	if err := os.WriteFile(filepath.Join(dst, stgit.DesignFile), []byte(r.o.Design+"\n"), 0o644); err != nil {
+		r.infra(StageSeries, err)
 		return false
 	}
 	r.kernel = r.tree

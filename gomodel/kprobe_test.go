@@ -268,3 +268,19 @@ func TestKprobeRealTraces(t *testing.T) {
 		})
 	}
 }
+
+// TestKprobeEventsFollowTheDesign: the put probe reads page->dma_addr[0] where the kernel's
+// design keeps it in struct page (arm64): the first word of 5.10's page_pool member, after
+// flags; after pp_magic, pp and the mapping pad in 5.14's layout. The sync probe reads
+// registers only.
+func TestKprobeEventsFollowTheDesign(t *testing.T) {
+	for v, off := range map[Variant]string{VariantNone: "+8(", VariantSeries: "+8(", VariantPreRFC: "+8(", VariantRFC: "+8(", VariantUpstream: "+32("} {
+		evs := KprobeEvents(v)
+		if len(evs) != 2 || !strings.HasPrefix(evs[1], "p:"+KprobeGroup+"/page_pool_put_page page_pool_put_page dma="+off+"%x1):x64 ") {
+			t.Errorf("%s: %q", v, evs)
+		}
+		if evs[0] != KprobeEvents(VariantUpstream)[0] {
+			t.Errorf("%s: the sync probe differs between designs: %q", v, evs[0])
+		}
+	}
+}

@@ -32,20 +32,34 @@ var traceEventNames = [...]string{"", "page_pool_state_hold", "page_pool_state_r
 	"arch_sync_dma_for_device", "page_pool_put_page", "[LOST EVENTS]", "tracing_mark_write"}
 
 // KprobeEvents are the kprobe events (tracefs kprobe_events, group ppkit) whose lines the
-// checker reads beside the tracepoints; `ppkit test` defines them. Registers are arm64's
-// argument registers (AAPCS64: x0, x1, ... in declaration order), checked against 5.10:
+// checker reads beside the tracepoints, for a kernel of design v; `ppkit test` defines them.
+// Registers are arm64's argument registers (AAPCS64: x0, x1, ... in declaration order),
+// checked against 5.10:
 //   - arch_sync_dma_for_device(phys_addr_t paddr, size_t size, enum dma_data_direction dir)
 //     (arch/arm64/mm/dma-mapping.c): the cache maintenance dma_sync_single_for_device() and
 //     dma_map_page() do for a device that is not DMA-coherent (kernel/dma/direct.h);
 //   - page_pool_put_page(struct page_pool *pool, struct page *page, unsigned int
 //     dma_sync_size, bool allow_direct) (net/core/page_pool.c): every page handed back to a
 //     pool (page_pool_put_full_page() is an inline wrapper). %p pointers in the tracepoints
-//     are hashed and cannot be matched, so the probe reads page->dma_addr (+8: the first word
-//     of struct page's page_pool union, after flags; include/linux/mm_types.h), which on the
-//     emulated board (no IOMMU, no dma-ranges) is the physical address: pfn = dma >> 12.
-var KprobeEvents = []string{
-	"p:ppkit/arch_sync_dma_for_device arch_sync_dma_for_device paddr=%x0:x64 size=%x1:u64 dir=%x2:u32",
-	"p:ppkit/page_pool_put_page page_pool_put_page dma=+8(%x1):x64 sync=%x2:u32 direct=%x3:u8",
+//     are hashed and cannot be matched, so the probe reads page->dma_addr[0]
+//     (DMAAddrOffset(v)), which on the emulated board (no IOMMU, no dma-ranges) is the
+//     physical address: pfn = dma >> 12.
+func KprobeEvents(v Variant) []string {
+	return []string{
+		"p:ppkit/arch_sync_dma_for_device arch_sync_dma_for_device paddr=%x0:x64 size=%x1:u64 dir=%x2:u32",
+		fmt.Sprintf("p:ppkit/page_pool_put_page page_pool_put_page dma=+%d(%%x1):x64 sync=%%x2:u32 direct=%%x3:u8", DMAAddrOffset(v)),
+	}
+}
+
+// DMAAddrOffset is the offset of dma_addr[0] in struct page (arm64, include/linux/mm_types.h)
+// for a kernel of design v: after flags, the first word of the page_pool member of the union
+// in 5.10 (8); after pp_magic, pp and _pp_mapping_pad in the upstream design (5.14's layout,
+// which V2 of the series backports: 32).
+func DMAAddrOffset(v Variant) int {
+	if v == VariantUpstream {
+		return 32
+	}
+	return 8
 }
 
 // KprobeGroup is the tracefs event group of KprobeEvents.

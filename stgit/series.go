@@ -505,3 +505,27 @@ func keepForeignFiles(old, new string) error {
 	}
 	return nil
 }
+
+// DesignFile is the file beside a series' `series` file that says which design the series
+// implements, in the name ppkit's reference model gives it (gomodel's variants: "series" for
+// the head-only V1, "upstream" for 5.14's design): the first line that is neither blank nor a
+// # comment. ppkit's probes and model follow it; it is never guessed from the patches.
+const DesignFile = "model-variant"
+
+// ReadDesign reads the design a series directory declares in its DesignFile.
+func ReadDesign(dir string) (string, error) {
+	path := filepath.Join(dir, DesignFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("series %s does not say its design: write the model variant it implements (series: V1, head only; upstream: V2) in %s", dir, path)
+	}
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			return line, nil
+		}
+	}
+	return "", fmt.Errorf("%s names no design: write the model variant the series implements (series or upstream) on a line of its own", path)
+}

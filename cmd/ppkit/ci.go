@@ -35,13 +35,14 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	repo := pathFlag(fs, "repo", "", "the git `repository` that received the push (bare or not; only read)")
 	ref := fs.String("ref", "", "the branch, tag or commit to test (`REF`)")
 	base := fs.String("base", "", "upstream commit of a kernel tree's series, and the ref whose stored figures are compared (default: REF's own last passing run)")
+	design := fs.String("design", "", "the model variant a kernel tree's series implements (`NAME`: series or upstream; a patches/ directory says it in its model-variant file)")
 	out := pathFlag(fs, "out", "out", "output `directory`: junit.xml, summary.md, result.json, report/, series/")
 	kernel := pathFlag(fs, "kernel", "", "kernel git `tree` a patches/ series applies to (default: git config ppkit.kernel, else linux-source-5.10)")
 	threshold := fs.Float64("threshold", ci.DefaultThreshold*100, "fail when a figure is more than `PCT` percent worse than the stored result (negative: do not compare)")
 	timeFlag := fs.String("time", "30s", "traffic time per iperf run (`T`)")
 	rate := fs.String("rate", "1000", "UDP send rate in Mbit/s (`R`)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ppkit ci --repo DIR --ref REF [--base REF] [--out DIR] [--threshold PCT] [PROCEDURE...]")
+		fmt.Fprintln(stderr, "usage: ppkit ci --repo DIR --ref REF [--base REF --design NAME] [--out DIR] [--threshold PCT] [PROCEDURE...]")
 		fmt.Fprintln(stderr, "exit status: 0 pass, 1 the series failed (check, procedures, boot, regression), 2 infrastructure error or bad usage")
 		fs.PrintDefaults()
 	}
@@ -63,7 +64,7 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if tools == nil {
 		tools = ci.DefaultTools
 	}
-	res, err := ci.Run(ctx, ci.Options{Repo: *repo, Ref: *ref, Base: *base, Out: *out, Kernel: *kernel,
+	res, err := ci.Run(ctx, ci.Options{Repo: *repo, Ref: *ref, Base: *base, Design: *design, Out: *out, Kernel: *kernel,
 		Threshold: *threshold / 100, Procedures: fs.Args(), TestOptions: procedure.Options{Duration: d, RateMbit: r},
 		NewBuilder: ciHooks.builder, NewLauncher: ciHooks.launcher, Tools: tools, Progress: stderr})
 	var ue *ci.UsageError

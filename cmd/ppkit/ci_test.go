@@ -109,7 +109,7 @@ func TestCIPatch2DoesNotBuild(t *testing.T) {
 				t.Error("the test stage ran after a failed series check")
 				return nil
 			})
-			repo, args := kernel, []string{"--base", base}
+			repo, args := kernel, []string{"--base", base, "--design", "series"}
 			if mode == ci.ModePatches {
 				// A repository holding the series in patches/, as ppkit's own does.
 				repo = filepath.Join(t.TempDir(), "series-repo")
@@ -209,7 +209,7 @@ func TestCIExitCodes(t *testing.T) {
 			before := stgtest.Snapshot(t, kernel)
 			out := filepath.Join(t.TempDir(), "out")
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), []string{"ci", "--repo", kernel, "--ref", "master", "--base", base, "--out", out, "--time", "1s", "tcp"}, &stdout, &stderr)
+			code := run(context.Background(), []string{"ci", "--repo", kernel, "--ref", "master", "--base", base, "--design", "series", "--out", out, "--time", "1s", "tcp"}, &stdout, &stderr)
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, &stdout, &stderr)
 			}

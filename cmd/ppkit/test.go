@@ -80,7 +80,11 @@ func seriesKernel(dir string) (procedure.Kernel, error) {
 	if _, err := stgit.ReadSeries(abs); err != nil {
 		return procedure.Kernel{}, err
 	}
-	return procedure.Kernel{Series: abs}, nil
+	k := procedure.Kernel{Series: abs}
+	if _, err := k.Variant(); err != nil {
+		return procedure.Kernel{}, err
+	}
+	return k, nil
 }
 
 func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {

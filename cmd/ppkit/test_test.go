@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
@@ -25,6 +27,9 @@ func seriesDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(d, "fix"), []byte("net: fix\n\nSigned-off-by: A <a@b>\n---\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, stgit.DesignFile), []byte("series\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -215,5 +220,40 @@ func removeKeptArtifacts(t *testing.T, output string) {
 	dir, _, _ := strings.Cut(output[i+len("artifacts kept in "):], "\n")
 	if dir = strings.TrimSpace(dir); strings.HasPrefix(filepath.Base(dir), "ppkit-kept-") {
 		os.RemoveAll(dir)
+	}
+}
+
+// TestParseTestArgsSeriesDesign: the series says its design in its model-variant file; a
+// series without one, or naming no design of the model (a mutant is not a design), is the
+// user's input: one line naming the file and what to write, exit 2, before anything is built.
+func TestParseTestArgsSeriesDesign(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"", "does not say its design"},
+		{"# only a comment\n\n", "names no design"},
+		{"v3\n", `unknown variant "v3"`},
+		{"return-direct\n", "one of the model's mutants"},
+	} {
+		d := seriesDir(t)
+		path := filepath.Join(d, stgit.DesignFile)
+		if tc.file == "" {
+			os.Remove(path)
+		} else {
+			os.WriteFile(path, []byte(tc.file), 0o644)
+		}
+		var stderr strings.Builder
+		_, err := parseTestArgs([]string{"--series", d}, &stderr)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v; want exit 2 and one line saying %q", tc.file, err, tc.want)
+		}
+	}
+	d := seriesDir(t)
+	os.WriteFile(filepath.Join(d, stgit.DesignFile), []byte("# V2\nupstream\n"), 0o644)
+	o, err := parseTestArgs([]string{"--series", d}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := o.kernel.Variant(); err != nil || v != gomodel.VariantUpstream {
+		t.Errorf("design %v, %v; want upstream", v, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/procedure/boardtest"
 )
@@ -88,6 +89,7 @@ func TestRunMutantsScore(t *testing.T) {
 	patches := t.TempDir()
 	os.WriteFile(filepath.Join(patches, "series"), []byte("p1\n"), 0o644)
 	os.WriteFile(filepath.Join(patches, "p1"), []byte("orig"), 0o644)
+	os.WriteFile(filepath.Join(patches, stgit.DesignFile), []byte("series\n"), 0o644)
 	suite := t.TempDir()
 	var ms []Mutant
 	for _, n := range []string{"caught", "missed", "eq-ok", "eq-alarm"} {

@@ -39,7 +39,7 @@ const RawTraceBufferKB = 32768
 
 // tracingSetupScript resets tracefs and enables TraceEvents (without starting the clock), with
 // a per-CPU ring of bufferKB.
-func tracingSetupScript(bufferKB int) string {
+func tracingSetupScript(bufferKB int, design gomodel.Variant) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; [ -d %[1]s/events ] || mount -t tracefs nodev %[1]s; cd %[1]s\n", tracefs)
 	b.WriteString("echo 0 > tracing_on; echo 0 > events/enable; echo > trace\n")
@@ -47,7 +47,7 @@ func tracingSetupScript(bufferKB int) string {
 	// every page_pool_put_page with its allow_direct. Defined anew (events are all off now).
 	fmt.Fprintf(&b, "[ -e kprobe_events ] || { echo \"no kprobe_events in %s: the guest kernel needs CONFIG_KPROBE_EVENTS\" >&2; exit 3; }\n", tracefs)
 	b.WriteString("echo > kprobe_events\n")
-	for _, k := range gomodel.KprobeEvents {
+	for _, k := range gomodel.KprobeEvents(design) {
 		fmt.Fprintf(&b, "echo %[1]s >> kprobe_events || { echo \"cannot define the kprobe event %[2]s (is the function inlined or missing from kallsyms?)\" >&2; exit 3; }\n", shellQuote(k), strings.Fields(k)[1])
 	}
 	for _, e := range TraceEvents {
@@ -74,7 +74,8 @@ type collector struct {
 	trace  string        // host path of the trace as text, once there is one
 	ports  tracePorts    // the raw transport, when the board has trace ports
 	raw    *verdict.RawTrace
-	off    bool // an untraced run: no tracepoints, no markers
+	off    bool            // an untraced run: no tracepoints, no markers
+	design gomodel.Variant // the kernel's design: where its probes read (gomodel.KprobeEvents)
 }
 
 // startTracing takes the test NIC down (destroying pools created before the trace), enables
@@ -94,7 +95,7 @@ func (c *collector) startTracing(ctx context.Context) error {
 	if raw {
 		bufferKB = RawTraceBufferKB
 	}
-	if _, err := b.Run(ctx, tracingSetupScript(bufferKB)); err != nil {
+	if _, err := b.Run(ctx, tracingSetupScript(bufferKB, c.design)); err != nil {
 		return fmt.Errorf("enable tracepoints: %w", err)
 	}
 	if raw {

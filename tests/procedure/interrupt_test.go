@@ -86,7 +86,7 @@ func TestRunInterrupted(t *testing.T) {
 				return boardtest.OKModel(ctx, in)
 			}
 			start := time.Now()
-			sum, err := procedure.Run(ctx, procedure.Config{Procedures: []string{"multicast", "tcp"}, Kernel: procedure.Kernel{Series: "/src/patches"},
+			sum, err := procedure.Run(ctx, procedure.Config{Procedures: []string{"multicast", "tcp"}, Kernel: procedure.Kernel{Series: "/src/patches", Design: "series"},
 				Options: procedure.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
 				Launcher: l, Model: model, CacheRoot: t.TempDir()})
 			if err != nil {

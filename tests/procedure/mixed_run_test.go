@@ -25,7 +25,7 @@ func runMixedOnFake(t *testing.T, seed int64, cache string) (*verdict.Result, st
 	t.Helper()
 	l := &boardtest.Launcher{Prepare: func(b *boardtest.Board) { b.IPTables = true }}
 	progress := &syncbuf.Buffer{}
-	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"mixed"}, Kernel: procedure.Kernel{Series: "/src/patches"},
+	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"mixed"}, Kernel: procedure.Kernel{Series: "/src/patches", Design: "series"},
 		Options: procedure.Options{Duration: time.Second, RateMbit: 10, Seed: seed}, ArtifactDir: t.TempDir(),
 		Launcher: l, Model: boardtest.OKModel, CacheRoot: cache, Progress: progress})
 	if err != nil {

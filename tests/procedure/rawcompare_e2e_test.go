@@ -145,7 +145,11 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 		env.Helpers[name] = remote
 	}
 	run("link down", "ip link set dev "+shellQuote(b.Interface())+" down")
-	run("tracing", tracingSetupScript(TraceBufferKB))
+	design, err := k.Variant()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("tracing", tracingSetupScript(TraceBufferKB, design))
 	run("buffer size", fmt.Sprintf("echo %d > %s/buffer_size_kb", bufferKB, tracefs))
 	if err := topologyUp(ctx, env); err != nil {
 		t.Fatal(err)

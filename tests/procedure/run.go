@@ -68,6 +68,13 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 	if cfg.Options.Seed == 0 {
 		cfg.Options.Seed = NewSeed()
 	}
+	// Each kernel's design decides its probes (gomodel.KprobeEvents): a series that does not
+	// say it is bad input, said before anything boots.
+	for _, k := range append([]Kernel{cfg.Kernel}, cfg.Compare...) {
+		if _, err := k.Variant(); err != nil {
+			return nil, err
+		}
+	}
 	r := &runner{cfg: cfg, helpers: map[string]map[string]string{}}
 	for _, p := range procs {
 		if DrawsFromSeed(p) {
@@ -221,6 +228,12 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 	}
 	ev := verdict.Evidence{DrainWait: PoolDrainTimeout}
 	c := &collector{env: env, name: p.Name(), off: pc.Untraced}
+	design, err := pc.Kernel.Variant()
+	if err != nil {
+		verdict.Judge(res, verdict.Evidence{InfraError: err})
+		return
+	}
+	c.design = design
 	defer func() {
 		if c.ports.stop != nil {
 			c.ports.stop()
@@ -304,7 +317,6 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		return
 	}
 	var notes []string
-	var err error
 	if ev.Before, notes, err = c.snapshot(ctx, "before"); err != nil {
 		ev.InfraError = err
 		return

@@ -27,7 +27,7 @@ func runFake(t *testing.T, b *boardtest.Board, p procedure.Procedure, model verd
 	}
 	res := &verdict.Result{Procedure: p.Name()}
 	procedure.RunProcedure(context.Background(), tb, p, res, procedure.ProcedureConfig{Options: procedure.Options{Duration: time.Second, RateMbit: 10},
-		Dir: dir, Helpers: helpers, Model: model, Kernel: procedure.Kernel{Series: "/src/patches"}})
+		Dir: dir, Helpers: helpers, Model: model, Kernel: procedure.Kernel{Series: "/src/patches", Design: "series"}})
 	artifacts := []string{"trace.txt", "console.txt"}
 	if len(res.Reasons) == 0 || (res.Reasons[0].Kind != verdict.ReasonProcedure && res.Reasons[0].Kind != verdict.ReasonInfra) {
 		artifacts = append(artifacts, "before-snmp.txt", "after-interface.txt")
@@ -125,8 +125,8 @@ func TestRunProcedureVerdicts(t *testing.T) {
 func TestRunCompareTwoReferences(t *testing.T) {
 	boardtest.FastTimers(t)
 	l := &boardtest.Launcher{}
-	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"multicast"}, Kernel: procedure.Kernel{Series: "/src/v2"},
-		Compare: []procedure.Kernel{{Baseline: true}, {Series: "/src/v1"}}, Options: procedure.Options{Duration: time.Second, RateMbit: 10},
+	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"multicast"}, Kernel: procedure.Kernel{Series: "/src/v2", Design: "upstream"},
+		Compare: []procedure.Kernel{{Baseline: true}, {Series: "/src/v1", Design: "series"}}, Options: procedure.Options{Duration: time.Second, RateMbit: 10},
 		ArtifactDir: t.TempDir(), Launcher: l, Model: boardtest.OKModel, CacheRoot: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestRunCompareTwoReferences(t *testing.T) {
 func TestRunCompareBaseline(t *testing.T) {
 	boardtest.FastTimers(t)
 	l := &boardtest.Launcher{}
-	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"tcp"}, Kernel: procedure.Kernel{Series: "/src/patches"},
+	sum, err := procedure.Run(context.Background(), procedure.Config{Procedures: []string{"tcp"}, Kernel: procedure.Kernel{Series: "/src/patches", Design: "series"},
 		Compare: []procedure.Kernel{{Baseline: true}}, Options: procedure.Options{Duration: time.Second, RateMbit: 10}, ArtifactDir: t.TempDir(),
 		Launcher: l, Model: boardtest.OKModel, CacheRoot: t.TempDir()})
 	if err != nil {

@@ -2,8 +2,11 @@ package procedure
 
 import (
 	"context"
+	"fmt"
 	"io"
 
+	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -90,6 +93,32 @@ type Process interface {
 type Kernel struct {
 	Series   string // directory of an stg-exported series; empty with Baseline
 	Baseline bool
+	// Design is the gomodel variant the series implements, as its stgit.DesignFile says;
+	// Run reads it when empty. The baseline is stock 5.10 ("none").
+	Design string
+}
+
+// Variant is the design of k as gomodel names it: the baseline's, or the series' own
+// (Design, or its stgit.DesignFile), never a guess.
+func (k Kernel) Variant() (gomodel.Variant, error) {
+	if k.Baseline {
+		return gomodel.VariantNone, nil
+	}
+	design := k.Design
+	if design == "" {
+		var err error
+		if design, err = stgit.ReadDesign(k.Series); err != nil {
+			return 0, err
+		}
+	}
+	cfg, err := gomodel.ParseVariant(design, "")
+	if err != nil {
+		return 0, fmt.Errorf("series %s: %w", k.Series, err)
+	}
+	if cfg.Mutant != gomodel.MutantNone {
+		return 0, fmt.Errorf("series %s: design %s is one of the model's mutants; a series names the design it implements (series or upstream)", k.Series, design)
+	}
+	return cfg.Variant, nil
 }
 
 func (k Kernel) String() string {
