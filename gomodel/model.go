@@ -20,8 +20,12 @@ const (
 	// heads (alloc_skb, skb_copy, pskb_copy, pskb_expand_head) start without it. What
 	// skb_try_coalesce()/skb_gro_receive() do with a page_pool head is the Coalesce strategy.
 	VariantRFC
-	// VariantUpstream is Linux 5.14's design: skb->pp_recycle plus the page->pp_magic signature
-	// checked by page_pool_return_skb_page(), for heads and frags alike.
+	// VariantUpstream is Linux 5.14's design as V2 of the series backports it to 5.10:
+	// skb->pp_recycle plus the page->pp_magic signature checked by page_pool_return_skb_page(),
+	// for heads and frags alike, with the later fixes folded in (skb_release_data() clears
+	// pp_recycle when it does not drop the last dataref; skb_try_coalesce() refuses mixed bits
+	// and cloned page_pool skbs after its tailroom copy; skb_gro_receive() refuses mixed bits)
+	// and V1's release in hard-irq context.
 	VariantUpstream
 	// VariantSeries is the shipped series (patches/): the rfc design with the release strategy
 	// (skb_pp_release_head() before skb_try_coalesce()/skb_gro_receive() steal a head) plus what

@@ -393,14 +393,21 @@ func (m *Model) tryCoalesce(to, from int32, fits bool) (bool, string) {
 	if m.skbs[to].cloned {
 		return false, "to is cloned"
 	}
-	// 5.14: "We can't coalesce skb that are allocated from slab and page_pool".
-	if m.cfg.Variant == VariantUpstream && m.skbs[to].ppRecycle != m.skbs[from].ppRecycle {
-		return false, "pp_recycle differs"
-	}
 	if fits {
 		m.touch(from, "skb_try_coalesce")
 		m.kfreeSkbNow(from, "kfree_skb_partial(from, false)")
 		return true, ""
+	}
+	// upstream (V2 of the series; mainline 1effe8ca4e34 and 0646dc31ca88): never mix page_pool
+	// and plain references in one skb, and never take the frags of a cloned page_pool skb. V2
+	// checks after the tailroom copy above, which moves no page (mainline checks before it).
+	if m.cfg.Variant == VariantUpstream {
+		if m.skbs[to].ppRecycle != m.skbs[from].ppRecycle {
+			return false, "pp_recycle differs"
+		}
+		if m.skbs[from].ppRecycle && m.skbs[from].cloned {
+			return false, "from is a cloned page_pool skb"
+		}
 	}
 	td, fd := &m.datas[m.skbs[to].data], &m.datas[m.skbs[from].data]
 	if len(td.fragList) > 0 || len(fd.fragList) > 0 {
@@ -771,9 +778,7 @@ func (m *Model) releaseData(s int32) {
 func (m *Model) fragUnref(s, f int32) {
 	if m.cfg.Variant == VariantUpstream && m.skbs[s].ppRecycle {
 		if p := &m.pages[f]; p.kind == memPage && p.pool >= 0 && p.ref > 0 {
-			p.returned++
-			m.traceReturn(p.pool, f)
-			m.poolPutPage(p.pool, f, false, "page_pool_return_skb_page (frag)")
+			m.upstreamReturn(p.pool, f, "page_pool_return_skb_page (frag)")
 			return
 		}
 	}
@@ -808,9 +813,7 @@ func (m *Model) skbFreeHead(s int32) {
 			if p.pp >= 0 {
 				pl = p.pp // page->pp as skb_mark_for_recycle() stored it
 			}
-			p.returned++
-			m.traceReturn(pl, h)
-			m.poolPut(pl, h, putArgs{}, "page_pool_return_skb_page (head)")
+			m.upstreamReturn(pl, h, "page_pool_return_skb_page (head)")
 			return
 		}
 	}
@@ -846,6 +849,22 @@ func (m *Model) seriesReturn(pl, h int32) bool {
 	m.poolPut(pl, h, putArgs{direct: m.mut(MutReturnDirect), ignoreRef: m.mut(MutReturnIgnoresRefcount)},
 		"page_pool_return_skb_page: page_pool_put_full_page")
 	return true
+}
+
+// upstreamReturn mirrors V2's page_pool_return_skb_page() for a page whose signature names
+// pool pl: the tracepoint, then page_pool_put_full_page(pp, page, false), or, in hard irq
+// context or with irqs disabled (the ring's spin_lock_bh() is not allowed there), release and
+// put_page() as V1 does.
+func (m *Model) upstreamReturn(pl, pg int32, why string) {
+	m.pages[pg].returned++
+	m.traceReturn(pl, pg)
+	if m.ctx.kind == CtxIRQ {
+		m.note(pg, "page_pool_return_skb_page: hard irq, the page is released")
+		m.poolReleasePage(pl, pg, why+" (irq)")
+		m.putPage(pg, why+" (irq)")
+		return
+	}
+	m.poolPut(pl, pg, putArgs{}, why)
 }
 
 // traceReturn emits the series' page_pool_skb_return tracepoint.
