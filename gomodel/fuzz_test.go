@@ -68,7 +68,7 @@ func FuzzParseScenario(f *testing.F) {
 	})
 }
 
-// FuzzCheckTrace: any input is a report, a one-line *LineError or a *NotATraceError; never a
+// FuzzCheckTrace: any input is a report, a one-line *LineError, *NotATraceError or *ProbeError; never a
 // panic.
 func FuzzCheckTrace(f *testing.F) {
 	addFiles(f, "testdata/traces/*.trace")
@@ -81,9 +81,10 @@ func FuzzCheckTrace(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rep, err := CheckTrace(bytes.NewReader(data), TraceOptions{File: "fuzz.trace", Packets: 10})
 		var nt *NotATraceError
-		if errors.As(err, &nt) {
-			if strings.Contains(nt.Error(), "\n") {
-				t.Fatalf("not a one-line NotATraceError: %q", nt.Error())
+		var pe *ProbeError
+		if errors.As(err, &nt) || errors.As(err, &pe) {
+			if strings.Contains(err.Error(), "\n") || pe != nil && rep == nil {
+				t.Fatalf("not a one-line %T with its report: %q", err, err)
 			}
 			return
 		}

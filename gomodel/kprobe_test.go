@@ -2,6 +2,7 @@ package gomodel
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -282,5 +283,36 @@ func TestKprobeEventsFollowTheDesign(t *testing.T) {
 		if evs[0] != KprobeEvents(VariantUpstream)[0] {
 			t.Errorf("%s: the sync probe differs between designs: %q", v, evs[0])
 		}
+	}
+}
+
+// TestPutProbeAtTheWrongOffset: a put probe that reads struct page where the kernel keeps
+// something else (the 5.10 offset on a kernel with 5.14's layout reads pp_magic) names no page
+// a pool holds; the checks that read the puts would pass whatever the kernel does, so the
+// trace is an error naming the design file.
+func TestPutProbeAtTheWrongOffset(t *testing.T) {
+	var k kprobeTrace
+	for i := uint64(0); i < 4; i++ {
+		k.hold(0, true, 0x4000+i, int(i+1))
+	}
+	for i := uint64(0); i < 4; i++ {
+		k.line(0, true, fmt.Sprintf("page_pool_skb_return: page_pool=%s page=%016x pfn=%d", kpPool, (0x4000+i)*64, 0x4000+i))
+		k.line(0, true, "page_pool_put_page: (page_pool_put_page+0x0/0x1a0) dma=0xdead000000000040 sync=4294967295 direct=0")
+	}
+	_, err := CheckTrace(strings.NewReader(k.b.String()), TraceOptions{File: "wrong-offset"})
+	var pe *ProbeError
+	if !errors.As(err, &pe) || pe.Puts != 4 || !strings.Contains(err.Error(), "model-variant") {
+		t.Fatalf("err %v; want a ProbeError for 4 puts", err)
+	}
+	// The same puts at the right offset: no error.
+	k = kprobeTrace{}
+	for i := uint64(0); i < 4; i++ {
+		k.hold(0, true, 0x4000+i, int(i+1))
+	}
+	for i := uint64(0); i < 4; i++ {
+		k.hookReturn(0, true, 0x4000+i, 0, -1)
+	}
+	if _, err := CheckTrace(strings.NewReader(k.b.String()), TraceOptions{File: "right-offset"}); err != nil {
+		t.Fatal(err)
 	}
 }

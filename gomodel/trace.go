@@ -258,9 +258,11 @@ type traceChecker struct {
 	pools  []poolTraceState
 	pfnIdx pfnIndex
 	pfns   []pfnState
-	line   string // the raw line of the event being replayed, for violation reports
-	lineNo int
-	ts     []byte // the timestamp of the line just parsed
+	// putsKnown counts the put probe events that name a page a pool holds (ProbeError).
+	putsKnown int
+	line      string // the raw line of the event being replayed, for violation reports
+	lineNo    int
+	ts        []byte // the timestamp of the line just parsed
 
 	lastPtr *string // the last interned pointer (events of one pool come in runs)
 	lastID  int32
@@ -444,8 +446,26 @@ func (s *TraceStream) Finish() (*TraceReport, error) {
 		return rep, &NotATraceError{File: s.opts.File, Reason: "empty"}
 	case s.poolEvents == 0:
 		return rep, &NotATraceError{File: s.opts.File, Reason: fmt.Sprintf("no page_pool event in %d lines", c.lineNo)}
+	case rep.Puts > 0 && c.putsKnown == 0 && rep.Figures.Holds > 0:
+		// Every put names a page no pool holds while the pools held pages: the probe reads
+		// struct page where this kernel keeps something else, and the checks that read the
+		// puts (not synced, direct outside NAPI) would pass whatever the kernel does.
+		return rep, &ProbeError{File: s.opts.File, Puts: rep.Puts}
 	}
 	return rep, nil
+}
+
+// ProbeError is a trace whose page_pool_put_page probe events name no page any pool holds,
+// while the pools held pages: the probe (KprobeEvents) reads page->dma_addr at an offset the
+// kernel's struct page does not have, because the series' design (the variant it says it
+// implements) is not the kernel's.
+type ProbeError struct {
+	File string
+	Puts int
+}
+
+func (e *ProbeError) Error() string {
+	return fmt.Sprintf("%s: none of the %d page_pool_put_page probe events names a page a pool holds: the probe reads struct page at the wrong offset; check the design the series says it implements (its model-variant file)", e.File, e.Puts)
 }
 
 func (c *traceChecker) replayPending(p pendingEvent) {
@@ -1230,6 +1250,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		if st == nil || st.holder < 0 {
 			return // not a page the trace knows a pool holds (held before tracing, or no DMA address)
 		}
+		c.putsKnown++
 		st.record(ev)
 		if st.skbReturn { // the hook's put of the page it just traced
 			st.skbReturn = false

@@ -379,7 +379,8 @@ type Stats struct {
 // Replay decodes the CPUs' pages, merges them in timestamp order and replays them through
 // gomodel's TraceStream: the report is ReadTrace's for the text of the same buffers (same
 // events, same timestamps, same pools), and its error ReadTrace's (*gomodel.NotATraceError
-// with the report for a trace without page_pool events). A page or record the decoder cannot
+// with the report for a trace without page_pool events; *gomodel.ProbeError, with the report,
+// for put probes that name no pool page). A page or record the decoder cannot
 // read is a *PageError or *DecodeError and no report.
 func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomodel.TraceReport, Stats, error) {
 	var st Stats
@@ -415,7 +416,8 @@ func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomod
 	st.Pages = m.Pages()
 	rep, err := s.Finish()
 	var nt *gomodel.NotATraceError
-	if err != nil && !errors.As(err, &nt) {
+	var pe *gomodel.ProbeError
+	if err != nil && !errors.As(err, &nt) && !errors.As(err, &pe) {
 		return nil, st, err
 	}
 	return rep, st, err

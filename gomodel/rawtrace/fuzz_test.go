@@ -116,12 +116,13 @@ func FuzzPages(f *testing.F) {
 		var de *DecodeError
 		var le *gomodel.LineError
 		var nt *gomodel.NotATraceError
+		var probe *gomodel.ProbeError
 		switch {
 		case err != nil && (errors.As(err, &pe) || errors.As(err, &de) || errors.As(err, &le)):
 			if rep != nil {
 				t.Fatal("a report with a decoding error")
 			}
-		case err != nil && !errors.As(err, &nt):
+		case err != nil && !errors.As(err, &nt) && !errors.As(err, &probe):
 			t.Fatalf("unexpected error type %T: %v", err, err)
 		default:
 			if rep.Events+rep.Ignored < st.Events {
