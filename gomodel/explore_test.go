@@ -30,10 +30,25 @@ var mutantFindings = map[string]string{
 	"wrong-pool-id":                       ForeignPageReturned,
 	"return-ignores-refcount":             SharedPageRecycled,
 	"return-direct":                       DirectRecycleOutsideNAPI,
+	"coalesce-mixes-refs":                 DMAMappedPageFreed,
 }
 
-// TestExploreFindsMutants: explore finds the bug of every mutant of the series from scratch, and
-// its minimal scenario passes under the series itself (the mutant's change is the culprit).
+// baseConfig is the design a mutant mutates, as ParseVariant configures it.
+func baseConfig(t *testing.T, mutant string) Config {
+	t.Helper()
+	cfg, err := ParseVariant(mutant, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := ParseVariant(cfg.Mutant.Base().String(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+// TestExploreFindsMutants: explore finds the bug of every mutant from scratch, and its minimal
+// scenario passes under the design the mutant mutates (the mutant's change is the culprit).
 func TestExploreFindsMutants(t *testing.T) {
 	if len(mutantFindings) != len(MutantNames()) {
 		t.Fatalf("mutantFindings lists %d mutants, the model has %d", len(mutantFindings), len(MutantNames()))
@@ -67,8 +82,8 @@ func TestExploreFindsMutants(t *testing.T) {
 			if sc.Config != cfg {
 				t.Errorf("the scenario pins %v, want %v", sc.Config, cfg)
 			}
-			if rr, err := Run(sc, Config{Variant: VariantSeries, Coalesce: CoalesceRelease}); err != nil || !rr.Passed {
-				t.Errorf("the minimal scenario fails under series too: %v %+v", err, rr)
+			if rr, err := Run(sc, baseConfig(t, name)); err != nil || !rr.Passed {
+				t.Errorf("the minimal scenario fails under %s too: %v %+v", baseConfig(t, name), err, rr)
 			}
 		})
 	}

@@ -60,8 +60,9 @@ var coalesceNames = [...]string{"unhandled", "release", "fraglist", "reject"}
 
 func (c Coalesce) String() string { return enumName(coalesceNames[:], int(c), "coalesce") }
 
-// Mutant is a realistic single-change bug of the shipped series: VariantSeries with one
-// change. The names are those of ppkit's kernel-side mutation suite.
+// Mutant is a realistic single-change bug of a design: its base variant (Base: V1, "series",
+// for most; V2, "upstream", for those of V2) with one change. The names of V1's are those of
+// ppkit's kernel-side mutation suite.
 type Mutant uint8
 
 const (
@@ -95,11 +96,23 @@ const (
 	// MutReturnDirect: page_pool_return_skb_page() passes allow_direct=true, so a free in any
 	// softirq (not only the pool's NAPI poll) recycles into the lockless alloc cache.
 	MutReturnDirect
+	// MutCoalesceMixesRefs (V2): skb_try_coalesce() moves pages between skbs whatever their
+	// pp_recycle bits (V2 without mainline's 1effe8ca4e34/0646dc31ca88 rule), so a page_pool
+	// head stolen into a plain skb (one tcp_collapse() allocated) is freed with put_page().
+	MutCoalesceMixesRefs
 )
 
 var mutantNames = [...]string{"", "clone-forgets-id", "expand-keeps-id", "gro-no-release", "coalesce-no-release",
 	"coalesce-release-before-clone-check", "hook-in-kfree-skb-only", "driver-releases-and-marks",
-	"driver-frag-no-release", "wrong-pool-id", "return-ignores-refcount", "return-direct"}
+	"driver-frag-no-release", "wrong-pool-id", "return-ignores-refcount", "return-direct", "coalesce-mixes-refs"}
+
+// Base is the design m mutates: V2's (upstream) for V2's mutants, V1's (series) for the rest.
+func (m Mutant) Base() Variant {
+	if m == MutCoalesceMixesRefs {
+		return VariantUpstream
+	}
+	return VariantSeries
+}
 
 // MutantNames lists every mutant variant name.
 func MutantNames() []string { return append([]string(nil), mutantNames[1:]...) }
@@ -150,11 +163,11 @@ func ParseVariant(variant, coalesce string) (Config, error) {
 	}
 	for i, n := range mutantNames {
 		if i > 0 && n == variant {
-			cfg.Variant, cfg.Mutant, found = VariantSeries, Mutant(i), true
+			cfg.Variant, cfg.Mutant, found = Mutant(i).Base(), Mutant(i), true
 		}
 	}
 	if !found {
-		return cfg, fmt.Errorf("unknown variant %q: use one of %s, or a mutant of series: %s", variant,
+		return cfg, fmt.Errorf("unknown variant %q: use one of %s, or a mutant: %s", variant,
 			strings.Join(variantNames[:], ", "), strings.Join(mutantNames[1:], ", "))
 	}
 	if cfg.Variant == VariantSeries {

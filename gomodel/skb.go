@@ -77,7 +77,7 @@ func (m *Model) hookVariant() bool {
 }
 
 // mut reports whether the model runs mutant x of the series.
-func (m *Model) mut(x Mutant) bool { return m.cfg.Mutant == x && m.cfg.Variant == VariantSeries }
+func (m *Model) mut(x Mutant) bool { return m.cfg.Mutant == x && m.cfg.Variant == x.Base() }
 
 // stealStrategy is what skb_try_coalesce()/skb_gro_receive() do with a page_pool head, for the
 // variants whose skb carries a mem id (rfc: the Coalesce strategy; series: release).
@@ -401,7 +401,7 @@ func (m *Model) tryCoalesce(to, from int32, fits bool) (bool, string) {
 	// upstream (V2 of the series; mainline 1effe8ca4e34 and 0646dc31ca88): never mix page_pool
 	// and plain references in one skb, and never take the frags of a cloned page_pool skb. V2
 	// checks after the tailroom copy above, which moves no page (mainline checks before it).
-	if m.cfg.Variant == VariantUpstream {
+	if m.cfg.Variant == VariantUpstream && !m.mut(MutCoalesceMixesRefs) {
 		if m.skbs[to].ppRecycle != m.skbs[from].ppRecycle {
 			return false, "pp_recycle differs"
 		}
