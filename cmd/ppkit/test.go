@@ -136,7 +136,13 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 		o.kernel = procedure.Kernel{Baseline: true}
 	} else {
 		dir := *series
-		if dir == "" {
+		switch {
+		case dir == "" && *mutants != "":
+			// The suite's mutants replace patches of the series it derives from.
+			if dir, err = mutation.SuiteSeries(*mutantsDir); err != nil {
+				return nil, usageErrorf("--mutants: %v", err)
+			}
+		case dir == "":
 			dir = "patches"
 		}
 		if _, err := os.Stat(filepath.Join(dir, "series")); err != nil {

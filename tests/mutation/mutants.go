@@ -31,6 +31,24 @@ type Mutant struct {
 // DefaultMutantsDir is the suite shipped with ppkit, relative to the checkout.
 const DefaultMutantsDir = "tests/fixtures/mutants"
 
+// SeriesFile names, in a suite's directory, the series its mutants derive from: one line, a
+// directory relative to the suite (each mutant replaces one patch of that series).
+const SeriesFile = "SERIES"
+
+// SuiteSeries is the series directory the suite in dir derives from, as its SeriesFile says.
+func SuiteSeries(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, SeriesFile))
+	if err != nil {
+		return "", fmt.Errorf("mutation suite %s: %w; write the directory of the series its mutants derive from (relative to the suite) in %s", dir, err, filepath.Join(dir, SeriesFile))
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return filepath.Join(dir, l), nil
+		}
+	}
+	return "", fmt.Errorf("mutation suite %s: %s names no series directory", dir, filepath.Join(dir, SeriesFile))
+}
+
 // ReadMutants parses dir/MUTANTS ("NAME real|equivalent FIRST-PROCEDURE: description") and
 // checks each NAME/ directory: one patch file, named as a patch of the series in patches.
 func ReadMutants(dir, patches string) ([]Mutant, error) {

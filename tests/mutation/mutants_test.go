@@ -15,41 +15,54 @@ import (
 	"github.com/ppkit/ppkit/tests/procedure/boardtest"
 )
 
-// TestShippedMutants: the suite parses, has at least ten real and two equivalent mutants, each
-// changes exactly its patch, and its series is patches/ with that one file replaced.
+// TestShippedMutants: each shipped suite parses, says which series it derives from (V1, the
+// head-only series now a fixture; V2, patches/), has enough real and equivalent mutants, each
+// changes exactly its patch, and its series is the suite's with that one file replaced.
 func TestShippedMutants(t *testing.T) {
-	ms, err := ReadMutants("../fixtures/mutants", "../../patches")
-	if err != nil {
-		t.Fatal(err)
-	}
-	real, equivalent := 0, 0
-	for _, m := range ms {
-		if m.Equivalent {
-			equivalent++
-		} else {
-			real++
-		}
-		orig, err := os.ReadFile(filepath.Join("../../patches", m.Patch))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mut, _ := os.ReadFile(filepath.Join(m.Dir, m.Patch))
-		if bytes.Equal(orig, mut) || m.Description == "" {
-			t.Errorf("%s: no change to %s, or no description", m.Name, m.Patch)
-		}
-		dir := t.TempDir()
-		if err := m.Series("../../patches", dir); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(filepath.Join(dir, m.Patch))
-		series, _ := os.ReadFile(filepath.Join(dir, "series"))
-		want, _ := os.ReadFile("../../patches/series")
-		if !bytes.Equal(got, mut) || !bytes.Equal(series, want) {
-			t.Errorf("%s: the mutant series does not carry the mutant patch and the same series file", m.Name)
-		}
-	}
-	if real < 10 || equivalent < 2 {
-		t.Errorf("%d real and %d equivalent mutants; want at least 10 and 2", real, equivalent)
+	for _, tc := range []struct {
+		suite, series    string
+		real, equivalent int
+	}{
+		{"../fixtures/mutants", "../fixtures/series-v1-head-only", 10, 2},
+	} {
+		t.Run(filepath.Base(tc.suite), func(t *testing.T) {
+			if s, err := SuiteSeries(tc.suite); err != nil || filepath.Clean(s) != filepath.Clean(tc.series) {
+				t.Fatalf("suite series %q, %v; want %s", s, err, tc.series)
+			}
+			ms, err := ReadMutants(tc.suite, tc.series)
+			if err != nil {
+				t.Fatal(err)
+			}
+			real, equivalent := 0, 0
+			for _, m := range ms {
+				if m.Equivalent {
+					equivalent++
+				} else {
+					real++
+				}
+				orig, err := os.ReadFile(filepath.Join(tc.series, m.Patch))
+				if err != nil {
+					t.Fatal(err)
+				}
+				mut, _ := os.ReadFile(filepath.Join(m.Dir, m.Patch))
+				if bytes.Equal(orig, mut) || m.Description == "" {
+					t.Errorf("%s: no change to %s, or no description", m.Name, m.Patch)
+				}
+				dir := t.TempDir()
+				if err := m.Series(tc.series, dir); err != nil {
+					t.Fatal(err)
+				}
+				got, _ := os.ReadFile(filepath.Join(dir, m.Patch))
+				series, _ := os.ReadFile(filepath.Join(dir, "series"))
+				want, _ := os.ReadFile(filepath.Join(tc.series, "series"))
+				if !bytes.Equal(got, mut) || !bytes.Equal(series, want) {
+					t.Errorf("%s: the mutant series does not carry the mutant patch and the same series file", m.Name)
+				}
+			}
+			if real < tc.real || equivalent < tc.equivalent {
+				t.Errorf("%d real and %d equivalent mutants; want at least %d and %d", real, equivalent, tc.real, tc.equivalent)
+			}
+		})
 	}
 }
 
@@ -64,7 +77,7 @@ func TestReadMutantsBadInput(t *testing.T) {
 		os.MkdirAll(filepath.Join(dir, "m1"), 0o755)
 		os.WriteFile(filepath.Join(dir, "m1", "net-skbuff-return-page_pool-heads-in-skb_free_head"), []byte("x"), 0o644)
 		os.WriteFile(filepath.Join(dir, "MUTANTS"), []byte(content), 0o644)
-		if _, err := ReadMutants(dir, "../../patches"); err == nil {
+		if _, err := ReadMutants(dir, "../fixtures/series-v1-head-only"); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
