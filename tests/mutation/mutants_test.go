@@ -24,6 +24,7 @@ func TestShippedMutants(t *testing.T) {
 		real, equivalent int
 	}{
 		{"../fixtures/mutants", "../fixtures/series-v1-head-only", 10, 2},
+		{"../fixtures/mutants-v2", "../../patches", 6, 2},
 	} {
 		t.Run(filepath.Base(tc.suite), func(t *testing.T) {
 			if s, err := SuiteSeries(tc.suite); err != nil || filepath.Clean(s) != filepath.Clean(tc.series) {
