@@ -25,6 +25,7 @@ var guestSources embed.FS
 var GuestHelpers = map[string]string{
 	"pktlisten":  "AF_PACKET listener that makes packet_rcv clone each received skb",
 	"splicerecv": "TCP receiver that splice()s the data through a pipe to /dev/null",
+	"slowrecv":   "TCP receiver that reads slower than the sender writes, so its queue is pruned and collapsed",
 	"zcrecv":     "TCP receiver using getsockopt(TCP_ZEROCOPY_RECEIVE) on a mapping of the socket",
 	"tracepages": "copies each CPU's ftrace ring-buffer pages to a virtio-serial port (the raw trace transport)",
 }

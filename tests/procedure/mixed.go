@@ -42,6 +42,7 @@ var MixedMembers = []MixedMember{
 	{"tcp-capture", false, "", "is tcp with a packet socket: multicast's packet socket captures every member"},
 	{"gro-capture", false, "", "is gro with a packet socket: multicast's packet socket captures every member"},
 	{"tcp-rps", false, "", "RPS is drawn for the whole run, so it is the tcp member with RPS on"},
+	{"tcp-slowread", false, "", "its reader falls behind on purpose: inside mixed its full queue would only hold the other members' pages longer"},
 	{"forward", false, "", "runs two timed phases of its own (without, then with a packet socket on the NIC) through the second client; inside mixed its phase checks would not hold"},
 	{"mixed", false, "", "itself"},
 }

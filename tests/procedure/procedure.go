@@ -107,7 +107,7 @@ type Procedure interface {
 func Procedures() map[string]Procedure {
 	ps := []Procedure{
 		&Multicast{}, &TCP{SCPBytes: 8 << 20}, &GRO{}, &Jumbo{}, &Splice{}, &Zerocopy{}, &Copy{},
-		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{}, &Steer{Inner: &TCP{}},
+		&Capture{Inner: &TCP{SCPBytes: 8 << 20}}, &Capture{Inner: &GRO{}}, &Defrag{}, &Steer{Inner: &TCP{}}, &SlowRead{},
 		&Forward{}, &Mixed{},
 	}
 	m := make(map[string]Procedure, len(ps))
@@ -118,7 +118,7 @@ func Procedures() map[string]Procedure {
 }
 
 // DefaultProcedures are the procedures `ppkit test` runs when none is named.
-var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag", "forward"}
+var DefaultProcedures = []string{"multicast", "tcp", "gro", "jumbo", "splice", "zerocopy", "copy", "tcp-capture", "gro-capture", "defrag", "tcp-slowread", "forward"}
 
 // LookupProcedures resolves names (DefaultProcedures when empty) or says which name is unknown.
 func LookupProcedures(names []string) ([]Procedure, error) {
@@ -806,6 +806,49 @@ func splicePort(env *Env) int {
 
 func (p *Splice) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectReceiver(ctx, env, p.receiver, "splicerecv")
+}
+
+// ---- tcp-slowread: a TCP reader that falls behind ----
+
+// SlowRead sends TCP to a board receiver that reads 16 KiB every 2 ms (slowrecv, 256 KiB
+// receive buffer): the queue fills, tcp_prune_queue() collapses it (tcp_collapse() copies the
+// data into freshly allocated skbs, without page_pool pages or pp_recycle, and frees the pool
+// skbs), and the segments that arrive next are coalesced into those plain skbs
+// (tcp_try_coalesce()). V2's rule in skb_try_coalesce() refuses to move a page_pool head into a
+// plain skb; without it the head is freed with put_page() while DMA-mapped.
+type SlowRead struct{ receiver *guestProcess }
+
+// SlowReadPort is where slowrecv listens.
+const SlowReadPort = 5004
+
+func (*SlowRead) Name() string { return "tcp-slowread" }
+func (*SlowRead) Description() string {
+	return "TCP into a receiver that reads slower than the sender (queue pruned and collapsed)"
+}
+func (*SlowRead) Paths() []string {
+	return []string{"tcp_prune_queue", "tcp_collapse", "tcp_try_coalesce", "skb_try_coalesce", "skb_free_head"}
+}
+func (*SlowRead) Helpers() []string { return []string{"slowrecv"} }
+
+func (p *SlowRead) Setup(ctx context.Context, env *Env) error {
+	var err error
+	if p.receiver, err = startGuest(ctx, env, "slowrecv", env.Helpers["slowrecv"]+" "+strconv.Itoa(SlowReadPort)); err != nil {
+		return err
+	}
+	return waitListening(ctx, env, "tcp", SlowReadPort)
+}
+
+func (p *SlowRead) Run(ctx context.Context, env *Env) error {
+	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(SlowReadPort),
+		"-t", seconds(env.Options.Duration), "-i", "1")
+	if err != nil {
+		return err
+	}
+	return clientErrors("iperf client", out)
+}
+
+func (p *SlowRead) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
+	return collectReceiver(ctx, env, p.receiver, "slowrecv")
 }
 
 // collectReceiver stops a guest receiver helper and reads its "NAME: bytes=N …" summary.
