@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/mail"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/stgit"
 	"github.com/ppkit/ppkit/stgit/stgtest"
 )
@@ -793,5 +795,44 @@ func TestMailStgOptionsPassThrough(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMailV2Series: the series in patches/ (V2), imported with the real stg onto ppkit's import
+// of linux-source-5.10, gives `[net-next PATCH V2 n/7]` subjects in ppkit's dry run with the
+// development notes' options, and the cover is patches/cover-letter with its "Changes since V1".
+func TestMailV2Series(t *testing.T) {
+	src, err := harness.LinuxSourceTree(context.Background(), "", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "linux")
+	stgtest.Git(t, filepath.Dir(dir), "clone", "-q", "--shared", src, dir)
+	stgtest.Git(t, dir, "config", "user.name", "ppkit developer")
+	stgtest.Git(t, dir, "config", "user.email", "dev@ppkit.invalid")
+	root := checkoutRoot(t)
+	stgtest.Stg(t, dir, "init")
+	stgtest.Stg(t, dir, "import", "--series", filepath.Join(root, "patches", "series"))
+	s, err := stgit.ReadSeries(filepath.Join(root, "patches"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := ppkit(t, "mail", "--kernel", dir, "--all", "-v", "V2", "--prefix", "net-next",
+		"--to", "netdev@vger.kernel.org", "--cover", filepath.Join(root, "patches", "cover-letter"), "--mbox")
+	if code != 0 {
+		t.Fatalf("ppkit mail: exit %d: %s", code, stderr)
+	}
+	msgs := readMbox(t, []byte(stdout))
+	if len(msgs) != len(s.Patches)+1 {
+		t.Fatalf("%d messages, want a cover and %d patches", len(msgs), len(s.Patches))
+	}
+	for i, m := range msgs {
+		want := fmt.Sprintf("[net-next PATCH V2 %d/%d] ", i, len(s.Patches))
+		if !strings.HasPrefix(m.Subject, want) {
+			t.Errorf("message %d: subject %q, want %q…", i, m.Subject, want)
+		}
+	}
+	if cover := string(msgs[0].Raw); !strings.Contains(cover, "\nChanges since V1\n----------------\n") || strings.Contains(cover, "@TESTING@") {
+		t.Errorf("the cover has no \"Changes since V1\" section, or a placeholder:\n%s", cover)
 	}
 }
