@@ -209,41 +209,38 @@ func TestE2EBoardCompareBaseline(t *testing.T) {
 	}
 }
 
-// Acceptance: the pre-RFC placement returns kmalloc'd copies to the pool; the copy procedure
-// must fail with foreign-page-returned or a console report.
-func TestE2EBoardPrerfcCopyFails(t *testing.T) {
+// Acceptance: each known-bad fixture fails the procedure that drives its bug, with the
+// violation that names it (tests/fixtures/README.md):
+//   - series-prerfc (V1's pre-RFC placement) returns kmalloc'd pskb_copy() heads to the pool:
+//     copy fails with foreign-page-returned, or a console report of the bad page;
+//   - series-no-coalesce-fix (V1 without patch 3) lets skb_try_coalesce() steal page_pool
+//     heads: tcp fails with dma-mapped-page-freed or inflight-leak;
+//   - series-v2-coalesce-mixes-refs (V2 without the pp_recycle rule in skb_try_coalesce()):
+//     TCP's collapsed receive queue (plain skbs tcp_collapse() allocated) takes page_pool heads
+//     as frags and frees them with put_page(); tcp-slowread, whose reader falls behind so the
+//     queue is collapsed all the time, fails with dma-mapped-page-freed or inflight-leak (the
+//     tcp procedure collapses only when the board happens to fall behind: it passed this
+//     fixture in one 10 s run).
+func TestE2EBoardKnownBadFails(t *testing.T) {
 	requireBoard(t)
-	sum := runBoard(t, Kernel{Series: seriesDir(t, "../fixtures/series-prerfc")}, "copy")
-	r := sum.Results[0]
-	t.Logf("copy on series-prerfc: %v", r.Reasons)
-	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "foreign-page-returned") || hasReason(r, verdict.ReasonConsole)) {
-		t.Errorf("want foreign-page-returned or a console report, got %v", r.Reasons)
-	}
-}
-
-// Acceptance: without the coalesce fix, skb_try_coalesce steals page_pool heads; the tcp
-// procedure must fail with dma-mapped-page-freed or inflight-leak.
-func TestE2EBoardNoCoalesceFixTCPFails(t *testing.T) {
-	requireBoard(t)
-	sum := runBoard(t, Kernel{Series: seriesDir(t, "../fixtures/series-no-coalesce-fix")}, "tcp")
-	r := sum.Results[0]
-	t.Logf("tcp on series-no-coalesce-fix: %v", r.Reasons)
-	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "dma-mapped-page-freed", "inflight-leak") || hasReason(r, verdict.ReasonInflight)) {
-		t.Errorf("want dma-mapped-page-freed or inflight-leak, got %v", r.Reasons)
-	}
-}
-
-// Acceptance (V2): without the pp_recycle rule in skb_try_coalesce(), TCP's collapsed receive
-// queue (skbs tcp_collapse() allocated, without the bit) takes page_pool heads as frags and
-// frees them with put_page(); tcp-slowread, whose reader falls behind so the queue is collapsed
-// all the time, must fail with dma-mapped-page-freed or inflight-leak. (The tcp procedure
-// collapses only when the board happens to fall behind: it passed this fixture in one 10 s run.)
-func TestE2EBoardV2CoalesceMixesRefsFails(t *testing.T) {
-	requireBoard(t)
-	sum := runBoard(t, Kernel{Series: seriesDir(t, "../fixtures/series-v2-coalesce-mixes-refs")}, "tcp-slowread")
-	r := sum.Results[0]
-	t.Logf("tcp-slowread on series-v2-coalesce-mixes-refs: %v", r.Reasons)
-	if r.Pass || !(hasReason(r, verdict.ReasonViolation, "dma-mapped-page-freed", "inflight-leak") || hasReason(r, verdict.ReasonInflight)) {
-		t.Errorf("want dma-mapped-page-freed or inflight-leak, got %v", r.Reasons)
+	for _, tc := range []struct {
+		fixture, procedure string
+		violations         []string
+		console, inflight  bool // also accepted: a console report, the inflight check
+	}{
+		{"series-prerfc", "copy", []string{"foreign-page-returned"}, true, false},
+		{"series-no-coalesce-fix", "tcp", []string{"dma-mapped-page-freed", "inflight-leak"}, false, true},
+		{"series-v2-coalesce-mixes-refs", "tcp-slowread", []string{"dma-mapped-page-freed", "inflight-leak"}, false, true},
+	} {
+		t.Run(tc.fixture, func(t *testing.T) {
+			sum := runBoard(t, Kernel{Series: seriesDir(t, "../fixtures/"+tc.fixture)}, tc.procedure)
+			r := sum.Results[0]
+			t.Logf("%s on %s: %v", tc.procedure, tc.fixture, r.Reasons)
+			caught := hasReason(r, verdict.ReasonViolation, tc.violations...) ||
+				tc.console && hasReason(r, verdict.ReasonConsole) || tc.inflight && hasReason(r, verdict.ReasonInflight)
+			if r.Pass || !caught {
+				t.Errorf("want %v (console report %t, inflight %t), got %v", tc.violations, tc.console, tc.inflight, r.Reasons)
+			}
+		})
 	}
 }

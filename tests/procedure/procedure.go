@@ -781,15 +781,28 @@ func (*Splice) Helpers() []string { return []string{"splicerecv"} }
 
 func (p *Splice) Setup(ctx context.Context, env *Env) error {
 	var err error
-	if p.receiver, err = startGuest(ctx, env, "splicerecv", env.Helpers["splicerecv"]+" "+strconv.Itoa(splicePort(env))); err != nil {
-		return err
-	}
-	return waitListening(ctx, env, "tcp", splicePort(env))
+	p.receiver, err = startReceiver(ctx, env, "splicerecv", splicePort(env))
+	return err
 }
 
 func (p *Splice) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(splicePort(env)),
-		"-t", seconds(env.Options.Duration), "-i", "1")
+	return sendTCP(ctx, env, splicePort(env))
+}
+
+// startReceiver starts the guest receiver helper on port and waits until it listens.
+func startReceiver(ctx context.Context, env *Env, helper string, port int) (*guestProcess, error) {
+	g, err := startGuest(ctx, env, helper, env.Helpers[helper]+" "+strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	return g, waitListening(ctx, env, "tcp", port)
+}
+
+// sendTCP runs the client's iperf against the board's receiver on port for the traffic time,
+// with iperf's further arguments.
+func sendTCP(ctx context.Context, env *Env, port int, args ...string) error {
+	out, err := runClient(ctx, env, "iperf-client", append([]string{"iperf", "-c", BoardIP, "-p", strconv.Itoa(port),
+		"-t", seconds(env.Options.Duration), "-i", "1"}, args...)...)
 	if err != nil {
 		return err
 	}
@@ -832,20 +845,11 @@ func (*SlowRead) Helpers() []string { return []string{"slowrecv"} }
 
 func (p *SlowRead) Setup(ctx context.Context, env *Env) error {
 	var err error
-	if p.receiver, err = startGuest(ctx, env, "slowrecv", env.Helpers["slowrecv"]+" "+strconv.Itoa(SlowReadPort)); err != nil {
-		return err
-	}
-	return waitListening(ctx, env, "tcp", SlowReadPort)
+	p.receiver, err = startReceiver(ctx, env, "slowrecv", SlowReadPort)
+	return err
 }
 
-func (p *SlowRead) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(SlowReadPort),
-		"-t", seconds(env.Options.Duration), "-i", "1")
-	if err != nil {
-		return err
-	}
-	return clientErrors("iperf client", out)
-}
+func (p *SlowRead) Run(ctx context.Context, env *Env) error { return sendTCP(ctx, env, SlowReadPort) }
 
 func (p *SlowRead) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	return collectReceiver(ctx, env, p.receiver, "slowrecv")
@@ -936,19 +940,12 @@ func (p *Zerocopy) Setup(ctx context.Context, env *Env) error {
 		return err
 	}
 	var err error
-	if p.receiver, err = startGuest(ctx, env, "zcrecv", env.Helpers["zcrecv"]+" "+strconv.Itoa(ZerocopyPort)); err != nil {
-		return err
-	}
-	return waitListening(ctx, env, "tcp", ZerocopyPort)
+	p.receiver, err = startReceiver(ctx, env, "zcrecv", ZerocopyPort)
+	return err
 }
 
 func (p *Zerocopy) Run(ctx context.Context, env *Env) error {
-	out, err := runClient(ctx, env, "iperf-client", "iperf", "-c", BoardIP, "-p", strconv.Itoa(ZerocopyPort),
-		"-t", seconds(env.Options.Duration), "-i", "1", "-l", "256K")
-	if err != nil {
-		return err
-	}
-	return clientErrors("iperf client", out)
+	return sendTCP(ctx, env, ZerocopyPort, "-l", "256K")
 }
 
 func (p *Zerocopy) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {

@@ -24,26 +24,11 @@ static int pause_or_stop(const char *name, int sigfd, long usec)
 int main(int argc, char **argv)
 {
 	const char *me = "slowrecv";
-	long port = argc == 2 ? parse_num(argv[1]) : -1;
-	if (port <= 0 || port > 65535) {
-		out_str("usage: slowrecv PORT");
-		out_line(2);
-		return 2;
-	}
+	long port = port_arg(me, argc, argv);
 	int sigfd = stop_signals(me);
-	int ls = tcp_listen(me, port);
-	int rcvbuf = 256 << 10;
-	long r = sys(NR_setsockopt, ls, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf), 0);
-	if (r < 0)
-		die(me, "setsockopt SO_RCVBUF", r);
-	out_str("slowrecv: listening on port ");
-	out_num(port);
-	out_line(1);
 	long long total = 0, start = now_usec();
-	if (wait_readable(me, ls, sigfd)) {
-		long s = sys(NR_accept4, ls, 0, 0, 0, 0, 0);
-		if (s < 0)
-			die(me, "accept", s);
+	long s = tcp_serve(me, port, sigfd, 256 << 10);
+	if (s >= 0) {
 		start = now_usec();
 		while (wait_readable(me, (int)s, sigfd)) {
 			long n = sys(NR_read, s, buf, sizeof(buf), 0, 0, 0);

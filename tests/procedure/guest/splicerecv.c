@@ -7,14 +7,8 @@
 int main(int argc, char **argv)
 {
 	const char *me = "splicerecv";
-	long port = argc == 2 ? parse_num(argv[1]) : -1;
-	if (port <= 0 || port > 65535) {
-		out_str("usage: splicerecv PORT");
-		out_line(2);
-		return 2;
-	}
+	long port = port_arg(me, argc, argv);
 	int sigfd = stop_signals(me);
-	int ls = tcp_listen(me, port);
 	int pipefd[2];
 	long r = sys(NR_pipe2, pipefd, 0, 0, 0, 0, 0);
 	if (r < 0)
@@ -22,14 +16,9 @@ int main(int argc, char **argv)
 	long devnull = sys(NR_openat, AT_FDCWD, "/dev/null", O_WRONLY, 0, 0, 0);
 	if (devnull < 0)
 		die(me, "open /dev/null", devnull);
-	out_str("splicerecv: listening on port ");
-	out_num(port);
-	out_line(1);
 	long long total = 0, start = now_usec();
-	if (wait_readable(me, ls, sigfd)) {
-		long s = sys(NR_accept4, ls, 0, 0, 0, 0, 0);
-		if (s < 0)
-			die(me, "accept", s);
+	long s = tcp_serve(me, port, sigfd, 0);
+	if (s >= 0) {
 		start = now_usec();
 		while (wait_readable(me, (int)s, sigfd)) {
 			long n = sys(NR_splice, s, 0, pipefd[1], 0, 1 << 16, SPLICE_F_MOVE | SPLICE_F_MORE);

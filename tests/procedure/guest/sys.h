@@ -225,6 +225,43 @@ static int tcp_listen(const char *name, long port)
 	return (int)s;
 }
 
+/* port_arg returns PORT, a receiver helper's one argument, or prints the usage and exits 2. */
+static long port_arg(const char *name, int argc, char **argv)
+{
+	long port = argc == 2 ? parse_num(argv[1]) : -1;
+	if (port <= 0 || port > 65535) {
+		out_str("usage: ");
+		out_str(name);
+		out_str(" PORT");
+		out_line(2);
+		sys(NR_exit_group, 2, 0, 0, 0, 0, 0);
+	}
+	return port;
+}
+
+/* tcp_serve listens on port (with a receive buffer of rcvbuf bytes unless 0, inherited by the
+ * connection), says so on stdout, and waits for one connection: its socket, or -1 when a stop
+ * signal came first. */
+static long tcp_serve(const char *name, long port, int sigfd, int rcvbuf)
+{
+	int ls = tcp_listen(name, port);
+	if (rcvbuf > 0) {
+		long r = sys(NR_setsockopt, ls, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf), 0);
+		if (r < 0)
+			die(name, "setsockopt SO_RCVBUF", r);
+	}
+	out_str(name);
+	out_str(": listening on port ");
+	out_num(port);
+	out_line(1);
+	if (!wait_readable(name, ls, sigfd))
+		return -1;
+	long s = sys(NR_accept4, ls, 0, 0, 0, 0, 0);
+	if (s < 0)
+		die(name, "accept", s);
+	return s;
+}
+
 int main(int argc, char **argv);
 
 __attribute__((used)) void start_c(long *sp)

@@ -22,22 +22,11 @@ static char buf[CHUNK];
 int main(int argc, char **argv)
 {
 	const char *me = "zcrecv";
-	long port = argc == 2 ? parse_num(argv[1]) : -1;
-	if (port <= 0 || port > 65535) {
-		out_str("usage: zcrecv PORT");
-		out_line(2);
-		return 2;
-	}
+	long port = port_arg(me, argc, argv);
 	int sigfd = stop_signals(me);
-	int ls = tcp_listen(me, port);
-	out_str("zcrecv: listening on port ");
-	out_num(port);
-	out_line(1);
 	long long total = 0, mapped = 0, start = now_usec();
-	if (wait_readable(me, ls, sigfd)) {
-		long s = sys(NR_accept4, ls, 0, 0, 0, 0, 0);
-		if (s < 0)
-			die(me, "accept", s);
+	long s = tcp_serve(me, port, sigfd, 0);
+	if (s >= 0) {
 		start = now_usec();
 		long addr = sys(NR_mmap, 0, CHUNK, PROT_READ, MAP_SHARED, s, 0);
 		if (addr < 0 && addr > -4096)
