@@ -141,11 +141,15 @@ func runBenchTrace(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if b.asJSON {
 		return json.NewEncoder(stdout).Encode(map[string]any{"traffic_s": b.time.Seconds(), "costs": costs, "goal_ratio": benchTraceGoal})
 	}
-	fmt.Fprintf(stdout, "%-10s %14s %14s %12s %12s %6s\n", "procedure", "traced Mbit/s", "untraced", "traced pkts", "untraced", "ratio")
+	fmt.Fprintf(stdout, "%-10s %14s %14s %12s %12s %6s  %s\n", "procedure", "traced Mbit/s", "untraced", "traced pkts", "untraced", "ratio", "goal")
 	pass := true
 	for _, c := range costs {
-		fmt.Fprintf(stdout, "%-10s %14.1f %14.1f %12d %12d %6.2f\n", c.Procedure, c.Traced.BitsPerSecond/1e6, c.Untraced.BitsPerSecond/1e6,
-			c.TracedPackets, c.UntracedPackets, c.Ratio())
+		goal := "met"
+		if c.Ratio < benchTraceGoal {
+			goal = "NOT MET"
+		}
+		fmt.Fprintf(stdout, "%-10s %14.1f %14.1f %12d %12d %6.2f  ≥ %.1f %s\n", c.Procedure, c.Traced.BitsPerSecond/1e6, c.Untraced.BitsPerSecond/1e6,
+			c.TracedPackets, c.UntracedPackets, c.Ratio, benchTraceGoal, goal)
 		pass = pass && c.Pass
 	}
 	if !pass {

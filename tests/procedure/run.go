@@ -150,7 +150,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 			res.Duration = time.Since(res.Started)
 			continue
 		}
-		helpers, herr := r.helpersFor(ctx, tb.Board().Arch(), helpersOn(tb.Board(), p))
+		helpers, herr := r.helpersFor(ctx, tb.Board().Arch(), helpersOn(tb.Board(), p, !r.cfg.Untraced))
 		RunProcedure(ctx, tb, p, res, ProcedureConfig{Options: r.cfg.Options, Dir: dir, Helpers: helpers,
 			HelperErr: herr, Model: r.cfg.Model, Kernel: k, TraceText: r.cfg.TraceText, Untraced: r.cfg.Untraced, Log: r.cfg.Progress})
 		if err := tb.Close(); err != nil {
@@ -165,10 +165,10 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 }
 
 // helpersOn are the guest helpers p needs on board b: its own, and the trace's page copier
-// on a board with trace ports.
-func helpersOn(b Board, p Procedure) []string {
+// on a board with trace ports when the run is traced.
+func helpersOn(b Board, p Procedure, traced bool) []string {
 	names := p.Helpers()
-	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 {
+	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 && traced {
 		names = append(append([]string{}, names...), "tracepages")
 	}
 	return names
@@ -264,7 +264,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		res.TraceFiles = c.files()
 	}()
 
-	if names := helpersOn(env.Board, p); len(names) > 0 {
+	if names := helpersOn(env.Board, p, !pc.Untraced); len(names) > 0 {
 		if pc.HelperErr != nil {
 			ev.InfraError = pc.HelperErr
 			return

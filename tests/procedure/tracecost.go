@@ -17,10 +17,12 @@ type TraceCost struct {
 	UntracedPackets int64 `json:"untraced_packets"`
 	// Pass is the traced run's verdict: a cost measured on a failing run means little.
 	Pass bool `json:"pass"`
+	// Ratio is the traced throughput over the untraced (packets when a tool reports no rate).
+	Ratio float64 `json:"ratio"`
 }
 
-// Ratio is the traced throughput over the untraced (packets when a tool reports no rate).
-func (c TraceCost) Ratio() float64 {
+// ratio is TraceCost.Ratio of c.
+func (c TraceCost) ratio() float64 {
 	if c.Traced.BitsPerSecond > 0 && c.Untraced.BitsPerSecond > 0 {
 		return c.Traced.BitsPerSecond / c.Untraced.BitsPerSecond
 	}
@@ -47,8 +49,10 @@ func MeasureTraceCost(ctx context.Context, cfg Config) ([]TraceCost, error) {
 			break
 		}
 		u := untraced.Results[i]
-		out = append(out, TraceCost{Procedure: r.Procedure, Traced: r.Traffic, Untraced: u.Traffic,
-			TracedPackets: r.Figures.Packets, UntracedPackets: u.Figures.Packets, Pass: r.Pass})
+		c := TraceCost{Procedure: r.Procedure, Traced: r.Traffic, Untraced: u.Traffic,
+			TracedPackets: r.Figures.Packets, UntracedPackets: u.Figures.Packets, Pass: r.Pass}
+		c.Ratio = c.ratio()
+		out = append(out, c)
 	}
 	return out, nil
 }

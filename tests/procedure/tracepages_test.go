@@ -105,3 +105,31 @@ func TestDrainWatchFollowsGrowingPorts(t *testing.T) {
 		t.Fatalf("all pages: drained %v, %v (%d pools seen)", ok, err, len(w.newest))
 	}
 }
+
+// portBoard is a board with trace ports, for helpersOn (nothing else of Board is called).
+type portBoard struct {
+	Board
+	ports []TracePort
+}
+
+func (b portBoard) TracePorts() []TracePort { return b.ports }
+
+// TestHelpersOnTracedOnly: a traced run on a board with trace ports also needs tracepages; an
+// untraced one (ppkit bench trace's second half) and a board without ports do not.
+func TestHelpersOnTracedOnly(t *testing.T) {
+	p := Procedures()["splice"]
+	withPorts := portBoard{ports: []TracePort{{}}}
+	for _, tc := range []struct {
+		b      Board
+		traced bool
+		want   string
+	}{
+		{withPorts, true, "splicerecv tracepages"},
+		{withPorts, false, "splicerecv"},
+		{portBoard{}, true, "splicerecv"},
+	} {
+		if got := strings.Join(helpersOn(tc.b, p, tc.traced), " "); got != tc.want {
+			t.Errorf("ports %d, traced %t: %q, want %q", len(tc.b.(portBoard).ports), tc.traced, got, tc.want)
+		}
+	}
+}
