@@ -123,6 +123,9 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		dir := filepath.Join(r.cfg.ArtifactDir, verdict.KernelKind(k.String()), p.Name())
 		res := &verdict.Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
 			Started: time.Now(), Artifacts: dir}
+		if v, err := k.Variant(); err == nil { // Run checked it before anything booted
+			res.Design = v.String()
+		}
 		if DrawsFromSeed(p) {
 			res.Seed = r.cfg.Options.Seed
 		}

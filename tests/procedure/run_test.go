@@ -140,6 +140,14 @@ func TestRunCompareTwoReferences(t *testing.T) {
 			t.Errorf("comparison against %s: %+v", r.Kernel, r.Comparison)
 		}
 	}
+	// Each result says its kernel's design: where the probes read struct page.
+	var designs []string
+	for _, r := range sum.All() {
+		designs = append(designs, r.Design)
+	}
+	if strings.Join(designs, " ") != "none series upstream" {
+		t.Errorf("designs %q, want none series upstream", designs)
+	}
 	var b strings.Builder
 	report.WriteComparison(&b, sum)
 	head, _, _ := strings.Cut(b.String(), "\n")

@@ -381,7 +381,7 @@ pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width
 <h1>ppkit test: {{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
 <table><tr><th class="l">procedure</th><th class="l">kernel</th><th class="l">verdict</th><th>packets</th><th>throughput</th>
 <th>slow-path / 1000 pkts</th><th>SKB-hook returns</th><th>releases</th><th>model: slow-path / 1000</th><th>model: SKB returns</th><th>model: releases</th></tr>
-{{range .All}}<tr><td class="l"><a href="#{{.Kernel}}-{{.Procedure}}">{{.Procedure}}</a></td><td class="l">{{.Kernel}}</td>
+{{range .All}}<tr><td class="l"><a href="#{{.Kernel}}-{{.Procedure}}">{{.Procedure}}</a></td><td class="l">{{.Kernel}}{{with .Design}} ({{.}}){{end}}</td>
 <td class="l">{{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">{{verdict .Verdict}}</span>{{end}}</td>
 <td>{{.Figures.Packets}}</td><td>{{rate .Figures.BitsPerSecond}}</td><td>{{f1 .Figures.SlowPathPer1000}}</td>
 <td>{{.Figures.SKBReturns}}</td><td>{{.Figures.Releases}}</td>

@@ -57,20 +57,23 @@ func (r Reason) String() string { return r.Kind + ": " + r.Detail }
 
 // Result is one procedure on one kernel.
 type Result struct {
-	Procedure   string          `json:"procedure"`
-	Description string          `json:"description"`
-	Paths       []string        `json:"paths"`
-	Kernel      string          `json:"kernel"`
-	Started     time.Time       `json:"started"`
-	Duration    time.Duration   `json:"duration_ns"`
-	Figures     Figures         `json:"figures"`
-	Model       *ModelReport    `json:"model,omitempty"`
-	Traffic     Traffic         `json:"traffic"`
-	Pools       []PoolFigures   `json:"pools"`
-	Console     []ConsoleReport `json:"console_reports,omitempty"`
-	LostEvents  int64           `json:"lost_events"`
-	Notes       []string        `json:"notes,omitempty"`
-	Seed        int64           `json:"seed,omitempty"` // a randomised procedure's (mixed): --seed replays it
+	Procedure   string   `json:"procedure"`
+	Description string   `json:"description"`
+	Paths       []string `json:"paths"`
+	Kernel      string   `json:"kernel"`
+	// Design is the kernel's design as the model names it (the series' model-variant file;
+	// "none" for the baseline): it decides where ppkit's probes read struct page.
+	Design     string          `json:"design,omitempty"`
+	Started    time.Time       `json:"started"`
+	Duration   time.Duration   `json:"duration_ns"`
+	Figures    Figures         `json:"figures"`
+	Model      *ModelReport    `json:"model,omitempty"`
+	Traffic    Traffic         `json:"traffic"`
+	Pools      []PoolFigures   `json:"pools"`
+	Console    []ConsoleReport `json:"console_reports,omitempty"`
+	LostEvents int64           `json:"lost_events"`
+	Notes      []string        `json:"notes,omitempty"`
+	Seed       int64           `json:"seed,omitempty"` // a randomised procedure's (mixed): --seed replays it
 	// PathCounters are the kernel counters that show which skb paths the traffic took (their
 	// change over the traffic window; PathCounterNames), the evidence for Paths.
 	PathCounters map[string]int64 `json:"path_counters,omitempty"`
