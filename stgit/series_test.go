@@ -1,6 +1,8 @@
 package stgit
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -113,4 +115,24 @@ func FuzzParsePatchFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadDesign: the design is the first line that is not blank or a comment; a missing file
+// or one without such a line is an error naming the file and what to write.
+func TestReadDesign(t *testing.T) {
+	for _, tc := range []struct{ file, want, err string }{
+		{"upstream\n", "upstream", ""},
+		{"# V2\n\n  series  \nupstream\n", "series", ""},
+		{"# nothing\n", "", "names no design"},
+		{"-", "", "does not say its design"},
+	} {
+		dir := t.TempDir()
+		if tc.file != "-" {
+			os.WriteFile(filepath.Join(dir, DesignFile), []byte(tc.file), 0o644)
+		}
+		got, err := ReadDesign(dir)
+		if got != tc.want || (tc.err == "") != (err == nil) || err != nil && (!strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), DesignFile)) {
+			t.Errorf("%q: %q, %v; want %q, %q", tc.file, got, err, tc.want, tc.err)
+		}
+	}
 }
