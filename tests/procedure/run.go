@@ -68,12 +68,15 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 	if cfg.Options.Seed == 0 {
 		cfg.Options.Seed = NewSeed()
 	}
-	// Each kernel's design decides its probes (gomodel.KprobeEvents): a series that does not
-	// say it is bad input, said before anything boots.
-	for _, k := range append([]Kernel{cfg.Kernel}, cfg.Compare...) {
-		if _, err := k.Variant(); err != nil {
+	// Each kernel's design decides its probes (gomodel.KprobeEvents): read once, here; a series
+	// that does not say it is bad input, said before anything boots.
+	cfg.Compare = append([]Kernel(nil), cfg.Compare...)
+	for _, k := range append([]*Kernel{&cfg.Kernel}, kernelPtrs(cfg.Compare)...) {
+		v, err := k.Variant()
+		if err != nil {
 			return nil, err
 		}
+		k.Design = v.String()
 	}
 	r := &runner{cfg: cfg, helpers: map[string]map[string]string{}}
 	for _, p := range procs {
@@ -93,6 +96,15 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 	s.Pass = s.Verdict == verdict.VerdictPass
 	s.Interrupted = ctx.Err() != nil
 	return s, nil
+}
+
+// kernelPtrs points at each of ks.
+func kernelPtrs(ks []Kernel) []*Kernel {
+	out := make([]*Kernel, len(ks))
+	for i := range ks {
+		out[i] = &ks[i]
+	}
+	return out
 }
 
 // seeded is a procedure whose run Options.Seed draws.
@@ -123,9 +135,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		dir := filepath.Join(r.cfg.ArtifactDir, verdict.KernelKind(k.String()), p.Name())
 		res := &verdict.Result{Procedure: p.Name(), Description: p.Description(), Paths: p.Paths(), Kernel: k.String(),
 			Started: time.Now(), Artifacts: dir}
-		if v, err := k.Variant(); err == nil { // Run checked it before anything booted
-			res.Design = v.String()
-		}
+		res.Design = k.Design // Run read it before anything booted
 		if DrawsFromSeed(p) {
 			res.Seed = r.cfg.Options.Seed
 		}
