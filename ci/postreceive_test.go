@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,6 +69,21 @@ func refsOf(t *testing.T, repo string) string {
 
 // waitStatus waits until the hook's worker wrote the status of branch (the worker runs
 // detached, so the test polls its output).
+// waitWorkerGone waits, at most within, until the hook's worker process (worker.pid) has exited.
+func waitWorkerGone(ciDir string, within time.Duration) {
+	data, err := os.ReadFile(filepath.Join(ciDir, "worker.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(within); time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil; {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func waitStatus(t *testing.T, ciDir, branch string, within time.Duration) []string {
 	t.Helper()
 	path := filepath.Join(ciDir, "runs", strings.ReplaceAll(branch, "/", "%2F"), "status")
@@ -91,6 +108,9 @@ func TestPostReceiveQueuesDetachedRuns(t *testing.T) {
 	stgtest.Hermetic(t)
 	stgtest.Require(t, "flock", "setsid", "timeout")
 	ciDir := filepath.Join(t.TempDir(), "ci")
+	// The worker writes a run's status before it logs "done" and looks at the queue again:
+	// the directory is removed only once it has exited.
+	t.Cleanup(func() { waitWorkerGone(ciDir, 30*time.Second) })
 	bare, work := hookRepo(t, ppkit, ciDir, "ppkit.ci.args", "--time 1s tcp")
 
 	// Three branches that are not a series: ppkit ci fails them in its series stage, fast.
