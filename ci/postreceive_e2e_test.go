@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,26 +68,14 @@ func commitSeries(t *testing.T, work, branch, src string) {
 // stopWorker stops a hook worker still running when the test ends (it failed or timed out):
 // SIGTERM to its process group lets ppkit ci remove its QEMU, namespaces and temporary trees.
 func stopWorker(t *testing.T, ciDir string) {
-	data, err := os.ReadFile(filepath.Join(ciDir, "worker.pid"))
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
-		return
-	}
 	// A worker that wrote its last status is about to exit by itself.
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if syscall.Kill(pid, 0) != nil {
+	pid := waitWorkerGone(ciDir, 10*time.Second)
+	if pid == 0 {
 		return
 	}
 	t.Logf("stopping the hook worker %d", pid)
 	syscall.Kill(-pid, syscall.SIGTERM)
-	for i := 0; i < 600 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitWorkerGone(ciDir, time.Minute)
 }
 
 // TestPostReceiveGoodAndBadSeries is the acceptance test of the CI pipeline: a bare repository

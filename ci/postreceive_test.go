@@ -69,19 +69,24 @@ func refsOf(t *testing.T, repo string) string {
 
 // waitStatus waits until the hook's worker wrote the status of branch (the worker runs
 // detached, so the test polls its output).
-// waitWorkerGone waits, at most within, until the hook's worker process (worker.pid) has exited.
-func waitWorkerGone(ciDir string, within time.Duration) {
+// waitWorkerGone waits, at most within, until the hook's worker process (worker.pid) has
+// exited; it returns the worker's pid while it still runs, else 0.
+func waitWorkerGone(ciDir string, within time.Duration) int {
 	data, err := os.ReadFile(filepath.Join(ciDir, "worker.pid"))
 	if err != nil {
-		return
+		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	if err != nil {
-		return
+		return 0
 	}
 	for deadline := time.Now().Add(within); time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil; {
 		time.Sleep(50 * time.Millisecond)
 	}
+	if syscall.Kill(pid, 0) != nil {
+		return 0
+	}
+	return pid
 }
 
 func waitStatus(t *testing.T, ciDir, branch string, within time.Duration) []string {
