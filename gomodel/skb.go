@@ -76,7 +76,7 @@ func (m *Model) hookVariant() bool {
 	return m.cfg.Variant == VariantPreRFC || m.cfg.Variant == VariantRFC || m.cfg.Variant == VariantSeries
 }
 
-// mut reports whether the model runs mutant x of the series.
+// mut reports whether the model runs mutant x (of its base design).
 func (m *Model) mut(x Mutant) bool { return m.cfg.Mutant == x && m.cfg.Variant == x.Base() }
 
 // stealStrategy is what skb_try_coalesce()/skb_gro_receive() do with a page_pool head, for the

@@ -81,9 +81,11 @@ func seriesKernel(dir string) (procedure.Kernel, error) {
 		return procedure.Kernel{}, err
 	}
 	k := procedure.Kernel{Series: abs}
-	if _, err := k.Variant(); err != nil {
+	v, err := k.Variant()
+	if err != nil {
 		return procedure.Kernel{}, err
 	}
+	k.Design = v.String() // read once: Run and the procedures take it from here
 	return k, nil
 }
 
