@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "bench", summary: "measure: `bench boot` (boot-to-SSH-ready, cached build), `bench nic` (mvneta vs virtio-net), `bench test` (warm ppkit test, by phase), `bench trace` (traffic traced vs untraced)", run: runBench})
+	register(&command{name: "bench", summary: "measure: `bench boot` (boot-to-SSH-ready, cached build), `bench nic` (mvneta vs virtio-net), `bench test` (warm ppkit test, by phase), `bench trace` (traffic traced vs untraced), `bench throughput` (the series vs another kernel, alternated rounds)", run: runBench})
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -26,9 +26,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchTest(ctx, args[1:], stdout, stderr)
 		case "trace":
 			return runBenchTrace(ctx, args[1:], stdout, stderr)
+		case "throughput":
+			return runBenchThroughput(ctx, args[1:], stdout, stderr)
 		}
 	}
-	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...] | ppkit bench trace [--time T] [PROCEDURE...]")
+	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...] | ppkit bench trace [--time T] [PROCEDURE...] | ppkit bench throughput --compare baseline|DIR [--rounds N] [--time T] [PROCEDURE...]")
 }
 
 // runBenchBoot is `ppkit bench boot`: the median boot-to-SSH-ready over N boots, and the time of

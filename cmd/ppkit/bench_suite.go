@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,9 +29,10 @@ type benchSuite struct {
 	cfg     procedure.Config
 }
 
-// newBenchSuite parses the flags of a suite benchmark and warms the caches.
-func newBenchSuite(ctx context.Context, name string, args []string, stderr io.Writer) (*benchSuite, error) {
-	fs := newFlagSet("bench "+name, stderr)
+// newBenchSuite parses the flags of a suite benchmark (fs may carry the benchmark's own, which
+// check, when not nil, judges after parsing), then warms the caches of the series under test
+// and of compare's kernel. Bad input is said before anything is built.
+func newBenchSuite(ctx context.Context, fs *flag.FlagSet, args []string, defaultProcs []string, compare *string, check func() error, stderr io.Writer) (*benchSuite, error) {
 	series := pathFlag(fs, "series", "patches", "stg series `directory` under test")
 	d := fs.Duration("time", 10*time.Second, "traffic time per procedure")
 	asJSON := fs.Bool("json", false, "print the figures as JSON")
@@ -39,36 +41,59 @@ func newBenchSuite(ctx context.Context, name string, args []string, stderr io.Wr
 	}
 	procs := fs.Args()
 	if len(procs) == 0 {
-		procs = []string{"multicast", "tcp"}
+		procs = defaultProcs
 	}
 	if _, err := procedure.LookupProcedures(procs); err != nil {
 		return nil, usageErrorf("%v", err)
 	}
-	abs, err := filepath.Abs(*series)
-	if err != nil {
-		return nil, usageErrorf("--series: %v", err)
+	if _, err := os.Stat(filepath.Join(*series, "series")); err != nil {
+		return nil, usageErrorf("no stg series in %s; pass --series DIR", *series)
 	}
-	if _, err := os.Stat(filepath.Join(abs, "series")); err != nil {
-		return nil, usageErrorf("no stg series in %s; pass --series DIR", abs)
+	kernel, err := seriesKernel(*series)
+	if err != nil {
+		return nil, usageErrorf("--series %s: %v", *series, err)
+	}
+	var others []procedure.Kernel
+	if compare != nil {
+		if *compare == "" {
+			return nil, usageErrorf("--compare: give the kernel to compare with (baseline or a series DIR)")
+		}
+		k, err := seriesKernel(*compare)
+		if err != nil {
+			return nil, usageErrorf("--compare %s: %v", *compare, err)
+		}
+		if k == kernel {
+			return nil, usageErrorf("--compare %s: that is the kernel under test", *compare)
+		}
+		others = append(others, k)
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
 	}
 	warm := time.Now()
 	fmt.Fprintln(stderr, "bench: warming the caches (kernel, image, QEMU); not timed")
 	launcher := &procedure.HarnessLauncher{}
-	kernel := procedure.Kernel{Series: abs}
-	if _, err := harness.Build(ctx, launcher.Spec(kernel, stderr)); err != nil {
-		return nil, err
+	for _, k := range append([]procedure.Kernel{kernel}, others...) {
+		if _, err := harness.Build(ctx, launcher.Spec(k, stderr)); err != nil {
+			return nil, err
+		}
 	}
 	return &benchSuite{procs: procs, time: *d, asJSON: *asJSON, warming: time.Since(warm),
-		cfg: procedure.Config{Procedures: procs, Kernel: kernel, Options: procedure.Options{Duration: *d, RateMbit: 1000},
+		cfg: procedure.Config{Procedures: procs, Kernel: kernel, Compare: others, Options: procedure.Options{Duration: *d, RateMbit: 1000},
 			Launcher: launcher, Model: verdict.CheckTraceWithModel, Progress: stderr}}, nil
 }
+
+// benchSuiteProcs are the procedures `bench test` and `bench trace` run by default.
+var benchSuiteProcs = []string{"multicast", "tcp"}
 
 // runBenchTest is `ppkit bench test`: the wall time of a warm `ppkit test` (default: multicast
 // and tcp, 10 s of traffic each) on patches/, with each phase's share. Everything the run
 // needs is built (or found in the cache) first, untimed, so the figure is what a developer
 // waits for on a warm machine.
 func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	b, err := newBenchSuite(ctx, "test", args, stderr)
+	b, err := newBenchSuite(ctx, newFlagSet("bench test", stderr), args, benchSuiteProcs, nil, nil, stderr)
 	if err != nil {
 		return err
 	}
@@ -124,7 +149,7 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // traced (as `ppkit test` runs it) and untraced on fresh boards, and the throughput ratio is
 // printed (issue 15's goal: at least 0.8 for multicast and tcp).
 func runBenchTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	b, err := newBenchSuite(ctx, "trace", args, stderr)
+	b, err := newBenchSuite(ctx, newFlagSet("bench trace", stderr), args, benchSuiteProcs, nil, nil, stderr)
 	if err != nil {
 		return err
 	}
@@ -160,3 +185,51 @@ func runBenchTrace(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // benchTraceGoal is issue 15's floor for traced over untraced throughput.
 const benchTraceGoal = 0.8
+
+// runBenchThroughput is `ppkit bench throughput`: the series' untraced throughput against
+// another kernel's (--compare), in --rounds alternated rounds per procedure (default: every
+// procedure), judged by a sign test (procedure.CompareThroughput). It answers issue 16's "not
+// lower than V1 in any procedure", which one run each cannot on a noisy machine.
+func runBenchThroughput(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench throughput", stderr)
+	compare := fs.String("compare", "", "the kernel to compare with: `baseline` or a series DIR")
+	rounds := fs.Int("rounds", 5, "alternated rounds per procedure (5 is the fewest in which a sign test can call a difference)")
+	b, err := newBenchSuite(ctx, fs, args, procedure.DefaultProcedures, compare, func() error {
+		if *rounds < 1 {
+			return usageErrorf("--rounds %d: want at least 1", *rounds)
+		}
+		return nil
+	}, stderr)
+	if err != nil {
+		return err
+	}
+	artifacts, err := harness.TempDir("benchthroughput")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(artifacts)
+	b.cfg.ArtifactDir = artifacts
+	cmp, err := procedure.CompareThroughput(ctx, b.cfg, *rounds)
+	if err != nil && len(cmp) == 0 {
+		return err
+	}
+	if b.asJSON {
+		if jerr := json.NewEncoder(stdout).Encode(map[string]any{"traffic_s": b.time.Seconds(), "rounds": *rounds,
+			"significance": procedure.Significance, "comparisons": cmp}); jerr != nil {
+			return jerr
+		}
+	} else {
+		fmt.Fprintf(stdout, "untraced throughput of %s over %s, %d alternated rounds of %s per procedure\n",
+			b.cfg.Kernel, b.cfg.Compare[0], *rounds, b.time)
+		fmt.Fprintf(stdout, "%-13s %7s %13s %9s %8s  %s\n", "procedure", "median", "min–max", "lower/n", "p", "finding")
+		for _, c := range cmp {
+			missing := ""
+			if c.Missing > 0 {
+				missing = fmt.Sprintf(" (%d rounds measured nothing)", c.Missing)
+			}
+			fmt.Fprintf(stdout, "%-13s %7.3f %6.3f–%-6.3f %5d/%-3d %8.3f  %s%s\n", c.Procedure, c.Median, c.Min, c.Max,
+				c.Lower, len(c.Ratios), c.P, c.Finding, missing)
+		}
+	}
+	return err
+}

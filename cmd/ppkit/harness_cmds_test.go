@@ -27,6 +27,11 @@ func TestHarnessCommandUsageErrors(t *testing.T) {
 		{[]string{"boot", "cat", "/proc/version"}, "quote the command"},
 		{[]string{"bench"}, "usage: ppkit bench"},
 		{[]string{"bench", "boot", "-n", "0"}, "-n must be at least 1"},
+		{[]string{"bench", "throughput", "--series", "../../patches"}, "--compare: give the kernel to compare with"},
+		{[]string{"bench", "throughput", "--series", "../../patches", "--compare", "../../patches"}, "that is the kernel under test"},
+		{[]string{"bench", "throughput", "--series", "../../patches", "--compare", "baseline", "--rounds", "0"}, "--rounds 0: want at least 1"},
+		{[]string{"bench", "throughput", "--series", "../../patches", "--compare", "baseline", "nosuch"}, "nosuch"},
+		{[]string{"bench", "trace", "--series", "/nonexistent"}, "no stg series in /nonexistent"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out, errb bytes.Buffer

@@ -5,9 +5,11 @@ package procedure
 import (
 	"context"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +244,55 @@ func TestE2EBoardKnownBadFails(t *testing.T) {
 				t.Errorf("want %v (console report %t, inflight %t), got %v", tc.violations, tc.console, tc.inflight, r.Reasons)
 			}
 		})
+	}
+}
+
+// kernelOrder records the kernels of the testbeds launched, in order.
+type kernelOrder struct {
+	Launcher
+	kernels []string
+}
+
+func (l *kernelOrder) Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error) {
+	l.kernels = append(l.kernels, k.String())
+	return l.Launcher.Launch(ctx, k, progress)
+}
+
+// `ppkit bench throughput`'s measurement: V2 against V1, untraced, in rounds whose order flips
+// (reference first, then the kernel first), each round a ratio of two real measurements.
+func TestE2EBoardCompareThroughput(t *testing.T) {
+	requireBoard(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	v2, v1 := Kernel{Series: seriesDir(t, "../../patches")}, Kernel{Series: seriesDir(t, "../fixtures/series-v1-head-only")}
+	rec := &recordingLauncher{Launcher: &HarnessLauncher{}}
+	order := &kernelOrder{Launcher: rec}
+	cmp, err := CompareThroughput(ctx, Config{Procedures: []string{"multicast"}, Kernel: v2, Compare: []Kernel{v1},
+		Options: Options{Duration: 3 * time.Second, RateMbit: 100}, ArtifactDir: t.TempDir(), Launcher: order, Progress: testLog{t}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.checkGone(t)
+	if want := []string{v1.String(), v2.String(), v2.String(), v1.String()}; !slices.Equal(order.kernels, want) {
+		t.Errorf("boards launched for %v, want %v (reference first, then the kernel first)", order.kernels, want)
+	}
+	if len(cmp) != 1 {
+		t.Fatalf("%d comparisons, want 1 (multicast)", len(cmp))
+	}
+	c := cmp[0]
+	t.Logf("%+v", c)
+	if c.Procedure != "multicast" || c.Kernel != v2.String() || c.Reference != v1.String() {
+		t.Errorf("comparison of %s: %s over %s", c.Procedure, c.Kernel, c.Reference)
+	}
+	if len(c.Ratios) != 2 || c.Missing != 0 {
+		t.Fatalf("ratios %v, %d rounds missing: want 2 measured rounds", c.Ratios, c.Missing)
+	}
+	for _, r := range c.Ratios {
+		if !(r > 0) || math.IsInf(r, 0) {
+			t.Errorf("ratio %v: not a ratio of two measured throughputs", r)
+		}
+	}
+	if c.Median != (c.Ratios[0]+c.Ratios[1])/2 || c.Finding != FindingNoDifference {
+		t.Errorf("judgement %+v of two rounds: want their mean as median and no difference shown (two rounds cannot show one)", c.ThroughputJudgement)
 	}
 }

@@ -21,17 +21,6 @@ type TraceCost struct {
 	Ratio float64 `json:"ratio"`
 }
 
-// ratio is TraceCost.Ratio of c.
-func (c TraceCost) ratio() float64 {
-	if c.Traced.BitsPerSecond > 0 && c.Untraced.BitsPerSecond > 0 {
-		return c.Traced.BitsPerSecond / c.Untraced.BitsPerSecond
-	}
-	if c.UntracedPackets > 0 {
-		return float64(c.TracedPackets) / float64(c.UntracedPackets)
-	}
-	return 0
-}
-
 // MeasureTraceCost runs cfg's procedures traced and then untraced and pairs their traffic.
 func MeasureTraceCost(ctx context.Context, cfg Config) ([]TraceCost, error) {
 	traced, err := Run(ctx, cfg)
@@ -51,7 +40,7 @@ func MeasureTraceCost(ctx context.Context, cfg Config) ([]TraceCost, error) {
 		u := untraced.Results[i]
 		c := TraceCost{Procedure: r.Procedure, Traced: r.Traffic, Untraced: u.Traffic,
 			TracedPackets: r.Figures.Packets, UntracedPackets: u.Figures.Packets, Pass: r.Pass}
-		c.Ratio = c.ratio()
+		c.Ratio = throughputRatio(c.Traced, c.Untraced, c.TracedPackets, c.UntracedPackets)
 		out = append(out, c)
 	}
 	return out, nil

@@ -1,0 +1,35 @@
+package procedure
+
+import (
+	"math"
+	"testing"
+)
+
+func TestJudgeRatios(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		ratios        []float64
+		finding       string
+		median, p     float64
+		lower, higher int
+	}{
+		{"none", nil, FindingNoDifference, 0, 1, 0, 0},
+		{"five lower", []float64{0.9, 0.95, 0.97, 0.99, 0.8}, FindingLower, 0.95, 1.0 / 32, 5, 0},
+		{"four of five lower", []float64{0.9, 0.95, 1.02, 0.99, 0.8}, FindingNoDifference, 0.95, 6.0 / 32, 4, 1},
+		{"five higher", []float64{1.1, 1.2, 1.01, 1.3, 1.05}, FindingHigher, 1.1, 1.0 / 32, 0, 5},
+		{"even median", []float64{0.9, 1.1, 1.2, 0.8}, FindingNoDifference, 1.0, 11.0 / 16, 2, 2},
+		// A tie is neither side: four lower of four decided rounds is 1/16, not enough.
+		{"tie", []float64{1, 0.9, 0.9, 0.9, 0.9}, FindingNoDifference, 0.9, 1.0 / 16, 4, 0},
+		{"six of seven higher", []float64{1.1, 1.1, 1.1, 1.1, 1.1, 1.1, 0.9}, FindingNoDifference, 1.1, 8.0 / 128, 1, 6},
+		{"seven of eight lower", []float64{0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 1.1}, FindingLower, 0.9, 9.0 / 256, 7, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := JudgeRatios(tc.ratios)
+			if j.Finding != tc.finding || math.Abs(j.Median-tc.median) > 1e-9 || math.Abs(j.P-tc.p) > 1e-9 ||
+				j.Lower != tc.lower || j.Higher != tc.higher {
+				t.Errorf("JudgeRatios(%v) = %+v; want finding %q median %v p %v lower %d higher %d",
+					tc.ratios, j, tc.finding, tc.median, tc.p, tc.lower, tc.higher)
+			}
+		})
+	}
+}
