@@ -300,14 +300,14 @@ func usecs(ns uint64) uint64 { return (ns + 500) / 1000 * 1000 }
 // (__find_next_entry() in kernel/trace/trace.c: the smallest timestamp first, the lowest CPU
 // on a tie).
 type Merger struct {
-	cpus []mergeHead
-	last int // the head handed out by the last Next, -1
+	cpus    []mergeHead
+	last    int // the head handed out by the last Next, -1
+	started bool
 }
 
 type mergeHead struct {
 	rec  Record
 	r    *CPUReader
-	live bool // rec holds the CPU's next record
 	done bool
 }
 
@@ -322,30 +322,54 @@ func NewMerger(streams []io.Reader, h *HeaderPage) *Merger {
 	return m
 }
 
+// advance reads h's next record into h.rec, or marks h done at the end of its stream.
+func (h *mergeHead) advance() error {
+	err := h.r.Next(&h.rec)
+	if err == io.EOF {
+		h.done = true
+		return nil
+	}
+	return err
+}
+
 // Next returns the next record of all CPUs (io.EOF when every stream has ended). The record
 // and its Data are valid until the next call.
 func (m *Merger) Next() (*Record, error) {
-	if m.last >= 0 {
-		m.cpus[m.last].live = false
+	switch {
+	case m.last >= 0:
+		// Only the head handed out last has moved. Its common case is read here (this is the
+		// decoder's hottest loop, and CPUReader.Next is too big for the compiler to inline):
+		// an event whose length is in its header, inside the page's commit.
+		h := &m.cpus[m.last]
+		c := h.r
+		if d, off := c.data, c.off; off+hdrSize <= len(d) && !c.gap {
+			hdr := binary.LittleEndian.Uint32(d[off:])
+			if t := hdr & 31; t-1 < typeDataMax {
+				if end := off + hdrSize + 4*int(t); end <= len(d) {
+					c.ts += uint64(hdr >> 5)
+					c.off = end
+					h.rec.CPU, h.rec.TS, h.rec.Data, h.rec.Lost = c.cpu, c.ts, d[off+hdrSize:end], 0
+					break
+				}
+			}
+		}
+		if err := h.advance(); err != nil {
+			m.last = -1
+			return nil, err
+		}
+	case !m.started:
+		m.started = true
+		for i := range m.cpus {
+			if err := m.cpus[i].advance(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	best := -1
 	var bestTS uint64
 	for i := range m.cpus {
 		h := &m.cpus[i]
-		if h.done {
-			continue
-		}
-		if !h.live {
-			if err := h.r.Next(&h.rec); err != nil {
-				if err == io.EOF {
-					h.done = true
-					continue
-				}
-				return nil, err
-			}
-			h.live = true
-		}
-		if best < 0 || h.rec.TS < bestTS {
+		if !h.done && (best < 0 || h.rec.TS < bestTS) {
 			best, bestTS = i, h.rec.TS
 		}
 	}

@@ -82,6 +82,8 @@ func FuzzPages(f *testing.F) {
 	perCPU, _ = split(syntheticKprobes(rnd, 100, true))
 	f.Add(pages(fm, perCPU[0], nil), pages(fm, perCPU[1], map[int]int64{0: 5}))
 	f.Fuzz(func(t *testing.T, cpu0, cpu1 []byte) {
+		// The merger reads its common case itself: it hands out what CPUReader.Next gives.
+		checkMerger(t, fm, cpu0, cpu1)
 		// The decoder alone: records within their pages, events or a typed error.
 		m, d := NewMerger(readers(cpu0, cpu1), &fm.Page), NewDecoder(fm)
 		var ev gomodel.Event
@@ -142,4 +144,56 @@ func FuzzPages(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkMerger compares Merger's records with a merge of CPUReader.Next's, the smallest
+// timestamp first and the lower CPU on a tie: the same records, the same end or error.
+func checkMerger(t *testing.T, fm *Formats, streams ...[]byte) {
+	t.Helper()
+	type head struct {
+		r    *CPUReader
+		rec  Record
+		err  error
+		live bool
+	}
+	heads := make([]*head, len(streams))
+	for i, b := range streams {
+		heads[i] = &head{r: NewCPUReader(i, bytes.NewReader(b), &fm.Page)}
+	}
+	m := NewMerger(readers(streams...), &fm.Page)
+	for n := 0; ; n++ {
+		var want *head
+		for _, h := range heads {
+			if !h.live && h.err == nil {
+				h.err = h.r.Next(&h.rec)
+				h.live = h.err == nil
+			}
+			if h.err != nil && h.err != io.EOF {
+				want = h // an error stops the merge where it happens
+				break
+			}
+			if h.live && (want == nil || h.rec.TS < want.rec.TS) {
+				want = h
+			}
+		}
+		got, err := m.Next()
+		switch {
+		case want == nil:
+			if err != io.EOF {
+				t.Fatalf("record %d: merger gave %+v, %v; want the end", n, got, err)
+			}
+			return
+		case want.err != nil:
+			if err == nil || err.Error() != want.err.Error() {
+				t.Fatalf("record %d: merger gave %+v, %v; want the error %v", n, got, err, want.err)
+			}
+			return
+		case err != nil:
+			t.Fatalf("record %d: merger failed with %v; want %+v", n, err, want.rec)
+		case got.CPU != want.rec.CPU || got.TS != want.rec.TS || got.Lost != want.rec.Lost ||
+			!bytes.Equal(got.Data, want.rec.Data) || (got.Data == nil) != (want.rec.Data == nil):
+			t.Fatalf("record %d: merger gave %+v, want %+v", n, *got, want.rec)
+		}
+		want.live = false
+	}
 }
