@@ -799,7 +799,7 @@ func TestMailStgOptionsPassThrough(t *testing.T) {
 }
 
 // TestMailV2Series: the series in patches/ (V2), imported with the real stg onto ppkit's import
-// of linux-source-5.10, gives `[net-next PATCH V2 n/7]` subjects in ppkit's dry run with the
+// of linux-source-5.10, gives `[net-next PATCH V2 n/N]` subjects in ppkit's dry run with the
 // development notes' options, and the cover is patches/cover-letter with its "Changes since V1".
 func TestMailV2Series(t *testing.T) {
 	src, err := harness.LinuxSourceTree(context.Background(), "", io.Discard)
