@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
@@ -80,10 +81,18 @@ func newBenchSuite(ctx context.Context, fs *flag.FlagSet, args []string, default
 			return nil, err
 		}
 	}
+	artifacts, err := harness.TempDir(strings.ReplaceAll(strings.TrimPrefix(fs.Name(), "ppkit "), " ", ""))
+	if err != nil {
+		return nil, err
+	}
 	return &benchSuite{procs: procs, time: *d, asJSON: *asJSON, warming: time.Since(warm),
 		cfg: procedure.Config{Procedures: procs, Kernel: kernel, Compare: others, Options: procedure.Options{Duration: *d, RateMbit: 1000},
-			Launcher: launcher, Model: verdict.CheckTraceWithModel, Progress: stderr}}, nil
+			ArtifactDir: artifacts, Launcher: launcher, Model: verdict.CheckTraceWithModel, Progress: stderr}}, nil
 }
+
+// close removes the suite's artifacts (the boards' traces and tool output: a benchmark keeps
+// only its figures).
+func (b *benchSuite) close() { os.RemoveAll(b.cfg.ArtifactDir) }
 
 // benchSuiteProcs are the procedures `bench test` and `bench trace` run by default.
 var benchSuiteProcs = []string{"multicast", "tcp"}
@@ -98,13 +107,8 @@ func runBenchTest(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	procs := b.procs
-	artifacts, err := harness.TempDir("benchtest")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(artifacts)
+	defer b.close()
 	start := time.Now()
-	b.cfg.ArtifactDir = artifacts
 	sum, err := procedure.Run(ctx, b.cfg)
 	if err != nil {
 		return err
@@ -153,12 +157,7 @@ func runBenchTrace(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	artifacts, err := harness.TempDir("benchtrace")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(artifacts)
-	b.cfg.ArtifactDir = artifacts
+	defer b.close()
 	costs, err := procedure.MeasureTraceCost(ctx, b.cfg)
 	if err != nil {
 		return err
@@ -203,12 +202,7 @@ func runBenchThroughput(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	artifacts, err := harness.TempDir("benchthroughput")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(artifacts)
-	b.cfg.ArtifactDir = artifacts
+	defer b.close()
 	cmp, err := procedure.CompareThroughput(ctx, b.cfg, *rounds)
 	if err != nil && len(cmp) == 0 {
 		return err
