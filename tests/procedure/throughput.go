@@ -41,6 +41,10 @@ type ThroughputJudgement struct {
 	Finding string `json:"finding"`
 	// P is the sign test's one-sided p-value for the side the rounds lean to.
 	P float64 `json:"p"`
+	// FamilyFinding is Finding after Holm's correction over every procedure of the run
+	// (HolmFindings): twelve procedures judged at 5 % each call one difference by chance in
+	// about a third of the runs.
+	FamilyFinding string `json:"family_finding"`
 }
 
 // The findings of a throughput comparison.
@@ -95,6 +99,34 @@ func JudgeRatios(ratios []float64) ThroughputJudgement {
 	return j
 }
 
+// HolmFindings sets each comparison's FamilyFinding: its Finding if Holm's step-down procedure
+// keeps it at Significance over all of cmps (the i-th smallest p of m must be below
+// Significance/(m−i), and so must every smaller one), else FindingNoDifference.
+func HolmFindings(cmps []ThroughputComparison) {
+	order := make([]int, len(cmps))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		switch pa, pb := cmps[a].P, cmps[b].P; {
+		case pa < pb:
+			return -1
+		case pa > pb:
+			return 1
+		}
+		return 0
+	})
+	m, keep := len(cmps), true
+	for i, k := range order {
+		c := &cmps[k]
+		keep = keep && c.Finding != FindingNoDifference && c.P < Significance/float64(m-i)
+		c.FamilyFinding = FindingNoDifference
+		if keep {
+			c.FamilyFinding = c.Finding
+		}
+	}
+}
+
 // binomialTail is P(X ≥ k) for X ~ Binomial(n, ½).
 func binomialTail(n, k int) float64 {
 	var sum float64
@@ -125,7 +157,8 @@ func throughputRatio(a, b verdict.Traffic, aPackets, bPackets int64) float64 {
 }
 
 // CompareThroughput runs cfg's procedures untraced on cfg.Kernel and on cfg.Compare's one
-// kernel, rounds times, alternating the order (ThroughputComparison).
+// kernel, rounds times, alternating the order (ThroughputComparison), and judges each
+// procedure alone (Finding) and all of them as one family (FamilyFinding).
 func CompareThroughput(ctx context.Context, cfg Config, rounds int) ([]ThroughputComparison, error) {
 	if len(cfg.Compare) != 1 {
 		return nil, errors.New("a throughput comparison needs exactly one kernel to compare with")
@@ -175,5 +208,6 @@ func CompareThroughput(ctx context.Context, cfg Config, rounds int) ([]Throughpu
 			break
 		}
 	}
+	HolmFindings(out)
 	return out, ctx.Err()
 }

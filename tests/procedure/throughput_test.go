@@ -33,3 +33,49 @@ func TestJudgeRatios(t *testing.T) {
 		})
 	}
 }
+
+// Holm over a family: the smallest p must beat α/m, the next α/(m−1), and so on; the first that
+// does not stops the rest.
+func TestHolmFindings(t *testing.T) {
+	mk := func(finding string, p float64) ThroughputComparison {
+		return ThroughputComparison{ThroughputJudgement: ThroughputJudgement{Finding: finding, P: p}}
+	}
+	for _, tc := range []struct {
+		name string
+		in   []ThroughputComparison
+		want []string
+	}{
+		{"empty", nil, nil},
+		{"one procedure keeps its finding", []ThroughputComparison{mk(FindingLower, 1.0/32)}, []string{FindingLower}},
+		// Twelve procedures, five rounds: 1/32 is above 0.05/12, so nothing survives.
+		{"twelve at five rounds", append([]ThroughputComparison{mk(FindingLower, 1.0/32)},
+			func() []ThroughputComparison {
+				var out []ThroughputComparison
+				for i := 0; i < 11; i++ {
+					out = append(out, mk(FindingNoDifference, 0.5))
+				}
+				return out
+			}()...), append([]string{FindingNoDifference}, func() []string {
+			var out []string
+			for i := 0; i < 11; i++ {
+				out = append(out, FindingNoDifference)
+			}
+			return out
+		}()...)},
+		// Three procedures, eight rounds: 1/256 < 0.05/3, 1/256 < 0.05/2, 9/256 < 0.05/1.
+		{"three at eight rounds", []ThroughputComparison{mk(FindingHigher, 9.0/256), mk(FindingLower, 1.0/256), mk(FindingLower, 1.0/256)},
+			[]string{FindingHigher, FindingLower, FindingLower}},
+		// 0.03 is above 0.05/2: it and the larger 0.04, below 0.05 alone, are kept out.
+		{"step-down stops at the first kept-out", []ThroughputComparison{mk(FindingLower, 0.001), mk(FindingLower, 0.04), mk(FindingLower, 0.03)},
+			[]string{FindingLower, FindingNoDifference, FindingNoDifference}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			HolmFindings(tc.in)
+			for i, c := range tc.in {
+				if c.FamilyFinding != tc.want[i] {
+					t.Errorf("comparison %d (p %v, %s): family finding %q, want %q", i, c.P, c.Finding, c.FamilyFinding, tc.want[i])
+				}
+			}
+		})
+	}
+}
