@@ -193,7 +193,7 @@ const benchTraceGoal = 0.8
 func runBenchThroughput(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench throughput", stderr)
 	compare := fs.String("compare", "", "the kernel to compare with: `baseline` or a series DIR")
-	rounds := fs.Int("rounds", 5, "alternated rounds per procedure (5 is the fewest in which a sign test can call a difference)")
+	rounds := fs.Int("rounds", 5, "alternated rounds per procedure (a sign test can call a difference from 5 rounds on for one procedure, from 8 for twelve after Holm's correction)")
 	b, err := newBenchSuite(ctx, fs, args, procedure.DefaultProcedures, compare, func() error {
 		if *rounds < 1 {
 			return usageErrorf("--rounds %d: want at least 1", *rounds)
