@@ -20,8 +20,9 @@ import (
 // floor is 2 × (10 s + a boot)).
 const benchTestGoal = 30 * time.Second
 
-// benchSuite is what `ppkit bench test` and `ppkit bench trace` share: the procedures (default:
-// multicast and tcp) and their traffic time, on patches/ (or --series) with the caches warm.
+// benchSuite is what `ppkit bench test`, `trace` and `throughput` share: the procedures and
+// their traffic time, on patches/ (or --series) and the kernel compared with (throughput's
+// --compare), with the caches warm and a directory for the boards' artifacts.
 type benchSuite struct {
 	procs   []string
 	time    time.Duration
