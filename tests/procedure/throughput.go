@@ -187,6 +187,9 @@ func CompareThroughput(ctx context.Context, cfg Config, rounds int) ([]Throughpu
 			if err != nil {
 				return nil, err
 			}
+			if ctx.Err() != nil {
+				break // an interrupted round measured nothing, and is not a missing one
+			}
 			if len(s.Results) != 1 || len(s.References) != 1 || len(s.References[0].Results) != 1 {
 				c.Missing++
 				continue
