@@ -190,16 +190,8 @@ func CompareThroughput(ctx context.Context, cfg Config, rounds int) ([]Throughpu
 			if ctx.Err() != nil {
 				break // an interrupted round measured nothing, and is not a missing one
 			}
-			if len(s.Results) != 1 || len(s.References) != 1 || len(s.References[0].Results) != 1 {
-				c.Missing++
-				continue
-			}
-			k, r := s.References[0].Results[0], s.Results[0] // reference first, kernel second
-			if round%2 == 1 {
-				k, r = r, k
-			}
-			ratio := throughputRatio(k.Traffic, r.Traffic, k.Figures.Packets, r.Figures.Packets)
-			if ratio == 0 || (k.Traffic.BitsPerSecond == 0) != (r.Traffic.BitsPerSecond == 0) {
+			ratio, ok := roundRatio(s, round%2 == 1)
+			if !ok {
 				c.Missing++
 				continue
 			}
@@ -213,4 +205,23 @@ func CompareThroughput(ctx context.Context, cfg Config, rounds int) ([]Throughpu
 	}
 	HolmFindings(out)
 	return out, ctx.Err()
+}
+
+// roundRatio is one round's ratio, the kernel's throughput over the reference's, from a Run of
+// that round: Run puts Compare's kernel in References, so the reference is there in rounds
+// where it ran first and the kernel is there when swapped. ok is false when either run measured
+// nothing (or only one reported a rate).
+func roundRatio(s *verdict.Summary, swapped bool) (float64, bool) {
+	if len(s.Results) != 1 || len(s.References) != 1 || len(s.References[0].Results) != 1 {
+		return 0, false
+	}
+	kernel, ref := s.Results[0], s.References[0].Results[0]
+	if swapped {
+		kernel, ref = ref, kernel
+	}
+	ratio := throughputRatio(kernel.Traffic, ref.Traffic, kernel.Figures.Packets, ref.Figures.Packets)
+	if ratio == 0 || (kernel.Traffic.BitsPerSecond == 0) != (ref.Traffic.BitsPerSecond == 0) {
+		return 0, false
+	}
+	return ratio, true
 }

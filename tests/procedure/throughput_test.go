@@ -3,6 +3,8 @@ package procedure
 import (
 	"math"
 	"testing"
+
+	"github.com/ppkit/ppkit/tests/verdict"
 )
 
 func TestJudgeRatios(t *testing.T) {
@@ -77,5 +79,27 @@ func TestHolmFindings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The ratio is the kernel under test over the reference whichever ran first: Run puts its
+// Compare kernel in References, and odd rounds swap which one that is.
+func TestRoundRatioDirection(t *testing.T) {
+	res := func(bps float64) *verdict.Result {
+		return &verdict.Result{Traffic: verdict.Traffic{BitsPerSecond: bps}}
+	}
+	summary := func(results, references float64) *verdict.Summary {
+		return &verdict.Summary{Results: []*verdict.Result{res(results)},
+			References: []verdict.Reference{{Results: []*verdict.Result{res(references)}}}}
+	}
+	// The kernel moves 200 Mbit/s, the reference 100.
+	if r, ok := roundRatio(summary(200e6, 100e6), false); !ok || r != 2 {
+		t.Errorf("reference first (kernel in Results): ratio %v %v, want 2", r, ok)
+	}
+	if r, ok := roundRatio(summary(100e6, 200e6), true); !ok || r != 2 {
+		t.Errorf("kernel first (kernel in References): ratio %v %v, want 2", r, ok)
+	}
+	if _, ok := roundRatio(summary(0, 200e6), false); ok {
+		t.Error("a run that measured nothing gave a ratio")
 	}
 }
