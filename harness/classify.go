@@ -194,21 +194,7 @@ func (vm *VM) responsive() bool {
 		return false
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sess, err := vm.newSession(ctx)
-	if err != nil {
-		return false
-	}
-	defer sess.Close()
-	done := make(chan error, 1)
-	go func() { done <- sess.Run("true") }()
-	select {
-	case err := <-done:
-		return err == nil
-	case <-ctx.Done():
-		return false
-	}
+	return vm.Remote.responsive()
 }
 
 func tail(b []byte, n int) string { return lastLines(b, n) }

@@ -13,7 +13,7 @@ import (
 // Shell runs an interactive login shell in the guest on a pseudo-terminal, with the local
 // terminal (if stdin is one) in raw mode for the duration, and returns the shell's exit status.
 func (vm *VM) Shell(ctx context.Context, stdin *os.File, stdout, stderr io.Writer) (int, error) {
-	sess, err := vm.newSession(ctx)
+	sess, err := vm.Remote.newSession(ctx)
 	if err != nil {
 		return -1, vm.commandFailure(ctx, "shell", err)
 	}
@@ -46,5 +46,5 @@ func (vm *VM) Shell(ctx context.Context, stdin *os.File, stdout, stderr io.Write
 	if err := sess.Shell(); err != nil {
 		return -1, fmt.Errorf("shell: %w", err)
 	}
-	return vm.sessionStatus(ctx, "shell", sess)
+	return vm.Remote.sessionStatus(ctx, "shell", sess)
 }

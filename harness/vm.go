@@ -17,18 +17,18 @@ import (
 
 	"github.com/ppkit/ppkit/internal/child"
 	"github.com/ppkit/ppkit/internal/syncbuf"
-	"golang.org/x/crypto/ssh"
 )
 
 // VM is a booted guest. All its methods are safe for concurrent use; Close removes everything the
 // VM created (QEMU, network namespace, taps, temporary directory) and may be called repeatedly.
 type VM struct {
+	// Remote is the SSH login on the guest (nil until it answers): Run, Start, Copy*.
+	*Remote
 	opts     BootOptions
 	dir      string
 	args     []string
 	cmd      *exec.Cmd
 	qmp      *qmpClient
-	ssh      *ssh.Client
 	sshPort  int
 	net      *testNet
 	console  *consoleBuffer
@@ -151,7 +151,7 @@ func bootOnce(ctx context.Context, opts BootOptions) (_ *VM, err error) {
 			return nil, vm.failure(ctx, "boot failed: no readiness marker on the console", err)
 		}
 	}
-	if vm.ssh == nil {
+	if vm.Remote == nil {
 		if err := vm.dialSSH(bootCtx); err != nil {
 			return nil, vm.failure(ctx, "boot failed: SSH", err)
 		}
@@ -282,9 +282,7 @@ func (vm *VM) Close() error {
 	vm.closed = true
 	close(vm.closing)
 	var errs []error
-	if vm.ssh != nil {
-		vm.ssh.Close()
-	}
+	vm.Remote.close()
 	if vm.qmp != nil {
 		vm.qmp.close()
 	}
