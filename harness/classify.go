@@ -40,6 +40,9 @@ type facts struct {
 	QMPErr       error
 
 	CommandLine string // the copy-pasteable QEMU command line
+
+	// Board is a real board's URL (SSHBoard): no QEMU to ask, only SSH and the kernel log.
+	Board string
 }
 
 // decision is classify's verdict: the error to return and whether the VM must be ended (QEMU
@@ -64,6 +67,8 @@ const consoleTailLines = 40
 //     fault of its own killed (SIGSEGV, SIGABRT, ...), failed by itself: an *InfraError; one that
 //     exited, or was killed from outside (SIGKILL, SIGTERM), after printing a console is the
 //     guest stopping, a *GuestError "guest stopped (QEMU exited)";
+//   - a real board (Board) that answers no command any more: a *GuestError "board stopped
+//     answering" (no QEMU to ask);
 //   - a QEMU that still runs holds a hung guest: a *GuestError "guest hung", with the QMP run
 //     state (or "QMP unresponsive").
 func classify(f facts) decision {
@@ -106,6 +111,10 @@ func classify(f facts) decision {
 		}
 		return decision{EndVM: true, Err: &GuestError{Title: f.What + ": guest stopped (QEMU exited)", Err: err,
 			ConsoleTail: tail(f.Console, consoleTailLines), CommandLine: f.CommandLine}}
+	}
+	if f.Board != "" {
+		return decision{EndVM: true, Err: &GuestError{Title: "board stopped answering: " + f.What,
+			Err: fmt.Errorf("%v (%s runs no command over SSH any more)", f.Err, f.Board), ConsoleTail: tail(f.Console, consoleTailLines)}}
 	}
 	state := "unknown"
 	if f.QMPConnected {

@@ -285,6 +285,29 @@ func TestClassify(t *testing.T) {
 			kind: guest, title: "guest hung: boot failed: QMP", endVM: true,
 			msg: "guest hung: boot failed: QMP: QMP socket did not appear: context deadline exceeded (VM state: unknown)",
 		},
+		// A real board (SSHBoard): no QEMU, only SSH and the kernel log streamed from it.
+		{
+			name: "board: command deadline, the board still answers: timed out",
+			f:    facts{What: `run "sleep 9"`, Err: errNoAnswer, Command: true, CtxErr: context.DeadlineExceeded, Responsive: true, Board: "ssh://root@board:22"},
+			kind: plain, msg: `run "sleep 9": timed out (the guest still answers): context deadline exceeded`, wraps: context.DeadlineExceeded,
+		},
+		{
+			name: "board: the board does not answer, an oops in its log: the report",
+			f:    facts{What: `run "x"`, Err: errDropped, Command: true, Console: bugConsole, Board: "ssh://root@board:22"},
+			kind: guest, title: "kernel BUG in lkdtm_BUG", report: "kernel BUG in lkdtm_BUG", endVM: true,
+			msg: `kernel BUG in lkdtm_BUG: run "x": ` + errDropped.Error(),
+		},
+		{
+			name: "board: the board does not answer, a clean log: stopped answering, not a hung QEMU",
+			f:    facts{What: `run "x"`, Err: errNoAnswer, Command: true, CtxErr: context.DeadlineExceeded, Console: cleanConsole, Board: "ssh://root@board:22"},
+			kind: guest, title: `board stopped answering: run "x"`, endVM: true,
+			msg: `board stopped answering: run "x": no answer: context deadline exceeded (ssh://root@board:22 runs no command over SSH any more)`,
+		},
+		{
+			name: "board: a command failed, the board still answers: that command's failure",
+			f:    facts{What: `run "x"`, Err: errDropped, Command: true, Responsive: true, Console: cleanConsole, Board: "ssh://root@board:22"},
+			kind: plain, msg: `run "x": ` + errDropped.Error() + " (the guest still answers)", wraps: errDropped,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
