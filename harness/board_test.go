@@ -122,3 +122,14 @@ func FuzzNoteBuildID(f *testing.F) {
 	f.Add(notes)
 	f.Fuzz(func(t *testing.T, b []byte) { NoteBuildID(b) })
 }
+
+func TestKernelRelease(t *testing.T) {
+	// The banner as ppkit's Image carries it.
+	image := []byte("\x00\x01Linux version 5.10.223 (ppkit@ppkit) (aarch64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0, GNU ld\x00")
+	if got := KernelRelease(image); got != "5.10.223" {
+		t.Errorf("KernelRelease = %q", got)
+	}
+	if got := KernelRelease([]byte("no banner")); got != "" {
+		t.Errorf("KernelRelease without a banner = %q", got)
+	}
+}

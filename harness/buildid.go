@@ -64,3 +64,18 @@ func NoteBuildID(notes []byte) (string, error) {
 }
 
 func align4(n uint64) uint64 { return (n + 3) &^ 3 }
+
+// KernelRelease is the release an Image's banner names ("Linux version 5.10.223 (…)"), as
+// `uname -r` prints it on the running kernel; "" when the Image has no banner.
+func KernelRelease(image []byte) string {
+	const banner = "Linux version "
+	i := bytes.Index(image, []byte(banner))
+	if i < 0 {
+		return ""
+	}
+	rest := image[i+len(banner):]
+	if j := bytes.IndexAny(rest, " \x00\n"); j >= 0 {
+		rest = rest[:j]
+	}
+	return string(rest)
+}
