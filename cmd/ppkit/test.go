@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,8 +35,9 @@ func init() {
 
 // testDeps are the pieces `ppkit test` joins; tests of this file replace them.
 type testDeps struct {
-	// launcher returns the board launcher, or an error naming what is missing.
-	launcher func() (procedure.Launcher, error)
+	// launcher returns the board launcher for the command line, or an error naming what is
+	// missing.
+	launcher func(o *testOptions) (procedure.Launcher, error)
 	// modelReady says whether the model can judge a trace.
 	modelReady func() error
 	model      verdict.ModelChecker
@@ -43,7 +45,12 @@ type testDeps struct {
 
 func defaultTestDeps() testDeps {
 	return testDeps{
-		launcher:   func() (procedure.Launcher, error) { return &procedure.HarnessLauncher{}, nil },
+		launcher: func(o *testOptions) (procedure.Launcher, error) {
+			if o.board != "" {
+				return &procedure.SSHLauncher{URL: o.board, ClientIface: o.clientIf}, nil
+			}
+			return &procedure.HarnessLauncher{}, nil
+		},
 		modelReady: verdict.ModelReady,
 		model:      verdict.CheckTraceWithModel,
 	}
@@ -61,6 +68,9 @@ type testOptions struct {
 	// mutants is --mutants: "all" or a comma-separated list of the suite's names ("": none).
 	mutants    string
 	mutantsDir string
+	// board is --board (a real board's ssh:// URL, "" for the emulated board) and clientIf
+	// --client-if, the host's NIC cabled to it.
+	board, clientIf string
 }
 
 // seriesKernel is the kernel of "baseline" or of the stg series in dir. The series is the
@@ -102,9 +112,12 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	seed := fs.String("seed", "", "replay the draw of mixed (its members, start order and offsets, GRO, RPS) from seed `N`, printed by an earlier run (default: a new seed)")
 	mutants := fs.String("mutants", "", "run the mutation suite instead: `all` or NAME,NAME (a real mutant must fail a procedure, an equivalent one pass them all)")
 	mutantsDir := pathFlag(fs, "mutants-dir", mutation.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
+	board := fs.String("board", "", "run on a real board reached over SSH, `ssh://[USER@]HOST[:PORT]`, booted with the kernel under test (see README: real board)")
+	clientIf := fs.String("client-if", "", "with --board: this host's `IFACE` cabled to the board's mvneta port (moved into ppkit's client namespace for the run)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline|DIR|baseline,DIR] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
+		fmt.Fprintln(stderr, "       ppkit test --board ssh://root@HOST --client-if IFACE [--series DIR | --baseline] [PROCEDURE...]")
 		fmt.Fprintln(stderr, "procedures: "+strings.Join(procedure.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
 	}
@@ -118,6 +131,11 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	procs, err := procedure.LookupProcedures(o.procedures)
 	if err != nil {
 		return nil, usageErrorf("%v", err)
+	}
+	if o.board, o.clientIf = *board, *clientIf; o.board != "" || o.clientIf != "" {
+		if o.procedures, err = boardProcedures(o, procs, *compare != "", stderr); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case *series != "" && *baseline:
@@ -179,6 +197,40 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	return o, nil
 }
 
+// boardProcedures checks --board and --client-if and returns the procedures to run on the
+// real board: those named, or the default set without the ones that need a second NIC.
+func boardProcedures(o *testOptions, procs []procedure.Procedure, compare bool, stderr io.Writer) ([]string, error) {
+	switch {
+	case o.board == "":
+		return nil, usageErrorf("--client-if names the host's NIC cabled to a real board: give the board too, --board ssh://root@HOST")
+	case o.clientIf == "":
+		return nil, usageErrorf("--board needs --client-if IFACE: this host's NIC cabled to the board's mvneta port (ip link lists them)")
+	case o.mutants != "" || compare:
+		return nil, usageErrorf("--board runs the kernel the board booted; --compare and --mutants need one kernel after another: run once per kernel, booting each on the board")
+	}
+	if _, err := harness.ParseBoardURL(o.board); err != nil {
+		return nil, usageErrorf("--board: %v", err)
+	}
+	if _, err := net.InterfaceByName(o.clientIf); err != nil {
+		return nil, usageErrorf("--client-if %s: no such interface on this host (ip link lists them)", o.clientIf)
+	}
+	var names, dropped []string
+	for _, p := range procs {
+		if procedure.NeedsPeer(p) {
+			if len(o.procedures) > 0 {
+				return nil, usageErrorf("%s needs a second NIC of the board with a second client behind it: the emulated board has one, --board does not", p.Name())
+			}
+			dropped = append(dropped, p.Name())
+			continue
+		}
+		names = append(names, p.Name())
+	}
+	if len(dropped) > 0 {
+		fmt.Fprintf(stderr, "board: not running %s (it needs a second NIC of the board with a client behind it)\n", strings.Join(dropped, ", "))
+	}
+	return names, nil
+}
+
 // parseTestDuration accepts a Go duration ("10s", "1m") or a bare number of seconds.
 func parseTestDuration(s string) (time.Duration, error) {
 	if n, err := strconv.Atoi(s); err == nil {
@@ -207,7 +259,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	// Refuse to start when a piece is missing: never boot a board whose run cannot be judged.
 	var missing []string
-	launcher, lerr := deps.launcher()
+	launcher, lerr := deps.launcher(o)
 	if lerr != nil {
 		missing = append(missing, lerr.Error())
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,20 @@ func TestParseTestArgs(t *testing.T) {
 		{args: []string{"tcp", "--baseline", "--seed", "7"}, wantErr: "--seed draws only mixed"},
 		{args: []string{"mixed", "--baseline", "--seed", "0"}, wantErr: "--seed \"0\""},
 		{args: []string{"mixed", "--baseline", "--seed", "seven"}, wantErr: "want the positive number"},
+		// A real board: lo stands for the NIC cabled to it (parsing only looks it up).
+		{args: []string{"--series", series, "--board", "ssh://root@espressobin", "--client-if", "lo"}, check: func(o *testOptions) bool {
+			return o.board == "ssh://root@espressobin" && o.clientIf == "lo" && !slices.Contains(o.procedures, "forward") &&
+				slices.Contains(o.procedures, "multicast") && len(o.procedures) == len(procedure.DefaultProcedures)-1
+		}, describe: "--board: the default set without forward (no second NIC)"},
+		{args: []string{"tcp", "--series", series, "--board", "ssh://root@espressobin", "--client-if", "lo"}, check: func(o *testOptions) bool {
+			return strings.Join(o.procedures, ",") == "tcp"
+		}, describe: "--board with a procedure named"},
+		{args: []string{"forward", "--series", series, "--board", "ssh://root@espressobin", "--client-if", "lo"}, wantErr: "forward needs a second NIC"},
+		{args: []string{"--series", series, "--board", "ssh://root@espressobin"}, wantErr: "--board needs --client-if"},
+		{args: []string{"--series", series, "--client-if", "lo"}, wantErr: "give the board too"},
+		{args: []string{"--series", series, "--board", "root@espressobin", "--client-if", "lo"}, wantErr: "want ssh://[USER@]HOST[:PORT]"},
+		{args: []string{"--series", series, "--board", "ssh://espressobin", "--client-if", "nosuch0"}, wantErr: "--client-if nosuch0: no such interface"},
+		{args: []string{"--series", series, "--board", "ssh://espressobin", "--client-if", "lo", "--compare", "baseline"}, wantErr: "run once per kernel"},
 	} {
 		o, err := parseTestArgs(tc.args, io.Discard)
 		if tc.wantErr != "" {
@@ -116,7 +131,7 @@ func TestParseTestArgs(t *testing.T) {
 // The real command boots through the harness and judges with gomodel.
 func TestDefaultTestDeps(t *testing.T) {
 	d := defaultTestDeps()
-	l, err := d.launcher()
+	l, err := d.launcher(&testOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +146,7 @@ func TestDefaultTestDeps(t *testing.T) {
 // A missing piece stops `ppkit test` before anything boots, with one line naming it: exit 2,
 // the host is at fault.
 func TestRunTestMissingPiece(t *testing.T) {
-	deps := testDeps{launcher: func() (procedure.Launcher, error) { return nil, errors.New("no mvneta QEMU") },
+	deps := testDeps{launcher: func(*testOptions) (procedure.Launcher, error) { return nil, errors.New("no mvneta QEMU") },
 		modelReady: func() error { return errors.New("model not wired") }}
 	err := runTest(context.Background(), []string{"--baseline"}, io.Discard, io.Discard, deps)
 	var ee *exitError
@@ -162,7 +177,7 @@ func (failingLauncher) Launch(ctx context.Context, k procedure.Kernel, progress 
 // JUnit case is an <error>, exit 2 (infrastructure, not the kernel).
 func TestRunTestWritesOutputs(t *testing.T) {
 	dir := t.TempDir()
-	deps := testDeps{launcher: func() (procedure.Launcher, error) { return failingLauncher{}, nil },
+	deps := testDeps{launcher: func(*testOptions) (procedure.Launcher, error) { return failingLauncher{}, nil },
 		modelReady: func() error { return nil }, model: verdict.CheckTraceWithModel}
 	junit, report := filepath.Join(dir, "junit.xml"), filepath.Join(dir, "report")
 	var out, errb bytes.Buffer

@@ -125,6 +125,9 @@ func ethtoolFeature(out []byte, name string) (string, bool) {
 	return "", false
 }
 
+// NeedsPeer marks forward as a procedure that needs a PeerTestbed.
+func (p *Forward) NeedsPeer() {}
+
 func (p *Forward) Setup(ctx context.Context, env *Env) error {
 	if env.Peer == nil {
 		return fmt.Errorf("forward needs a second client behind a second NIC of the board, and this testbed has none")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/ppkit/ppkit/harness"
@@ -57,6 +58,11 @@ type HarnessLauncher struct {
 }
 
 var _ Launcher = (*HarnessLauncher)(nil)
+
+// Board names the emulated board, for the report.
+func (l *HarnessLauncher) Board() string {
+	return "QEMU arm64 virt, emulated mvneta (" + strconv.Itoa(BoardCPUs) + " CPUs)"
+}
 
 // Spec is the board Launch boots for k.
 func (l *HarnessLauncher) Spec(k Kernel, progress io.Writer) harness.Spec {

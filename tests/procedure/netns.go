@@ -20,7 +20,8 @@ type NetnsClient struct {
 	Namespace string // as listed by `ip netns list`
 	Iface     string // the client's end of the test link (the tap)
 	// SSHKey and KnownHosts let CopyToBoard log into the board's SSH server on the test link
-	// with the image's client key and pinned host key; SSHUser defaults to root.
+	// with the image's client key (a real board: the user's key file, or "" for the agent's)
+	// and pinned host key; SSHUser defaults to root.
 	SSHKey, KnownHosts, SSHUser string
 }
 
@@ -95,8 +96,8 @@ func (n *NetnsClient) Interface() string { return n.Iface }
 // CopyToBoard copies local to the board with scp across the test link (OpenSSH's scp in legacy
 // mode, which dropbear needs), pinning the board's host key.
 func (n *NetnsClient) CopyToBoard(ctx context.Context, local, remote string) error {
-	if n.SSHKey == "" || n.KnownHosts == "" {
-		return fmt.Errorf("scp to the board: no SSH key or known_hosts for the test link (NetnsClient.SSHKey/KnownHosts)")
+	if n.KnownHosts == "" {
+		return fmt.Errorf("scp to the board: no known_hosts for the test link (NetnsClient.KnownHosts)")
 	}
 	_, err := n.Run(ctx, scpArgs(n.SSHKey, n.KnownHosts, n.SSHUser, local, remote)...)
 	if err != nil {
@@ -110,8 +111,11 @@ func scpArgs(key, knownHosts, user, local, remote string) []string {
 	if user == "" {
 		user = "root"
 	}
-	return []string{"scp", "-O", "-q", "-i", key,
-		"-o", "UserKnownHostsFile=" + knownHosts, "-o", "StrictHostKeyChecking=yes",
+	argv := []string{"scp", "-O", "-q"}
+	if key != "" {
+		argv = append(argv, "-i", key) // else the agent's keys (SSH_AUTH_SOCK)
+	}
+	return append(argv, "-o", "UserKnownHostsFile="+knownHosts, "-o", "StrictHostKeyChecking=yes",
 		"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "HostKeyAlias=ppkit-board",
-		local, user + "@" + BoardIP + ":" + remote}
+		local, user+"@"+BoardIP+":"+remote)
 }

@@ -84,7 +84,7 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 			r.progressf("seed %d: %s is drawn from it (replay: --seed %d)", cfg.Options.Seed, p.Name(), cfg.Options.Seed)
 		}
 	}
-	s := &verdict.Summary{}
+	s := &verdict.Summary{Board: BoardName(cfg.Launcher)}
 	for _, k := range cfg.Compare {
 		s.References = append(s.References, verdict.Reference{Kernel: k.String(), Results: r.runKernel(ctx, k, procs)})
 	}

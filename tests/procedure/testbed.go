@@ -35,6 +35,12 @@ type Peer struct {
 	BoardInterface string
 }
 
+// NeedsPeer reports whether p runs only on a PeerTestbed (it routes between two clients).
+func NeedsPeer(p Procedure) bool {
+	_, ok := p.(interface{ NeedsPeer() })
+	return ok
+}
+
 // PeerTestbed is a Testbed whose board has a second NIC with a second client behind it.
 type PeerTestbed interface {
 	Testbed
@@ -143,4 +149,13 @@ type Testbed interface {
 // receives human-readable progress lines.
 type Launcher interface {
 	Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error)
+}
+
+// BoardName says which board a launcher's testbeds are, for the report: its Board() when it
+// has one.
+func BoardName(l Launcher) string {
+	if n, ok := l.(interface{ Board() string }); ok {
+		return n.Board()
+	}
+	return ""
 }

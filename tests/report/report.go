@@ -379,6 +379,7 @@ th{background:#eee}td.l,th.l{text-align:left}.pass{color:#070;font-weight:bold}.
 pre{background:#f6f6f6;padding:.5em;overflow:auto}.sw{display:inline-block;width:.8em;height:.8em}
 </style></head><body>
 <h1>ppkit test: {{if .Pass}}<span class="pass">PASS</span>{{else}}<span class="fail">FAIL</span>{{end}}</h1>
+{{with .Board}}<p>Board: {{.}}</p>{{end}}
 <table><tr><th class="l">procedure</th><th class="l">kernel</th><th class="l">verdict</th><th>packets</th><th>throughput</th>
 <th>slow-path / 1000 pkts</th><th>SKB-hook returns</th><th>releases</th><th>model: slow-path / 1000</th><th>model: SKB returns</th><th>model: releases</th></tr>
 {{range .All}}<tr><td class="l"><a href="#{{.Kernel}}-{{.Procedure}}">{{.Procedure}}</a></td><td class="l">{{.Kernel}}{{with .Design}} ({{.}}){{end}}</td>

@@ -55,7 +55,7 @@ func sampleSummary() *verdict.Summary {
 	infra := &verdict.Result{Procedure: "copy", Description: (&procedure.Copy{}).Description(), Paths: (&procedure.Copy{}).Paths(),
 		Kernel: "series /src/patches", Started: started, Duration: 2 * time.Second,
 		Reasons: []verdict.Reason{{Kind: verdict.ReasonInfra, Detail: "launch the board: qemu-system-aarch64 exited: status 1"}}}
-	s := &verdict.Summary{References: []verdict.Reference{{Kernel: "baseline", Results: []*verdict.Result{base}}},
+	s := &verdict.Summary{Board: "QEMU arm64 virt, emulated mvneta (2 CPUs)", References: []verdict.Reference{{Kernel: "baseline", Results: []*verdict.Result{base}}},
 		Results: []*verdict.Result{series, tcp, infra}}
 	for _, r := range s.All() {
 		r.Verdict = verdict.VerdictOf(r.Reasons)

@@ -318,6 +318,8 @@ func firstLine(s string) string {
 
 // Summary is the outcome of a whole `ppkit test` invocation.
 type Summary struct {
+	// Board is the board the procedures ran on: the emulated one, or a real board's URL.
+	Board   string    `json:"board,omitempty"`
 	Results []*Result `json:"results"`
 	// References are the kernels the kernel under test was compared with (--compare), in the
 	// order given: each one's results and the comparison of Results against them.

@@ -1,0 +1,267 @@
+package procedure
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/tests/verdict"
+	"golang.org/x/crypto/ssh"
+)
+
+// SSHLauncher runs the procedures on a real board reached over SSH (`ppkit test --board`): the
+// developer's Espressobin, or any machine with an mvneta port. ppkit builds the kernel only (the
+// board boots it itself), checks that the board runs exactly that kernel, and moves the host's
+// NIC cabled to the board (ClientIface) into a client namespace of its own for each procedure,
+// so the test network is the QEMU board's: 192.168.200.1 on the board's mvneta port,
+// 192.168.200.2 inside the namespace. The board has no trace ports: the trace leaves it as text
+// over SSH. It has no second test NIC either: procedures that need a peer cannot run on it.
+type SSHLauncher struct {
+	URL         string // ssh://[USER@]HOST[:PORT]
+	ClientIface string // the host's NIC cabled to the board's mvneta port
+	Debug       bool   // the kernel was built with config/debug.config
+	Tree        string // a kernel git tree instead of Debian's linux-source-5.10
+	KnownHosts  string // pinned host keys (harness default when empty)
+}
+
+var _ Launcher = (*SSHLauncher)(nil)
+
+// Board names the real board and the host's NIC cabled to it, for the report.
+func (l *SSHLauncher) Board() string {
+	if a, err := harness.ParseBoardURL(l.URL); err == nil {
+		return a.String() + ", client " + l.ClientIface
+	}
+	return l.URL + ", client " + l.ClientIface
+}
+
+// Launch builds (or finds) the kernel of k, logs into the board, checks that it runs that
+// kernel, finds its mvneta port and moves ClientIface into a fresh client namespace. Close
+// moves the interface back with its addresses and logs out.
+func (l *SSHLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (_ Testbed, err error) {
+	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug, Progress: progress}
+	if !k.Baseline {
+		ko.Series = k.Series
+	}
+	kern, err := harness.BuildKernel(ctx, ko)
+	if err != nil {
+		return nil, err
+	}
+	b, err := harness.DialBoard(ctx, harness.BoardOptions{URL: l.URL, KnownHosts: l.KnownHosts, Progress: progress})
+	if err != nil {
+		return nil, err
+	}
+	tb := &sshTestbed{board: &sshBoard{b: b}}
+	defer func() {
+		if err != nil {
+			tb.Close()
+		}
+	}()
+	if err := checkBoardKernel(ctx, b, kern, k); err != nil {
+		return nil, err
+	}
+	if tb.board.iface, err = findMvneta(ctx, b); err != nil {
+		return nil, err
+	}
+	if tb.board.arch, err = boardArch(ctx, b); err != nil {
+		return nil, err
+	}
+	if err := l.checkLinks(ctx, b, tb.board.iface); err != nil {
+		return nil, err
+	}
+	if tb.keys, err = harness.TempDir("testlink"); err != nil {
+		return nil, err
+	}
+	known := filepath.Join(tb.keys, "known_hosts")
+	if err := os.WriteFile(known, []byte("ppkit-board "+string(ssh.MarshalAuthorizedKey(b.HostKey))), 0o600); err != nil {
+		return nil, err
+	}
+	if tb.moved, err = harness.MoveInterface(l.ClientIface); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(progress, "board: %s runs the kernel under test; its %s is the port under test, this host's %s is in client namespace %s\n",
+		b.Address, tb.board.iface, l.ClientIface, tb.moved.Netns())
+	tb.client = &NetnsClient{Namespace: tb.moved.Netns(), Iface: l.ClientIface, SSHKey: b.KeyFile, KnownHosts: known, SSHUser: b.Address.User}
+	return tb, nil
+}
+
+// checkBoardKernel checks that the board runs kern: the same build id in /sys/kernel/notes as
+// in the Image's notes. Otherwise it says what runs and what to boot.
+func checkBoardKernel(ctx context.Context, b *harness.SSHBoard, kern *harness.Kernel, k Kernel) error {
+	image, err := os.ReadFile(kern.Image)
+	if err != nil {
+		return err
+	}
+	sysmap, err := os.ReadFile(kern.SystemMap)
+	if err != nil {
+		return err
+	}
+	notes, err := harness.KernelNotes(image, sysmap)
+	if err != nil {
+		return fmt.Errorf("kernel %s: %w", kern.Image, err)
+	}
+	want, err := harness.NoteBuildID(notes)
+	if err != nil {
+		return fmt.Errorf("kernel %s: %w", kern.Image, err)
+	}
+	out, err := b.Run(ctx, "uname -r; base64 /sys/kernel/notes")
+	if err != nil {
+		return fmt.Errorf("board %s: read its kernel's release and build id: %w", b.Address, err)
+	}
+	release, encoded, _ := strings.Cut(string(out), "\n")
+	raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encoded), ""))
+	if err != nil {
+		return fmt.Errorf("board %s: /sys/kernel/notes: %w", b.Address, err)
+	}
+	got, err := harness.NoteBuildID(raw)
+	if err != nil {
+		return fmt.Errorf("board %s: %w", b.Address, err)
+	}
+	if got == want {
+		return nil
+	}
+	return &harness.InfraError{Err: fmt.Errorf("board %s runs %s (build id %s), not the kernel ppkit built for the %s (%s, build id %s): "+
+		"boot %s on the board (its /boot and boot entry), then run again",
+		b.Address, strings.TrimSpace(release), got, k, harness.KernelRelease(image), want, kern.Image)}
+}
+
+// findMvneta is the board's interface bound to the mvneta driver.
+func findMvneta(ctx context.Context, b *harness.SSHBoard) (string, error) {
+	out, err := b.Run(ctx, `for d in /sys/class/net/*; do drv=$(readlink $d/device/driver); [ "${drv##*/}" = mvneta ] && echo ${d##*/}; done; true`)
+	if err != nil {
+		return "", fmt.Errorf("board %s: find the mvneta interface: %w", b.Address, err)
+	}
+	ifaces := strings.Fields(string(out))
+	if len(ifaces) != 1 {
+		return "", fmt.Errorf("board %s: want one interface bound to the mvneta driver, found %q", b.Address, ifaces)
+	}
+	return ifaces[0], nil
+}
+
+// boardArch is the board's GOARCH, for the guest helpers.
+func boardArch(ctx context.Context, b *harness.SSHBoard) (string, error) {
+	out, err := b.Run(ctx, "uname -m")
+	if err != nil {
+		return "", fmt.Errorf("board %s: uname -m: %w", b.Address, err)
+	}
+	m := strings.TrimSpace(string(out))
+	arch, ok := map[string]string{"aarch64": "arm64", "armv7l": "arm", "x86_64": "amd64", "riscv64": "riscv64"}[m]
+	if !ok {
+		return "", fmt.Errorf("board %s: machine %q: ppkit builds its helpers for aarch64, armv7l, x86_64 and riscv64", b.Address, m)
+	}
+	return arch, nil
+}
+
+// checkLinks refuses a set-up where the run would cut its own line to the board: the SSH login
+// arriving over the board's mvneta port (the procedures re-address it) or leaving this host
+// through ClientIface (ppkit moves it away).
+func (l *SSHLauncher) checkLinks(ctx context.Context, b *harness.SSHBoard, mvneta string) error {
+	out, err := b.Run(ctx, `echo "$SSH_CONNECTION"; ip -o addr show dev `+shellQuote(mvneta))
+	if err != nil {
+		return fmt.Errorf("board %s: %w", b.Address, err)
+	}
+	if loginArrivesOn(string(out)) {
+		return fmt.Errorf("board %s: ppkit's SSH login arrives over %s, the mvneta port the procedures re-address: reach the board through another interface (USB Ethernet, a second port)", b.Address, mvneta)
+	}
+	host, _, err := net.SplitHostPort(b.Client().RemoteAddr().String())
+	if err != nil {
+		return err
+	}
+	dev, err := harness.RouteDevice(host)
+	if err != nil {
+		return err
+	}
+	if dev == l.ClientIface {
+		return fmt.Errorf("this host reaches the board's SSH address %s through %s, the --client-if ppkit moves into its client namespace: cable a second link for the test, or log in over another interface", host, dev)
+	}
+	return nil
+}
+
+// loginArrivesOn reads `echo "$SSH_CONNECTION"; ip -o addr show dev IFACE` and says whether
+// the login's server address (SSH_CONNECTION's third field) is one of the interface's.
+func loginArrivesOn(out string) bool {
+	first, rest, _ := strings.Cut(out, "\n")
+	f := strings.Fields(first)
+	if len(f) < 3 {
+		return false
+	}
+	for _, l := range strings.Split(rest, "\n") {
+		a := strings.Fields(l)
+		for i := 0; i+1 < len(a); i++ {
+			if (a[i] == "inet" || a[i] == "inet6") && strings.HasPrefix(a[i+1], f[2]+"/") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sshTestbed is a real board with the host's cabled NIC in a client namespace.
+type sshTestbed struct {
+	board  *sshBoard
+	client *NetnsClient
+	moved  *harness.MovedInterface
+	keys   string
+}
+
+func (t *sshTestbed) Board() Board   { return t.board }
+func (t *sshTestbed) Client() Client { return t.client }
+
+// Close moves the client interface back to the host (its addresses, routes, state), takes the
+// board's test port down without its addresses and logs out.
+func (t *sshTestbed) Close() error {
+	var errs []error
+	if t.board.iface != "" && t.moved != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		// Leave the board as the procedures found it: its test port without 192.168.200.1.
+		if _, err := t.board.b.Run(ctx, "ip addr flush dev "+shellQuote(t.board.iface)); err != nil {
+			errs = append(errs, fmt.Errorf("board: %w", err))
+		}
+		cancel()
+	}
+	if err := t.moved.Restore(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := t.board.b.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if t.keys != "" {
+		os.RemoveAll(t.keys)
+	}
+	return errors.Join(errs...)
+}
+
+// sshBoard adapts a harness.SSHBoard to Board.
+type sshBoard struct {
+	b     *harness.SSHBoard
+	iface string
+	arch  string
+}
+
+func (b *sshBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.b.Run(ctx, cmd) }
+func (b *sshBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {
+	return b.b.Start(ctx, cmd, stdout, stderr)
+}
+func (b *sshBoard) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
+	return b.b.CopyTo(ctx, local, remote, mode)
+}
+func (b *sshBoard) CopyFrom(ctx context.Context, remote, local string) error {
+	return b.b.CopyFrom(ctx, remote, local)
+}
+func (b *sshBoard) Interface() string  { return b.iface }
+func (b *sshBoard) Arch() string       { return b.arch }
+func (b *sshBoard) ConsoleLog() []byte { return b.b.ConsoleLog() }
+func (b *sshBoard) ConsoleReports() []verdict.ConsoleReport {
+	var out []verdict.ConsoleReport
+	for _, r := range b.b.ConsoleReports() {
+		out = append(out, verdict.ConsoleReport{Title: r.Title, Report: r.Text})
+	}
+	return out
+}
