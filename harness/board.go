@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/internal/syncbuf"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -26,11 +25,21 @@ import (
 // BoardOptions says how to reach a real board.
 type BoardOptions struct {
 	URL string // ssh://[USER@]HOST[:PORT]; USER defaults to root, PORT to 22
-	// KnownHosts pins the boards' host keys (default $PPKIT_CACHE/boards/known_hosts): a
-	// board's key is pinned on first use and checked on every later login.
+	// KnownHosts pins the boards' host keys (default DefaultKnownHosts): a board's key is
+	// pinned on first use and checked on every later login.
 	KnownHosts     string
 	CommandTimeout time.Duration // a command's deadline when its ctx has none (default 2 min)
 	Progress       io.Writer
+}
+
+// DefaultKnownHosts is where ppkit pins the boards' host keys: ~/.config/ppkit/known_hosts
+// ($XDG_CONFIG_HOME). Not in the cache: emptying a cache must not silently forget a pin.
+func DefaultKnownHosts() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no place for the boards' pinned host keys: %w", err)
+	}
+	return filepath.Join(dir, "ppkit", "known_hosts"), nil
 }
 
 // BoardAddress is a parsed --board URL.
@@ -81,7 +90,7 @@ type SSHBoard struct {
 
 	marker  string
 	console syncbuf.Buffer // the log stream's raw records; ConsoleLog is their text after marker
-	kmsg    *Process
+	stopLog context.CancelFunc // ends the kernel log stream
 	closeMu sync.Mutex
 	closed  bool
 }
@@ -103,11 +112,9 @@ func DialBoard(ctx context.Context, opts BoardOptions) (*SSHBoard, error) {
 	}
 	known := opts.KnownHosts
 	if known == "" {
-		root, err := cachedir.Root()
-		if err != nil {
+		if known, err = DefaultKnownHosts(); err != nil {
 			return nil, &InfraError{Err: err}
 		}
-		known = filepath.Join(root, "boards", "known_hosts")
 	}
 	auth, used, closeAgent := userAuth()
 	defer closeAgent()
@@ -133,8 +140,7 @@ func DialBoard(ctx context.Context, opts BoardOptions) (*SSHBoard, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			var ke *knownhosts.KeyError
-			if errors.As(r.err, &ke) || hostKey.mismatch != nil {
+			if hostKey.mismatch != nil {
 				return nil, &InfraError{Err: fmt.Errorf("board %s: %w", addr, hostKey.mismatch)}
 			}
 			return nil, &InfraError{Err: fmt.Errorf("board %s: log in: %w (is the board up, its SSH server running, and your key in its authorized_keys?)", addr, r.err)}
@@ -162,7 +168,12 @@ func DialBoard(ctx context.Context, opts BoardOptions) (*SSHBoard, error) {
 		b.Close()
 		return nil, &InfraError{Err: fmt.Errorf("board %s: write the run's mark into the kernel log (/dev/kmsg; ppkit must log in as root): %w", addr, err)}
 	}
-	b.kmsg, _ = b.Start(context.Background(), "exec cat /dev/kmsg", &b.console, io.Discard)
+	// The stream lasts as long as the login: a deadline far away keeps the commands' default
+	// one (CommandTimeout) off it, and Close cancels it before it logs out, so that its end is
+	// never taken for a board that stopped answering.
+	logCtx, cancel := context.WithDeadline(context.Background(), time.Now().Add(365*24*time.Hour))
+	b.stopLog = cancel
+	b.Start(logCtx, "exec cat /dev/kmsg", &b.console, io.Discard)
 	return b, nil
 }
 
@@ -180,10 +191,10 @@ func (b *SSHBoard) Close() error {
 		return nil
 	}
 	b.closed = true
-	b.Remote.close()
-	if b.kmsg != nil {
-		b.kmsg.Wait()
+	if b.stopLog != nil {
+		b.stopLog()
 	}
+	b.Remote.close()
 	return nil
 }
 

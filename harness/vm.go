@@ -311,6 +311,9 @@ func (vm *VM) Close() error {
 	return vm.closeErr
 }
 
+// SSHPort is the loopback port QEMU forwards to the guest's SSH server.
+func (vm *VM) SSHPort() int { return vm.sshPort }
+
 // UserQMP is the path of the QMP socket ppkit leaves free for the developer (socat -
 // UNIX-CONNECT:PATH, then {"execute":"qmp_capabilities"}).
 func (vm *VM) UserQMP() string { return userQMPSocket(filepath.Join(vm.dir, "qmp.sock")) }

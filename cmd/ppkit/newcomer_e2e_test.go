@@ -197,8 +197,15 @@ type ppkitRun struct {
 
 func startPPKit(t *testing.T, args ...string) *ppkitRun {
 	t.Helper()
+	return startPPKitEnv(t, nil, args...)
+}
+
+// startPPKitEnv starts ppkit with env added to this process's environment.
+func startPPKitEnv(t *testing.T, env []string, args ...string) *ppkitRun {
+	t.Helper()
 	cmd := exec.Command(builtPPKit(t), args...)
 	cmd.Dir = checkoutRoot(t)
+	cmd.Env = append(os.Environ(), env...)
 	// Its own process group, as a shell job has: a group signal reaches ppkit and the
 	// children it did not put in groups of their own, and never this test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

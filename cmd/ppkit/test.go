@@ -283,7 +283,11 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer, deps 
 	}
 	sum, err := procedure.Run(ctx, cfg)
 	if err != nil {
-		return err
+		// Nothing was judged: the configuration or the host (a board running another kernel).
+		if o.report == "" {
+			os.RemoveAll(artifacts)
+		}
+		return &exitError{code: verdict.VerdictInfra.ExitCode(), err: err}
 	}
 	if sum.Interrupted && o.report == "" {
 		os.RemoveAll(artifacts) // the caller says "interrupted"; a temporary directory is not kept

@@ -84,6 +84,13 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 			r.progressf("seed %d: %s is drawn from it (replay: --seed %d)", cfg.Options.Seed, p.Name(), cfg.Options.Seed)
 		}
 	}
+	if pf, ok := cfg.Launcher.(Preflighter); ok {
+		for _, k := range append(append([]Kernel{}, cfg.Compare...), cfg.Kernel) {
+			if err := pf.Preflight(ctx, k, cfg.Progress); err != nil {
+				return nil, err
+			}
+		}
+	}
 	s := &verdict.Summary{Board: BoardName(cfg.Launcher)}
 	for _, k := range cfg.Compare {
 		s.References = append(s.References, verdict.Reference{Kernel: k.String(), Results: r.runKernel(ctx, k, procs)})

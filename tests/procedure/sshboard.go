@@ -42,10 +42,50 @@ func (l *SSHLauncher) Board() string {
 	return l.URL + ", client " + l.ClientIface
 }
 
-// Launch builds (or finds) the kernel of k, logs into the board, checks that it runs that
-// kernel, finds its mvneta port and moves ClientIface into a fresh client namespace. Close
-// moves the interface back with its addresses and logs out.
+// Preflight checks once, before any procedure, what every Launch would find wrong: the
+// kernel, the login, the kernel the board runs, its mvneta port, the links. Run stops at its
+// error, so that a board running another kernel is one line, not one failure a procedure.
+func (l *SSHLauncher) Preflight(ctx context.Context, k Kernel, progress io.Writer) error {
+	b, err := l.connect(ctx, k, progress)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "board: %s runs the kernel under test; its %s is the port under test, this host's %s the client's\n",
+		b.b.Address, b.iface, l.ClientIface)
+	return b.b.Close()
+}
+
+// Launch logs into the board, checks it as Preflight does and moves ClientIface into a fresh
+// client namespace. Close moves the interface back with its addresses and logs out.
 func (l *SSHLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (_ Testbed, err error) {
+	b, err := l.connect(ctx, k, progress)
+	if err != nil {
+		return nil, err
+	}
+	tb := &sshTestbed{board: b}
+	defer func() {
+		if err != nil {
+			tb.Close()
+		}
+	}()
+	if tb.keys, err = harness.TempDir("testlink"); err != nil {
+		return nil, err
+	}
+	known := filepath.Join(tb.keys, "known_hosts")
+	if err := os.WriteFile(known, []byte("ppkit-board "+string(ssh.MarshalAuthorizedKey(b.b.HostKey))), 0o600); err != nil {
+		return nil, err
+	}
+	if tb.moved, err = harness.MoveInterface(l.ClientIface); err != nil {
+		return nil, err
+	}
+	tb.client = &NetnsClient{Namespace: tb.moved.Netns(), Iface: l.ClientIface, SSHKey: b.b.KeyFile, KnownHosts: known, SSHUser: b.b.Address.User}
+	return tb, nil
+}
+
+// connect builds (or finds) the kernel of k, logs into the board and checks that it runs that
+// kernel, finds its mvneta port and architecture, and checks that the run cannot cut its own
+// line to the board.
+func (l *SSHLauncher) connect(ctx context.Context, k Kernel, progress io.Writer) (_ *sshBoard, err error) {
 	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug, Progress: progress}
 	if !k.Baseline {
 		ko.Series = k.Series
@@ -58,38 +98,25 @@ func (l *SSHLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) 
 	if err != nil {
 		return nil, err
 	}
-	tb := &sshTestbed{board: &sshBoard{b: b}}
 	defer func() {
 		if err != nil {
-			tb.Close()
+			b.Close()
 		}
 	}()
+	sb := &sshBoard{b: b}
 	if err := checkBoardKernel(ctx, b, kern, k); err != nil {
 		return nil, err
 	}
-	if tb.board.iface, err = findMvneta(ctx, b); err != nil {
+	if sb.iface, err = findMvneta(ctx, b); err != nil {
 		return nil, err
 	}
-	if tb.board.arch, err = boardArch(ctx, b); err != nil {
+	if sb.arch, err = boardArch(ctx, b); err != nil {
 		return nil, err
 	}
-	if err := l.checkLinks(ctx, b, tb.board.iface); err != nil {
+	if err := l.checkLinks(ctx, b, sb.iface); err != nil {
 		return nil, err
 	}
-	if tb.keys, err = harness.TempDir("testlink"); err != nil {
-		return nil, err
-	}
-	known := filepath.Join(tb.keys, "known_hosts")
-	if err := os.WriteFile(known, []byte("ppkit-board "+string(ssh.MarshalAuthorizedKey(b.HostKey))), 0o600); err != nil {
-		return nil, err
-	}
-	if tb.moved, err = harness.MoveInterface(l.ClientIface); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(progress, "board: %s runs the kernel under test; its %s is the port under test, this host's %s is in client namespace %s\n",
-		b.Address, tb.board.iface, l.ClientIface, tb.moved.Netns())
-	tb.client = &NetnsClient{Namespace: tb.moved.Netns(), Iface: l.ClientIface, SSHKey: b.KeyFile, KnownHosts: known, SSHUser: b.Address.User}
-	return tb, nil
+	return sb, nil
 }
 
 // checkBoardKernel checks that the board runs kern: the same build id in /sys/kernel/notes as

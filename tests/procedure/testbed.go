@@ -151,6 +151,12 @@ type Launcher interface {
 	Launch(ctx context.Context, k Kernel, progress io.Writer) (Testbed, error)
 }
 
+// Preflighter is a Launcher that can check, once before any procedure, what would make every
+// Launch of kernel k fail (a real board that runs another kernel).
+type Preflighter interface {
+	Preflight(ctx context.Context, k Kernel, progress io.Writer) error
+}
+
 // BoardName says which board a launcher's testbeds are, for the report: its Board() when it
 // has one.
 func BoardName(l Launcher) string {
