@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
+	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/tests/procedure"
 	"github.com/ppkit/ppkit/tests/verdict"
 	"golang.org/x/crypto/ssh"
@@ -110,7 +111,11 @@ func TestE2EBoardOverSSH(t *testing.T) {
 	vm, before := cabledBoard(t, tap)
 	home := userHome(t, vm)
 	url := fmt.Sprintf("ssh://root@127.0.0.1:%d", vm.SSHPort())
-	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=", "SSH_AUTH_SOCK="}
+	cache, err := cachedir.Root() // resolved with the real HOME: the kernel is built once
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=", "SSH_AUTH_SOCK=", "PPKIT_CACHE=" + cache}
 	cabledBack := func(when string) {
 		t.Helper()
 		after, err := harness.CurrentLinkState(tap)

@@ -96,7 +96,7 @@ func (l *HarnessLauncher) Launch(ctx context.Context, k Kernel, progress io.Writ
 
 // vmTestbed adapts a harness.VM to Testbed.
 type vmTestbed struct {
-	board  *vmBoard
+	board  *remoteBoard
 	client *NetnsClient
 	peer   *Peer
 	vm     *harness.VM
@@ -143,7 +143,7 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 		}
 	}
 	return &vmTestbed{
-		board: &vmBoard{vm: vm, iface: iface, ports: ports},
+		board: &remoteBoard{r: vm.Remote, console: vm, iface: iface, arch: "arm64", ports: ports},
 		client: &NetnsClient{Namespace: vm.NetNS(), Iface: vm.Taps()[0],
 			SSHKey: filepath.Join(image.Dir, "id_ed25519"), KnownHosts: known},
 		peer: &Peer{Client: &NetnsClient{Namespace: vm.NetNSOf(1), Iface: vm.Taps()[1]}, BoardInterface: peerIface},
@@ -160,33 +160,38 @@ func (t *vmTestbed) Close() error {
 	return err
 }
 
-// vmBoard adapts a harness.VM to Board.
-type vmBoard struct {
-	vm    *harness.VM
-	iface string
-	ports []TracePort
+// remoteBoard adapts a machine ppkit reaches over SSH — the QEMU guest (harness.VM) or a real
+// board (harness.SSHBoard) — to Board: the same Remote, its own console.
+type remoteBoard struct {
+	r       *harness.Remote
+	console interface {
+		ConsoleLog() []byte
+		ConsoleReports() []harness.Report
+	}
+	iface, arch string
+	ports       []TracePort // none on a real board: its trace leaves as text
 }
 
-var _ TracePortBoard = (*vmBoard)(nil)
+var _ TracePortBoard = (*remoteBoard)(nil)
 
-func (b *vmBoard) TracePorts() []TracePort { return b.ports }
+func (b *remoteBoard) TracePorts() []TracePort { return b.ports }
 
-func (b *vmBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.vm.Run(ctx, cmd) }
-func (b *vmBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {
-	return b.vm.Start(ctx, cmd, stdout, stderr)
+func (b *remoteBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.r.Run(ctx, cmd) }
+func (b *remoteBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {
+	return b.r.Start(ctx, cmd, stdout, stderr)
 }
-func (b *vmBoard) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
-	return b.vm.CopyTo(ctx, local, remote, mode)
+func (b *remoteBoard) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
+	return b.r.CopyTo(ctx, local, remote, mode)
 }
-func (b *vmBoard) CopyFrom(ctx context.Context, remote, local string) error {
-	return b.vm.CopyFrom(ctx, remote, local)
+func (b *remoteBoard) CopyFrom(ctx context.Context, remote, local string) error {
+	return b.r.CopyFrom(ctx, remote, local)
 }
-func (b *vmBoard) Interface() string  { return b.iface }
-func (b *vmBoard) Arch() string       { return "arm64" }
-func (b *vmBoard) ConsoleLog() []byte { return b.vm.ConsoleLog() }
-func (b *vmBoard) ConsoleReports() []verdict.ConsoleReport {
+func (b *remoteBoard) Interface() string  { return b.iface }
+func (b *remoteBoard) Arch() string       { return b.arch }
+func (b *remoteBoard) ConsoleLog() []byte { return b.console.ConsoleLog() }
+func (b *remoteBoard) ConsoleReports() []verdict.ConsoleReport {
 	var out []verdict.ConsoleReport
-	for _, r := range b.vm.ConsoleReports() {
+	for _, r := range b.console.ConsoleReports() {
 		out = append(out, verdict.ConsoleReport{Title: r.Title, Report: r.Text})
 	}
 	return out

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/harness"
-	"github.com/ppkit/ppkit/tests/verdict"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -46,23 +45,23 @@ func (l *SSHLauncher) Board() string {
 // kernel, the login, the kernel the board runs, its mvneta port, the links. Run stops at its
 // error, so that a board running another kernel is one line, not one failure a procedure.
 func (l *SSHLauncher) Preflight(ctx context.Context, k Kernel, progress io.Writer) error {
-	b, err := l.connect(ctx, k, progress)
+	b, rb, err := l.connect(ctx, k, progress)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(progress, "board: %s runs the kernel under test; its %s is the port under test, this host's %s the client's\n",
-		b.b.Address, b.iface, l.ClientIface)
-	return b.b.Close()
+		b.Address, rb.iface, l.ClientIface)
+	return b.Close()
 }
 
 // Launch logs into the board, checks it as Preflight does and moves ClientIface into a fresh
 // client namespace. Close moves the interface back with its addresses and logs out.
 func (l *SSHLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) (_ Testbed, err error) {
-	b, err := l.connect(ctx, k, progress)
+	b, rb, err := l.connect(ctx, k, progress)
 	if err != nil {
 		return nil, err
 	}
-	tb := &sshTestbed{board: b}
+	tb := &sshTestbed{ssh: b, board: rb}
 	defer func() {
 		if err != nil {
 			tb.Close()
@@ -72,51 +71,51 @@ func (l *SSHLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) 
 		return nil, err
 	}
 	known := filepath.Join(tb.keys, "known_hosts")
-	if err := os.WriteFile(known, []byte("ppkit-board "+string(ssh.MarshalAuthorizedKey(b.b.HostKey))), 0o600); err != nil {
+	if err := os.WriteFile(known, []byte("ppkit-board "+string(ssh.MarshalAuthorizedKey(b.HostKey))), 0o600); err != nil {
 		return nil, err
 	}
 	if tb.moved, err = harness.MoveInterface(l.ClientIface); err != nil {
 		return nil, err
 	}
-	tb.client = &NetnsClient{Namespace: tb.moved.Netns(), Iface: l.ClientIface, SSHKey: b.b.KeyFile, KnownHosts: known, SSHUser: b.b.Address.User}
+	tb.client = &NetnsClient{Namespace: tb.moved.Netns(), Iface: l.ClientIface, SSHKey: b.KeyFile, KnownHosts: known, SSHUser: b.Address.User}
 	return tb, nil
 }
 
 // connect builds (or finds) the kernel of k, logs into the board and checks that it runs that
 // kernel, finds its mvneta port and architecture, and checks that the run cannot cut its own
 // line to the board.
-func (l *SSHLauncher) connect(ctx context.Context, k Kernel, progress io.Writer) (_ *sshBoard, err error) {
+func (l *SSHLauncher) connect(ctx context.Context, k Kernel, progress io.Writer) (_ *harness.SSHBoard, _ *remoteBoard, err error) {
 	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug, Progress: progress}
 	if !k.Baseline {
 		ko.Series = k.Series
 	}
 	kern, err := harness.BuildKernel(ctx, ko)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b, err := harness.DialBoard(ctx, harness.BoardOptions{URL: l.URL, KnownHosts: l.KnownHosts, Progress: progress})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() {
 		if err != nil {
 			b.Close()
 		}
 	}()
-	sb := &sshBoard{b: b}
+	sb := &remoteBoard{r: b.Remote, console: b}
 	if err := checkBoardKernel(ctx, b, kern, k); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if sb.iface, err = findMvneta(ctx, b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if sb.arch, err = boardArch(ctx, b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := l.checkLinks(ctx, b, sb.iface); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return sb, nil
+	return b, sb, nil
 }
 
 // checkBoardKernel checks that the board runs kern: the same build id in /sys/kernel/notes as
@@ -232,7 +231,8 @@ func loginArrivesOn(out string) bool {
 
 // sshTestbed is a real board with the host's cabled NIC in a client namespace.
 type sshTestbed struct {
-	board  *sshBoard
+	ssh    *harness.SSHBoard
+	board  *remoteBoard
 	client *NetnsClient
 	moved  *harness.MovedInterface
 	keys   string
@@ -248,7 +248,7 @@ func (t *sshTestbed) Close() error {
 	if t.board.iface != "" && t.moved != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		// Leave the board as the procedures found it: its test port without 192.168.200.1.
-		if _, err := t.board.b.Run(ctx, "ip addr flush dev "+shellQuote(t.board.iface)); err != nil {
+		if _, err := t.board.Run(ctx, "ip addr flush dev "+shellQuote(t.board.iface)); err != nil {
 			errs = append(errs, fmt.Errorf("board: %w", err))
 		}
 		cancel()
@@ -256,39 +256,11 @@ func (t *sshTestbed) Close() error {
 	if err := t.moved.Restore(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := t.board.b.Close(); err != nil {
+	if err := t.ssh.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	if t.keys != "" {
 		os.RemoveAll(t.keys)
 	}
 	return errors.Join(errs...)
-}
-
-// sshBoard adapts a harness.SSHBoard to Board.
-type sshBoard struct {
-	b     *harness.SSHBoard
-	iface string
-	arch  string
-}
-
-func (b *sshBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.b.Run(ctx, cmd) }
-func (b *sshBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {
-	return b.b.Start(ctx, cmd, stdout, stderr)
-}
-func (b *sshBoard) CopyTo(ctx context.Context, local, remote string, mode uint32) error {
-	return b.b.CopyTo(ctx, local, remote, mode)
-}
-func (b *sshBoard) CopyFrom(ctx context.Context, remote, local string) error {
-	return b.b.CopyFrom(ctx, remote, local)
-}
-func (b *sshBoard) Interface() string  { return b.iface }
-func (b *sshBoard) Arch() string       { return b.arch }
-func (b *sshBoard) ConsoleLog() []byte { return b.b.ConsoleLog() }
-func (b *sshBoard) ConsoleReports() []verdict.ConsoleReport {
-	var out []verdict.ConsoleReport
-	for _, r := range b.b.ConsoleReports() {
-		out = append(out, verdict.ConsoleReport{Title: r.Title, Report: r.Text})
-	}
-	return out
 }
