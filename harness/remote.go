@@ -92,7 +92,8 @@ func (r *Remote) Exec(ctx context.Context, command string, stdin io.Reader, stdo
 	defer out.detach()
 	defer errw.detach()
 	sess.Stdin, sess.Stdout, sess.Stderr = stdin, out, errw
-	if err := sess.Start("PATH=" + GuestPath + "; export PATH; " + command); err != nil {
+	// Root's directories first, the login's own after them (a real board's /usr/local/bin).
+	if err := sess.Start("PATH=" + GuestPath + ":$PATH; export PATH; " + command); err != nil {
 		return -1, r.fail(ctx, what, err)
 	}
 	return r.sessionStatus(ctx, what, sess)
