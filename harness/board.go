@@ -89,7 +89,7 @@ type SSHBoard struct {
 	KeyFile string
 
 	marker  string
-	console syncbuf.Buffer // the log stream's raw records; ConsoleLog is their text after marker
+	console syncbuf.Buffer     // the log stream's raw records; ConsoleLog is their text after marker
 	stopLog context.CancelFunc // ends the kernel log stream
 	closeMu sync.Mutex
 	closed  bool
