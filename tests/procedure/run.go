@@ -176,7 +176,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 		if err := tb.Close(); err != nil {
 			res.Notes = append(res.Notes, "testbed close: "+err.Error())
 		}
-		r.progressf("%s: %s (%s)", p.Name(), strings.ToUpper(string(res.Verdict)), res.Duration.Round(time.Second))
+		r.progressf("%s: %s (%s)", p.Name(), outcome(res), res.Duration.Round(time.Second))
 		if r.cfg.StopOnFail && res.Verdict == verdict.VerdictFail {
 			break
 		}
@@ -229,6 +229,15 @@ type ProcedureConfig struct {
 	// (MeasureTraceCost): its result holds the traffic and counters and no verdict.
 	Untraced bool
 	Log      io.Writer
+}
+
+// outcome is a judged run's verdict, or "measured" for an untraced run whose only reason is
+// that it was untraced: it measured the traffic, as asked, and judged nothing.
+func outcome(res *verdict.Result) string {
+	if len(res.Reasons) == 1 && res.Reasons[0].Detail == errUntraced.Error() {
+		return "measured, untraced"
+	}
+	return strings.ToUpper(string(res.Verdict))
 }
 
 // errUntraced is the reason an untraced run has no verdict.
