@@ -1,6 +1,8 @@
 package procedure
 
-import "testing"
+import (
+	"testing"
+)
 
 func TestLoginArrivesOn(t *testing.T) {
 	// `echo "$SSH_CONNECTION"; ip -o addr show dev IFACE` as a board prints it.
