@@ -134,6 +134,7 @@ func TestE2EBoardOverSSH(t *testing.T) {
 		if r.err != nil {
 			t.Fatalf("ppkit test --board: %v\n%s", r.err, lastLinesOf(r.stderr(), 60))
 		}
+		t.Logf("ppkit test --board:\n%s", r.stderr())
 		if !strings.Contains(r.stderr(), "pinned its host key") {
 			t.Errorf("first login: no pinned host key in:\n%s", lastLinesOf(r.stderr(), 40))
 		}
@@ -175,6 +176,7 @@ func TestE2EBoardOverSSH(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("ppkit still running 30 s after SIGINT:\n%s", lastLinesOf(r.stderr(), 30))
 		}
+		t.Logf("interrupted:\n%s", lastLinesOf(r.stderr(), 25))
 		if code := r.cmd.ProcessState.ExitCode(); code != 130 {
 			t.Errorf("exit %d after SIGINT, want 130", code)
 		}
@@ -206,6 +208,7 @@ func TestE2EBoardOverSSH(t *testing.T) {
 		r := startPPKitEnv(t, env, "test", "multicast", "--board", url, "--client-if", tap)
 		<-r.done
 		out := r.stderr()
+		t.Logf("refused:\n%s", out)
 		if code := r.cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(out, "its host key changed") || !strings.Contains(out, "delete that line") {
 			t.Errorf("exit %d, want 2 and the changed key named:\n%s", code, lastLinesOf(out, 20))
 		}

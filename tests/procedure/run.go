@@ -155,7 +155,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 			verdict.Judge(res, verdict.Evidence{InfraError: fmt.Errorf("artifact directory: %w", err)})
 			continue
 		}
-		r.progressf("%s: booting the %s kernel", p.Name(), k)
+		r.progressf("%s: the %s kernel", p.Name(), k) // booted by the launcher, or already running on a real board
 		tb, err := r.cfg.Launcher.Launch(ctx, k, r.cfg.Progress)
 		res.Phase("boot", res.Started)
 		if err != nil {
