@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/ppkit/ppkit/internal/owned"
 )
 
 // LinkState is what moving an interface into another namespace loses and Restore puts back:
@@ -101,11 +99,10 @@ func MoveInterface(iface string) (*MovedInterface, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := owned.Name("net")
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", name, err, strings.TrimSpace(string(out)))
+	name, err := addOwnedNetns()
+	if err != nil {
+		return nil, err
 	}
-	created.add(&created.netns, name)
 	if out, err := exec.Command("ip", "link", "set", "dev", iface, "netns", name).CombinedOutput(); err != nil {
 		exec.Command("ip", "netns", "del", name).Run()
 		return nil, fmt.Errorf("move %s into a client namespace: %w: %s", iface, err, strings.TrimSpace(string(out)))

@@ -58,13 +58,23 @@ func newTestNet(nics []NIC) (*testNet, error) {
 }
 
 func (t *testNet) addNetns() error {
-	name := owned.Name("net")
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", name, err, strings.TrimSpace(string(out)))
+	name, err := addOwnedNetns()
+	if err != nil {
+		return err
 	}
-	created.add(&created.netns, name)
 	t.names = append(t.names, name)
 	return nil
+}
+
+// addOwnedNetns creates a network namespace named for this process (owned.Name), so that a
+// later run removes it if this one is killed.
+func addOwnedNetns() (string, error) {
+	name := owned.Name("net")
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", name, err, strings.TrimSpace(string(out)))
+	}
+	created.add(&created.netns, name)
+	return name, nil
 }
 
 // netnsOf is the namespace holding tap i.
