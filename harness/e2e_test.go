@@ -427,11 +427,55 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 			defer logf.Close()
 			// The pristine repository is a full tree; configuring out of tree only reads it.
 			b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
-			if err := b.configure(KernelConfigFragment(debug)); err != nil {
+			if err := b.configure(KernelConfigFragment(debug), nil, nil); err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
+	// A real board's config (`ppkit test --board`): its own, with the modules it has loaded
+	// built in by localyesconfig, ppkit's fragment on top.
+	t.Run("board config", func(t *testing.T) {
+		configure := func(base, mods []byte) KconfigValues {
+			t.Helper()
+			logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer logf.Close()
+			b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
+			if err := b.configure(KernelConfigFragment(false), base, mods); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(filepath.Join(b.dir, ".config"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := ParseKconfig(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		tiny := configure(nil, nil)
+		var board bytes.Buffer
+		for sym, val := range tiny {
+			fmt.Fprintf(&board, "%s=%s\n", sym, val)
+		}
+		// The board's distribution kernel: modules, virtio-blk and ext4 among them.
+		board.WriteString("CONFIG_MODULES=y\nCONFIG_BLOCK=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=m\nCONFIG_MVNETA=m\n")
+		lsmod := []byte("virtio_blk 20480 0 - Live 0xffff800008f00000\n")
+		got := configure(board.Bytes(), lsmod)
+		for sym, want := range map[string]string{
+			"CONFIG_VIRTIO_BLK": "y", // loaded on the board: built in
+			"CONFIG_EXT4_FS":    "n", // not loaded: localyesconfig drops it
+			"CONFIG_MVNETA":     "y", // ppkit's fragment
+			"CONFIG_BLOCK":      "y", // the board's own
+		} {
+			if got[sym] != want {
+				t.Errorf("%s=%q, want %q", sym, got[sym], want)
+			}
+		}
+	})
 }
 
 // A guest that ignores the power button is stopped with QMP quit, and that is reported.

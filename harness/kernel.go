@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	_ "embed"
 	"fmt"
@@ -45,6 +46,13 @@ type KernelOptions struct {
 	Upto int
 	// Debug adds config/debug.config (KASAN, DEBUG_VM, PAGE_OWNER, lockdep).
 	Debug bool
+	// BaseConfig is a .config to start from instead of tinyconfig: a real board's own
+	// (BoardKernelConfig), so that the kernel keeps what the board needs to boot (its MMC,
+	// its PHY, its file systems). BoardModules is the board's /proc/modules: the modules it
+	// has loaded become built-in (`make localyesconfig`), since ppkit installs no modules.
+	// ppkit's fragment goes on top either way.
+	BaseConfig   []byte
+	BoardModules []byte
 	// Jobs is make's -j (default: the number of CPUs).
 	Jobs int
 	// Cache is the cache root (default cachedir.Root()).
@@ -110,12 +118,14 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	cfgKey.add("recipe", []byte(kernelRecipe))
 	cfgKey.add("source", []byte(src.id))
 	cfgKey.add("fragment", fragment)
+	addBoardConfig(cfgKey, opts)
 	buildDir := filepath.Join(cache, "build", src.id+"-"+cfgSum())
 
 	key, keySum := newHasher()
 	key.add("recipe", []byte(kernelRecipe))
 	key.add("commit", []byte(src.commit))
 	key.add("fragment", fragment)
+	addBoardConfig(key, opts)
 	for _, name := range patches {
 		data, err := os.ReadFile(series.PatchPath(name))
 		if err != nil {
@@ -171,7 +181,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	}
 	defer logf.Close()
 	b := &kernelBuild{ctx: ctx, work: work, dir: buildDir, cache: cache, jobs: opts.Jobs, log: logf, progress: progress}
-	if err := b.configure(fragment); err != nil {
+	if err := b.configure(fragment, opts.BaseConfig, opts.BoardModules); err != nil {
 		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
 	}
 	fmt.Fprintf(progress, "kernel: building %s with %d patches in %s\n", src.id, len(patches), buildDir)
@@ -246,6 +256,7 @@ type kernelBuild struct {
 	jobs     int
 	log      *os.File
 	progress io.Writer
+	env      []string // added to make's environment
 }
 
 func (b *kernelBuild) keepLog(k *Kernel) string {
@@ -255,21 +266,56 @@ func (b *kernelBuild) keepLog(k *Kernel) string {
 	return failed
 }
 
-// configure writes the build directory's .config once per (source, fragment): tinyconfig, the
-// fragment merged in, olddefconfig, then the check that every wanted setting survived.
-func (b *kernelBuild) configure(fragment []byte) error {
+// addBoardConfig keys a board's config (KernelOptions.BaseConfig): only when there is one, so
+// that the emulated board's kernels keep their keys.
+func addBoardConfig(h *hasher, opts KernelOptions) {
+	if len(opts.BaseConfig) > 0 {
+		h.add("base-config", opts.BaseConfig)
+		h.add("board-modules", opts.BoardModules)
+	}
+}
+
+// configure writes the build directory's .config once per (source, fragment, base): tinyconfig
+// or the board's config (with its loaded modules built in), the fragment merged in,
+// olddefconfig, then the check that every wanted setting survived.
+func (b *kernelBuild) configure(fragment, boardConfig, boardModules []byte) error {
 	stamp := filepath.Join(b.dir, ".ppkit-config-fragment")
-	if old, err := os.ReadFile(stamp); err == nil && string(old) == string(fragment) {
+	stampData := fragment
+	if len(boardConfig) > 0 {
+		h, sum := newHasher()
+		addBoardConfig(h, KernelOptions{BaseConfig: boardConfig, BoardModules: boardModules})
+		stampData = append(append([]byte(nil), fragment...), "\n# board config "+sum()+"\n"...)
+	}
+	if old, err := os.ReadFile(stamp); err == nil && string(old) == string(stampData) {
 		return nil
 	}
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
 		return err
 	}
-	fmt.Fprintf(b.progress, "kernel: configuring (tinyconfig + harness/config fragment)\n")
-	if err := b.make("tinyconfig"); err != nil {
-		return err
-	}
 	dotconfig := filepath.Join(b.dir, ".config")
+	if len(boardConfig) == 0 {
+		fmt.Fprintf(b.progress, "kernel: configuring (tinyconfig + harness/config fragment)\n")
+		if err := b.make("tinyconfig"); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(b.progress, "kernel: configuring (the board's config + harness/config fragment)\n")
+		if err := os.WriteFile(dotconfig, boardConfig, 0o644); err != nil {
+			return err
+		}
+		if len(bytes.TrimSpace(boardModules)) > 0 {
+			lsmod := filepath.Join(b.dir, "board-modules")
+			if err := os.WriteFile(lsmod, boardModules, 0o644); err != nil {
+				return err
+			}
+			b.env = []string{"LSMOD=" + lsmod}
+			err := b.make("localyesconfig")
+			b.env = nil
+			if err != nil {
+				return err
+			}
+		}
+	}
 	base, err := os.ReadFile(dotconfig)
 	if err != nil {
 		return err
@@ -297,7 +343,7 @@ func (b *kernelBuild) configure(fragment []byte) error {
 		return fmt.Errorf("Kconfig dropped %d wanted option(s) (unmet dependencies; fix harness/config): %s",
 			len(missing), strings.Join(missing, ", "))
 	}
-	return os.WriteFile(stamp, fragment, 0o644)
+	return os.WriteFile(stamp, stampData, 0o644)
 }
 
 // make runs one kernel make target, niced, with ccache when present, copying its output to the
@@ -322,6 +368,7 @@ func (b *kernelBuild) make(target string) error {
 	// so a build in another checkout's or a test's cache hits the same entries.
 	cmd.Env = append(os.Environ(), "CCACHE_DIR="+filepath.Join(b.cache, "ccache"), "CCACHE_BASEDIR="+b.cache,
 		"KBUILD_BUILD_USER=ppkit", "KBUILD_BUILD_HOST=ppkit", "KBUILD_BUILD_TIMESTAMP=2024-08-10")
+	cmd.Env = append(cmd.Env, b.env...)
 	// Kbuild re-invokes make in the build directory: on cancellation kill the whole process
 	// group, or the sub-make would go on building after ppkit returned.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
