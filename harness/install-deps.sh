@@ -3,7 +3,8 @@
 # Idempotent: a package already present is not reinstalled; apt lists are refreshed only when
 # something is missing. Groups: base (git, stg, checkpatch's perl, shellcheck for the pipeline
 # scripts in ci/, chromium for the report screenshot test), kernel (cross compiler and linux-source-5.10 from bullseye, pinned low), qemu
-# (QEMU build dependencies and source), guest (arm64 .debs for the initramfs are fetched by ppkit
+# (QEMU build dependencies and source; U-Boot and mke2fs for the disk-booted board of
+# `ppkit test --deploy`'s test), guest (arm64 .debs for the initramfs are fetched by ppkit
 # itself), net (iproute2, iperf).
 # Usage: install-deps.sh [group...]   (default: all groups)
 set -euo pipefail
@@ -18,7 +19,8 @@ base_pkgs=(git stgit msmtp make perl python3 ca-certificates xz-utils cpio procp
 kernel_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu bc bison flex libssl-dev libelf-dev
              ccache kmod dwarves linux-source-5.10)
 qemu_pkgs=(qemu-system-arm dpkg-dev ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev
-           libfdt-dev zlib1g-dev libslirp-dev python3-venv python3-sphinx flex bison)
+           libfdt-dev zlib1g-dev libslirp-dev python3-venv python3-sphinx flex bison
+           u-boot-qemu e2fsprogs)
 net_pkgs=(iproute2 iperf iputils-ping ethtool tcpdump)
 
 want=()

@@ -50,6 +50,12 @@ type BootOptions struct {
 	// in /sys/class/virtio-ports/vportNpM/name; its device is /dev/vportNpM. Names are
 	// lower-case letters, digits and dots.
 	Ports []string
+	// Firmware boots the board through a firmware (QEMU's -bios) from Disk, a raw disk image on
+	// a virtio-blk device, instead of QEMU's loader: U-Boot reading the disk's
+	// extlinux/extlinux.conf, as a real board boots. Kernel, Image and Append are then the
+	// disk's business, and a reboot restarts the firmware instead of ending QEMU.
+	Firmware string
+	Disk     string
 
 	BootTimeout    time.Duration // QEMU start to SSH ready (default 90s)
 	CommandTimeout time.Duration // default timeout of Run/CopyTo/CopyFrom when ctx has none (default 10m)
@@ -123,10 +129,13 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 	if o.MemoryMB > MaxMemoryMB {
 		return nil, fmt.Errorf("guest memory %d MiB is above %d MiB (mvneta's 32-bit DMA mask)", o.MemoryMB, MaxMemoryMB)
 	}
-	if o.KernelImage == "" {
+	if o.Firmware != "" && o.Disk == "" {
+		return nil, fmt.Errorf("firmware %s: no disk to boot from", o.Firmware)
+	}
+	if o.Firmware == "" && o.KernelImage == "" {
 		return nil, fmt.Errorf("no kernel image to boot")
 	}
-	if o.Image == nil || o.Image.Initramfs == "" {
+	if o.Firmware == "" && (o.Image == nil || o.Image.Initramfs == "") {
 		return nil, fmt.Errorf("no guest image to boot")
 	}
 	extra := o.Append
@@ -138,15 +147,22 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 	}
 	args := []string{
 		"-M", "virt", "-cpu", o.CPU, "-smp", fmt.Sprint(o.SMP), "-accel", "tcg,thread=multi",
-		"-m", fmt.Sprint(o.MemoryMB), "-nographic", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-		"-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(extra),
-		"-qmp", "unix:" + l.qmpSocket + ",server=on,wait=off",
-		// A second monitor for the developer (and the tests): ppkit holds the first.
-		"-qmp", "unix:" + userQMPSocket(l.qmpSocket) + ",server=on,wait=off",
-		"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort),
-		"-device", "virtio-net-pci,netdev=mgmt,mac=" + ManagementMAC + ",romfile=",
-		"-device", "virtio-rng-pci",
+		"-m", fmt.Sprint(o.MemoryMB), "-nographic", "-monitor", "none", "-serial", "stdio",
 	}
+	if o.Firmware == "" {
+		args = append(args, "-no-reboot", "-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(extra))
+	} else {
+		args = append(args, "-bios", o.Firmware,
+			"-drive", "if=none,id=disk,format=raw,file="+o.Disk, "-device", "virtio-blk-pci,drive=disk")
+	}
+	args = append(args,
+		"-qmp", "unix:"+l.qmpSocket+",server=on,wait=off",
+		// A second monitor for the developer (and the tests): ppkit holds the first.
+		"-qmp", "unix:"+userQMPSocket(l.qmpSocket)+",server=on,wait=off",
+		"-netdev", fmt.Sprintf("user,id=mgmt,hostfwd=tcp:127.0.0.1:%d-:22", l.sshPort),
+		"-device", "virtio-net-pci,netdev=mgmt,mac="+ManagementMAC+",romfile=",
+		"-device", "virtio-rng-pci",
+	)
 	for i, nic := range o.NICs {
 		if nic.Model == "" {
 			return nil, fmt.Errorf("test NIC %d: no device model", i)
