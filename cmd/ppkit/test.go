@@ -47,7 +47,7 @@ func defaultTestDeps() testDeps {
 	return testDeps{
 		launcher: func(o *testOptions) (procedure.Launcher, error) {
 			if o.board != "" {
-				return &procedure.SSHLauncher{URL: o.board, ClientIface: o.clientIf}, nil
+				return &procedure.SSHLauncher{URL: o.board, ClientIface: o.clientIf, Deploy: o.deploy}, nil
 			}
 			return &procedure.HarnessLauncher{}, nil
 		},
@@ -71,6 +71,7 @@ type testOptions struct {
 	// board is --board (a real board's ssh:// URL, "" for the emulated board) and clientIf
 	// --client-if, the host's NIC cabled to it.
 	board, clientIf string
+	deploy          bool // --deploy: boot the kernel under test on the board
 }
 
 // seriesKernel is the kernel of "baseline" or of the stg series in dir. The series is the
@@ -114,10 +115,11 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	mutantsDir := pathFlag(fs, "mutants-dir", mutation.DefaultMutantsDir, "the mutation suite's `directory` (MUTANTS and one directory per mutant)")
 	board := fs.String("board", "", "run on a real board reached over SSH, `ssh://[USER@]HOST[:PORT]`, booted with the kernel under test (see README: real board)")
 	clientIf := fs.String("client-if", "", "with --board: this host's `IFACE` cabled to the board's mvneta port (moved into ppkit's client namespace for the run)")
+	deploy := fs.Bool("deploy", false, "with --board: when the board runs another kernel, boot the kernel under test on it (an extlinux entry in its /boot, a reboot, the build id checked)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ppkit test [PROCEDURE...] [--series DIR | --baseline] [--junit FILE] [--json] [--report DIR] [--compare baseline|DIR|baseline,DIR] [--time T] [--rate R] [--seed N]")
 		fmt.Fprintln(stderr, "       ppkit test --mutants all|NAME,... [--series DIR] [--time T] [PROCEDURE...]")
-		fmt.Fprintln(stderr, "       ppkit test --board ssh://root@HOST --client-if IFACE [--series DIR | --baseline] [PROCEDURE...]")
+		fmt.Fprintln(stderr, "       ppkit test --board ssh://root@HOST --client-if IFACE [--deploy] [--series DIR | --baseline] [PROCEDURE...]")
 		fmt.Fprintln(stderr, "procedures: "+strings.Join(procedure.DefaultProcedures, ", ")+" (default: all)")
 		fs.PrintDefaults()
 	}
@@ -132,7 +134,10 @@ func parseTestArgs(args []string, stderr io.Writer) (*testOptions, error) {
 	if err != nil {
 		return nil, usageErrorf("%v", err)
 	}
-	if o.board, o.clientIf = *board, *clientIf; o.board != "" || o.clientIf != "" {
+	if *deploy && *board == "" {
+		return nil, usageErrorf("--deploy boots the kernel on a real board: give the board, --board ssh://root@HOST --client-if IFACE")
+	}
+	if o.board, o.clientIf, o.deploy = *board, *clientIf, *deploy; o.board != "" || o.clientIf != "" {
 		if o.procedures, err = boardProcedures(o, procs, *compare != "", stderr); err != nil {
 			return nil, err
 		}

@@ -109,6 +109,10 @@ func TestParseTestArgs(t *testing.T) {
 		}, describe: "--board with a procedure named"},
 		{args: []string{"forward", "--series", series, "--board", "ssh://root@espressobin", "--client-if", "lo"}, wantErr: "forward needs a second NIC"},
 		{args: []string{"--series", series, "--board", "ssh://root@espressobin"}, wantErr: "--board needs --client-if"},
+		{args: []string{"tcp", "--series", series, "--board", "ssh://root@espressobin", "--client-if", "lo", "--deploy"}, check: func(o *testOptions) bool {
+			return o.deploy && strings.Join(o.procedures, ",") == "tcp"
+		}, describe: "--board with --deploy"},
+		{args: []string{"--series", series, "--deploy"}, wantErr: "--deploy boots the kernel on a real board"},
 		{args: []string{"--series", series, "--client-if", "lo"}, wantErr: "give the board too"},
 		{args: []string{"--series", series, "--board", "root@espressobin", "--client-if", "lo"}, wantErr: "want ssh://[USER@]HOST[:PORT]"},
 		{args: []string{"--series", series, "--board", "ssh://espressobin", "--client-if", "nosuch0"}, wantErr: "--client-if nosuch0: no such interface"},

@@ -2,7 +2,6 @@ package procedure
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,9 @@ type SSHLauncher struct {
 	Debug       bool   // the kernel was built with config/debug.config
 	Tree        string // a kernel git tree instead of Debian's linux-source-5.10
 	KnownHosts  string // pinned host keys (harness default when empty)
+	// Deploy boots the kernel under test on the board when it runs another one
+	// (harness.Deploy: an extlinux entry, a reboot, the build id checked).
+	Deploy bool
 }
 
 var _ Launcher = (*SSHLauncher)(nil)
@@ -85,15 +87,8 @@ func (l *SSHLauncher) Launch(ctx context.Context, k Kernel, progress io.Writer) 
 // kernel, finds its mvneta port and architecture, and checks that the run cannot cut its own
 // line to the board.
 func (l *SSHLauncher) connect(ctx context.Context, k Kernel, progress io.Writer) (_ *harness.SSHBoard, _ *remoteBoard, err error) {
-	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug, Progress: progress}
-	if !k.Baseline {
-		ko.Series = k.Series
-	}
-	kern, err := harness.BuildKernel(ctx, ko)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := harness.DialBoard(ctx, harness.BoardOptions{URL: l.URL, KnownHosts: l.KnownHosts, Progress: progress})
+	bo := harness.BoardOptions{URL: l.URL, KnownHosts: l.KnownHosts, Progress: progress}
+	b, err := harness.DialBoard(ctx, bo)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -102,10 +97,37 @@ func (l *SSHLauncher) connect(ctx context.Context, k Kernel, progress io.Writer)
 			b.Close()
 		}
 	}()
-	sb := &remoteBoard{r: b.Remote, console: b}
-	if err := checkBoardKernel(ctx, b, kern, k); err != nil {
+	// The board's kernel is built from the board's own config, so that it boots there.
+	base, mods, from, err := harness.BoardKernelConfig(ctx, b.Remote)
+	if err != nil {
+		return nil, nil, fmt.Errorf("board %s: %w", b.Address, err)
+	}
+	ko := harness.KernelOptions{Tree: l.Tree, Debug: l.Debug, BaseConfig: base, BoardModules: mods, Progress: progress}
+	if !k.Baseline {
+		ko.Series = k.Series
+	}
+	if from != "" {
+		fmt.Fprintf(progress, "board: the kernel is built from the board's config %s with ppkit's options on top\n", from)
+	} else {
+		fmt.Fprintf(progress, "board: no kernel config on the board (/proc/config.gz, /boot/config-RELEASE): the kernel is built from ppkit's own, as for the emulated board\n")
+	}
+	kern, err := harness.BuildKernel(ctx, ko)
+	if err != nil {
 		return nil, nil, err
 	}
+	err = checkBoardKernel(ctx, b, kern, k)
+	if errors.Is(err, errBoardKernel) && l.Deploy {
+		nb, derr := harness.Deploy(ctx, b, bo, kern, harness.DeployOptions{BaseConfig: base, BaseModules: mods, Progress: progress})
+		if derr != nil {
+			return nil, nil, &harness.InfraError{Err: derr}
+		}
+		b = nb
+		err = checkBoardKernel(ctx, b, kern, k)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	sb := &remoteBoard{r: b.Remote, console: b}
 	if sb.iface, err = findMvneta(ctx, b); err != nil {
 		return nil, nil, err
 	}
@@ -119,44 +141,30 @@ func (l *SSHLauncher) connect(ctx context.Context, k Kernel, progress io.Writer)
 }
 
 // checkBoardKernel checks that the board runs kern: the same build id in /sys/kernel/notes as
-// in the Image's notes. Otherwise it says what runs and what to boot.
+// in the Image's notes. Otherwise it says what runs and what to boot (errBoardKernel).
 func checkBoardKernel(ctx context.Context, b *harness.SSHBoard, kern *harness.Kernel, k Kernel) error {
-	image, err := os.ReadFile(kern.Image)
+	want, err := harness.KernelBuildID(kern)
 	if err != nil {
 		return err
 	}
-	sysmap, err := os.ReadFile(kern.SystemMap)
-	if err != nil {
-		return err
-	}
-	notes, err := harness.KernelNotes(image, sysmap)
-	if err != nil {
-		return fmt.Errorf("kernel %s: %w", kern.Image, err)
-	}
-	want, err := harness.NoteBuildID(notes)
-	if err != nil {
-		return fmt.Errorf("kernel %s: %w", kern.Image, err)
-	}
-	out, err := b.Run(ctx, "uname -r; base64 /sys/kernel/notes")
-	if err != nil {
-		return fmt.Errorf("board %s: read its kernel's release and build id: %w", b.Address, err)
-	}
-	release, encoded, _ := strings.Cut(string(out), "\n")
-	raw, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encoded), ""))
-	if err != nil {
-		return fmt.Errorf("board %s: /sys/kernel/notes: %w", b.Address, err)
-	}
-	got, err := harness.NoteBuildID(raw)
+	release, got, err := harness.BoardBuildID(ctx, b.Remote)
 	if err != nil {
 		return fmt.Errorf("board %s: %w", b.Address, err)
 	}
 	if got == want {
 		return nil
 	}
-	return &harness.InfraError{Err: fmt.Errorf("board %s runs %s (build id %s), not the kernel ppkit built for the %s (%s, build id %s): "+
-		"boot %s on the board (its /boot and boot entry), then run again",
-		b.Address, strings.TrimSpace(release), got, k, harness.KernelRelease(image), want, kern.Image)}
+	image, err := os.ReadFile(kern.Image)
+	if err != nil {
+		return err
+	}
+	return &harness.InfraError{Err: fmt.Errorf("%w: board %s runs %s (build id %s), not the kernel ppkit built for the %s (%s, build id %s): "+
+		"add --deploy (ppkit copies it to the board's /boot, adds an extlinux entry and reboots the board), or boot %s on the board yourself, then run again",
+		errBoardKernel, b.Address, release, got, k, harness.KernelRelease(image), want, kern.Image)}
 }
+
+// errBoardKernel is a board that runs another kernel than the one under test.
+var errBoardKernel = errors.New("another kernel")
 
 // findMvneta is the board's interface bound to the mvneta driver.
 func findMvneta(ctx context.Context, b *harness.SSHBoard) (string, error) {
