@@ -232,7 +232,14 @@ if [ -f `+extlinuxConf+` ]; then echo extlinux; cat `+extlinuxConf+`; elif [ -f 
 	defer f.Close()
 	var stderr bytes.Buffer
 	fmt.Fprintf(progress, "deploy: copying %s to %s\n", k.Image, image)
-	status, err := b.Exec(ctx, "mkdir -p "+BoardDir+" && cat > "+image+".part && mv "+image+".part "+image+" && "+copyFDT+"sync", f, io.Discard, &stderr)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	// The size checked before the rename: a copy cut short (Ctrl-C closes the session, and
+	// cat sees only the end of its input) never takes the Image's name.
+	status, err := b.Exec(ctx, fmt.Sprintf("mkdir -p %s && cat > %s.part && [ $(wc -c < %s.part) -eq %d ] && mv %s.part %s && %ssync",
+		BoardDir, image, image, st.Size(), image, image, copyFDT), f, io.Discard, &stderr)
 	if err != nil {
 		return nil, fmt.Errorf("copy the kernel to %s: %w", BoardDir, err)
 	}

@@ -153,7 +153,8 @@ func qemuArgs(o *BootOptions, l qemuLaunch) ([]string, error) {
 		args = append(args, "-no-reboot", "-kernel", o.KernelImage, "-initrd", o.Image.Initramfs, "-append", KernelCommandLine(extra))
 	} else {
 		args = append(args, "-bios", o.Firmware,
-			"-drive", "if=none,id=disk,format=raw,file="+o.Disk, "-device", "virtio-blk-pci,drive=disk")
+			// A comma in an option's value is written twice (QEMU's option syntax).
+			"-drive", "if=none,id=disk,format=raw,file="+strings.ReplaceAll(o.Disk, ",", ",,"), "-device", "virtio-blk-pci,drive=disk")
 	}
 	args = append(args,
 		"-qmp", "unix:"+l.qmpSocket+",server=on,wait=off",

@@ -50,6 +50,16 @@ func TestQEMUArgs(t *testing.T) {
 				"-chardev file,id=port0,path=/t/port-ppkit.trace.0 -device virtserialport,bus=ppkitports.0,chardev=port0,name=ppkit.trace.0",
 				"-chardev file,id=port1,path=/t/port-ppkit.trace.1 -device virtserialport,bus=ppkitports.0,chardev=port1,name=ppkit.trace.1"},
 		},
+		{
+			// A board booted by U-Boot from a disk: it reboots instead of exiting, and a comma
+			// in the disk's path is doubled.
+			name:    "firmware and disk",
+			opts:    BootOptions{KernelImage: "/c/Image", Image: img, Firmware: "/u/u-boot.bin", Disk: "/t/a,b/disk.img"},
+			launch:  qemuLaunch{qmpSocket: "/t/q", sshPort: 4},
+			want:    []string{"-bios /u/u-boot.bin", "-drive if=none,id=disk,format=raw,file=/t/a,,b/disk.img -device virtio-blk-pci,drive=disk"},
+			notWant: []string{"-no-reboot", "-kernel", "-initrd", "-append"},
+		},
+		{name: "firmware without a disk", opts: BootOptions{Firmware: "/u/u-boot.bin"}, wantErr: "no disk"},
 		{name: "a port name QEMU would misread", opts: BootOptions{KernelImage: "/k", Image: img, Ports: []string{"a,b"}}, wantErr: "lower-case"},
 		{name: "too much memory", opts: BootOptions{KernelImage: "/k", Image: img, MemoryMB: 4096}, wantErr: "32-bit DMA"},
 		{name: "no kernel", opts: BootOptions{Image: img}, wantErr: "no kernel"},
