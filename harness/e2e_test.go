@@ -418,45 +418,36 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cache, src := testKernelSource(ctx, t)
+	// configure configures a build directory of its own and returns its .config.
+	configure := func(t *testing.T, debug bool, base, mods []byte) KconfigValues {
+		t.Helper()
+		logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		// The pristine repository is a full tree; configuring out of tree only reads it.
+		b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
+		if err := b.configure(KernelConfigFragment(debug), base, mods); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(b.dir, ".config"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := ParseKconfig(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
 	for _, debug := range []bool{false, true} {
-		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) {
-			logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer logf.Close()
-			// The pristine repository is a full tree; configuring out of tree only reads it.
-			b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
-			if err := b.configure(KernelConfigFragment(debug), nil, nil); err != nil {
-				t.Fatal(err)
-			}
-		})
+		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) { configure(t, debug, nil, nil) })
 	}
 	// A real board's config (`ppkit test --board`): its own, with the modules it has loaded
 	// built in by localyesconfig, ppkit's fragment on top.
 	t.Run("board config", func(t *testing.T) {
-		configure := func(base, mods []byte) KconfigValues {
-			t.Helper()
-			logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer logf.Close()
-			b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
-			if err := b.configure(KernelConfigFragment(false), base, mods); err != nil {
-				t.Fatal(err)
-			}
-			data, err := os.ReadFile(filepath.Join(b.dir, ".config"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			v, err := ParseKconfig(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return v
-		}
-		tiny := configure(nil, nil)
+		tiny := configure(t, false, nil, nil)
 		var board bytes.Buffer
 		for sym, val := range tiny {
 			fmt.Fprintf(&board, "%s=%s\n", sym, val)
@@ -464,7 +455,7 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 		// The board's distribution kernel: modules, virtio-blk and ext4 among them.
 		board.WriteString("CONFIG_MODULES=y\nCONFIG_BLOCK=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=m\nCONFIG_MVNETA=m\n")
 		lsmod := []byte("virtio_blk 20480 0 - Live 0xffff800008f00000\n")
-		got := configure(board.Bytes(), lsmod)
+		got := configure(t, false, board.Bytes(), lsmod)
 		for sym, want := range map[string]string{
 			"CONFIG_VIRTIO_BLK": "y", // loaded on the board: built in
 			"CONFIG_EXT4_FS":    "n", // not loaded: localyesconfig drops it
