@@ -44,6 +44,13 @@ func cabledBoard(t *testing.T, name string) (*harness.VM, harness.LinkState) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { vm.Close() })
+	return vm, cable(t, vm, name)
+}
+
+// cable moves the VM's mvneta tap into the host's namespace as name, down, with a TEST-NET-2
+// address: the PC's NIC cabled to the board. It returns the link's state.
+func cable(t *testing.T, vm *harness.VM, name string) harness.LinkState {
+	t.Helper()
 	ns := vm.NetNS()
 	for _, argv := range [][]string{
 		{"ip", "-n", ns, "link", "set", "dev", vm.Taps()[0], "name", name},
@@ -61,7 +68,7 @@ func cabledBoard(t *testing.T, name string) (*harness.VM, harness.LinkState) {
 	if before.Up || len(before.Addrs) != 1 {
 		t.Fatalf("the cabled NIC before the run: %+v", before)
 	}
-	return vm, before
+	return before
 }
 
 // leftoversBut is r.leftovers() without the cabled NIC, which belongs in the host's namespace.
