@@ -16,10 +16,11 @@ import (
 )
 
 // SSHLauncher runs the procedures on a real board reached over SSH (`ppkit test --board`): the
-// developer's Espressobin, or any machine with an mvneta port. ppkit builds the kernel only (the
-// board boots it itself), checks that the board runs exactly that kernel, and moves the host's
-// NIC cabled to the board (ClientIface) into a client namespace of its own for each procedure,
-// so the test network is the QEMU board's: 192.168.200.1 on the board's mvneta port,
+// developer's Espressobin, or any machine with an mvneta port. ppkit builds the kernel from the
+// board's own config, checks that the board runs exactly that kernel (with Deploy, boots it there
+// first: harness.Deploy), and moves the host's NIC cabled to the board (ClientIface) into a
+// client namespace of its own for each procedure, so the test network is the QEMU board's:
+// 192.168.200.1 on the board's mvneta port,
 // 192.168.200.2 inside the namespace. The board has no trace ports: the trace leaves it as text
 // over SSH. It has no second test NIC either: procedures that need a peer cannot run on it.
 type SSHLauncher struct {
