@@ -187,12 +187,17 @@ if [ -f `+extlinuxConf+` ]; then echo extlinux; cat `+extlinuxConf+`; elif [ -f 
 		copyFDT = fmt.Sprintf("cp %s %s.part && mv %s.part %s && ", shellQuote(boardPath(oldFDT)), fdt, fdt, fdt)
 	}
 	newConf := x.WithDefault(label, bootPath(image), bootPath(fdt), "ppkit-")
-	// The files of ppkit's earlier entries, removed once the board runs k.
+	// The files of ppkit's earlier entries, removed once the board runs k: only ppkit's own,
+	// in BoardDir, whatever an entry's name says.
 	var stale []string
-	names, kernels := x.Labels()
-	for i, n := range names {
-		if strings.HasPrefix(n, "ppkit-") && n != label {
-			stale = append(stale, boardPath(kernels[i]))
+	for _, l := range x.labels {
+		if !strings.HasPrefix(l.name, "ppkit-") || l.name == label {
+			continue
+		}
+		for _, f := range []string{l.kernel, l.fdt} {
+			if f = boardPath(f); f != "" && path.Dir(path.Clean(f)) == BoardDir && f != image && f != fdt {
+				stale = append(stale, shellQuote(f))
+			}
 		}
 	}
 	fmt.Fprintf(progress, "deploy: board %s boots %q (%s); adding %q (%s) as its default entry\n", b.Address, oldLabel, oldKernel, label, bootPath(image))

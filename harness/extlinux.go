@@ -111,15 +111,6 @@ func (x *Extlinux) defaultLabel() int {
 	return 0
 }
 
-// Labels are the labels' names and kernels, in file order.
-func (x *Extlinux) Labels() (names, kernels []string) {
-	for _, l := range x.labels {
-		names = append(names, l.name)
-		kernels = append(kernels, l.kernel)
-	}
-	return names, kernels
-}
-
 // WithDefault returns the file with a new label, first of all labels and the default: the
 // default label's lines (its initrd, its command line) with kernel and, when fdt is not
 // empty, the device tree replaced. Labels whose name starts with drop (ppkit's earlier

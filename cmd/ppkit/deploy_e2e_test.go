@@ -220,6 +220,32 @@ func TestE2EBoardDeploy(t *testing.T) {
 		if r.err != nil || strings.Contains(r.stderr(), "deploy:") {
 			t.Errorf("second run: %v, deployed again:\n%s", r.err, lastLinesOf(r.stderr(), 30))
 		}
+
+		// The developer's next kernel (here the series without its last patch): deployed over
+		// ppkit's entry, whose files go; the board's own entry and config stay.
+		shorter := t.TempDir()
+		if err := os.CopyFS(shorter, os.DirFS(filepath.Join(checkoutRoot(t), "patches"))); err != nil {
+			t.Fatal(err)
+		}
+		series, err := stgit.ReadSeries(shorter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(shorter, "series"), []byte(strings.Join(series.Patches[:len(series.Patches)-1], "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r = startPPKitEnv(t, env, "test", "multicast", "--time", "5s", "--board", url, "--client-if", tap, "--deploy", "--series", shorter)
+		<-r.done
+		if r.err != nil || !strings.Contains(r.stderr(), "deploy: rebooting") {
+			t.Fatalf("redeploy: %v\n%s", r.err, lastLinesOf(r.stderr(), 40))
+		}
+		out, err = developerLogin(t, home, url).Run(ctx, "grep -qs ' /boot ' /proc/mounts || mount /boot; grep -c '^label ppkit-' /boot/extlinux/extlinux.conf; ls /boot/ppkit")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := strings.Fields(string(out)); len(f) != 4 || f[0] != "1" || !strings.HasPrefix(f[1], "Image-") {
+			t.Errorf("after a redeploy: want one ppkit entry and its Image beside the saved config, got %q", f)
+		}
 	})
 
 	t.Run("a /boot without room restores the old entry", func(t *testing.T) {
