@@ -40,6 +40,10 @@ type diskBoard struct {
 	conf    []byte          // its extlinux.conf
 	cabled  harness.LinkState
 	release string
+	// The developer: a home with the key the board authorizes, ppkit's environment with it,
+	// and the board's URL.
+	home, url string
+	env       []string
 }
 
 // bootDiskBoard builds the board's own kernel and boots it from a disk whose /boot partition
@@ -122,7 +126,14 @@ func bootDiskBoard(t *testing.T, tap string, spareMiB int, stale bool) *diskBoar
 	if _, err := vm.Run(ctx, "mount /boot && ls /boot/extlinux/extlinux.conf"); err != nil {
 		t.Fatal(err)
 	}
-	return &diskBoard{vm: vm, own: bo.Kernel, conf: conf, cabled: cable(t, vm, tap), release: release}
+	cache, err := cachedir.Root() // resolved with the real HOME: the kernels are built once
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := userHome(t, vm)
+	return &diskBoard{vm: vm, own: bo.Kernel, conf: conf, cabled: cable(t, vm, tap), release: release,
+		home: home, url: fmt.Sprintf("ssh://root@127.0.0.1:%d", vm.SSHPort()),
+		env: []string{"HOME=" + home, "XDG_CONFIG_HOME=", "SSH_AUTH_SOCK=", "PPKIT_CACHE=" + cache}}
 }
 
 // makeBootDisk writes a disk with an MBR and parts Linux partitions of sizeMiB each from 1 MiB
@@ -164,18 +175,12 @@ func TestE2EBoardDeploy(t *testing.T) {
 	if _, err := os.Stat(uBoot); err != nil {
 		t.Fatalf("%v: run harness/install-deps.sh qemu (u-boot-qemu)", err)
 	}
-	cache, err := cachedir.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 
 	t.Run("deploy, reboot, multicast passes", func(t *testing.T) {
 		tap := fmt.Sprintf("ppkd%d", os.Getpid()%100000)
 		b := bootDiskBoard(t, tap, 64, false)
-		home := userHome(t, b.vm)
-		env := []string{"HOME=" + home, "XDG_CONFIG_HOME=", "SSH_AUTH_SOCK=", "PPKIT_CACHE=" + cache}
-		url := fmt.Sprintf("ssh://root@127.0.0.1:%d", b.vm.SSHPort())
+		home, env, url := b.home, b.env, b.url
 
 		// Without --deploy: the board runs another kernel, and ppkit says so and how to go on.
 		r := startPPKitEnv(t, env, "test", "multicast", "--time", "5s", "--board", url, "--client-if", tap)
@@ -251,9 +256,7 @@ func TestE2EBoardDeploy(t *testing.T) {
 	t.Run("a /boot without room restores the old entry", func(t *testing.T) {
 		tap := fmt.Sprintf("ppkf%d", os.Getpid()%100000)
 		b := bootDiskBoard(t, tap, 0, false)
-		home := userHome(t, b.vm)
-		env := []string{"HOME=" + home, "XDG_CONFIG_HOME=", "SSH_AUTH_SOCK=", "PPKIT_CACHE=" + cache}
-		url := fmt.Sprintf("ssh://root@127.0.0.1:%d", b.vm.SSHPort())
+		env, url := b.env, b.url
 		r := startPPKitEnv(t, env, "test", "multicast", "--time", "5s", "--board", url, "--client-if", tap, "--deploy")
 		<-r.done
 		out := r.stderr()
@@ -271,17 +274,11 @@ func TestE2EBoardDeploy(t *testing.T) {
 
 func TestE2EBoardDeployFallsBack(t *testing.T) {
 	needBoard(t)
-	cache, err := cachedir.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// U-Boot boots another /boot than the one ppkit edits: the board comes back running its
 	// own kernel, and ppkit must put the entry it switched back and remove its files.
 	tap := fmt.Sprintf("ppks%d", os.Getpid()%100000)
 	b := bootDiskBoard(t, tap, 64, true)
-	home := userHome(t, b.vm)
-	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=", "SSH_AUTH_SOCK=", "PPKIT_CACHE=" + cache}
-	url := fmt.Sprintf("ssh://root@127.0.0.1:%d", b.vm.SSHPort())
+	home, env, url := b.home, b.env, b.url
 	r := startPPKitEnv(t, env, "test", "multicast", "--time", "5s", "--board", url, "--client-if", tap, "--deploy")
 	<-r.done
 	out := r.stderr()
