@@ -177,7 +177,9 @@ func tarballDigest(cache, tarball string) (string, error) {
 
 // prepareWorkTree makes ppkit's own work tree work (a shared clone of src, created on first use)
 // hold exactly src.commit plus the series. Only files whose content changes are rewritten, so
-// the out-of-tree build stays incremental. The caller holds the work tree lock.
+// the out-of-tree build stays incremental: going from a prefix of a series to the next one
+// rewrites the files of that one patch, not every file the series touches (make would rebuild
+// everything that includes mm_types.h or skbuff.h). The caller holds the work tree lock.
 func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *stgit.Series, progress io.Writer) (string, error) {
 	if progress == nil {
 		progress = io.Discard
@@ -188,44 +190,37 @@ func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series
 	if _, err := stgit.SharedClone(ctx, src.repo, work, src.commit); err != nil {
 		return "", fmt.Errorf("work tree: %w", err)
 	}
-	// The stgit package checks the whole prefix against a private index first, so a patch that
-	// does not apply is named (with its rejected hunk) before the work tree changes.
+	// The tree to build is written first, through a private index: a patch that does not apply
+	// is named (with its rejected hunk) before the work tree changes.
+	tree := src.commit
 	if series != nil && len(series.Patches) > 0 {
-		if err := stgit.OwnRepo(work).CheckApplies(ctx, src.commit, series); err != nil {
+		t, err := stgit.OwnRepo(work).SeriesTree(ctx, src.commit, series)
+		if err != nil {
 			return "", err
 		}
+		tree = t
 	}
-	if err := resetWorkTree(ctx, work, src.commit); err != nil {
+	if err := switchWorkTree(ctx, work, src.commit, tree); err != nil {
 		return "", err
-	}
-	if series == nil {
-		return work, nil
-	}
-	for i, name := range series.Patches {
-		if err := applyPatch(ctx, work, series.PatchPath(name)); err != nil {
-			resetWorkTree(ctx, work, src.commit)
-			return "", fmt.Errorf("patch %d/%d %s does not apply: %w", i+1, len(series.Patches), name, err)
-		}
 	}
 	return work, nil
 }
 
-func resetWorkTree(ctx context.Context, work, commit string) error {
-	if _, err := git(ctx, work, "checkout", "-q", "--force", "--detach", commit); err != nil {
-		return fmt.Errorf("work tree: %w", err)
-	}
-	if _, err := git(ctx, work, "clean", "-q", "-f", "-d", "-x"); err != nil {
-		return fmt.Errorf("work tree: %w", err)
+// switchWorkTree makes the work tree and its index hold tree, on HEAD detached at commit. The
+// index always describes the work tree's content, so `read-tree --reset -u` writes only the
+// files that differ from tree (and any whose stat says they were changed behind git's back);
+// untracked files go first, so nothing of an interrupted or older layout survives.
+func switchWorkTree(ctx context.Context, work, commit, tree string) error {
+	for _, args := range [][]string{
+		{"clean", "-q", "-f", "-d", "-x"},
+		{"read-tree", "--reset", "-u", tree},
+		{"update-ref", "--no-deref", "HEAD", commit},
+	} {
+		if _, err := git(ctx, work, args...); err != nil {
+			return fmt.Errorf("work tree: %w", err)
+		}
 	}
 	return nil
-}
-
-// applyPatch applies one patch, already checked by stgit.CheckApplies, to the work tree with
-// `git apply`: unlike `stg import` it leaves no commits or stack behind, so going back to the
-// base for the next build rewrites only the files the patches touched.
-func applyPatch(ctx context.Context, work, patch string) error {
-	_, err := git(ctx, work, "apply", "--whitespace=nowarn", patch)
-	return err
 }
 
 func lastLines(b []byte, n int) string {

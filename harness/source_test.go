@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,21 @@ diff --git a/net/core/page_pool.c b/net/core/page_pool.c
 +int probe;
 `
 
+const skbPatch = `skbuff: add a probe
+
+From: A Developer <dev@example.com>
+
+Signed-off-by: A Developer <dev@example.com>
+---
+diff --git a/net/core/skbuff.c b/net/core/skbuff.c
+--- a/net/core/skbuff.c
++++ b/net/core/skbuff.c
+@@ -1,2 +1,3 @@
+ #include <linux/skbuff.h>
+ int skb;
++int skb_probe;
+`
+
 func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	ctx := context.Background()
 	user := fakeKernelTree(t)
@@ -91,20 +107,66 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 		t.Fatalf("patch not applied in the work tree:\n%s", got)
 	}
 	untouched := filepath.Join(work, "net/core/skbuff.c")
-	before, _ := os.Stat(untouched)
-	time.Sleep(10 * time.Millisecond)
+	mtimes := func() map[string]time.Time {
+		m := map[string]time.Time{}
+		for _, f := range []string{"Makefile", "net/core/page_pool.c", "net/core/skbuff.c"} {
+			st, err := os.Stat(filepath.Join(work, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[f] = st.ModTime()
+		}
+		return m
+	}
+	// Each step must rewrite exactly the files whose content changes (so the out-of-tree build
+	// stays incremental), and leave them as the series says.
+	step := func(what string, s *stgit.Series, rewritten ...string) {
+		t.Helper()
+		before := mtimes()
+		time.Sleep(20 * time.Millisecond)
+		if _, err := prepareWorkTree(ctx, cache, src, s, nil); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		after := mtimes()
+		for f, m := range before {
+			want := slices.Contains(rewritten, f)
+			if got := !after[f].Equal(m); got != want {
+				t.Errorf("%s: %s rewritten = %v, want %v", what, f, got, want)
+			}
+		}
+	}
+	content := func(f string) string {
+		b, _ := os.ReadFile(filepath.Join(work, f))
+		return string(b)
+	}
 
-	// Back to the baseline: the patched file is restored, the others keep their mtime (so the
-	// out-of-tree build stays incremental).
-	if _, err := prepareWorkTree(ctx, cache, src, nil, nil); err != nil {
+	// The next prefix rewrites only its own patch's file, not the first patch's again.
+	two, err := stgit.ReadSeries(writeSeries(t, map[string]string{"probe.patch": probePatch, "skb.patch": skbPatch}, "probe.patch", "skb.patch"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	got, _ = os.ReadFile(filepath.Join(work, "net/core/page_pool.c"))
-	if strings.Contains(string(got), "probe") {
-		t.Error("baseline work tree still has the patch")
+	step("prefix 1 to 2", two, "net/core/skbuff.c")
+	if !strings.Contains(content("net/core/page_pool.c"), "int probe;") || !strings.Contains(content("net/core/skbuff.c"), "int skb_probe;") {
+		t.Fatalf("two patches not in the work tree:\n%s\n%s", content("net/core/page_pool.c"), content("net/core/skbuff.c"))
 	}
-	if after, _ := os.Stat(untouched); !after.ModTime().Equal(before.ModTime()) {
-		t.Error("an untouched file was rewritten")
+	step("the same series again", two)
+	step("back to prefix 1", series, "net/core/skbuff.c")
+
+	// Back to the baseline: the patched file is restored, the others keep their mtime.
+	step("prefix 1 to baseline", nil, "net/core/page_pool.c")
+	if strings.Contains(content("net/core/page_pool.c"), "probe") || strings.Contains(content("net/core/skbuff.c"), "probe") {
+		t.Error("baseline work tree still has a patch")
+	}
+
+	// A file changed behind git's back is put back as the series has it.
+	os.WriteFile(filepath.Join(work, "net/core/skbuff.c"), []byte("edited\n"), 0o644)
+	os.WriteFile(filepath.Join(work, "stray.o"), nil, 0o644)
+	step("after a stray edit", nil, "net/core/skbuff.c")
+	if content("net/core/skbuff.c") != "#include <linux/skbuff.h>\nint skb;\n" {
+		t.Errorf("edited file not restored: %q", content("net/core/skbuff.c"))
+	}
+	if _, err := os.Stat(filepath.Join(work, "stray.o")); err == nil {
+		t.Error("an untracked file survived")
 	}
 
 	// A patch that does not apply is refused before the work tree changes.

@@ -234,25 +234,32 @@ var (
 // commit of the repository); the work tree, index, branches and stack are not touched. It
 // returns an *ApplyError naming the first patch that does not apply and its rejected hunk.
 func (r *Repo) CheckApplies(ctx context.Context, base string, s *Series) error {
+	_, err := r.SeriesTree(ctx, base, s)
+	return err
+}
+
+// SeriesTree is CheckApplies that also writes the result: the tree object of base with the
+// series applied, in the repository's object store (no ref, branch or work tree changes).
+func (r *Repo) SeriesTree(ctx context.Context, base string, s *Series) (string, error) {
 	idx, err := os.CreateTemp("", "ppkit-index-")
 	if err != nil {
-		return err
+		return "", err
 	}
 	idx.Close()
 	defer os.Remove(idx.Name())
 	priv := &Repo{Dir: r.Dir, Env: append(append([]string{}, r.Env...), "GIT_INDEX_FILE="+idx.Name())}
 	if _, err := priv.git(ctx, "read-tree", base); err != nil {
-		return fmt.Errorf("read tree of %s: %w", base, err)
+		return "", fmt.Errorf("read tree of %s: %w", base, err)
 	}
 	for _, name := range s.Patches {
 		path, _ := filepath.Abs(s.PatchPath(name))
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("patch %s: %w", name, err)
+			return "", fmt.Errorf("patch %s: %w", name, err)
 		}
 		pf, err := ParsePatchFile(data)
 		if err != nil {
-			return fmt.Errorf("patch %s (%s): %w; is it an 'stg export' patch file?", name, path, err)
+			return "", fmt.Errorf("patch %s (%s): %w; is it an 'stg export' patch file?", name, path, err)
 		}
 		_, err = priv.git(ctx, "apply", "--cached", "--whitespace=nowarn", path)
 		if err == nil {
@@ -260,7 +267,7 @@ func (r *Repo) CheckApplies(ctx context.Context, base string, s *Series) error {
 		}
 		var ce *CommandError
 		if !errors.As(err, &ce) {
-			return err
+			return "", err
 		}
 		ae := &ApplyError{Patch: name, Git: (&CommandError{Args: ce.Args, Stderr: ce.Stderr, Err: ce.Err}).Error()}
 		ae.Git = strings.TrimPrefix(ae.Git, "git apply: ")
@@ -276,9 +283,13 @@ func (r *Repo) CheckApplies(ctx context.Context, base string, s *Series) error {
 		} else if m := fileError.FindStringSubmatch(ce.Stderr); m != nil {
 			ae.File, ae.Git = m[1], m[2]
 		}
-		return ae
+		return "", ae
 	}
-	return nil
+	tree, err := priv.git(ctx, "write-tree")
+	if err != nil {
+		return "", fmt.Errorf("write the tree of %s with the series: %w", base, err)
+	}
+	return strings.TrimSpace(tree), nil
 }
 
 // Apply imports the series on top of the stack of the checked-out branch (created by
