@@ -1,16 +1,24 @@
 package procedure
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"testing/fstest"
 
+	"github.com/ppkit/ppkit/gomodel/rawtrace"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -224,6 +232,19 @@ type hostServer struct {
 	out  *os.File
 }
 
+// killer is a Process that can be killed outright (a host process: *exec.Cmd).
+type killer interface{ Kill() error }
+
+// iperfTotalIn says whether an iperf server's output file holds its total.
+func iperfTotalIn(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	rep, err := ParseIperf(data)
+	return err == nil && rep.Total != nil
+}
+
 func startHostServer(ctx context.Context, env *Env, c Client, who, name string, port int) (*hostServer, error) {
 	out, err := os.Create(filepath.Join(env.Dir, name+".txt"))
 	if err != nil {
@@ -252,6 +273,13 @@ func (p *Forward) Run(ctx context.Context, env *Env) (err error) {
 	sctx, stop := context.WithCancel(ctx)
 	var servers []*hostServer
 	defer func() {
+		// iperf 2 takes most of a second to act on SIGTERM; a server whose output holds its
+		// total, which is all Collect reads of it, is killed at once.
+		for _, s := range servers {
+			if k, ok := s.proc.(killer); ok && iperfTotalIn(s.out.Name()) {
+				k.Kill()
+			}
+		}
 		stop()
 		for _, s := range servers {
 			s.proc.Wait()
@@ -423,8 +451,9 @@ func forwardRuleCount(out []byte, in, outIf string) (int64, error) {
 	return 0, fmt.Errorf("no forwarding counter rule (-i %s -o %s -j RETURN) in the mangle FORWARD chain", in, outIf)
 }
 
-// readProbes stops the probes, saves their trace as probes.txt, counts it, and removes the
-// instance and the events.
+// readProbes stops the probes, copies their instance's ring-buffer pages off the board as they
+// are (the tracepages helper moves them into files; the guest formats nothing), keeps them as
+// probes.tar in the artifacts, counts them, and removes the instance and the events.
 func (p *Forward) readProbes(ctx context.Context, env *Env) (probeCounts, int64, error) {
 	if _, err := env.Board.Run(ctx, "echo 0 > "+probeInstance+"/tracing_on"); err != nil {
 		return nil, 0, fmt.Errorf("stop the kprobe events: %w", err)
@@ -437,56 +466,219 @@ func (p *Forward) readProbes(ctx context.Context, env *Env) (probeCounts, int64,
 	if err != nil {
 		return nil, 0, err
 	}
-	trace, err := env.Board.Run(ctx, "cat "+probeInstance+"/trace")
-	if err != nil {
-		return nil, 0, fmt.Errorf("read the kprobe events: %w", err)
+	helper, ok := env.Helpers["tracepages"]
+	if !ok {
+		return nil, 0, fmt.Errorf("the tracepages helper is not on the board")
 	}
-	os.WriteFile(filepath.Join(env.Dir, "probes.txt"), trace, 0o644)
+	// The pages, the formats that decode them (the format files report size 0, so tar would
+	// store them empty: they are copied out first) and the kernel's text symbols, which name
+	// each hit's caller.
+	dir := env.runDir() + "/probes"
+	script := fmt.Sprintf(`set -e; D=%[1]s; rm -rf $D; mkdir -p $D/formats; cd %[2]s
+cat events/header_page > $D/formats/header_page; cat events/header_event > $D/formats/header_event
+for e in events/%[3]s/* events/ftrace/print; do [ -f $e/format ] || continue; n=${e#events/}; mkdir -p $D/formats/$n; cat $e/format > $D/formats/$n/format; done
+cat /proc/kallsyms > $D/kallsyms
+set --; for c in %[4]s/per_cpu/cpu*; do n=${c##*/}; : > $D/$n.raw; set -- "$@" $c/trace_pipe_raw $D/$n.raw; done
+%[5]s "$@" > $D/copy.log 2>&1 & pid=$!
+until grep -q copying $D/copy.log; do kill -0 $pid 2>/dev/null || { cat $D/copy.log >&2; exit 1; }; sleep 0.02; done
+kill -TERM $pid; wait $pid
+cd $D; tar cf %[1]s.tar .`, dir, tracefs, probeGroup, probeInstance, shellQuote(helper))
+	if _, err := env.Board.Run(ctx, script); err != nil {
+		return nil, 0, fmt.Errorf("copy the kprobe instance's pages: %w", err)
+	}
+	local := filepath.Join(env.Dir, "probes.tar")
+	if err := env.Board.CopyFrom(ctx, dir+".tar", local); err != nil {
+		return nil, 0, fmt.Errorf("copy the kprobe instance's pages: %w", err)
+	}
 	var rm strings.Builder
-	fmt.Fprintf(&rm, "cd %s; echo 0 > %s/events/%s/enable; rmdir %s", tracefs, probeInstance, probeGroup, probeInstance)
+	fmt.Fprintf(&rm, "rm -rf %s %s.tar; cd %s; echo 0 > %s/events/%s/enable; rmdir %s", dir, dir, tracefs, probeInstance, probeGroup, probeInstance)
 	for _, fn := range ForwardProbes {
 		fmt.Fprintf(&rm, "; echo '-:%s/%s' >> kprobe_events", probeGroup, fn)
 	}
 	if _, err := env.Board.Run(ctx, rm.String()); err != nil {
 		env.logf("forward: remove the kprobe events: %v", err)
 	}
-	return parseProbeTrace(trace), st.overrun, nil
+	f, err := os.Open(local)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fsys, err := readTar(f)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", local, err)
+	}
+	counts, err := countProbePages(fsys)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", local, err)
+	}
+	return counts, st.overrun, nil
+}
+
+// readTar reads a tar's regular files into memory.
+func readTar(r io.Reader) (fstest.MapFS, error) {
+	fsys := fstest.MapFS{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return fsys, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", h.Name, err)
+		}
+		fsys[path.Clean(strings.TrimPrefix(h.Name, "./"))] = &fstest.MapFile{Data: b}
+	}
+}
+
+// countProbePages counts the hits in forward's probe pages (probes.tar: cpuN.raw a CPU,
+// formats/ the events directory, kallsyms the kernel's text symbols): a probe event counts in
+// the phase the last marker ("ppkit-forward phase NAME") began ("setup" before the first),
+// under the function holding its caller address. An event without a format, a probe event
+// without its caller field or a caller outside the symbols is an error.
+func countProbePages(fsys fs.FS) (probeCounts, error) {
+	sub, err := fs.Sub(fsys, "formats")
+	if err != nil {
+		return nil, err
+	}
+	fm, err := rawtrace.ReadFormats(sub)
+	if err != nil {
+		return nil, err
+	}
+	syms, err := fs.ReadFile(fsys, "kallsyms")
+	if err != nil {
+		return nil, err
+	}
+	table, err := parseKallsyms(syms)
+	if err != nil {
+		return nil, err
+	}
+	var streams []io.Reader
+	for cpu := 0; ; cpu++ {
+		b, err := fs.ReadFile(fsys, fmt.Sprintf("cpu%d.raw", cpu))
+		if errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		streams = append(streams, bytes.NewReader(b))
+	}
+	if len(streams) == 0 {
+		return nil, errors.New("no cpu0.raw: the pages of no CPU")
+	}
+	c := probeCounts{}
+	phase := "setup"
+	m := rawtrace.NewMerger(streams, &fm.Page)
+	for {
+		rec, err := m.Next()
+		if err == io.EOF {
+			return c, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if rec.Data == nil || len(rec.Data) < 2 { // a gap: the stats' overrun counts it
+			continue
+		}
+		id := int(binary.LittleEndian.Uint16(rec.Data))
+		f := fm.ByID(id)
+		switch {
+		case f == nil:
+			return nil, fmt.Errorf("cpu%d: event id %d has no format", rec.CPU, id)
+		case f.System == "ftrace" && f.Name == "print":
+			if ph, ok := strings.CutPrefix(printBuf(f, rec.Data), "ppkit-forward phase "); ok {
+				phase = strings.TrimSpace(ph)
+			}
+		case f.System == probeGroup:
+			fd := f.Field("caller")
+			if fd == nil || fd.Size != 8 || fd.Offset+8 > len(rec.Data) {
+				return nil, fmt.Errorf("event %s/%s has no 8-byte caller field inside its %d bytes", f.System, f.Name, len(rec.Data))
+			}
+			addr := binary.LittleEndian.Uint64(rec.Data[fd.Offset:])
+			fn := table.name(addr)
+			if fn == "" {
+				return nil, fmt.Errorf("event %s/%s: caller %#x is in no kernel text symbol", f.System, f.Name, addr)
+			}
+			if c[phase] == nil {
+				c[phase] = map[string]map[string]int64{}
+			}
+			if c[phase][f.Name] == nil {
+				c[phase][f.Name] = map[string]int64{}
+			}
+			c[phase][f.Name][fn]++
+		}
+	}
+}
+
+// printBuf is the text of an ftrace/print (trace_marker) record.
+func printBuf(f *rawtrace.Format, data []byte) string {
+	fd := f.Field("buf")
+	if fd == nil || fd.Offset > len(data) {
+		return ""
+	}
+	b := data[fd.Offset:]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// kallsyms are the kernel's text symbols (types t, T, w, W) by address.
+type kallsyms struct {
+	addrs []uint64
+	names []string
+}
+
+// parseKallsyms reads /proc/kallsyms lines ("ffff800010081000 T name [module]").
+func parseKallsyms(data []byte) (*kallsyms, error) {
+	type sym struct {
+		addr uint64
+		name string
+	}
+	var all []sym
+	for i, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 3 {
+			return nil, fmt.Errorf("kallsyms line %d: %q is not ADDRESS TYPE NAME", i+1, l)
+		}
+		a, err := strconv.ParseUint(f[0], 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("kallsyms line %d: %w", i+1, err)
+		}
+		if t := f[1]; t == "t" || t == "T" || t == "w" || t == "W" {
+			all = append(all, sym{a, f[2]})
+		}
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].addr < all[j].addr })
+	k := &kallsyms{}
+	for _, s := range all {
+		k.addrs, k.names = append(k.addrs, s.addr), append(k.names, s.name)
+	}
+	return k, nil
+}
+
+// name is the symbol holding addr: the last one at or below it ("" below the first).
+func (k *kallsyms) name(addr uint64) string {
+	i := sort.Search(len(k.addrs), func(i int) bool { return k.addrs[i] > addr })
+	if i == 0 {
+		return ""
+	}
+	return k.names[i-1]
 }
 
 // probeCounts are the probe hits of forward's instance: phase → probe → calling function →
 // hits. Hits before the first phase marker count in phase "setup".
 type probeCounts map[string]map[string]map[string]int64
-
-var (
-	probeLineRE   = regexp.MustCompile(`: (\w+): \([^)]*\) caller=([^\s+]+)`)
-	probeMarkerRE = regexp.MustCompile(`tracing_mark_write: ppkit-forward phase (\w+)`)
-)
-
-// parseProbeTrace counts the lines of the instance's trace: kprobe hits
-// ("…: skb_segment: (skb_segment+0x0/0x…) caller=tcp_gso_segment+0x…/0x…") and phase markers.
-// Other lines (the header, unknown events) are skipped.
-func parseProbeTrace(data []byte) probeCounts {
-	c := probeCounts{}
-	phase := "setup"
-	for _, l := range strings.Split(string(data), "\n") {
-		if m := probeMarkerRE.FindStringSubmatch(l); m != nil {
-			phase = m[1]
-			continue
-		}
-		m := probeLineRE.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		if c[phase] == nil {
-			c[phase] = map[string]map[string]int64{}
-		}
-		if c[phase][m[1]] == nil {
-			c[phase][m[1]] = map[string]int64{}
-		}
-		c[phase][m[1]][m[2]]++
-	}
-	return c
-}
 
 // total is a probe's hits in a phase, from any caller ("" for every caller).
 func (c probeCounts) total(phase, probe, caller string) int64 {

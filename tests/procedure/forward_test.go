@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/fstest"
 )
 
 func TestCheckReceiveSmall(t *testing.T) {
@@ -68,25 +69,42 @@ func TestProcNetListening(t *testing.T) {
 	}
 }
 
-func TestParseProbeTrace(t *testing.T) {
-	data, err := os.ReadFile("testdata/forward/probes.txt")
+// probePages reads testdata/forward/probes.tar: the probes.tar of a real `ppkit test forward
+// --time 1s` on patches/ (the pages of both CPUs and the formats as the board gave them), with
+// kallsyms cut to the callers' functions and the symbol after each (the names every hit maps
+// to are the same as with the whole file).
+func probePages(t testing.TB) fstest.MapFS {
+	f, err := os.Open("testdata/forward/probes.tar")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := parseProbeTrace(data)
+	defer f.Close()
+	fsys, err := readTar(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fsys
+}
+
+func TestCountProbePages(t *testing.T) {
+	c, err := countProbePages(probePages(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		phase, probe, caller string
 		want                 int64
 	}{
-		{"setup", "pskb_expand_head", "__pskb_pull_tail", 1},
-		{"forward", "skb_segment", "", 3},
-		{"forward", "skb_segment", "tcp_gso_segment", 3},
-		{"forward", "pskb_expand_head", "", 1},
-		{"forward", "pskb_expand_head", "___pskb_trim", 1},
-		{"forward", "page_frag_free", "skb_free_head", 1},
-		{"capture", "pskb_expand_head", "ip_forward", 2},
-		{"capture", "page_frag_free", "skb_free_head", 2},
-		{"capture", "skb_segment", "", 1},
+		{"setup", "pskb_expand_head", "__pskb_pull_tail", 31},
+		{"setup", "skb_segment", "tcp_gso_segment", 1},
+		{"forward", "skb_segment", "", 947},
+		{"forward", "skb_segment", "tcp_gso_segment", 947},
+		{"forward", "pskb_expand_head", "", 13},
+		{"forward", "pskb_expand_head", "___pskb_trim", 7},
+		{"forward", "page_frag_free", "skb_free_head", 3608},
+		{"capture", "pskb_expand_head", "ip_forward", 1547},
+		{"capture", "page_frag_free", "skb_free_head", 2073},
+		{"capture", "skb_segment", "", 510},
 		{"nosuchphase", "skb_segment", "", 0},
 	} {
 		if got := c.total(tc.phase, tc.probe, tc.caller); got != tc.want {
@@ -97,18 +115,43 @@ func TestParseProbeTrace(t *testing.T) {
 		t.Errorf("missing = %q, want none", m)
 	}
 	wantNotes := []string{
-		"kprobes, capture phase: skb_segment 1 (tcp_gso_segment 1); pskb_expand_head 2 (ip_forward 2); page_frag_free 2 (skb_free_head 2)",
-		"kprobes, forward phase: skb_segment 3 (tcp_gso_segment 3); pskb_expand_head 1 (___pskb_trim 1); page_frag_free 1 (skb_free_head 1)",
-		"kprobes, setup phase: pskb_expand_head 1 (__pskb_pull_tail 1)",
+		"kprobes, capture phase: skb_segment 510 (tcp_gso_segment 510); pskb_expand_head 1605 (ip_forward 1547, __pskb_pull_tail 44, ___pskb_trim 14); page_frag_free 2073 (skb_free_head 2073)",
+		"kprobes, forward phase: skb_segment 947 (tcp_gso_segment 947); pskb_expand_head 13 (___pskb_trim 7, __pskb_pull_tail 6); page_frag_free 3608 (skb_free_head 3608)",
+		"kprobes, setup phase: skb_segment 1 (tcp_gso_segment 1); pskb_expand_head 31 (__pskb_pull_tail 31)",
 		"kprobes: 7 events overwritten (the counts are lower bounds)",
 	}
 	if got := c.notes(7); !reflect.DeepEqual(got, wantNotes) {
 		t.Errorf("notes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantNotes, "\n"))
 	}
 	// A run whose traffic took neither path says so, naming both.
-	empty := parseProbeTrace([]byte("# tracer: nop\n"))
-	if m := empty.missing(); len(m) != 2 || !strings.Contains(m[0], "pskb_expand_head") || !strings.Contains(m[1], "page_frag_free") {
-		t.Errorf("missing on an empty trace = %q", m)
+	if m := (probeCounts{}).missing(); len(m) != 2 || !strings.Contains(m[0], "pskb_expand_head") || !strings.Contains(m[1], "page_frag_free") {
+		t.Errorf("missing with no hits = %q", m)
+	}
+}
+
+// A capture that cannot be read is an error naming what is wrong, never counts of part of it.
+func TestCountProbePagesErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(fstest.MapFS)
+		want string
+	}{
+		{"no pages", func(m fstest.MapFS) { delete(m, "cpu0.raw") }, "no cpu0.raw"},
+		{"truncated page", func(m fstest.MapFS) { m["cpu1.raw"] = &fstest.MapFile{Data: m["cpu1.raw"].Data[:5000]} }, "truncated page"},
+		{"no kallsyms", func(m fstest.MapFS) { delete(m, "kallsyms") }, "kallsyms"},
+		{"a caller in no symbol", func(m fstest.MapFS) {
+			m["kallsyms"] = &fstest.MapFile{Data: []byte("ffffffc0ffffffff T after_everything\n")}
+		}, "in no kernel text symbol"},
+		{"a probe without its format", func(m fstest.MapFS) { delete(m, "formats/ppkit_forward/skb_segment/format") }, "has no format"},
+		{"kallsyms that is not kallsyms", func(m fstest.MapFS) { m["kallsyms"] = &fstest.MapFile{Data: []byte("hello\n")} }, "is not ADDRESS TYPE NAME"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := probePages(t)
+			tc.edit(fsys)
+			if _, err := countProbePages(fsys); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one saying %q", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -129,24 +172,32 @@ func TestForwardRuleCount(t *testing.T) {
 	}
 }
 
-// FuzzParseProbeTrace: any text parses; every counted hit is a probe line's, so a phase's
-// hits never exceed the lines of the input.
-func FuzzParseProbeTrace(f *testing.F) {
-	if data, err := os.ReadFile("testdata/forward/probes.txt"); err == nil {
-		f.Add(data)
-	}
-	f.Add([]byte("x: skb_segment: () caller=a\n"))
+// FuzzCountProbePages: any bytes as CPU 1's pages (the real formats and symbols beside them)
+// give counts or an error, never a panic; every hit is a record of at least a header and a
+// caller, so there are never more hits than the pages have room for.
+func FuzzCountProbePages(f *testing.F) {
+	fsys := probePages(f)
+	f.Add(fsys["cpu1.raw"].Data)
+	f.Add(fsys["cpu0.raw"].Data[:4096])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := parseProbeTrace(data)
-		lines := int64(strings.Count(string(data), "\n") + 1)
+		m := fstest.MapFS{}
+		for k, v := range fsys {
+			m[k] = v
+		}
+		m["cpu0.raw"] = &fstest.MapFile{Data: nil}
+		m["cpu1.raw"] = &fstest.MapFile{Data: data}
+		c, err := countProbePages(m)
+		if err != nil {
+			return
+		}
 		var n int64
 		for ph, probes := range c {
 			for probe := range probes {
 				n += c.total(ph, probe, "")
 			}
 		}
-		if n > lines {
-			t.Fatalf("%d hits from %d lines", n, lines)
+		if n > int64(len(data)/16) {
+			t.Fatalf("%d hits from %d bytes", n, len(data))
 		}
 		c.notes(0)
 		c.missing()

@@ -87,8 +87,13 @@ func (n *NetnsClient) Start(ctx context.Context, argv []string, stdout, stderr i
 	if err := child.Start(cmd); err != nil {
 		return nil, fmt.Errorf("netns %s: start %s: %w", n.Namespace, strings.Join(argv, " "), err)
 	}
-	return cmd, nil
+	return netnsProcess{cmd}, nil
 }
+
+// netnsProcess is a process Start started; Kill ends it without a signal it could handle.
+type netnsProcess struct{ *exec.Cmd }
+
+func (p netnsProcess) Kill() error { return p.Process.Kill() }
 
 // Interface is the client's end of the test link.
 func (n *NetnsClient) Interface() string { return n.Iface }
