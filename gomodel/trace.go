@@ -6,6 +6,7 @@ import (
 	"container/heap"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -881,6 +882,19 @@ func (f *fieldParser) uint(key string, bits int) uint64 {
 				return 0
 			}
 			n = n*10 + uint64(d)
+		}
+	case !hex && len(v) == 20: // up to 18446744073709551615: checked per digit
+		for _, ch := range v {
+			d := uint64(ch - '0')
+			if d > 9 {
+				f.fail("%s=%s is not a number", key, string(v))
+				return 0
+			}
+			if n > (math.MaxUint64-d)/10 {
+				f.fail("%s=%s overflows 64 bits", key, string(v))
+				return 0
+			}
+			n = n*10 + d
 		}
 	case hex && len(v) <= 16:
 		for _, ch := range v {

@@ -151,6 +151,8 @@ func TestTraceMalformed(t *testing.T) {
 		{"field order", ctx + "page_pool_state_release: page_pool=00000000aa pfn=1 page=00000000bb release=1", "want field page="},
 		{"trailing", ctx + "page_pool_skb_return: page_pool=00000000aa page=00000000bb pfn=1 extra=2", "unexpected \"extra=2\""},
 		{"overflow", ctx + "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=1 hold=4294967296", "does not fit in 32 bits"},
+		{"20 digits past 64 bits", ctx + "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=18446744073709551616 hold=1", "overflows 64 bits"},
+		{"21 digits", ctx + "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=100000000000000000000 hold=1", "overflows 64 bits"},
 		{"inflight", ctx + "page_pool_release: page_pool=00000000aa inflight=x hold=1 release=1 cnt=1", "inflight=x is not a 32-bit integer"},
 		{"order", ctx + "mm_page_free: page=00000000bb pfn=1 order=99", "not a page order"},
 		{"no prefix", "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=1 hold=1", "without the ftrace prefix"},
@@ -281,6 +283,17 @@ func TestParseTimestamp(t *testing.T) {
 		"7": 7e9, "0.123456789": 123456789, "2.1234567891": 2123456789} {
 		if got := parseTimestamp([]byte(in)); got != want {
 			t.Errorf("%s: %d, want %d", in, got, want)
+		}
+	}
+}
+
+// A %lu field takes every unsigned long, the 20-digit ones too (FuzzPages found the text of a
+// hold with pfn 18446743979220557135 refused while its pages were replayed).
+func TestTraceLargestUnsignedLong(t *testing.T) {
+	for _, pfn := range []string{"18446744073709551615", "18446743979220557135", "10000000000000000000"} {
+		rep, err := CheckTrace(strings.NewReader("# tracer: nop\n"+ctx+"page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn="+pfn+" hold=1\n"), TraceOptions{File: "big.trace"})
+		if err != nil || rep.Figures.Holds != 1 {
+			t.Errorf("pfn=%s: %v, %+v", pfn, err, rep)
 		}
 	}
 }

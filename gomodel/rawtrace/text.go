@@ -86,9 +86,18 @@ func appendText(b []byte, ev *gomodel.Event, name string) []byte {
 	case gomodel.EventPut:
 		b = fmt.Appendf(b, " (%s) dma=%#x sync=%d direct=%d", name, ev.Addr, ev.Sync, ev.Direct)
 	case gomodel.EventMarker:
-		b = append(append(b, ' '), ev.Marker...)
-		if len(ev.Marker) > 0 && ev.Marker[len(ev.Marker)-1] == '\n' {
-			return b
+		// The kernel prints a marker as written, newlines inside it too; here an event stays
+		// one line (line N is the replay's line N), so those are spaces.
+		m := ev.Marker
+		if n := len(m); n > 0 && m[n-1] == '\n' {
+			m = m[:n-1]
+		}
+		b = append(b, ' ')
+		for _, c := range m {
+			if c == '\n' {
+				c = ' '
+			}
+			b = append(b, c)
 		}
 	}
 	return append(b, '\n')
