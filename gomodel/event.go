@@ -89,6 +89,16 @@ func (e *Event) Softirq() bool {
 // does); each one counts as a line of the trace, numbered in the order given. A field out of
 // range for its text format is an error, as in the text.
 func (s *TraceStream) Event(e *Event) error {
+	switch e.Kind {
+	case EventStateHold, EventStateRelease, EventSkbReturn:
+		s.PageEvent(e.Kind, e.TS, e.CPU, e.Flags, e.Pool, e.PFN, e.Count)
+		return nil
+	case EventDMASync:
+		return s.SyncEvent(e.TS, e.CPU, e.Flags, e.Addr, e.Size, e.Dir)
+	case EventPut:
+		s.PutEvent(e.TS, e.CPU, e.Flags, e.Addr, e.Sync, e.Direct)
+		return nil
+	}
 	c, q := s.c, &s.q
 	c.lineNo++
 	c.rep.Lines++
@@ -131,44 +141,77 @@ func (s *TraceStream) Event(e *Event) error {
 		}
 		s.push(&ev)
 		return nil
-	case EventStateHold, EventStateRelease:
-		ev.pool = s.internPool(e.Pool)
-		ev.pfn, ev.count = e.PFN, e.Count
 	case EventPoolRelease:
 		ev.pool = s.internPool(e.Pool)
 		ev.inflight, ev.hold, ev.release, ev.cnt = e.Inflight, e.Hold, e.Release, e.Cnt
 	case EventUpdateNid:
 		ev.pool = s.internPool(e.Pool)
-	case EventSkbReturn:
-		ev.pool = s.internPool(e.Pool)
-		ev.pfn = e.PFN
 	case EventPageFree, EventPageFreeBatched:
 		if e.Order > 20 {
 			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: order=%d is not a page order", traceEventNames[ev.kind], e.Order)}
 		}
 		ev.pfn, ev.order = e.PFN, uint8(e.Order)
-	case EventDMASync:
-		// What the text parser takes from "paddr=0x%Lx size=%Lu dir=%u" (parse in trace.go),
-		// with its range checks.
-		if e.Dir > 0xff {
-			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: dir=%d does not fit in 8 bits", traceEventNames[ev.kind], e.Dir)}
-		}
-		if e.Addr+e.Size < e.Addr {
-			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: paddr=%#x size=%d wraps around", traceEventNames[ev.kind], e.Addr, e.Size)}
-		}
-		ev.pfn, ev.size, ev.dir = e.Addr>>pageShift, e.Size, uint8(e.Dir)
-		if e.Size > 0 {
-			ev.cnt = (e.Addr + e.Size - 1) >> pageShift
-		}
-	case EventPut:
-		ev.pfn, ev.count, ev.direct = e.Addr>>pageShift, e.Sync, e.Direct != 0
 	}
 	c.rep.Events++
-	if ev.kind != evPageFree && ev.kind != evPageFreeBatched && ev.kind != evDMASync {
+	if ev.kind != evPageFree && ev.kind != evPageFreeBatched {
 		s.poolEvents++
 	}
 	s.push(&ev)
 	return nil
+}
+
+// PageEvent, SyncEvent and PutEvent are Event for the events most of a trace is made of, given
+// field by field: a decoder that passes the fields in registers saves building an Event for
+// each. PageEvent takes the three that hand a page between a pool and the rest of the kernel
+// (EventStateHold, EventStateRelease, EventSkbReturn; count is hold= or release=, 0 for the
+// return).
+func (s *TraceStream) PageEvent(kind EventKind, ts uint64, cpu int, flags uint8, pool, pfn uint64, count uint32) {
+	ev := s.begin(kind, ts, cpu, flags)
+	ev.pool, ev.pfn, ev.count = s.internPool(pool), pfn, count
+	s.poolEvents++
+	s.push(&ev)
+}
+
+// SyncEvent takes the kprobe event of arch_sync_dma_for_device (EventDMASync): what the text
+// parser takes from "paddr=0x%Lx size=%Lu dir=%u" (parse in trace.go), with its range checks.
+func (s *TraceStream) SyncEvent(ts uint64, cpu int, flags uint8, paddr, size uint64, dir uint32) error {
+	ev := s.begin(EventDMASync, ts, cpu, flags)
+	if dir > 0xff {
+		return &LineError{File: s.opts.File, Line: s.c.lineNo, Msg: fmt.Sprintf("%s: dir=%d does not fit in 8 bits", traceEventNames[ev.kind], dir)}
+	}
+	if paddr+size < paddr {
+		return &LineError{File: s.opts.File, Line: s.c.lineNo, Msg: fmt.Sprintf("%s: paddr=%#x size=%d wraps around", traceEventNames[ev.kind], paddr, size)}
+	}
+	ev.pfn, ev.size, ev.dir = paddr>>pageShift, size, uint8(dir)
+	if size > 0 {
+		ev.cnt = (paddr + size - 1) >> pageShift
+	}
+	s.push(&ev)
+	return nil
+}
+
+// PutEvent takes the kprobe event of page_pool_put_page (EventPut): the page's DMA address,
+// dma_sync_size and allow_direct.
+func (s *TraceStream) PutEvent(ts uint64, cpu int, flags uint8, dma uint64, sync uint32, direct uint8) {
+	ev := s.begin(EventPut, ts, cpu, flags)
+	ev.pfn, ev.count, ev.direct = dma>>pageShift, sync, direct != 0
+	s.poolEvents++
+	s.push(&ev)
+}
+
+// begin counts a decoded event of a kind the replay reads as a line and an event, and starts
+// its traceEvent (field by field: a composite literal is built from a template with wide
+// copies, which stall on the decoder's narrow stores a moment before).
+func (s *TraceStream) begin(kind EventKind, ts uint64, cpu int, flags uint8) (ev traceEvent) {
+	c := s.c
+	c.lineNo++
+	c.rep.Lines++
+	c.rep.Events++
+	ev.kind, ev.ts, ev.line, ev.pool, ev.cpu = evKinds[kind], ts, int32(c.lineNo), -1, int16(cpu)
+	if flags&TraceFlagSoftirq != 0 && flags&TraceFlagNMI == 0 {
+		ev.softirq = 1
+	}
+	return ev
 }
 
 // push replays an event at once when nothing is held back and it is not older than any

@@ -22,11 +22,11 @@ func threadCPU() time.Duration {
 
 // steadyState is one cycle of a busy RX queue with the return hook, as gomodel's
 // BenchmarkTraceReplay has it (256 pages held, each returned through the hook 30 times, then
-// released and freed, with unrelated page frees), spread over two CPUs, plus one skb event
-// per return (the skb events are enabled and ignored by the model). With kprobes, each
-// return is also page_pool_put_page's kprobe event and the sync for the device after it, and
-// each slow-path hold follows its sync, as gomodel.KprobeEvents trace them.
-func steadyState(kprobes bool) []tev {
+// released and freed, with unrelated page frees), spread over two CPUs, with the events a
+// procedure traces (tests/procedure's TraceEvents and gomodel.KprobeEvents): each return is
+// also page_pool_put_page's kprobe event and the sync for the device after it, and each
+// slow-path hold follows its sync.
+func steadyState() []tev {
 	const pool, pages, rounds = 0xffffff8001a5b000, 256, 240
 	var evs []tev
 	ts := uint64(1e9)
@@ -36,9 +36,7 @@ func steadyState(kprobes bool) []tev {
 		evs = append(evs, e)
 	}
 	sync := func(pfn uint64) {
-		if kprobes {
-			add(tev{name: "arch_sync_dma_for_device", addr: pfn<<12 + 64, size: 1600, dir: 2, flags: 0x10})
-		}
+		add(tev{name: "arch_sync_dma_for_device", addr: pfn<<12 + 64, size: 1600, dir: 2, flags: 0x10})
 	}
 	for i := 0; i < pages; i++ {
 		sync(0x40000 + uint64(i))
@@ -46,12 +44,9 @@ func steadyState(kprobes bool) []tev {
 	}
 	for r := 0; r < rounds; r++ {
 		for i := 0; i < pages; i++ {
-			add(tev{name: "kfree_skb"})
 			add(tev{name: "page_pool_skb_return", pool: pool, pfn: 0x40000 + uint64(i), flags: 0x10})
-			if kprobes {
-				add(tev{name: "page_pool_put_page", addr: (0x40000 + uint64(i)) << 12, count: 1600, flags: 0x10})
-				sync(0x40000 + uint64(i))
-			}
+			add(tev{name: "page_pool_put_page", addr: (0x40000 + uint64(i)) << 12, count: 1600, flags: 0x10})
+			sync(0x40000 + uint64(i))
 			if i%8 == 0 {
 				add(tev{name: "mm_page_free", pfn: 0x90000 + uint64(r*pages+i)})
 			}
@@ -67,15 +62,9 @@ func steadyState(kprobes bool) []tev {
 
 // BenchmarkReplay measures what the raw transport costs the host: decoding the pages of two
 // CPUs, merging them, and gomodel's replay of the events (the goal: 50 M events/s).
-func BenchmarkReplay(b *testing.B) { benchmarkReplay(b, false) }
-
-// BenchmarkReplayKprobes is BenchmarkReplay with the kprobe events a procedure traces: a put
-// and a sync for the device per return.
-func BenchmarkReplayKprobes(b *testing.B) { benchmarkReplay(b, true) }
-
-func benchmarkReplay(b *testing.B, kprobes bool) {
+func BenchmarkReplay(b *testing.B) {
 	fm := testFormatSet(b)
-	perCPU, _ := split(steadyState(kprobes))
+	perCPU, _ := split(steadyState())
 	raw0, raw1 := pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)
 	n := len(perCPU[0]) + len(perCPU[1])
 	b.SetBytes(int64(len(raw0) + len(raw1)))
@@ -90,7 +79,7 @@ func benchmarkReplay(b *testing.B, kprobes bool) {
 // BenchmarkDecode is the decoding alone: pages to gomodel events, without the replay.
 func BenchmarkDecode(b *testing.B) {
 	fm := testFormatSet(b)
-	perCPU, _ := split(steadyState(false))
+	perCPU, _ := split(steadyState())
 	raw0, raw1 := pages(fm, perCPU[0], nil), pages(fm, perCPU[1], nil)
 	n := len(perCPU[0]) + len(perCPU[1])
 	b.SetBytes(int64(len(raw0) + len(raw1)))
@@ -117,7 +106,7 @@ func BenchmarkDecode(b *testing.B) {
 // BenchmarkText is gomodel's replay of the text twin of BenchmarkReplay's pages (the same
 // events as tracefs's trace file prints them): the transport the pages replace.
 func BenchmarkText(b *testing.B) {
-	perCPU, text := split(steadyState(false))
+	perCPU, text := split(steadyState())
 	n := len(perCPU[0]) + len(perCPU[1])
 	b.SetBytes(int64(len(text)))
 	eventRate(b, n, func() {

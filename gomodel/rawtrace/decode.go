@@ -45,6 +45,8 @@ type slot struct {
 
 func (s slot) get(d []byte) uint64 {
 	switch s.size {
+	case 0: // a field the event does not have
+		return 0
 	case 1:
 		if s.signed {
 			return uint64(int64(int8(d[s.off])))
@@ -292,6 +294,31 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 	return nil
 }
 
+// feed replays one record in s: the events most of a trace is made of go to the stream field by
+// field (TraceStream.PageEvent, SyncEvent, PutEvent), the rest through Decode and ev.
+func (d *Decoder) feed(rec *Record, s *gomodel.TraceStream, ev *gomodel.Event) error {
+	if data := rec.Data; len(data) >= 4 {
+		if id := int(binary.LittleEndian.Uint16(data)); id < len(d.decs) {
+			if dc := d.decs[id]; dc != nil && len(data) >= dc.need {
+				switch dc.kind {
+				case gomodel.EventStateHold, gomodel.EventStateRelease, gomodel.EventSkbReturn:
+					s.PageEvent(dc.kind, usecs(rec.TS), rec.CPU, data[dc.flags.off], dc.pool.get(data), dc.pfn.get(data), uint32(dc.count.get(data)))
+					return nil
+				case gomodel.EventDMASync:
+					return s.SyncEvent(usecs(rec.TS), rec.CPU, data[dc.flags.off], dc.addr.get(data), dc.length.get(data), uint32(dc.dir.get(data)))
+				case gomodel.EventPut:
+					s.PutEvent(usecs(rec.TS), rec.CPU, data[dc.flags.off], dc.addr.get(data), uint32(dc.sync.get(data)), uint8(dc.direct.get(data)))
+					return nil
+				}
+			}
+		}
+	}
+	if err := d.Decode(rec, ev); err != nil {
+		return err
+	}
+	return s.Event(ev)
+}
+
 // usecs rounds a timestamp to what the text shows: ns2usecs() (kernel/trace/trace.c) adds
 // 500 ns before dividing.
 func usecs(ns uint64) uint64 { return (ns + 500) / 1000 * 1000 }
@@ -420,7 +447,7 @@ func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomod
 		if err != nil {
 			return nil, st, err
 		}
-		if err := d.Decode(rec, &ev); err != nil {
+		if err := d.feed(rec, s, &ev); err != nil {
 			return nil, st, err
 		}
 		if rec.Data == nil {
@@ -432,9 +459,6 @@ func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomod
 			}
 		} else {
 			st.Events++
-		}
-		if err := s.Event(&ev); err != nil {
-			return nil, st, err
 		}
 	}
 	st.Pages = m.Pages()
