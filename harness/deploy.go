@@ -112,12 +112,9 @@ type DeployOptions struct {
 	Progress    io.Writer
 }
 
-// DeployError is a deploy that failed. Restored says whether the board's boot entry is the one
-// it had before; when it is not, Err says what to do.
-type DeployError struct {
-	Err      error
-	Restored bool
-}
+// DeployError is a deploy that failed. Unless Err says how to put the board's previous boot
+// entry back, it is back already.
+type DeployError struct{ Err error }
 
 func (e *DeployError) Error() string { return "deploy: " + e.Err.Error() }
 func (e *DeployError) Unwrap() error { return e.Err }
@@ -125,8 +122,7 @@ func (e *DeployError) Unwrap() error { return e.Err }
 // Deploy boots kernel k on board b: it copies the Image (and the board's device tree, under a
 // new name) into BoardDir, adds an extlinux entry for them and makes it the default, reboots the
 // board, waits for it and checks the build id it runs. Whatever fails before the board
-// runs k, the board's previous extlinux.conf is put back and the copied files removed
-// (DeployError.Restored); only a board that does not come back is left to its owner, with the
+// runs k, the board's previous extlinux.conf is put back and the copied files removed; only a board that does not come back is left to its owner, with the
 // way back in the error. b is closed; the returned board is the new login (opts dials it).
 func Deploy(ctx context.Context, b *SSHBoard, opts BoardOptions, k *Kernel, d DeployOptions) (_ *SSHBoard, err error) {
 	progress := d.Progress
@@ -156,13 +152,13 @@ if [ -f `+extlinuxConf+` ]; then echo extlinux; cat `+extlinuxConf+`; elif [ -f 
 	switch strings.TrimSpace(kind) {
 	case "extlinux":
 	case "boot.scr":
-		return nil, &DeployError{Restored: true, Err: fmt.Errorf("board %s boots a U-Boot script (/boot/boot.scr), which ppkit does not edit: switch the board to extlinux (U-Boot's distro boot reads %s) or boot %s by hand", b.Address, extlinuxConf, k.Image)}
+		return nil, &DeployError{Err: fmt.Errorf("board %s boots a U-Boot script (/boot/boot.scr), which ppkit does not edit: switch the board to extlinux (U-Boot's distro boot reads %s) or boot %s by hand", b.Address, extlinuxConf, k.Image)}
 	default:
-		return nil, &DeployError{Restored: true, Err: fmt.Errorf("board %s has no %s (is /boot mounted? ppkit mounts it when /etc/fstab lists it): set up U-Boot's distro boot with extlinux, or boot %s by hand", b.Address, extlinuxConf, k.Image)}
+		return nil, &DeployError{Err: fmt.Errorf("board %s has no %s (is /boot mounted? ppkit mounts it when /etc/fstab lists it): set up U-Boot's distro boot with extlinux, or boot %s by hand", b.Address, extlinuxConf, k.Image)}
 	}
 	x, err := ParseExtlinux([]byte(conf))
 	if err != nil {
-		return nil, &DeployError{Restored: true, Err: fmt.Errorf("board %s: %s: %w", b.Address, extlinuxConf, err)}
+		return nil, &DeployError{Err: fmt.Errorf("board %s: %s: %w", b.Address, extlinuxConf, err)}
 	}
 	// U-Boot reads paths from the root of the partition that holds extlinux/: /boot's own
 	// when /boot is a file system of its own.
@@ -226,7 +222,7 @@ if [ -f `+extlinuxConf+` ]; then echo extlinux; cat `+extlinuxConf+`; elif [ -f 
 			err = &DeployError{Err: fmt.Errorf("%w; putting the board's previous boot entry back failed too (%v): on the board, run: %s", err, uerr, undo)}
 			return
 		}
-		err = &DeployError{Err: err, Restored: true}
+		err = &DeployError{Err: err}
 	}()
 
 	// The Image through the login's stdin: no scp needed, and a full /boot is cat's error.
