@@ -133,7 +133,14 @@ func FuzzPages(f *testing.F) {
 			if rep.LostEvents != st.Gaps || rep.Figures.LostEvents != st.Lost+int64(st.LostUnknown) {
 				t.Fatalf("gaps: report %d markers, %d lost; stats %+v", rep.LostEvents, rep.Figures.LostEvents, st)
 			}
-			// Pages the replay took make a text the text parser reads to the same figures.
+			// Pages the replay took make a text the text parser reads to the same figures —
+			// when time only goes forward in each CPU's pages, as the kernel writes them. When it
+			// goes back (an absolute timestamp behind the one before: the replay counts the
+			// event as reordered), the text parser sorts what lies within its reorder window,
+			// while the replay of the merged pages has already replayed the later event.
+			if rep.Reordered > 0 {
+				return
+			}
 			var text bytes.Buffer
 			if err := WriteText(&text, readers(cpu0, cpu1), fm); err != nil {
 				t.Fatalf("WriteText of pages Replay read: %v", err)
