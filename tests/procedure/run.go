@@ -298,12 +298,12 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 			ev.InfraError = pc.HelperErr
 			return
 		}
+		if _, err := env.Board.Run(ctx, "mkdir -p "+shellQuote(env.runDir()+"/bin")); err != nil {
+			ev.InfraError = fmt.Errorf("prepare the board: %w", err)
+			return
+		}
 		for _, name := range names {
 			remote := env.runDir() + "/bin/" + name
-			if _, err := env.Board.Run(ctx, "mkdir -p "+shellQuote(env.runDir()+"/bin")); err != nil {
-				ev.InfraError = fmt.Errorf("prepare the board: %w", err)
-				return
-			}
 			if err := env.Board.CopyTo(ctx, pc.Helpers[name], remote, 0o755); err != nil {
 				ev.InfraError = fmt.Errorf("copy helper %s to the board: %w", name, err)
 				return
