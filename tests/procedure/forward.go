@@ -93,7 +93,10 @@ func (*Forward) Paths() []string {
 	return []string{"napi_gro_receive", "ip_forward", "skb_segment", "skb_clone", "pskb_expand_head",
 		"receive_small", "skb_free_head"}
 }
-func (*Forward) Helpers() []string { return []string{"pktlisten"} }
+
+// Helpers: pktlisten for the capture phase, tracepages to move the probes' pages off the board
+// (whatever transport the page_pool trace takes).
+func (*Forward) Helpers() []string { return []string{"pktlisten", "tracepages"} }
 
 // peerFeatureBits are the virtio-net features that would keep 5.10's virtio-net from
 // receive_small(): mergeable RX buffers (receive_mergeable) and any guest GSO (receive_big).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -188,7 +189,7 @@ func (r *runner) runKernel(ctx context.Context, k Kernel, procs []Procedure) []*
 // on a board with trace ports when the run is traced.
 func helpersOn(b Board, p Procedure, traced bool) []string {
 	names := p.Helpers()
-	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 && traced {
+	if pb, ok := b.(TracePortBoard); ok && len(pb.TracePorts()) > 0 && traced && !slices.Contains(names, "tracepages") {
 		names = append(append([]string{}, names...), "tracepages")
 	}
 	return names

@@ -115,21 +115,25 @@ type portBoard struct {
 func (b portBoard) TracePorts() []TracePort { return b.ports }
 
 // TestHelpersOnTracedOnly: a traced run on a board with trace ports also needs tracepages; an
-// untraced one (ppkit bench trace's second half) and a board without ports do not.
+// untraced one (ppkit bench trace's second half) and a board without ports do not, unless the
+// procedure needs it itself (forward moves its probes' pages with it), and then once.
 func TestHelpersOnTracedOnly(t *testing.T) {
-	p := Procedures()["splice"]
 	withPorts := portBoard{ports: []TracePort{{}}}
 	for _, tc := range []struct {
+		proc   string
 		b      Board
 		traced bool
 		want   string
 	}{
-		{withPorts, true, "splicerecv tracepages"},
-		{withPorts, false, "splicerecv"},
-		{portBoard{}, true, "splicerecv"},
+		{"splice", withPorts, true, "splicerecv tracepages"},
+		{"splice", withPorts, false, "splicerecv"},
+		{"splice", portBoard{}, true, "splicerecv"},
+		{"forward", withPorts, true, "pktlisten tracepages"},
+		{"forward", portBoard{}, true, "pktlisten tracepages"},
+		{"forward", withPorts, false, "pktlisten tracepages"},
 	} {
-		if got := strings.Join(helpersOn(tc.b, p, tc.traced), " "); got != tc.want {
-			t.Errorf("ports %d, traced %t: %q, want %q", len(tc.b.(portBoard).ports), tc.traced, got, tc.want)
+		if got := strings.Join(helpersOn(tc.b, Procedures()[tc.proc], tc.traced), " "); got != tc.want {
+			t.Errorf("%s, ports %d, traced %t: %q, want %q", tc.proc, len(tc.b.(portBoard).ports), tc.traced, got, tc.want)
 		}
 	}
 }
