@@ -304,27 +304,43 @@ func (fs *Formats) ByID(id int) *Format {
 // ReadFormatsTar is ReadFormats of a tar of the events directory, whose names lie below dir
 // ("" for a tar made inside the directory, "events/" for one made beside it).
 func ReadFormatsTar(r io.Reader, dir string) (*Formats, error) {
+	fsys, err := ReadTar(r)
+	if err != nil {
+		return nil, fmt.Errorf("events tar: %w", err)
+	}
+	if dir = strings.TrimSuffix(dir, "/"); dir == "" {
+		return ReadFormats(fsys)
+	}
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("events tar: %w", err)
+	}
+	return ReadFormats(sub)
+}
+
+// ReadTar reads the regular files of a tar into memory, by their names without "./": a
+// capture the board tarred up (the formats and its pages), to read with ReadFormats and
+// NewMerger.
+func ReadTar(r io.Reader) (fstest.MapFS, error) {
 	fsys := fstest.MapFS{}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return fsys, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("events tar: %w", err)
+			return nil, err
 		}
-		name, ok := strings.CutPrefix(strings.TrimPrefix(h.Name, "./"), dir)
-		if !ok || h.Typeflag != tar.TypeReg {
+		if h.Typeflag != tar.TypeReg {
 			continue
 		}
 		b, err := io.ReadAll(tr)
 		if err != nil {
-			return nil, fmt.Errorf("events tar: %s: %w", h.Name, err)
+			return nil, fmt.Errorf("%s: %w", h.Name, err)
 		}
-		fsys[name] = &fstest.MapFile{Data: b}
+		fsys[path.Clean(strings.TrimPrefix(h.Name, "./"))] = &fstest.MapFile{Data: b}
 	}
-	return ReadFormats(fsys)
 }
 
 // ReadFormats reads a copy of tracefs's events directory: header_page, header_event and every

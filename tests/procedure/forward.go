@@ -1,7 +1,6 @@
 package procedure
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -10,13 +9,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"testing/fstest"
 
 	"github.com/ppkit/ppkit/gomodel/rawtrace"
 	"github.com/ppkit/ppkit/tests/verdict"
@@ -506,7 +503,7 @@ cd $D; tar cf %[1]s.tar .`, dir, tracefs, probeGroup, probeInstance, shellQuote(
 		return nil, 0, err
 	}
 	defer f.Close()
-	fsys, err := readTar(f)
+	fsys, err := rawtrace.ReadTar(f)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", local, err)
 	}
@@ -515,29 +512,6 @@ cd $D; tar cf %[1]s.tar .`, dir, tracefs, probeGroup, probeInstance, shellQuote(
 		return nil, 0, fmt.Errorf("%s: %w", local, err)
 	}
 	return counts, st.overrun, nil
-}
-
-// readTar reads a tar's regular files into memory.
-func readTar(r io.Reader) (fstest.MapFS, error) {
-	fsys := fstest.MapFS{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return fsys, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", h.Name, err)
-		}
-		fsys[path.Clean(strings.TrimPrefix(h.Name, "./"))] = &fstest.MapFile{Data: b}
-	}
 }
 
 // countProbePages counts the hits in forward's probe pages (probes.tar: cpuN.raw a CPU,

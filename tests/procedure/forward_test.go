@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/ppkit/ppkit/gomodel/rawtrace"
 )
 
 func TestCheckReceiveSmall(t *testing.T) {
@@ -79,7 +81,7 @@ func probePages(t testing.TB) fstest.MapFS {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fsys, err := readTar(f)
+	fsys, err := rawtrace.ReadTar(f)
 	if err != nil {
 		t.Fatal(err)
 	}
