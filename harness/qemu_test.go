@@ -6,7 +6,7 @@ import (
 )
 
 func TestQEMUArgs(t *testing.T) {
-	img := &Image{Initramfs: "/c/image/k/initramfs.cpio.gz"}
+	img := &Image{Initramfs: "/c/image/k/initramfs.cpio"}
 	tests := []struct {
 		name    string
 		opts    BootOptions
@@ -20,7 +20,7 @@ func TestQEMUArgs(t *testing.T) {
 			opts:   BootOptions{KernelImage: "/c/Image", Image: img},
 			launch: qemuLaunch{qmpSocket: "/t/qmp.sock", sshPort: 40022},
 			want: []string{"-M virt -cpu cortex-a57 -smp 2 -accel tcg,thread=multi -m 1024 -nographic",
-				"-kernel /c/Image -initrd /c/image/k/initramfs.cpio.gz",
+				"-kernel /c/Image -initrd /c/image/k/initramfs.cpio",
 				"-append 'console=ttyAMA0 panic=-1 rdinit=/init'", "-no-reboot",
 				"-qmp unix:/t/qmp.sock,server=on,wait=off",
 				"-netdev user,id=mgmt,hostfwd=tcp:127.0.0.1:40022-:22",
