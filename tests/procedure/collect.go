@@ -95,18 +95,18 @@ func (c *collector) startTracing(ctx context.Context) error {
 	if raw {
 		bufferKB = RawTraceBufferKB
 	}
+	if raw {
+		return c.startPorts(ctx, pb.TracePorts(), tracingSetupScript(bufferKB, c.design))
+	}
 	if _, err := b.Run(ctx, tracingSetupScript(bufferKB, c.design)); err != nil {
 		return fmt.Errorf("enable tracepoints: %w", err)
 	}
-	if raw {
-		return c.startPorts(ctx, pb.TracePorts())
-	}
-	r, err := startGuest(ctx, c.env, "trace", "cat "+tracefs+"/trace_pipe")
+	r, err := startGuestAfter(ctx, c.env, "trace", readerFilterScript(), "cat "+tracefs+"/trace_pipe")
 	if err != nil {
 		return err
 	}
 	c.reader, c.trace = r, filepath.Join(c.env.Dir, "trace.txt")
-	return c.filterReader(ctx)
+	return nil
 }
 
 // readerFilter keeps the page-free events of every context except the trace reader's own
@@ -114,38 +114,21 @@ func (c *collector) startTracing(ctx context.Context) error {
 // be most of the trace. Interrupt, softirq and NMI context (common_flags HARDIRQ|SOFTIRQ|NMI)
 // is kept even when the reader is current, because that is where pool pages are freed; the
 // reader itself never touches an skb.
-func readerFilter(pid int) string {
-	return fmt.Sprintf("common_pid != %d || common_flags & %d", pid, 0x08|0x10|0x40)
+func readerFilter(pid string) string {
+	return fmt.Sprintf("common_pid != %s || common_flags & %d", pid, 0x08|0x10|0x40)
 }
 
-// filterReader applies readerFilter to the kmem events once the reader's pid is known.
-func (c *collector) filterReader(ctx context.Context) error {
-	b := c.env.Board
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, err := b.Run(ctx, "cat "+shellQuote(c.reader.pidfile)+" 2>/dev/null; true")
-		if err != nil {
-			return fmt.Errorf("read the trace reader's pid: %w", err)
-		}
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil && pid > 0 {
-			var script strings.Builder
-			for _, e := range TraceEvents {
-				if strings.HasPrefix(e, "kmem/") {
-					fmt.Fprintf(&script, "echo '%s' > %s/events/%s/filter\n", readerFilter(pid), tracefs, e)
-				}
-			}
-			if _, err := b.Run(ctx, script.String()); err != nil {
-				return fmt.Errorf("filter the trace reader's own page frees: %w", err)
-			}
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the trace reader wrote no pid file in 10 s")
-		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-			return err
+// readerFilterScript applies readerFilter to the kmem events. It is run by the shell that then
+// execs the trace reader (startGuestAfter), where $$ is already the reader's pid: the filter
+// is in place before the reader frees its first page.
+func readerFilterScript() string {
+	var b strings.Builder
+	for _, e := range TraceEvents {
+		if strings.HasPrefix(e, "kmem/") {
+			fmt.Fprintf(&b, "echo \"%s\" > %s/events/%s/filter && ", readerFilter("$$"), tracefs, e)
 		}
 	}
+	return b.String()
 }
 
 // sleepCtx sleeps for d, or until ctx ends (then it returns ctx's error).
@@ -160,49 +143,61 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// mark writes a marker into the trace.
-func (c *collector) mark(ctx context.Context, edge string) error {
+// markCmd is the board command that writes the edge marker into the trace ("" untraced).
+func (c *collector) markCmd(edge string) string {
 	if c.off {
-		return nil
+		return ""
 	}
-	if _, err := c.env.Board.Run(ctx, fmt.Sprintf("echo %s > %s/trace_marker", shellQuote(gomodel.MarkerText(c.name, edge)), tracefs)); err != nil {
-		return fmt.Errorf("write the %s marker: %w", edge, err)
-	}
-	return nil
+	return fmt.Sprintf("echo %s > %s/trace_marker", shellQuote(gomodel.MarkerText(c.name, edge)), tracefs)
 }
 
-// snapshot reads the counters and saves the raw text as dir/<label>-*.txt. ethtool -S is
-// optional (a note is returned when it fails); the other two are required.
-func (c *collector) snapshot(ctx context.Context, label string) (verdict.Snapshot, []string, error) {
+// snapshotSection separates the parts of snapshot's output.
+const snapshotSection = "@@ppkit-snapshot "
+
+// snapshot reads the counters, in one board command between pre and post (board commands, ""
+// for none: the trace markers, so that the counters and the marked trace cover the same
+// traffic), and saves the raw text as dir/<label>-*.txt. ethtool -S is optional (a note is
+// returned when it fails); the other two are required.
+func (c *collector) snapshot(ctx context.Context, label, pre, post string) (verdict.Snapshot, []string, error) {
 	var s verdict.Snapshot
 	var notes []string
 	b := c.env.Board
 	save := func(what string, data []byte) {
 		os.WriteFile(filepath.Join(c.env.Dir, label+"-"+what+".txt"), data, 0o644)
 	}
-	out, err := b.Run(ctx, interfaceCountersCmd(b.Interface()))
-	if err != nil {
-		return s, nil, fmt.Errorf("read %s statistics: %w", b.Interface(), err)
+	cmd := interfaceCountersCmd(b.Interface()) +
+		" && echo " + snapshotSection + "snmp && cat /proc/net/snmp /proc/net/netstat" +
+		" && echo " + snapshotSection + "ethtool && { ethtool -S " + shellQuote(b.Interface()) + " 2>&1; echo " + snapshotSection + "ethtool-status $?; }"
+	if pre != "" {
+		cmd = pre + " && " + cmd
 	}
-	save("interface", out)
-	if s.Interface, err = verdict.ParseInterfaceCounters(out); err != nil {
+	if post != "" {
+		cmd = cmd + " && " + post
+	}
+	out, err := b.Run(ctx, "set -e; "+cmd)
+	if err != nil {
+		return s, nil, fmt.Errorf("read the counters (%s statistics, /proc/net/snmp and netstat, ethtool -S): %w", b.Interface(), err)
+	}
+	iface, rest, ok1 := strings.Cut(string(out), snapshotSection+"snmp\n")
+	snmp, rest, ok2 := strings.Cut(rest, snapshotSection+"ethtool\n")
+	ethtool, status, ok3 := strings.Cut(rest, snapshotSection+"ethtool-status ")
+	if !ok1 || !ok2 || !ok3 {
+		return s, nil, fmt.Errorf("the board's counters came back incomplete: %q", out)
+	}
+	save("interface", []byte(iface))
+	if s.Interface, err = verdict.ParseInterfaceCounters([]byte(iface)); err != nil {
 		return s, nil, err
 	}
 	// netstat's TcpExt and IpExt come in snmp's format: one parse reads both.
-	out, err = b.Run(ctx, "cat /proc/net/snmp /proc/net/netstat")
-	if err != nil {
-		return s, nil, fmt.Errorf("read /proc/net/snmp and /proc/net/netstat: %w", err)
-	}
-	save("snmp", out)
-	if s.SNMP, err = verdict.ParseSNMP(out); err != nil {
+	save("snmp", []byte(snmp))
+	if s.SNMP, err = verdict.ParseSNMP([]byte(snmp)); err != nil {
 		return s, nil, err
 	}
-	out, err = b.Run(ctx, "ethtool -S "+shellQuote(b.Interface()))
-	if err != nil {
-		notes = append(notes, fmt.Sprintf("ethtool -S %s: %v", b.Interface(), err))
+	if st := strings.TrimSpace(status); st != "0" {
+		notes = append(notes, fmt.Sprintf("ethtool -S %s: exit status %s: %s", b.Interface(), st, strings.TrimSpace(ethtool)))
 	} else {
-		save("ethtool", out)
-		if s.Ethtool, err = verdict.ParseEthtoolStats(out); err != nil {
+		save("ethtool", []byte(ethtool))
+		if s.Ethtool, err = verdict.ParseEthtoolStats([]byte(ethtool)); err != nil {
 			notes = append(notes, err.Error())
 		}
 	}
@@ -241,7 +236,8 @@ func (c *collector) finish(ctx context.Context) (overrun int64, err error) {
 		if ok, err := drained(ctx); err == nil && ok {
 			break
 		}
-		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+		// The copier hands pages over every 50 ms: a poll every 25 ms ends the wait soon after.
+		if sleepCtx(ctx, 25*time.Millisecond) != nil {
 			return 0, ctx.Err()
 		}
 	}
@@ -430,22 +426,32 @@ func parseTraceStats(out []byte) (traceStats, error) {
 // topologyUp addresses both ends of the test link and brings them up, with the multicast route
 // on both sides, then waits for the board's link.
 func topologyUp(ctx context.Context, env *Env) error {
+	// The client's side does not wait for the board's: both at once.
+	clientErr := make(chan error, 1)
+	go func() {
+		cif := env.Client.Interface()
+		for _, argv := range [][]string{
+			{"ip", "link", "set", "dev", "lo", "up"},
+			{"ip", "addr", "replace", fmt.Sprintf("%s/%d", ClientIP, PrefixLen), "dev", cif},
+			{"ip", "link", "set", "dev", cif, "up"},
+			{"ip", "route", "replace", MulticastRoute, "dev", cif},
+		} {
+			if _, err := env.Client.Run(ctx, argv...); err != nil {
+				clientErr <- fmt.Errorf("client: %s: %w", strings.Join(argv, " "), err)
+				return
+			}
+		}
+		clientErr <- nil
+	}()
 	bif := shellQuote(env.Board.Interface())
 	script := fmt.Sprintf("set -e; ip addr flush dev %[1]s; ip addr add %[2]s/%[3]d dev %[1]s; ip link set dev %[1]s up; ip route replace %[4]s dev %[1]s",
 		bif, BoardIP, PrefixLen, MulticastRoute)
-	if _, err := env.Board.Run(ctx, script); err != nil {
-		return fmt.Errorf("address the board's %s: %w", env.Board.Interface(), err)
+	_, boardErr := env.Board.Run(ctx, script)
+	if err := <-clientErr; err != nil {
+		return err
 	}
-	cif := env.Client.Interface()
-	for _, argv := range [][]string{
-		{"ip", "link", "set", "dev", "lo", "up"},
-		{"ip", "addr", "replace", fmt.Sprintf("%s/%d", ClientIP, PrefixLen), "dev", cif},
-		{"ip", "link", "set", "dev", cif, "up"},
-		{"ip", "route", "replace", MulticastRoute, "dev", cif},
-	} {
-		if _, err := env.Client.Run(ctx, argv...); err != nil {
-			return fmt.Errorf("client: %s: %w", strings.Join(argv, " "), err)
-		}
+	if boardErr != nil {
+		return fmt.Errorf("address the board's %s: %w", env.Board.Interface(), boardErr)
 	}
 	return waitOperUp(ctx, env.Board)
 }
@@ -453,14 +459,14 @@ func topologyUp(ctx context.Context, env *Env) error {
 // pingBothWays pings the client from the board and the board from the client over the link
 // under test (3 echoes each way; all must be answered).
 func pingBothWays(ctx context.Context, env *Env) error {
-	// Three echoes 0.2 s apart, both ways at once: ping's default second between echoes, one
+	// Three echoes 50 ms apart, both ways at once: ping's default second between echoes, one
 	// way after the other, cost 4 s a procedure.
 	fromBoard := make(chan error, 1)
 	go func() {
-		_, err := env.Board.Run(ctx, "ping -c 3 -i 0.2 -W 2 "+ClientIP)
+		_, err := env.Board.Run(ctx, "ping -c 3 -i 0.05 -W 2 "+ClientIP)
 		fromBoard <- err
 	}()
-	_, toBoard := env.Client.Run(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", BoardIP)
+	_, toBoard := env.Client.Run(ctx, "ping", "-c", "3", "-i", "0.05", "-W", "2", BoardIP)
 	if err := <-fromBoard; err != nil {
 		return fmt.Errorf("board → client ping: %w", err)
 	}

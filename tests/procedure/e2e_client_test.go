@@ -177,7 +177,7 @@ func runOnStandIn(t *testing.T, p Procedure) (*verdict.Result, *Env) {
 		t.Fatalf("setup: %v", err)
 	}
 	c := &collector{env: env, name: p.Name()}
-	before, notes, err := c.snapshot(ctx, "before")
+	before, notes, err := c.snapshot(ctx, "before", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func runOnStandIn(t *testing.T, p Procedure) (*verdict.Result, *Env) {
 	if err := p.Run(ctx, env); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	after, _, err := c.snapshot(ctx, "after")
+	after, _, err := c.snapshot(ctx, "after", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

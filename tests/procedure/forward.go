@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing/fstest"
 
 	"github.com/ppkit/ppkit/gomodel/rawtrace"
+	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -140,6 +142,28 @@ func (p *Forward) Setup(ctx context.Context, env *Env) error {
 	if env.Peer == nil {
 		return fmt.Errorf("forward needs a second client behind a second NIC of the board, and this testbed has none")
 	}
+	// The second client's side does not wait for the board's: both at once.
+	peerErr := make(chan error, 1)
+	go func() { peerErr <- peerUp(ctx, env) }()
+	err := p.routerUp(ctx, env)
+	if perr := <-peerErr; err == nil {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	// Routed both ways through the board (the virtio link is up at once; a few tries for ARP),
+	// three echoes 50 ms apart as pingBothWays sends them.
+	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-i", "0.05", "-w", "10", PeerIP); err != nil {
+		return fmt.Errorf("client → second client ping through the board: %w", err)
+	}
+	return p.startProbes(ctx, env)
+}
+
+// routerUp makes the board a router from the mvneta NIC to the second NIC (GRO on the first,
+// TSO off on the second, a rule counting the forwarded skbs), and routes the client to the
+// second client through it.
+func (p *Forward) routerUp(ctx context.Context, env *Env) error {
 	if err := setGRO(ctx, env, true); err != nil {
 		return err
 	}
@@ -162,17 +186,24 @@ func (p *Forward) Setup(ctx context.Context, env *Env) error {
 	}
 	// A rule without effect counts the skbs ip_forward() passes from the mvneta NIC to the
 	// second one: GRO skbs count once, and the second NIC's TX counter counts their segments.
-	out, err = env.Board.Run(ctx, "mkdir -p /run; command -v iptables-legacy || command -v iptables")
-	if err != nil || strings.TrimSpace(string(out)) == "" {
+	out, err = env.Board.Run(ctx, "mkdir -p /run; ipt=$(command -v iptables-legacy || command -v iptables) || exit 3; echo $ipt; $ipt -t mangle -A FORWARD -i "+
+		shellQuote(env.Board.Interface())+" -o "+pif+" -j RETURN")
+	var ce *harness.CommandError
+	if errors.As(err, &ce) && ce.Status == 3 {
 		return fmt.Errorf("forward needs iptables in the guest image (iptables-legacy or iptables): %v", err)
 	}
-	p.iptables = strings.TrimSpace(strings.Split(string(out), "\n")[0])
-	if _, err := env.Board.Run(ctx, p.iptables+" -t mangle -A FORWARD -i "+shellQuote(env.Board.Interface())+" -o "+pif+" -j RETURN"); err != nil {
+	if err != nil {
 		return fmt.Errorf("add the forwarding counter rule (kernel needs CONFIG_IP_NF_MANGLE): %w", err)
 	}
+	p.iptables = strings.TrimSpace(strings.Split(string(out), "\n")[0])
 	if _, err := env.Client.Run(ctx, "ip", "route", "replace", PeerNet, "via", BoardIP); err != nil {
 		return fmt.Errorf("client: route to the second client: %w", err)
 	}
+	return nil
+}
+
+// peerUp addresses the second client and routes it to the client through the board.
+func peerUp(ctx context.Context, env *Env) error {
 	tap := env.Peer.Client.Interface()
 	for _, argv := range [][]string{
 		{"ip", "link", "set", "dev", "lo", "up"},
@@ -184,24 +215,12 @@ func (p *Forward) Setup(ctx context.Context, env *Env) error {
 			return fmt.Errorf("second client: %s: %w", strings.Join(argv, " "), err)
 		}
 	}
-	// Routed both ways through the board (the virtio link is up at once; a few tries for ARP),
-	// three echoes 0.2 s apart as pingBothWays sends them.
-	if _, err := env.Client.Run(ctx, "ping", "-c", "3", "-i", "0.2", "-w", "10", PeerIP); err != nil {
-		return fmt.Errorf("client → second client ping through the board: %w", err)
-	}
-	if err := p.startProbes(ctx, env); err != nil {
-		return err
-	}
-	out, err = env.Board.Run(ctx, interfaceCountersCmd(env.Peer.BoardInterface))
-	if err != nil {
-		return fmt.Errorf("read the second NIC's counters: %w", err)
-	}
-	p.peerBefore, err = verdict.ParseInterfaceCounters(out)
-	return err
+	return nil
 }
 
 // startProbes defines ForwardProbes and enables them in forward's own tracefs instance (the
-// procedure's page_pool trace is untouched).
+// procedure's page_pool trace is untouched), then reads the second NIC's counters, in one
+// board command.
 func (p *Forward) startProbes(ctx context.Context, env *Env) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; cd %s\n", tracefs)
@@ -211,11 +230,14 @@ func (p *Forward) startProbes(ctx context.Context, env *Env) error {
 	}
 	fmt.Fprintf(&b, "mkdir %[1]s; echo %[2]d > %[1]s/buffer_size_kb; echo 1 > %[1]s/events/%[3]s/enable\n",
 		probeInstance, probeBufferKB, probeGroup)
-	if _, err := env.Board.Run(ctx, b.String()); err != nil {
-		return fmt.Errorf("set up the kprobe events %s: %w", strings.Join(ForwardProbes, ", "), err)
+	b.WriteString(interfaceCountersCmd(env.Peer.BoardInterface))
+	out, err := env.Board.Run(ctx, b.String())
+	if err != nil {
+		return fmt.Errorf("set up the kprobe events %s, and read the second NIC's counters: %w", strings.Join(ForwardProbes, ", "), err)
 	}
 	p.probesReady = true
-	return nil
+	p.peerBefore, err = verdict.ParseInterfaceCounters(out)
+	return err
 }
 
 // probePhase marks the start of a phase in the probes' instance.
@@ -355,6 +377,20 @@ func (p *Forward) Run(ctx context.Context, env *Env) (err error) {
 func (p *Forward) Collect(ctx context.Context, env *Env) (verdict.Traffic, error) {
 	var t verdict.Traffic
 	var errs []string
+	// The probes' pages come off the board while the rest is read.
+	type probes struct {
+		counts  probeCounts
+		overrun int64
+		err     error
+	}
+	probesIn := make(chan probes, 1)
+	if p.probesReady {
+		go func() {
+			var r probes
+			r.counts, r.overrun, r.err = p.readProbes(ctx, env)
+			probesIn <- r
+		}()
+	}
 	// The receivers' own figures: the second client's servers for the two forwarded streams.
 	var secs float64
 	for _, s := range []struct{ what, path string }{{"forward", p.forwardOut}, {"capture", p.captureOut}, {"reverse", p.reverseOut}} {
@@ -400,12 +436,11 @@ func (p *Forward) Collect(ctx context.Context, env *Env) (verdict.Traffic, error
 		}
 	}
 	if p.probesReady {
-		counts, overrun, err := p.readProbes(ctx, env)
-		if err != nil {
-			errs = append(errs, err.Error())
+		if r := <-probesIn; r.err != nil {
+			errs = append(errs, r.err.Error())
 		} else {
-			t.Notes = append(t.Notes, counts.notes(overrun)...)
-			errs = append(errs, counts.missing()...)
+			t.Notes = append(t.Notes, r.counts.notes(r.overrun)...)
+			errs = append(errs, r.counts.missing()...)
 		}
 	}
 	if len(errs) > 0 {
@@ -451,63 +486,64 @@ func forwardRuleCount(out []byte, in, outIf string) (int64, error) {
 	return 0, fmt.Errorf("no forwarding counter rule (-i %s -o %s -j RETURN) in the mangle FORWARD chain", in, outIf)
 }
 
-// readProbes stops the probes, copies their instance's ring-buffer pages off the board as they
-// are (the tracepages helper moves them into files; the guest formats nothing), keeps them as
-// probes.tar in the artifacts, counts them, and removes the instance and the events.
+// readProbes stops the probes and brings their instance's ring-buffer pages off the board as
+// they are (the tracepages helper moves them into files; the guest formats nothing), with the
+// formats that decode them, the kernel's text symbols that name each hit's caller and the
+// buffer's stats (boardFiles: over the out port, about 12 MB at T = 30 s). It keeps them as
+// probes.tar in the artifacts and counts them. Removing the instance and the events waits for
+// RCU grace periods and patches kernel text a probe at a time (0.26 s under TCG): the board
+// does that in the background while the procedure goes on.
 func (p *Forward) readProbes(ctx context.Context, env *Env) (probeCounts, int64, error) {
-	if _, err := env.Board.Run(ctx, "echo 0 > "+probeInstance+"/tracing_on"); err != nil {
-		return nil, 0, fmt.Errorf("stop the kprobe events: %w", err)
-	}
-	stats, err := env.Board.Run(ctx, "cat "+probeInstance+"/per_cpu/cpu*/stats")
-	if err != nil {
-		return nil, 0, fmt.Errorf("read the kprobe instance's buffer stats: %w", err)
-	}
-	st, err := parseTraceStats(stats)
-	if err != nil {
-		return nil, 0, err
-	}
 	helper, ok := env.Helpers["tracepages"]
 	if !ok {
 		return nil, 0, fmt.Errorf("the tracepages helper is not on the board")
 	}
-	// The pages, the formats that decode them (the format files report size 0, so tar would
-	// store them empty: they are copied out first) and the kernel's text symbols, which name
-	// each hit's caller.
+	var rm strings.Builder
+	fmt.Fprintf(&rm, "cd %s; echo 0 > %s/events/%s/enable; rmdir %s", tracefs, probeInstance, probeGroup, probeInstance)
+	for _, fn := range ForwardProbes {
+		fmt.Fprintf(&rm, "; echo '-:%s/%s' >> kprobe_events", probeGroup, fn)
+	}
+	// One head prints every format (the format files report size 0, so tar would store them
+	// empty).
 	dir := env.runDir() + "/probes"
-	script := fmt.Sprintf(`set -e; D=%[1]s; rm -rf $D; mkdir -p $D/formats; cd %[2]s
-cat events/header_page > $D/formats/header_page; cat events/header_event > $D/formats/header_event
-for e in events/%[3]s/* events/ftrace/print; do [ -f $e/format ] || continue; n=${e#events/}; mkdir -p $D/formats/$n; cat $e/format > $D/formats/$n/format; done
+	script := fmt.Sprintf(`set -e; D=%[1]s; rm -rf $D; mkdir -p $D; cd %[2]s
+echo 0 > %[4]s/tracing_on; cat %[4]s/per_cpu/cpu*/stats > $D/stats
+set -- events/header_page events/header_event
+for e in events/%[3]s/* events/ftrace/print; do if [ -f $e/format ]; then set -- "$@" $e/format; fi; done
+head -n 100000 "$@" > $D/formats.head
 cat /proc/kallsyms > $D/kallsyms
 set --; for c in %[4]s/per_cpu/cpu*; do n=${c##*/}; : > $D/$n.raw; set -- "$@" $c/trace_pipe_raw $D/$n.raw; done
 %[5]s "$@" > $D/copy.log 2>&1 & pid=$!
 until grep -q copying $D/copy.log; do kill -0 $pid 2>/dev/null || { cat $D/copy.log >&2; exit 1; }; sleep 0.02; done
-kill -TERM $pid; wait $pid
-cd $D; tar cf %[1]s.tar .`, dir, tracefs, probeGroup, probeInstance, shellQuote(helper))
-	if _, err := env.Board.Run(ctx, script); err != nil {
+kill -TERM $pid; wait $pid`, dir, tracefs, probeGroup, probeInstance, shellQuote(helper))
+	fsys, err := boardFiles(ctx, env.Board, dir, "stats formats.head kallsyms cpu*.raw", script)
+	if err != nil {
 		return nil, 0, fmt.Errorf("copy the kprobe instance's pages: %w", err)
 	}
-	local := filepath.Join(env.Dir, "probes.tar")
-	if err := env.Board.CopyFrom(ctx, dir+".tar", local); err != nil {
-		return nil, 0, fmt.Errorf("copy the kprobe instance's pages: %w", err)
-	}
-	var rm strings.Builder
-	fmt.Fprintf(&rm, "rm -rf %s %s.tar; cd %s; echo 0 > %s/events/%s/enable; rmdir %s", dir, dir, tracefs, probeInstance, probeGroup, probeInstance)
-	for _, fn := range ForwardProbes {
-		fmt.Fprintf(&rm, "; echo '-:%s/%s' >> kprobe_events", probeGroup, fn)
-	}
-	if _, err := env.Board.Run(ctx, rm.String()); err != nil {
+	cleanup := fmt.Sprintf("(rm -rf %s; %s) </dev/null >/dev/null 2>&1 &", dir, rm.String())
+	if _, err := env.Board.Run(ctx, cleanup); err != nil {
 		env.logf("forward: remove the kprobe events: %v", err)
 	}
-	f, err := os.Open(local)
+	st, err := parseTraceStats(fsys["stats"].Data)
 	if err != nil {
 		return nil, 0, err
 	}
-	defer f.Close()
-	fsys, err := rawtrace.ReadTar(f)
+	formats, err := splitHeadOutput(string(fsys["formats.head"].Data))
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", local, err)
+		return nil, 0, fmt.Errorf("the kprobe instance's formats: %w", err)
 	}
+	delete(fsys, "formats.head")
+	for name, data := range formats {
+		fsys["formats/"+strings.TrimPrefix(name, "events/")] = &fstest.MapFile{Data: data}
+	}
+	// The artifact is written while the pages are counted.
+	local := filepath.Join(env.Dir, "probes.tar")
+	written := make(chan error, 1)
+	go func() { written <- writeTar(local, fsys) }()
 	counts, err := countProbePages(fsys)
+	if werr := <-written; werr != nil {
+		return nil, 0, fmt.Errorf("keep the kprobe instance's pages: %w", werr)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", local, err)
 	}

@@ -73,7 +73,7 @@ func (l *HarnessLauncher) Spec(k Kernel, progress io.Writer) harness.Spec {
 	return harness.Spec{
 		Kernel: ko,
 		Image:  harness.ImageOptions{Extra: GuestPackages},
-		Boot: harness.BootOptions{MemoryMB: l.MemoryMB, SMP: BoardCPUs, Ports: TracePortNames(BoardCPUs),
+		Boot: harness.BootOptions{MemoryMB: l.MemoryMB, SMP: BoardCPUs, Ports: append(TracePortNames(BoardCPUs), OutPortName),
 			NICs: []harness.NIC{{Model: mvnetaemu.DeviceName, MAC: MvnetaMAC}, {Model: PeerNICModel, MAC: PeerMAC, OwnNetns: true}}},
 		Progress: progress,
 	}
@@ -109,23 +109,27 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 	if vm.NetNS() == "" || len(vm.Taps()) != 2 || vm.NetNSOf(1) == vm.NetNS() {
 		return nil, fmt.Errorf("the VM has no test NIC namespaces (netns %q and %q, taps %v)", vm.NetNS(), vm.NetNSOf(1), vm.Taps())
 	}
-	// The mvneta port is whichever interface the mvneta driver bound.
-	out, err := vm.Run(ctx, `for d in /sys/class/net/*; do drv=$(readlink $d/device/driver); [ "${drv##*/}" = mvneta ] && echo ${d##*/}; done; true`)
+	// The mvneta port is whichever interface the mvneta driver bound; the second test NIC has
+	// PeerMAC. One board command finds both.
+	out, err := vm.Run(ctx, `for d in /sys/class/net/*; do drv=$(readlink $d/device/driver); [ "${drv##*/}" = mvneta ] && echo "mvneta ${d##*/}"; [ "$(cat $d/address)" = `+PeerMAC+` ] && echo "peer ${d##*/}"; done; true`)
 	if err != nil {
-		return nil, fmt.Errorf("find the mvneta interface: %w", err)
+		return nil, fmt.Errorf("find the test NICs: %w", err)
 	}
-	iface := strings.TrimSpace(string(out))
-	if iface == "" || strings.Contains(iface, "\n") {
-		return nil, fmt.Errorf("want one interface bound to the mvneta driver in the guest, found %q", iface)
+	var found [2][]string
+	for _, l := range strings.Split(string(out), "\n") {
+		if name, ok := strings.CutPrefix(l, "mvneta "); ok {
+			found[0] = append(found[0], name)
+		} else if name, ok := strings.CutPrefix(l, "peer "); ok {
+			found[1] = append(found[1], name)
+		}
 	}
-	out, err = vm.Run(ctx, `for d in /sys/class/net/*; do [ "$(cat $d/address)" = `+PeerMAC+` ] && echo ${d##*/}; done; true`)
-	if err != nil {
-		return nil, fmt.Errorf("find the second test NIC: %w", err)
+	if len(found[0]) != 1 {
+		return nil, fmt.Errorf("want one interface bound to the mvneta driver in the guest, found %q", found[0])
 	}
-	peerIface := strings.TrimSpace(string(out))
-	if peerIface == "" || strings.Contains(peerIface, "\n") {
-		return nil, fmt.Errorf("want one interface with MAC %s (the second test NIC) in the guest, found %q", PeerMAC, peerIface)
+	if len(found[1]) != 1 {
+		return nil, fmt.Errorf("want one interface with MAC %s (the second test NIC) in the guest, found %q", PeerMAC, found[1])
 	}
+	iface, peerIface := found[0][0], found[1][0]
 	keys, err := harness.TempDir("testlink")
 	if err != nil {
 		return nil, err
@@ -137,13 +141,17 @@ func newVMTestbed(ctx context.Context, vm *harness.VM, image *harness.Image) (*v
 		return nil, err
 	}
 	var ports []TracePort
+	var outPort *TracePort
 	for _, name := range vm.Ports() {
 		if strings.HasPrefix(name, tracePortPrefix) {
 			ports = append(ports, TracePort{Name: name, File: vm.PortFile(name)})
 		}
+		if name == OutPortName {
+			outPort = &TracePort{Name: name, File: vm.PortFile(name)}
+		}
 	}
 	return &vmTestbed{
-		board: &remoteBoard{r: vm.Remote, console: vm, iface: iface, arch: "arm64", ports: ports},
+		board: &remoteBoard{r: vm.Remote, console: vm, iface: iface, arch: "arm64", ports: ports, out: outPort},
 		client: &NetnsClient{Namespace: vm.NetNS(), Iface: vm.Taps()[0],
 			SSHKey: filepath.Join(image.Dir, "id_ed25519"), KnownHosts: known},
 		peer: &Peer{Client: &NetnsClient{Namespace: vm.NetNSOf(1), Iface: vm.Taps()[1]}, BoardInterface: peerIface},
@@ -170,11 +178,22 @@ type remoteBoard struct {
 	}
 	iface, arch string
 	ports       []TracePort // none on a real board: its trace leaves as text
+	out         *TracePort  // the port for bulk output (OutPortBoard), none on a real board
 }
 
-var _ TracePortBoard = (*remoteBoard)(nil)
+var (
+	_ TracePortBoard = (*remoteBoard)(nil)
+	_ OutPortBoard   = (*remoteBoard)(nil)
+)
 
 func (b *remoteBoard) TracePorts() []TracePort { return b.ports }
+
+func (b *remoteBoard) OutPort() (TracePort, bool) {
+	if b.out == nil {
+		return TracePort{}, false
+	}
+	return *b.out, true
+}
 
 func (b *remoteBoard) Run(ctx context.Context, cmd string) ([]byte, error) { return b.r.Run(ctx, cmd) }
 func (b *remoteBoard) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (Process, error) {

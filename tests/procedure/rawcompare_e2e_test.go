@@ -158,15 +158,11 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 		t.Fatal(err)
 	}
 	c := &collector{env: env, name: p.Name()}
-	if err := c.mark(ctx, "begin"); err != nil {
-		t.Fatal(err)
-	}
+	run("begin marker", c.markCmd("begin"))
 	if err := p.Run(ctx, env); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.mark(ctx, "end"); err != nil {
-		t.Fatal(err)
-	}
+	run("end marker", c.markCmd("end"))
 	if _, err := p.Collect(ctx, env); err != nil {
 		t.Fatal(err)
 	}

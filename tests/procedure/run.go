@@ -347,22 +347,16 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		return
 	}
 	var notes []string
-	if ev.Before, notes, err = c.snapshot(ctx, "before"); err != nil {
+	// The begin marker follows the counters, in the same board command.
+	if ev.Before, notes, err = c.snapshot(ctx, "before", "", c.markCmd("begin")); err != nil {
 		ev.InfraError = err
 		return
 	}
 	res.Notes = append(res.Notes, notes...)
 	phase = res.Phase("setup", phase)
-	if err := c.mark(ctx, "begin"); err != nil {
-		ev.InfraError = err
-		return
-	}
 	env.logf("%s: traffic for %s", p.Name(), pc.Options.Duration)
 	runErr := step(ctx, 2*pc.Options.Duration+3*time.Minute, func(ctx context.Context) error { return p.Run(ctx, env) })
-	if err := c.mark(ctx, "end"); err != nil && runErr == nil {
-		runErr = err
-	}
-	if ev.After, notes, err = c.snapshot(ctx, "after"); err != nil {
+	if ev.After, notes, err = c.snapshot(ctx, "after", c.markCmd("end"), ""); err != nil {
 		ev.InfraError = err
 		return
 	}

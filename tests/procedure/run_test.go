@@ -59,7 +59,7 @@ func TestRunProcedureClean(t *testing.T) {
 	// Order: helpers copied, link down before tracing, trace reader, link up, ping, listener
 	// and server, begin marker, end marker, link down, tracing off.
 	order := []string{"copy ", "ip link set dev eth1 down", "buffer_size_kb", "trace_pipe", "ip addr flush dev eth1",
-		"ping -c 3 -i 0.2 -W 2 192.168.200.2", "pktlisten", "iperf -s -u -B 226.94.1.1 -i 1", "multicast begin", "multicast end", "ip link set dev eth1 down", "echo 0 > /sys/kernel/tracing/tracing_on"}
+		"ping -c 3 -i 0.05 -W 2 192.168.200.2", "pktlisten", "iperf -s -u -B 226.94.1.1 -i 1", "multicast begin", "multicast end", "ip link set dev eth1 down", "echo 0 > /sys/kernel/tracing/tracing_on"}
 	i := 0
 	for _, cmd := range b.Ran {
 		if i < len(order) && strings.Contains(cmd, order[i]) {

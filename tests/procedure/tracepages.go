@@ -1,16 +1,22 @@
 package procedure
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"testing/fstest"
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
@@ -42,6 +48,113 @@ func TracePortNames(n int) []string {
 
 const tracePortPrefix = "ppkit.trace.cpu"
 
+// OutPortName is the guest's name of the port for bulk output (OutPortBoard).
+const OutPortName = "ppkit.out"
+
+// OutPortBoard is a Board with a port for bulk copies off the board, such as forward's probe
+// pages: the board's SSH server encrypts on the emulated CPU (about 10 MB/s under TCG); the
+// port moves bytes as they are.
+type OutPortBoard interface {
+	Board
+	OutPort() (TracePort, bool)
+}
+
+// OutPortTimeout bounds the wait for what the guest wrote on the out port to reach its file.
+var OutPortTimeout = 30 * time.Second
+
+// boardFiles runs script (a shell script that fills the board directory dir and does not read
+// its standard input), then brings dir's files named by words (shell words, globs among them)
+// to the host, whole: over the board's out port when it has one, else over SSH. One cat sends
+// them all, one after the other; their names and sizes, printed first, split them again.
+func boardFiles(ctx context.Context, b Board, dir, words, script string) (fstest.MapFS, error) {
+	var port TracePort
+	ob, ok := b.(OutPortBoard)
+	if ok {
+		port, ok = ob.OutPort()
+	}
+	send := `cat "$@"`
+	var start int64
+	if ok {
+		if st, err := os.Stat(port.File); err == nil {
+			start = st.Size()
+		}
+		// "read" is the shell's own: no process a port.
+		send = fmt.Sprintf(`dev=; for n in /sys/class/virtio-ports/*/name; do read -r name < $n || continue; if [ "$name" = %[1]s ]; then d=${n%%/name}; dev=/dev/${d##*/}; fi; done
+if [ -z "$dev" ]; then echo "the board has no virtio port %[1]s" >&2; exit 3; fi
+%[2]s > $dev`, port.Name, send)
+	}
+	out, err := b.Run(ctx, fmt.Sprintf("%s\ncd %s; set -- %s; echo $#; stat -c '%%s %%n' \"$@\"; %s", script, shellQuote(dir), words, send))
+	if err != nil {
+		return nil, err
+	}
+	bad := func() error { return fmt.Errorf("the board's file list: %q", out[:min(len(out), 200)]) }
+	line, rest, _ := bytes.Cut(out, []byte("\n"))
+	count, err := strconv.Atoi(string(line))
+	if err != nil || count < 0 {
+		return nil, bad()
+	}
+	names := make([]string, count)
+	sizes := make([]int64, count)
+	var total int64
+	for i := range names {
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		size, name, _ := strings.Cut(string(line), " ")
+		n, err := strconv.ParseInt(size, 10, 64)
+		if err != nil || n < 0 || name == "" {
+			return nil, bad()
+		}
+		names[i], sizes[i], total = name, n, total+n
+	}
+	data := rest
+	if ok {
+		if data, err = readPort(ctx, port, start, total); err != nil {
+			return nil, err
+		}
+	}
+	if int64(len(data)) != total {
+		return nil, fmt.Errorf("the board sent %d bytes of files, not the %d their sizes add up to", len(data), total)
+	}
+	fsys := fstest.MapFS{}
+	for i, name := range names {
+		fsys[name] = &fstest.MapFile{Data: data[:sizes[i]:sizes[i]]}
+		data = data[sizes[i]:]
+	}
+	return fsys, nil
+}
+
+// readPort waits until n bytes from start have reached port's file, and returns them.
+func readPort(ctx context.Context, port TracePort, start, n int64) ([]byte, error) {
+	deadline := time.Now().Add(OutPortTimeout)
+	for {
+		st, err := os.Stat(port.File)
+		if err != nil {
+			return nil, err
+		}
+		if got := st.Size() - start; got >= n {
+			if got > n {
+				return nil, fmt.Errorf("port %s: %d bytes arrived, the board sent %d", port.Name, got, n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("port %s: %d of %d bytes arrived in %s", port.Name, st.Size()-start, n, OutPortTimeout)
+		}
+		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.Open(port.File)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data := make([]byte, n)
+	if _, err := f.ReadAt(data, start); err != nil {
+		return nil, fmt.Errorf("port %s: %w", port.Name, err)
+	}
+	return data, nil
+}
+
 // tracePorts is the raw transport's share of a collector.
 type tracePorts struct {
 	ports []TracePort
@@ -66,50 +179,48 @@ func rawTraceFormats() []string {
 	return out
 }
 
-// startPorts starts the guest's page copier (tracepages) on every CPU's trace_pipe_raw, each
-// to its port, once the events' formats are on the host.
-func (c *collector) startPorts(ctx context.Context, ports []TracePort) error {
-	b := c.env.Board
+// startPorts enables the tracepoints (setup, a shell script), reads the events' formats and
+// the board's CPUs and virtio ports in the same command, and starts the guest's page copier
+// (tracepages) on every CPU's trace_pipe_raw, each to its port. The formats are kept as
+// dir/formats.tar, what `ppkit model check-trace` reads beside the pages.
+func (c *collector) startPorts(ctx context.Context, ports []TracePort, setup string) error {
 	helper, ok := c.env.Helpers["tracepages"]
 	if !ok {
 		return errors.New("the tracepages helper is not on the board (helpersOn names it for a board with trace ports)")
 	}
-	// The format files report size 0, so tar would store them empty: copy them out first.
-	script := fmt.Sprintf(`set -e; cd %[1]s; D=%[2]s/formats; rm -rf $D; mkdir -p $D
-cat events/header_page > $D/header_page; cat events/header_event > $D/header_event
-for e in %[3]s; do [ -f $e/format ] || continue; n=${e#events/}; mkdir -p $D/$n; cat $e/format > $D/$n/format; done
-echo cpus=$(ls -d per_cpu/cpu* | wc -l)
-for n in /sys/class/virtio-ports/*/name; do [ -f "$n" ] || continue; d=${n%%/name}; echo "port $(cat $n) /dev/${d##*/}"; done
-cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), "events/"+strings.Join(rawTraceFormats(), " events/"))
-	out, err := b.Run(ctx, script)
+	// One head prints every file (each process costs the emulated guest milliseconds; the
+	// files' sizes read 0, so tar would store them empty); globs and tests are the shell's own.
+	script := setup + fmt.Sprintf(`cd %s; echo per_cpu/cpu*
+set -- events/header_page events/header_event
+for e in %s; do if [ -f $e/format ]; then set -- "$@" $e/format; fi; done
+for n in /sys/class/virtio-ports/*/name; do if [ -f $n ]; then set -- "$@" $n; fi; done
+head -n 100000 "$@"`, tracefs, "events/"+strings.Join(rawTraceFormats(), " events/"))
+	out, err := c.env.Board.Run(ctx, script)
 	if err != nil {
-		return fmt.Errorf("read the trace formats: %w", err)
+		return fmt.Errorf("enable tracepoints and read the trace formats: %w", err)
 	}
-	devs := map[string]string{}
-	cpus := -1
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(l, "cpus="); ok {
-			cpus, _ = strconv.Atoi(v)
-		}
-		if f := strings.Fields(l); len(f) == 3 && f[0] == "port" {
-			devs[f[1]] = f[2]
-		}
-	}
-	if cpus != len(ports) {
-		return fmt.Errorf("the board has %d CPUs and %d trace ports: boot it with a port a CPU (TracePortNames)", cpus, len(ports))
-	}
-	tarPath := filepath.Join(c.env.Dir, "formats.tar")
-	if err := b.CopyFrom(ctx, c.env.runDir()+"/formats.tar", tarPath); err != nil {
-		return fmt.Errorf("copy the trace formats: %w", err)
-	}
-	f, err := os.Open(tarPath)
-	if err != nil {
-		return err
-	}
-	c.ports.fm, err = rawtrace.ReadFormatsTar(f, "")
-	f.Close()
+	cpuLine, heads, _ := strings.Cut(string(out), "\n")
+	files, err := splitHeadOutput(heads)
 	if err != nil {
 		return fmt.Errorf("the board's trace formats: %w", err)
+	}
+	events := fstest.MapFS{}
+	devs := map[string]string{} // port name → device
+	for name, data := range files {
+		if rel, ok := strings.CutPrefix(name, "events/"); ok {
+			events[rel] = &fstest.MapFile{Data: data}
+		} else if dir, ok := strings.CutSuffix(name, "/name"); ok && strings.HasPrefix(name, "/sys/class/virtio-ports/") {
+			devs[strings.TrimSpace(string(data))] = "/dev/" + path.Base(dir)
+		}
+	}
+	if err := writeTar(filepath.Join(c.env.Dir, "formats.tar"), events); err != nil {
+		return fmt.Errorf("keep the trace formats: %w", err)
+	}
+	if c.ports.fm, err = rawtrace.ReadFormats(events); err != nil {
+		return fmt.Errorf("the board's trace formats: %w", err)
+	}
+	if cpus := len(strings.Fields(cpuLine)); cpus != len(ports) {
+		return fmt.Errorf("the board has %d CPUs (%s) and %d trace ports: boot it with a port a CPU (TracePortNames)", cpus, cpuLine, len(ports))
 	}
 	args := []string{shellQuote(helper)}
 	c.ports.ports, c.ports.start = ports, make([]int64, len(ports))
@@ -123,14 +234,69 @@ cd $D; tar cf %[2]s/formats.tar .`, tracefs, shellQuote(c.env.runDir()), "events
 		}
 		args = append(args, fmt.Sprintf("%s/per_cpu/cpu%d/trace_pipe_raw", tracefs, i), shellQuote(dev))
 	}
-	r, err := startGuest(ctx, c.env, "tracepages", strings.Join(args, " "))
+	r, err := startGuestAfter(ctx, c.env, "tracepages", readerFilterScript(), strings.Join(args, " "))
 	if err != nil {
 		return err
 	}
 	c.reader = r
 	c.ports.watch = newDrainWatch(&c.ports)
 	c.ports.stop = c.ports.watch.follow()
-	return c.filterReader(ctx)
+	return nil
+}
+
+// splitHeadOutput splits what `head -n N FILE...` prints for two files or more into the
+// files' contents by name: each file comes after a line "==> NAME <==", every one after the
+// first after an empty line too ("\n==> " ends a file, whether or not it ends in a newline).
+func splitHeadOutput(out string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	for i, part := range strings.Split("\n"+out, "\n==> ") {
+		if i == 0 {
+			if part != "" {
+				return nil, fmt.Errorf("head printed %q before its first file", part)
+			}
+			continue
+		}
+		name, data, ok := strings.Cut(part, " <==\n")
+		if !ok {
+			return nil, fmt.Errorf("head printed a file header without its end: %q", part)
+		}
+		files[name] = []byte(data)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("head printed no file: %q", out)
+	}
+	return files, nil
+}
+
+// writeTar writes the files of fsys, sorted by name, as a tar of plain files (mode 0644) at
+// path, atomically.
+func writeTar(path string, fsys fstest.MapFS) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	tw := tar.NewWriter(f)
+	for _, name := range slices.Sorted(maps.Keys(fsys)) {
+		data := fsys[name].Data
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+			f.Close()
+			return err
+		}
+		if _, err := tw.Write(data); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // drainWatch follows the port files as they grow, a whole page at a time (each page decodes

@@ -77,7 +77,7 @@ func (b *Board) emitSync(pfn int) {
 }
 
 var (
-	startRE = regexp.MustCompile(`echo \$\$ > (\S+) && exec (.*)$`)
+	startRE = regexp.MustCompile(`echo \$\$ > (\S+) && (.*&& )?exec (.*)$`)
 	portRE  = regexp.MustCompile(`(?:-p |recv )(\d+)`) // a server's port: iperf -p N, splicerecv N
 	killRE  = regexp.MustCompile(`kill -(TERM|KILL) \$\(cat (\S+)\)`)
 )
@@ -92,13 +92,8 @@ func (b *Board) Run(ctx context.Context, cmd string) ([]byte, error) {
 	switch {
 	case strings.Contains(cmd, "buffer_size_kb"):
 		return nil, nil
-	case strings.HasPrefix(cmd, "cat ") && strings.Contains(cmd, "trace.pid"):
-		return []byte("77\n"), nil
-	case strings.Contains(cmd, "/filter"):
-		if !strings.Contains(cmd, "common_pid != 77 || common_flags & 88") {
-			return nil, fmt.Errorf("bad filter %q", cmd)
-		}
-		return nil, nil
+	case strings.Contains(cmd, snapshotSection):
+		return b.snapshot(cmd)
 	case strings.HasPrefix(cmd, "ip link set dev eth1 down"):
 		if b.traceOut != nil { // destroy: one release event per retry, as 5.10 does
 			b.emit(verdict.EventPoolRelease, fmt.Sprintf("page_pool=%s inflight=%d hold=%d release=%d cnt=0", fakePool, b.Leak, 64+b.HoldsRun, 64+int64(b.HoldsRun)-b.Leak))
@@ -117,39 +112,10 @@ func (b *Board) Run(ctx context.Context, cmd string) ([]byte, error) {
 			return nil, errors.New("exit status 1: 3 packets transmitted, 0 received")
 		}
 		return []byte("3 packets transmitted, 3 packets received, 0% packet loss\n"), nil
-	case strings.Contains(cmd, "/statistics"):
-		return []byte(fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500)), nil
-	case cmd == "cat /proc/net/snmp /proc/net/netstat":
-		return os.ReadFile("../verdict/testdata/snmp/host-6.18-netns.txt")
-	case strings.HasPrefix(cmd, "ethtool -S"):
-		return nil, errors.New("sh: ethtool: not found")
 	case strings.HasPrefix(cmd, "ethtool -K"), strings.HasPrefix(cmd, "echo 1 > /proc/sys/net/ipv4/ipfrag_time"):
 		return nil, nil
 	case strings.Contains(cmd, "trace_marker"):
-		m := regexp.MustCompile(`ppkit: \S+ (begin|end)`).FindString(cmd)
-		b.emit(verdict.EventMarker, m)
-		if strings.HasSuffix(m, "begin") {
-			for i := 0; i < b.HoldsRun; i++ {
-				b.emitSync(9000 + i)
-				b.emit(verdict.EventStateHold, fmt.Sprintf("page_pool=%s page=00000000aa%06x pfn=%d hold=%d", fakePool, i, 9000+i, 65+i))
-			}
-			for i := 0; i < 10; i++ {
-				b.emit(verdict.EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000bb pfn=4100", fakePool))
-				b.emit("page_pool_put_page", fmt.Sprintf("(page_pool_put_page+0x0/0x1a0) dma=0x%x sync=4294967295 direct=0", 4100<<12))
-				b.emitSync(4100)
-				b.emit("kfree_skb", "skbaddr=00000000cc protocol=2048 location=00000000dd")
-			}
-			b.rx += b.Packets
-			if b.DieInRun { // the hook hands the pool a page it never held, and the kernel dies
-				b.emit(verdict.EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000ee pfn=777777", fakePool))
-				b.dead = true
-				b.Console = []verdict.ConsoleReport{{Title: "kernel BUG in kfree", Report: "kernel BUG at mm/slub.c:4140!"}}
-				for _, p := range b.procs { // everything over SSH ends with the guest
-					p.once.Do(func() { close(p.done) })
-				}
-				b.traceOut = nil
-			}
-		}
+		b.marker(cmd)
 		return nil, nil
 	case strings.HasPrefix(cmd, "cat /proc/net/"):
 		state := "07" // UDP sockets are "closed"; TCP listeners are 0A
@@ -179,7 +145,7 @@ func (b *Board) Run(ctx context.Context, cmd string) ([]byte, error) {
 			return []byte("entries: 5\noverrun: 0\nentries: 0\noverrun: 0\n"), nil
 		}
 		return []byte("entries: 0\noverrun: 0\nentries: 0\noverrun: 0\n"), nil
-	case strings.HasPrefix(cmd, "wc -c"):
+	case strings.HasPrefix(cmd, "stat -c %s"):
 		return []byte("8388608\n"), nil
 	case strings.Contains(cmd, "command -v iptables"):
 		if b.IPTables {
@@ -211,6 +177,58 @@ func (b *Board) Run(ctx context.Context, cmd string) ([]byte, error) {
 	return nil, fmt.Errorf("fake board: unexpected command %q", cmd)
 }
 
+// snapshotSection separates the parts of the runner's counters command (one board command:
+// the interface's statistics, /proc/net/snmp and netstat, ethtool -S, between the markers).
+const snapshotSection = "@@ppkit-snapshot "
+
+// snapshot answers the runner's counters command the way the guest's shell would: the end
+// marker before the counters, the begin marker after them. The image has no ethtool.
+func (b *Board) snapshot(cmd string) ([]byte, error) {
+	counters := strings.Index(cmd, "/statistics")
+	if m := strings.Index(cmd, "trace_marker"); m >= 0 && m < counters {
+		b.marker(cmd)
+	}
+	snmp, err := os.ReadFile("../verdict/testdata/snmp/host-6.18-netns.txt")
+	if err != nil {
+		return nil, err
+	}
+	out := fmt.Sprintf("rx_packets %d\nrx_bytes %d\nrx_dropped 0\ntx_packets 3\ntx_bytes 180\n", b.rx, b.rx*1500) +
+		snapshotSection + "snmp\n" + string(snmp) +
+		snapshotSection + "ethtool\nsh: ethtool: not found\n" + snapshotSection + "ethtool-status 127\n"
+	if m := strings.LastIndex(cmd, "trace_marker"); m > counters {
+		b.marker(cmd)
+	}
+	return []byte(out), nil
+}
+
+// marker traces the marker cmd writes, and at the begin marker the traffic of a run.
+func (b *Board) marker(cmd string) {
+	m := regexp.MustCompile(`ppkit: \S+ (begin|end)`).FindString(cmd)
+	b.emit(verdict.EventMarker, m)
+	if strings.HasSuffix(m, "begin") {
+		for i := 0; i < b.HoldsRun; i++ {
+			b.emitSync(9000 + i)
+			b.emit(verdict.EventStateHold, fmt.Sprintf("page_pool=%s page=00000000aa%06x pfn=%d hold=%d", fakePool, i, 9000+i, 65+i))
+		}
+		for i := 0; i < 10; i++ {
+			b.emit(verdict.EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000bb pfn=4100", fakePool))
+			b.emit("page_pool_put_page", fmt.Sprintf("(page_pool_put_page+0x0/0x1a0) dma=0x%x sync=4294967295 direct=0", 4100<<12))
+			b.emitSync(4100)
+			b.emit("kfree_skb", "skbaddr=00000000cc protocol=2048 location=00000000dd")
+		}
+		b.rx += b.Packets
+		if b.DieInRun { // the hook hands the pool a page it never held, and the kernel dies
+			b.emit(verdict.EventSKBReturn, fmt.Sprintf("page_pool=%s page=00000000ee pfn=777777", fakePool))
+			b.dead = true
+			b.Console = []verdict.ConsoleReport{{Title: "kernel BUG in kfree", Report: "kernel BUG at mm/slub.c:4140!"}}
+			for _, p := range b.procs { // everything over SSH ends with the guest
+				p.once.Do(func() { close(p.done) })
+			}
+			b.traceOut = nil
+		}
+	}
+}
+
 func (b *Board) Start(ctx context.Context, cmd string, stdout, stderr io.Writer) (procedure.Process, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -219,9 +237,13 @@ func (b *Board) Start(ctx context.Context, cmd string, stdout, stderr io.Writer)
 	if m == nil {
 		return nil, fmt.Errorf("fake board: start without a pid file: %q", cmd)
 	}
-	p := &process{cmd: m[2], stdout: stdout, done: make(chan struct{})}
+	// The trace reader filters its own page frees before it starts, by its pid ($$).
+	if strings.Contains(m[3], "trace_pipe") && !strings.Contains(m[2], `"common_pid != $$ || common_flags & 88" > /sys/kernel/tracing/events/kmem/mm_page_free/filter`) {
+		return nil, fmt.Errorf("fake board: the trace reader starts without its filter: %q", cmd)
+	}
+	p := &process{cmd: m[3], stdout: stdout, done: make(chan struct{})}
 	b.procs[strings.Trim(m[1], "'")] = p
-	if strings.Contains(m[2], "trace_pipe") {
+	if strings.Contains(m[3], "trace_pipe") {
 		b.traceOut = stdout
 	}
 	return p, nil
