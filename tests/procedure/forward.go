@@ -219,9 +219,16 @@ func peerUp(ctx context.Context, env *Env) error {
 }
 
 // startProbes defines ForwardProbes and enables them in forward's own tracefs instance (the
-// procedure's page_pool trace is untouched), then reads the second NIC's counters, in one
-// board command.
+// procedure's page_pool trace is untouched), starts copying the instance's pages into files as
+// the kernel fills them (tracepages: the ring never overwrites a hit, and little is left to
+// copy after the traffic), reads the probes' formats, starts reading the kernel's text symbols
+// in the background (0.12 s of the guest's CPU, done before the traffic gets going), and reads
+// the second NIC's counters, in one board command.
 func (p *Forward) startProbes(ctx context.Context, env *Env) error {
+	helper, ok := env.Helpers["tracepages"]
+	if !ok {
+		return fmt.Errorf("the tracepages helper is not on the board")
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; cd %s\n", tracefs)
 	fmt.Fprintf(&b, "[ -e kprobe_events ] || { echo 'no kprobe_events in %s: the guest kernel needs CONFIG_KPROBE_EVENTS' >&2; exit 3; }\n", tracefs)
@@ -230,6 +237,16 @@ func (p *Forward) startProbes(ctx context.Context, env *Env) error {
 	}
 	fmt.Fprintf(&b, "mkdir %[1]s; echo %[2]d > %[1]s/buffer_size_kb; echo 1 > %[1]s/events/%[3]s/enable\n",
 		probeInstance, probeBufferKB, probeGroup)
+	// One head prints every format (the format files report size 0, so tar would store them
+	// empty).
+	fmt.Fprintf(&b, `D=%[1]s; rm -rf $D; mkdir -p $D
+set -- events/header_page events/header_event
+for e in events/%[2]s/* events/ftrace/print; do if [ -f $e/format ]; then set -- "$@" $e/format; fi; done
+head -n 100000 "$@" > $D/formats.head
+set --; for c in %[3]s/per_cpu/cpu*; do n=${c##*/}; : > $D/$n.raw; set -- "$@" $c/trace_pipe_raw $D/$n.raw; done
+%[4]s "$@" </dev/null > $D/copy.log 2>&1 & echo $! > $D/copy.pid
+{ cat /proc/kallsyms > $D/kallsyms.part && mv $D/kallsyms.part $D/kallsyms; } </dev/null >/dev/null 2>&1 &
+`, p.probeDir(env), probeGroup, probeInstance, shellQuote(helper))
 	b.WriteString(interfaceCountersCmd(env.Peer.BoardInterface))
 	out, err := env.Board.Run(ctx, b.String())
 	if err != nil {
@@ -239,6 +256,9 @@ func (p *Forward) startProbes(ctx context.Context, env *Env) error {
 	p.peerBefore, err = verdict.ParseInterfaceCounters(out)
 	return err
 }
+
+// probeDir is the board directory of the probes' pages, formats and symbols.
+func (p *Forward) probeDir(env *Env) string { return env.runDir() + "/probes" }
 
 // probePhase marks the start of a phase in the probes' instance.
 func probePhase(ctx context.Context, env *Env, phase string) error {
@@ -252,6 +272,9 @@ func probePhase(ctx context.Context, env *Env, phase string) error {
 type hostServer struct {
 	proc Process
 	out  *os.File
+	c    Client
+	who  string
+	port int
 }
 
 // killer is a Process that can be killed outright (a host process: *exec.Cmd).
@@ -279,11 +302,14 @@ func startHostServer(ctx context.Context, env *Env, c Client, who, name string, 
 		out.Close()
 		return nil, fmt.Errorf("%s: start the iperf server: %w", who, err)
 	}
-	s := &hostServer{proc: proc, out: out}
-	err = pollListening(ctx, who, func(ctx context.Context) ([]byte, error) {
-		return c.Run(ctx, "cat", "/proc/net/tcp")
-	}, "tcp", port)
-	return s, err
+	return &hostServer{proc: proc, out: out, c: c, who: who, port: port}, nil
+}
+
+// listening waits until the server listens.
+func (s *hostServer) listening(ctx context.Context) error {
+	return pollListening(ctx, s.who, func(ctx context.Context) ([]byte, error) {
+		return s.c.Run(ctx, "cat", "/proc/net/tcp")
+	}, "tcp", s.port)
 }
 
 func (p *Forward) Run(ctx context.Context, env *Env) (err error) {
@@ -319,11 +345,15 @@ func (p *Forward) Run(ctx context.Context, env *Env) (err error) {
 		{env.Client, "client", "iperf-server-reverse", ReversePort, &p.reverseOut},
 	} {
 		s, err := startHostServer(sctx, env, srv.c, srv.who, srv.name, srv.port)
-		if s != nil {
-			servers = append(servers, s)
-			*srv.path = s.out.Name()
-		}
 		if err != nil {
+			return err
+		}
+		servers = append(servers, s)
+		*srv.path = s.out.Name()
+	}
+	// All three start at once; then each must listen.
+	for _, s := range servers {
+		if err := s.listening(sctx); err != nil {
 			return err
 		}
 	}
@@ -486,43 +516,34 @@ func forwardRuleCount(out []byte, in, outIf string) (int64, error) {
 	return 0, fmt.Errorf("no forwarding counter rule (-i %s -o %s -j RETURN) in the mangle FORWARD chain", in, outIf)
 }
 
-// readProbes stops the probes and brings their instance's ring-buffer pages off the board as
-// they are (the tracepages helper moves them into files; the guest formats nothing), with the
-// formats that decode them, the kernel's text symbols that name each hit's caller and the
-// buffer's stats (boardFiles: over the out port, about 12 MB at T = 30 s). It keeps them as
-// probes.tar in the artifacts and counts them. Removing the instance and the events waits for
-// RCU grace periods and patches kernel text a probe at a time (0.26 s under TCG): the board
-// does that in the background while the procedure goes on.
+// readProbes stops the probes and their copier (which moves what is left) and brings the
+// instance's ring-buffer pages off the board as they are, with the formats that decode them,
+// the kernel's text symbols that name each hit's caller and the buffer's stats (boardFiles:
+// over the out port, about 12 MB at T = 30 s). It keeps them as probes.tar in the artifacts
+// and counts them. Removing the instance and the events waits for RCU grace periods and
+// patches kernel text a probe at a time (0.26 s under TCG): the board does that in the
+// background while the procedure goes on.
 func (p *Forward) readProbes(ctx context.Context, env *Env) (probeCounts, int64, error) {
-	helper, ok := env.Helpers["tracepages"]
-	if !ok {
-		return nil, 0, fmt.Errorf("the tracepages helper is not on the board")
-	}
 	var rm strings.Builder
 	fmt.Fprintf(&rm, "cd %s; echo 0 > %s/events/%s/enable; rmdir %s", tracefs, probeInstance, probeGroup, probeInstance)
 	for _, fn := range ForwardProbes {
 		fmt.Fprintf(&rm, "; echo '-:%s/%s' >> kprobe_events", probeGroup, fn)
 	}
-	// One head prints every format (the format files report size 0, so tar would store them
-	// empty).
-	dir := env.runDir() + "/probes"
-	script := fmt.Sprintf(`set -e; D=%[1]s; rm -rf $D; mkdir -p $D; cd %[2]s
-echo 0 > %[4]s/tracing_on; cat %[4]s/per_cpu/cpu*/stats > $D/stats
-set -- events/header_page events/header_event
-for e in events/%[3]s/* events/ftrace/print; do if [ -f $e/format ]; then set -- "$@" $e/format; fi; done
-head -n 100000 "$@" > $D/formats.head
-cat /proc/kallsyms > $D/kallsyms
-set --; for c in %[4]s/per_cpu/cpu*; do n=${c##*/}; : > $D/$n.raw; set -- "$@" $c/trace_pipe_raw $D/$n.raw; done
-%[5]s "$@" > $D/copy.log 2>&1 & pid=$!
-until grep -q copying $D/copy.log; do kill -0 $pid 2>/dev/null || { cat $D/copy.log >&2; exit 1; }; sleep 0.02; done
-kill -TERM $pid; wait $pid`, dir, tracefs, probeGroup, probeInstance, shellQuote(helper))
+	dir := p.probeDir(env)
+	// Waits of at most 10 s in 10 ms steps: the copier's last pages, the symbols.
+	script := fmt.Sprintf(`set -e; D=%[1]s; cd %[2]s
+echo 0 > %[3]s/tracing_on; cat %[3]s/per_cpu/cpu*/stats > $D/stats
+pid=$(cat $D/copy.pid); kill -TERM $pid 2>/dev/null || true
+n=0; while kill -0 $pid 2>/dev/null; do n=$((n+1)); if [ $n -gt 1000 ]; then echo "the probes' page copier did not stop" >&2; exit 1; fi; sleep 0.01; done
+if ! grep -q bytes= $D/copy.log; then echo "the probes' page copier failed:" >&2; cat $D/copy.log >&2; exit 1; fi
+n=0; until [ -f $D/kallsyms ]; do n=$((n+1)); if [ $n -gt 1000 ]; then echo "no /proc/kallsyms after 10 s" >&2; exit 1; fi; sleep 0.01; done`, dir, tracefs, probeInstance)
 	fsys, err := boardFiles(ctx, env.Board, dir, "stats formats.head kallsyms cpu*.raw", script)
-	if err != nil {
-		return nil, 0, fmt.Errorf("copy the kprobe instance's pages: %w", err)
-	}
 	cleanup := fmt.Sprintf("(rm -rf %s; %s) </dev/null >/dev/null 2>&1 &", dir, rm.String())
 	if _, err := env.Board.Run(ctx, cleanup); err != nil {
 		env.logf("forward: remove the kprobe events: %v", err)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("copy the kprobe instance's pages: %w", err)
 	}
 	st, err := parseTraceStats(fsys["stats"].Data)
 	if err != nil {
