@@ -91,14 +91,10 @@ func (c *collector) startTracing(ctx context.Context) error {
 	}
 	pb, raw := b.(TracePortBoard)
 	raw = raw && len(pb.TracePorts()) > 0
-	bufferKB := TraceBufferKB
 	if raw {
-		bufferKB = RawTraceBufferKB
+		return c.startPorts(ctx, pb.TracePorts(), tracingSetupScript(RawTraceBufferKB, c.design))
 	}
-	if raw {
-		return c.startPorts(ctx, pb.TracePorts(), tracingSetupScript(bufferKB, c.design))
-	}
-	if _, err := b.Run(ctx, tracingSetupScript(bufferKB, c.design)); err != nil {
+	if _, err := b.Run(ctx, tracingSetupScript(TraceBufferKB, c.design)); err != nil {
 		return fmt.Errorf("enable tracepoints: %w", err)
 	}
 	r, err := startGuestAfter(ctx, c.env, "trace", readerFilterScript(), "cat "+tracefs+"/trace_pipe")
