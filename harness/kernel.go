@@ -76,8 +76,8 @@ type Kernel struct {
 }
 
 // BuildKernel builds (or finds in the cache) the arm64 kernel for opts. An unchanged input returns
-// at once; a changed series rebuilds incrementally in the build directory shared by all builds of
-// the same source and config.
+// at once; a changed series rebuilds incrementally in the build directory of its source, config
+// and header state (builddir.go).
 func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	start := time.Now()
 	cache, progress, err := cacheAndProgress(opts.Cache, opts.Progress)
@@ -119,7 +119,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	cfgKey.add("source", []byte(src.id))
 	cfgKey.add("fragment", fragment)
 	addBoardConfig(cfgKey, opts)
-	buildDir := filepath.Join(cache, "build", src.id+"-"+cfgSum())
+	buildPrefix := filepath.Join(cache, "build", src.id+"-"+cfgSum())
 
 	key, keySum := newHasher()
 	key.add("recipe", []byte(kernelRecipe))
@@ -162,9 +162,26 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		k.Elapsed = time.Since(start)
 		return k, nil
 	}
-	if _, err := prepareWorkTree(ctx, work, src, series, progress); err != nil {
+	prev, tree, err := prepareWorkTree(ctx, work, src, series, progress)
+	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
+	state, err := headerState(ctx, work, src.commit, tree)
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: %w", err)
+	}
+	buildDir := buildPrefix + "-" + state
+	os.RemoveAll(buildPrefix) // the one build directory of every state, before builddir.go
+	done, err := readyBuildDir(ctx, work, src.commit, prev, tree, buildDir, buildPrefix+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: build directory: %w", err)
+	}
+	built := false
+	defer func() {
+		if err := done(built); err != nil {
+			fmt.Fprintf(progress, "kernel: build directory %s: %v\n", buildDir, err)
+		}
+	}()
 	stage, err := os.MkdirTemp(filepath.Join(cache, "kernel"), ".build-")
 	if err != nil {
 		if err := os.MkdirAll(filepath.Join(cache, "kernel"), 0o755); err != nil {
@@ -188,6 +205,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if err := b.make("Image"); err != nil {
 		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
 	}
+	built = true
 	for from, to := range map[string]string{
 		"arch/arm64/boot/Image": "Image", ".config": "config", "System.map": "System.map",
 	} {

@@ -176,34 +176,38 @@ func tarballDigest(cache, tarball string) (string, error) {
 }
 
 // prepareWorkTree makes ppkit's own work tree work (a shared clone of src, created on first use)
-// hold exactly src.commit plus the series. Only files whose content changes are rewritten, so
+// hold exactly src.commit plus the series, and returns the tree it held before (prev, "" for a
+// new work tree) and the one it holds now. Only files whose content changes are rewritten, so
 // the out-of-tree build stays incremental: going from a prefix of a series to the next one
 // rewrites the files of that one patch, not every file the series touches (make would rebuild
 // everything that includes mm_types.h or skbuff.h). The caller holds the work tree lock.
-func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *stgit.Series, progress io.Writer) (string, error) {
+func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *stgit.Series, progress io.Writer) (prev, tree string, err error) {
 	if progress == nil {
 		progress = io.Discard
 	}
 	if _, err := os.Stat(filepath.Join(work, ".git")); err != nil {
 		fmt.Fprintf(progress, "kernel: creating work tree %s (once)\n", work)
+	} else if t, err := git(ctx, work, "write-tree"); err == nil {
+		prev = t // the index describes the work tree's content
 	}
 	if _, err := stgit.SharedClone(ctx, src.repo, work, src.commit); err != nil {
-		return "", fmt.Errorf("work tree: %w", err)
+		return "", "", fmt.Errorf("work tree: %w", err)
 	}
 	// The tree to build is written first, through a private index: a patch that does not apply
 	// is named (with its rejected hunk) before the work tree changes.
-	tree := src.commit
+	tree, err = git(ctx, work, "rev-parse", src.commit+"^{tree}")
+	if err != nil {
+		return "", "", fmt.Errorf("work tree: %w", err)
+	}
 	if series != nil && len(series.Patches) > 0 {
-		t, err := stgit.OwnRepo(work).SeriesTree(ctx, src.commit, series)
-		if err != nil {
-			return "", err
+		if tree, err = stgit.OwnRepo(work).SeriesTree(ctx, src.commit, series); err != nil {
+			return "", "", err
 		}
-		tree = t
 	}
 	if err := switchWorkTree(ctx, work, src.commit, tree); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return work, nil
+	return prev, tree, nil
 }
 
 // switchWorkTree makes the work tree and its index hold tree, on HEAD detached at commit. The

@@ -98,8 +98,8 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	work, err := prepareWorkTree(ctx, cache, src, series, nil)
-	if err != nil {
+	work := cache
+	if _, _, err := prepareWorkTree(ctx, work, src, series, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(filepath.Join(work, "net/core/page_pool.c"))
@@ -124,7 +124,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 		t.Helper()
 		before := mtimes()
 		time.Sleep(20 * time.Millisecond)
-		if _, err := prepareWorkTree(ctx, cache, src, s, nil); err != nil {
+		if _, _, err := prepareWorkTree(ctx, cache, src, s, nil); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		after := mtimes()
@@ -174,7 +174,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := prepareWorkTree(ctx, cache, src, bad, nil); err == nil || !strings.Contains(err.Error(), "bad.patch") {
+	if _, _, err := prepareWorkTree(ctx, cache, src, bad, nil); err == nil || !strings.Contains(err.Error(), "bad.patch") {
 		t.Errorf("bad patch: err = %v, want one naming bad.patch", err)
 	}
 
@@ -187,7 +187,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if err != nil || src2.commit == src.commit || src2.id != src.id {
 		t.Fatalf("after a commit: %+v, %v (was %+v)", src2, err, src)
 	}
-	if _, err := prepareWorkTree(ctx, cache, src2, nil, nil); err != nil {
+	if _, _, err := prepareWorkTree(ctx, cache, src2, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(untouched); string(got) != "int skb2;\n" {
