@@ -1,63 +1,119 @@
 package gomodel
 
-// pfnIndex maps a pfn to its index in traceChecker.pfns. A trace touches pfns of a few
-// contiguous ranges (the guest's memory), so a table of 4096-entry chunks with the last chunk
-// cached beats a map on every event (the replay's hottest lookup). Past maxPfnChunks chunks
-// (16 GiB of 4 KiB pages, 16 MiB of table: a trace of scattered pfns, not of a guest) new pfns go to a map.
-type pfnIndex struct {
-	chunks  map[uint64]*[pfnChunk]int32 // entries are index+1; 0: none
-	lastKey uint64
-	last    *[pfnChunk]int32 // chunk lastKey, nil if it has none
-	sparse  map[uint64]int32
+// pfnTable holds the replay's state of each page. A trace touches the pfns of a few
+// contiguous ranges (the guest's memory), so the states sit in chunks of pfnChunk pages,
+// found by pfn from a base through a small table that grows to cover each new pfn while it
+// spans at most maxDensePfns: a lookup is a subtraction, a chunk pointer that stays in the
+// cache, and the state's own cache line (three lookups per packet: the replay's hottest
+// access). A pfn that would stretch the table further (scattered pfns, not a guest's) gets a
+// state of its own in a map; when the map comes to hold more pages than the chunks, the table
+// starts again around the next such pfn (a trace whose first pfn was a stray one).
+type pfnTable struct {
+	base     uint64                // pfn of chunks[0][0], a multiple of pfnChunk
+	chunks   []*[pfnChunk]pfnState // nil: no known page there; known states have pfKnown
+	inChunks int                   // known pages in chunks
+	sparse   map[uint64]*pfnState  // known pages outside the chunks' span
+	rebaseAt int                   // the known pages at which the table may start again
 }
 
 const (
-	pfnChunkBits = 12
-	pfnChunk     = 1 << pfnChunkBits
-	maxPfnChunks = 1024
+	pfnChunkBits = 9
+	pfnChunk     = 1 << pfnChunkBits // 512 pages, 40 KiB of states
+	maxDensePfns = 1 << 20           // 4 GiB of 4 KiB pages: 2048 chunk pointers
 )
 
-func (x *pfnIndex) chunk(key uint64) *[pfnChunk]int32 {
-	if x.last != nil && key == x.lastKey {
-		return x.last
+// get is the state of a page the trace has met, nil if none.
+func (t *pfnTable) get(pfn uint64) *pfnState {
+	if i := pfn - t.base; i>>pfnChunkBits < uint64(len(t.chunks)) {
+		if ch := t.chunks[i>>pfnChunkBits]; ch != nil {
+			if st := &ch[i&(pfnChunk-1)]; st.flags&pfKnown != 0 {
+				return st
+			}
+		}
+		return nil
 	}
-	ch := x.chunks[key]
-	if ch != nil {
-		x.lastKey, x.last = key, ch
-	}
-	return ch
+	return t.sparse[pfn]
 }
 
-func (x *pfnIndex) get(pfn uint64) (int32, bool) {
-	if ch := x.chunk(pfn >> pfnChunkBits); ch != nil {
-		if i := ch[pfn&(pfnChunk-1)]; i != 0 {
-			return i - 1, true
-		}
-		return 0, false
-	}
-	i, ok := x.sparse[pfn]
-	return i, ok
+// add makes pfn known, with no holder and not released, and returns its state. pfn must not
+// be known.
+func (t *pfnTable) add(pfn uint64) *pfnState {
+	st := t.slot(pfn)
+	*st = pfnState{holder: -1, released: -1, flags: pfKnown}
+	return st
 }
 
-func (x *pfnIndex) set(pfn uint64, i int32) {
-	key := pfn >> pfnChunkBits
-	ch := x.chunk(key)
-	if ch == nil && len(x.chunks) < maxPfnChunks {
-		if x.chunks == nil {
-			x.chunks = map[uint64]*[pfnChunk]int32{}
+func (t *pfnTable) slot(pfn uint64) *pfnState {
+	if i := pfn - t.base; i>>pfnChunkBits < uint64(len(t.chunks)) {
+		ch := t.chunks[i>>pfnChunkBits]
+		if ch == nil {
+			ch = new([pfnChunk]pfnState)
+			t.chunks[i>>pfnChunkBits] = ch
 		}
-		ch = new([pfnChunk]int32)
-		x.chunks[key] = ch
-		x.lastKey, x.last = key, ch
+		t.inChunks++
+		return &ch[i&(pfnChunk-1)]
 	}
-	if ch == nil {
-		if x.sparse == nil {
-			x.sparse = map[uint64]int32{}
-		}
-		x.sparse[pfn] = i
-		return
+	lo := pfn &^ (pfnChunk - 1)
+	switch hi := t.base + uint64(len(t.chunks))*pfnChunk; {
+	case len(t.chunks) > 0 && max(hi, lo+pfnChunk)-min(lo, t.base) <= maxDensePfns:
+		t.span(min(lo, t.base), max(hi, lo+pfnChunk))
+		return t.slot(pfn)
+	case len(t.chunks) == 0 || len(t.sparse) > t.inChunks && t.len() >= t.rebaseAt:
+		t.span(lo, lo+pfnChunk)
+		t.rebaseAt = 2 * t.len()
+		return t.slot(pfn)
 	}
-	ch[pfn&(pfnChunk-1)] = i + 1
+	if t.sparse == nil {
+		t.sparse = map[uint64]*pfnState{}
+	}
+	st := new(pfnState)
+	t.sparse[pfn] = st
+	return st
 }
 
-func (x *pfnIndex) reset() { *x = pfnIndex{} }
+// span makes the chunks cover lo..hi-1 (multiples of pfnChunk) and moves every known state
+// where it now belongs: the chunks inside the new span stay where they are.
+func (t *pfnTable) span(lo, hi uint64) {
+	base, chunks, sparse := t.base, t.chunks, t.sparse
+	t.base, t.chunks, t.sparse, t.inChunks = lo, make([]*[pfnChunk]pfnState, (hi-lo)/pfnChunk), nil, 0
+	put := func(pfn uint64, st *pfnState) {
+		if i := pfn - t.base; i>>pfnChunkBits < uint64(len(t.chunks)) {
+			*t.slot(pfn) = *st
+			return
+		}
+		if t.sparse == nil {
+			t.sparse = map[uint64]*pfnState{}
+		}
+		t.sparse[pfn] = st
+	}
+	for k, ch := range chunks {
+		if ch == nil {
+			continue
+		}
+		first := base + uint64(k)*pfnChunk
+		if i := first - t.base; i>>pfnChunkBits < uint64(len(t.chunks)) {
+			t.chunks[i>>pfnChunkBits] = ch
+			for j := range ch {
+				if ch[j].flags&pfKnown != 0 {
+					t.inChunks++
+				}
+			}
+			continue
+		}
+		for j := range ch {
+			if ch[j].flags&pfKnown != 0 {
+				st := ch[j]
+				put(first+uint64(j), &st)
+			}
+		}
+	}
+	for pfn, st := range sparse {
+		put(pfn, st)
+	}
+}
+
+// len is the number of known pages.
+func (t *pfnTable) len() int { return t.inChunks + len(t.sparse) }
+
+// reset forgets every page.
+func (t *pfnTable) reset() { *t = pfnTable{} }

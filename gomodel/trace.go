@@ -232,33 +232,53 @@ type poolTraceState struct {
 	preTraced            int
 }
 
-type histEntry struct {
-	line int32
-	kind uint8
-	pool int32
+// histEntry is one event of a page's history: its line (bits 0-31), its kind (32-39) and
+// its pool + 1 (40-63; 0: none, or a pool past the 16,777,214th, which is not named).
+type histEntry uint64
+
+func newHistEntry(ev *traceEvent) histEntry {
+	pool := uint64(ev.pool + 1)
+	if pool >= 1<<24 {
+		pool = 0
+	}
+	return histEntry(uint64(uint32(ev.line)) | uint64(ev.kind)<<32 | pool<<40)
 }
 
+func (h histEntry) line() int32 { return int32(uint32(h)) }
+func (h histEntry) kind() uint8 { return uint8(h >> 32) }
+func (h histEntry) pool() int32 { return int32(h>>40) - 1 }
+
+// pfnState is what the replay knows of a page: 80 bytes, its history included.
 type pfnState struct {
 	holder   int32 // pool holding page_pool state, -1
 	released int32 // pool that released it last and has not held it since, -1
-	freed    bool  // freed by the page allocator and not held since
-	// The DMA sync rule: synced says arch_sync_dma_for_device covered the page since its last
-	// return to its pool (or since its last release: for the slow path's first hand-out);
-	// returned says the page went back to its pool (page_pool_skb_return or
-	// page_pool_put_page) and has not left it since; skbReturn says the last event was the
-	// hook's page_pool_skb_return, whose page_pool_put_page is the same return.
-	synced, returned, skbReturn bool
-	nh                          uint8
-	hist                        [8]histEntry
+	nh       uint32
+	// flags: pfKnown, and
+	//   - pfFreed: freed by the page allocator and not held since;
+	//   - the DMA sync rule: pfSynced says arch_sync_dma_for_device covered the page since its
+	//     last return to its pool (or since its last release: for the slow path's first
+	//     hand-out); pfReturned says the page went back to its pool (page_pool_skb_return or
+	//     page_pool_put_page) and has not left it since; pfSkbReturn says the last event was
+	//     the hook's page_pool_skb_return, whose page_pool_put_page is the same return.
+	flags uint8
+	hist  [8]histEntry
 }
+
+const (
+	pfKnown uint8 = 1 << iota
+	pfFreed
+	pfSynced
+	pfReturned
+	pfSkbReturn
+	pfRule = pfSynced | pfReturned | pfSkbReturn
+)
 
 // traceChecker replays events: per pool its counters, per pfn which pool holds it.
 type traceChecker struct {
-	rep    *TraceReport
-	ptrs   map[string]int32 // pointer -> current pool
-	pools  []poolTraceState
-	pfnIdx pfnIndex
-	pfns   []pfnState
+	rep   *TraceReport
+	ptrs  map[string]int32 // pointer -> current pool
+	pools []poolTraceState
+	pfns  pfnTable
 	// putsKnown counts the put probe events that name a page a pool holds (ProbeError).
 	putsKnown int
 	line      string // the raw line of the event being replayed, for violation reports
@@ -1010,19 +1030,14 @@ func (c *traceChecker) newPool(ptr string) int32 {
 // ---- replay ----
 
 func (c *traceChecker) pfn(pfn uint64, create bool) *pfnState {
-	if i, ok := c.pfnIdx.get(pfn); ok {
-		return &c.pfns[i]
+	if st := c.pfns.get(pfn); st != nil || !create {
+		return st
 	}
-	if !create {
-		return nil
-	}
-	c.pfns = append(c.pfns, pfnState{holder: -1, released: -1})
-	c.pfnIdx.set(pfn, int32(len(c.pfns)-1))
-	return &c.pfns[len(c.pfns)-1]
+	return c.pfns.add(pfn)
 }
 
 func (st *pfnState) record(ev *traceEvent) {
-	st.hist[st.nh%8] = histEntry{line: ev.line, kind: ev.kind, pool: ev.pool}
+	st.hist[st.nh%8] = newHistEntry(ev)
 	st.nh++
 }
 
@@ -1049,9 +1064,9 @@ func (c *traceChecker) pfnHistory(st *pfnState) []string {
 	}
 	for i := start; i < n; i++ {
 		h := st.hist[i%8]
-		s := fmt.Sprintf("line %d: %s", h.line, traceEventNames[h.kind])
-		if h.pool >= 0 {
-			s += " page_pool=" + c.pools[h.pool].Pool
+		s := fmt.Sprintf("line %d: %s", h.line(), traceEventNames[h.kind()])
+		if p := h.pool(); p >= 0 {
+			s += " page_pool=" + c.pools[p].Pool
 		}
 		out = append(out, s)
 	}
@@ -1067,7 +1082,7 @@ func (c *traceChecker) misreturn(ev *traceEvent, st *pfnState, p *poolTraceState
 	switch {
 	case st.holder >= 0:
 		c.violate(ForeignPageReturned, ev, st, "%s, but pool %s holds it", what, c.poolName(st.holder))
-	case st.freed:
+	case st.flags&pfFreed != 0:
 		c.violate(UseAfterFree, ev, st, "%s after the page allocator freed it", what)
 	case st.released == ev.pool:
 		c.violate(DoubleReturn, ev, st, "%s, a page that pool already released", what)
@@ -1088,11 +1103,10 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		// Whatever the lost events did to pages is unknown: forget every page's state and
 		// judge pages again from their next event on, as for a pool traced mid-run. The
 		// pools' own counters (page_pool_release) still decide inflight.
-		if len(c.pfns) > 0 {
+		if c.pfns.len() > 0 {
 			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("line %d: %s: page states forgotten, pages are judged again from their next event", ev.line, strings.TrimSpace(c.line)))
 		}
-		c.pfnIdx.reset()
-		c.pfns = c.pfns[:0]
+		c.pfns.reset()
 		for i := range c.pools {
 			c.pools[i].Complete = false
 			c.pools[i].Held = 0
@@ -1117,7 +1131,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 			c.rep.Figures.HoldsInWindow++
 		}
 		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
-		_, known := c.pfnIdx.get(ev.pfn)
+		known := c.pfns.get(ev.pfn) != nil
 		st := c.pfn(ev.pfn, true)
 		st.record(ev)
 		// page_pool's slow path maps the page and syncs it for the device before the hold
@@ -1125,12 +1139,12 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		// pool's device is not coherent and the sync rule applies to the pool. A page the
 		// trace never saw since a lost-events gap may have had its sync in the gap.
 		switch {
-		case st.synced:
+		case st.flags&pfSynced != 0:
 			p.syncChecked = true
 		case p.syncChecked && (known || c.rep.LostEvents == 0):
 			c.notSynced(ev, st, pl, "pool %s hands pfn %d to the NIC (slow-path allocation, page_pool_state_hold) without arch_sync_dma_for_device of the page", p.Pool, ev.pfn)
 		}
-		st.synced, st.returned, st.skbReturn = false, false, false
+		st.flags &^= pfRule
 		if ev.softirq == 1 && ev.cpu >= 0 && ev.cpu < 64 {
 			p.napiCPUs |= 1 << uint(ev.cpu)
 		}
@@ -1143,7 +1157,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 			}
 			c.violate(DMAMappedPageFreed, ev, st, "the page allocator handed out pfn %d again while pool %s still holds it (no page_pool_state_release): it was freed while DMA-mapped", ev.pfn, old.Pool)
 		}
-		st.holder, st.released, st.freed = pl, -1, false
+		st.holder, st.released = pl, -1
+		st.flags &^= pfFreed
 		p.Held++
 	case evRelease:
 		p := &c.pools[ev.pool]
@@ -1177,7 +1192,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		case st.holder == ev.pool:
 			p.Held--
 			st.holder, st.released = -1, ev.pool
-			st.synced, st.returned, st.skbReturn = false, false, false
+			st.flags &^= pfRule
 		case !c.misreturn(ev, st, p, fmt.Sprintf("pool %s releases pfn %d", p.Pool, ev.pfn)):
 			p.preTraced++
 		}
@@ -1193,7 +1208,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		switch {
 		case st.holder == ev.pool:
 			c.returnedToPool(ev, st)
-			st.skbReturn = true
+			st.flags |= pfSkbReturn
 		default:
 			c.misreturn(ev, st, p, fmt.Sprintf("the return hook hands pfn %d to pool %s", ev.pfn, p.Pool))
 		}
@@ -1201,11 +1216,10 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		n := uint64(1) << ev.order
 		for k := uint64(0); k < n; k++ {
 			pfn := ev.pfn + k
-			i, ok := c.pfnIdx.get(pfn)
-			if !ok {
+			st := c.pfns.get(pfn)
+			if st == nil {
 				continue
 			}
-			st := &c.pfns[i]
 			st.record(ev)
 			if st.holder >= 0 {
 				p := &c.pools[st.holder]
@@ -1218,8 +1232,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 				e.pfn = pfn
 				c.violate(DMAMappedPageFreed, &e, st, "pfn %d is freed while pool %s still holds it (no page_pool_state_release): freed while DMA-mapped", pfn, p.Pool)
 			}
-			st.holder, st.released, st.freed = -1, -1, true
-			st.synced, st.returned, st.skbReturn = false, false, false
+			st.holder, st.released = -1, -1
+			st.flags = st.flags&^pfRule | pfFreed
 		}
 	case evPoolRelease:
 		p := &c.pools[ev.pool]
@@ -1247,7 +1261,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		}
 		for pfn := ev.pfn; ; pfn++ {
 			st := c.pfn(pfn, true)
-			st.synced = true
+			st.flags |= pfSynced
 			if pfn == ev.pfn {
 				st.record(ev)
 			}
@@ -1266,8 +1280,8 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		}
 		c.putsKnown++
 		st.record(ev)
-		if st.skbReturn { // the hook's put of the page it just traced
-			st.skbReturn = false
+		if st.flags&pfSkbReturn != 0 { // the hook's put of the page it just traced
+			st.flags &^= pfSkbReturn
 		} else {
 			c.returnedToPool(ev, st)
 		}
@@ -1295,10 +1309,10 @@ const maxSyncPages = 64
 // shows that the NIC had the page. page_pool_put_page syncs right after this event, before the
 // page enters the cache or the ring.
 func (c *traceChecker) returnedToPool(ev *traceEvent, st *pfnState) {
-	if st.returned && !st.synced && c.pools[st.holder].syncChecked {
+	if st.flags&(pfReturned|pfSynced) == pfReturned && c.pools[st.holder].syncChecked {
 		c.notSynced(ev, st, st.holder, "pfn %d comes back to pool %s, which handed it out again (to the NIC) without arch_sync_dma_for_device of the page after its previous return", ev.pfn, c.poolName(st.holder))
 	}
-	st.returned, st.synced, st.skbReturn = true, false, false
+	st.flags = st.flags&^pfRule | pfReturned
 }
 
 // notSynced reports NotSyncedForDevice once per pool; later ones are counted in a note.
@@ -1393,8 +1407,9 @@ func (c *traceChecker) finish() *TraceReport {
 					p.Pool, lr.Inflight, lr.Hold, lr.Release, lr.Cnt, p.Held, p.FreedWhileHeld)}
 			if p.hasCulp {
 				v.Page = fmt.Sprintf("pfn %d", p.culprit)
-				i, _ := c.pfnIdx.get(p.culprit)
-				v.History = c.pfnHistory(&c.pfns[i])
+				if st := c.pfns.get(p.culprit); st != nil {
+					v.History = c.pfnHistory(st)
+				}
 			}
 			rep.Violations = append(rep.Violations, v)
 		}
