@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/ppkit/ppkit/gomodel"
 )
@@ -83,6 +84,9 @@ type decoder struct {
 	sync, direct           slot
 	buf                    int // ftrace/print: offset of buf[]
 	hasOrder, isPrint, nop bool
+	// fixed: the fields Decoder.fast reads have the widths it reads them with (pool, pfn,
+	// addr, size: 8 bytes; count, dir, sync: 4; direct: 1), so it reads them without slot.get.
+	fixed bool
 }
 
 // Decoder turns the records of a trace's pages into gomodel events, by the events' formats.
@@ -211,6 +215,16 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 	default:
 		dc.kind, dc.nop = gomodel.EventOther, true
 	}
+	switch dc.kind {
+	case gomodel.EventStateHold, gomodel.EventStateRelease:
+		dc.fixed = dc.pool.size == 8 && dc.pfn.size == 8 && dc.count.size == 4
+	case gomodel.EventSkbReturn:
+		dc.fixed = dc.pool.size == 8 && dc.pfn.size == 8
+	case gomodel.EventDMASync:
+		dc.fixed = dc.addr.size == 8 && dc.length.size == 8 && dc.dir.size == 4
+	case gomodel.EventPut:
+		dc.fixed = dc.addr.size == 8 && dc.sync.size == 4 && dc.direct.size == 1
+	}
 	for id >= len(d.decs) {
 		d.decs = append(d.decs, nil)
 	}
@@ -294,29 +308,49 @@ func (d *Decoder) Decode(rec *Record, ev *gomodel.Event) error {
 	return nil
 }
 
-// feed replays one record in s: the events most of a trace is made of go to the stream field by
-// field (TraceStream.PageEvent, SyncEvent, PutEvent), the rest through Decode and ev.
+// feed replays one record in s: the events most of a trace is made of through fast, the rest
+// through Decode and ev.
 func (d *Decoder) feed(rec *Record, s *gomodel.TraceStream, ev *gomodel.Event) error {
-	if data := rec.Data; len(data) >= 4 {
-		if id := int(binary.LittleEndian.Uint16(data)); id < len(d.decs) {
-			if dc := d.decs[id]; dc != nil && len(data) >= dc.need {
-				switch dc.kind {
-				case gomodel.EventStateHold, gomodel.EventStateRelease, gomodel.EventSkbReturn:
-					s.PageEvent(dc.kind, usecs(rec.TS), rec.CPU, data[dc.flags.off], dc.pool.get(data), dc.pfn.get(data), uint32(dc.count.get(data)))
-					return nil
-				case gomodel.EventDMASync:
-					return s.SyncEvent(usecs(rec.TS), rec.CPU, data[dc.flags.off], dc.addr.get(data), dc.length.get(data), uint32(dc.dir.get(data)))
-				case gomodel.EventPut:
-					s.PutEvent(usecs(rec.TS), rec.CPU, data[dc.flags.off], dc.addr.get(data), uint32(dc.sync.get(data)), uint8(dc.direct.get(data)))
-					return nil
-				}
-			}
+	if rec.Data != nil {
+		if ok, err := d.fast(rec.CPU, rec.TS, rec.Data, s); ok {
+			return err
 		}
 	}
 	if err := d.Decode(rec, ev); err != nil {
 		return err
 	}
 	return s.Event(ev)
+}
+
+// fast replays a record (data, at ts on cpu) of the kinds most of a trace is made of, field
+// by field (TraceStream.PageEvent, SyncEvent, PutEvent): false, having done nothing, for any
+// other record, or one of an event id Decode has not met yet.
+func (d *Decoder) fast(cpu int, ts uint64, data []byte, s *gomodel.TraceStream) (bool, error) {
+	if len(data) < 4 {
+		return false, nil
+	}
+	id := int(binary.LittleEndian.Uint16(data))
+	if id >= len(d.decs) {
+		return false, nil
+	}
+	dc := d.decs[id]
+	if dc == nil || !dc.fixed || len(data) < dc.need {
+		return false, nil
+	}
+	le := binary.LittleEndian
+	switch dc.kind {
+	case gomodel.EventStateHold, gomodel.EventStateRelease:
+		s.PageEvent(dc.kind, usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.pool.off:]), le.Uint64(data[dc.pfn.off:]), le.Uint32(data[dc.count.off:]))
+	case gomodel.EventSkbReturn:
+		s.PageEvent(dc.kind, usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.pool.off:]), le.Uint64(data[dc.pfn.off:]), 0)
+	case gomodel.EventDMASync:
+		return true, s.SyncEvent(usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.addr.off:]), le.Uint64(data[dc.length.off:]), le.Uint32(data[dc.dir.off:]))
+	case gomodel.EventPut:
+		s.PutEvent(usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.addr.off:]), le.Uint32(data[dc.sync.off:]), data[dc.direct.off])
+	default:
+		return false, nil
+	}
+	return true, nil
 }
 
 // usecs rounds a timestamp to what the text shows: ns2usecs() (kernel/trace/trace.c) adds
@@ -407,6 +441,51 @@ func (m *Merger) Next() (*Record, error) {
 	return &m.cpus[best].rec, nil
 }
 
+// run replays, straight from its page, the records of the CPU that Next handed out last
+// which Next would hand out next anyway (before every other CPU's next record; on a tie, the
+// lower CPU first), as long as Decoder.fast takes them: the traffic of a procedure lands on
+// one CPU at a time, in runs. It stops before anything else (the end of the page, a time
+// extend, another kind of event), which Next then reads. It returns the records replayed.
+func (m *Merger) run(d *Decoder, s *gomodel.TraceStream) (int, error) {
+	if m.last < 0 {
+		return 0, nil
+	}
+	// The CPU's records with a timestamp below bound come before every other CPU's.
+	bound := uint64(math.MaxUint64)
+	for j := range m.cpus {
+		if h := &m.cpus[j]; j != m.last && !h.done {
+			b := h.rec.TS
+			if j > m.last && b < math.MaxUint64 {
+				b++
+			}
+			bound = min(bound, b)
+		}
+	}
+	c, n := m.cpus[m.last].r, 0
+	for {
+		data, off := c.data, c.off
+		if c.gap || off+hdrSize > len(data) {
+			return n, nil
+		}
+		hdr := binary.LittleEndian.Uint32(data[off:])
+		t := hdr & 31
+		end := off + hdrSize + 4*int(t)
+		ts := c.ts + uint64(hdr>>5)
+		if t-1 >= typeDataMax || end > len(data) || ts >= bound {
+			return n, nil
+		}
+		ok, err := d.fast(c.cpu, ts, data[off+hdrSize:end], s)
+		if !ok {
+			return n, nil
+		}
+		c.ts, c.off = ts, end
+		n++
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
 // Pages is the number of pages read from every CPU so far.
 func (m *Merger) Pages() int {
 	n := 0
@@ -457,8 +536,13 @@ func Replay(streams []io.Reader, fm *Formats, opts gomodel.TraceOptions) (*gomod
 			} else {
 				st.LostUnknown++
 			}
-		} else {
-			st.Events++
+			continue
+		}
+		st.Events++
+		n, err := m.run(d, s)
+		st.Events += n
+		if err != nil {
+			return nil, st, err
 		}
 	}
 	st.Pages = m.Pages()

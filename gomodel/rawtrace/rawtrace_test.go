@@ -575,3 +575,46 @@ func TestReadFormatsTar(t *testing.T) {
 		t.Fatal("a broken tar read without an error")
 	}
 }
+
+// Replay takes the records of the CPU it has just read in runs, straight from its page, while
+// they come before every other CPU's next one (Merger.run); the order must stay the merge's,
+// timestamp first and the lower CPU on a tie. The holds of one pool carry its counter, so a
+// hold out of that order shows as a jump of the counter (a note). Here each timestamp is
+// shared by a run of CPU 0's holds and then one of CPU 1's, with runs of one CPU across
+// timestamps and pages, and the counter goes up by one in merged order.
+func TestReplayRunsKeepMergeOrder(t *testing.T) {
+	fm := testFormatSet(t)
+	const pool = 0xffffff8001a5b000
+	for seed := int64(1); seed <= 20; seed++ {
+		rnd := rand.New(rand.NewSource(seed))
+		var evs []tev
+		ts, ties := uint64(1e9), 0
+		for len(evs) < 3000 {
+			ts += uint64(1 + rnd.Intn(3)) // at least 1 ns: a new timestamp
+			n0, n1 := rnd.Intn(4), rnd.Intn(4)
+			if rnd.Intn(3) == 0 {
+				n0 = 0 // CPU 1 alone for a while
+			}
+			if n0 > 0 && n1 > 0 {
+				ties++
+			}
+			for i := 0; i < n0+n1; i++ {
+				cpu := 0
+				if i >= n0 {
+					cpu = 1
+				}
+				k := uint32(len(evs) + 1)
+				evs = append(evs, tev{cpu: cpu, ts: ts, name: "page_pool_state_hold", pool: pool, pfn: 0x40000 + uint64(k), count: k, flags: 0x10})
+			}
+		}
+		perCPU, text := split(evs)
+		want, got, _ := replayBoth(t, fm, perCPU, text)
+		if len(got.Notes) != 0 || len(got.Pools) != 1 || got.Pools[0].Holds != uint64(len(evs)) || got.Pools[0].HoldCounter != uint32(len(evs)) {
+			t.Fatalf("seed %d: holds out of merge order: %d pools, notes %q", seed, len(got.Pools), got.Notes)
+		}
+		if ties < 100 {
+			t.Fatalf("seed %d: only %d timestamps shared by both CPUs", seed, ties)
+		}
+		sameReport(t, want, got, 4)
+	}
+}
