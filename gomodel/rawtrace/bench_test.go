@@ -22,17 +22,18 @@ func threadCPU() time.Duration {
 
 // steadyState is one cycle of a busy RX queue with the return hook, as gomodel's
 // BenchmarkTraceReplay has it (256 pages held, each returned through the hook 30 times, then
-// released and freed, with unrelated page frees), spread over two CPUs, with the events a
+// released and freed, with unrelated page frees), over two CPUs in turns of a NAPI poll's
+// budget of 64 packets (a packet's events come from the CPU that polled it), with the events a
 // procedure traces (tests/procedure's TraceEvents and gomodel.KprobeEvents): each return is
 // also page_pool_put_page's kprobe event and the sync for the device after it, and each
 // slow-path hold follows its sync.
 func steadyState() []tev {
 	const pool, pages, rounds = 0xffffff8001a5b000, 256, 240
 	var evs []tev
-	ts := uint64(1e9)
+	ts, cpu := uint64(1e9), 0
 	add := func(e tev) {
 		ts += 700
-		e.ts, e.cpu = ts, len(evs)%2
+		e.ts, e.cpu = ts, cpu
 		evs = append(evs, e)
 	}
 	sync := func(pfn uint64) {
@@ -44,6 +45,7 @@ func steadyState() []tev {
 	}
 	for r := 0; r < rounds; r++ {
 		for i := 0; i < pages; i++ {
+			cpu = i / 64 % 2
 			add(tev{name: "page_pool_skb_return", pool: pool, pfn: 0x40000 + uint64(i), flags: 0x10})
 			add(tev{name: "page_pool_put_page", addr: (0x40000 + uint64(i)) << 12, count: 1600, flags: 0x10})
 			sync(0x40000 + uint64(i))
