@@ -98,6 +98,8 @@ func (s *TraceStream) Event(e *Event) error {
 	case EventPut:
 		s.PutEvent(e.TS, e.CPU, e.Flags, e.Addr, e.Sync, e.Direct)
 		return nil
+	case EventPageFree, EventPageFreeBatched:
+		return s.FreeEvent(e.Kind, e.TS, e.CPU, e.Flags, e.PFN, e.Order)
 	}
 	c, q := s.c, &s.q
 	c.lineNo++
@@ -146,16 +148,9 @@ func (s *TraceStream) Event(e *Event) error {
 		ev.inflight, ev.hold, ev.release, ev.cnt = e.Inflight, e.Hold, e.Release, e.Cnt
 	case EventUpdateNid:
 		ev.pool = s.internPool(e.Pool)
-	case EventPageFree, EventPageFreeBatched:
-		if e.Order > 20 {
-			return &LineError{File: s.opts.File, Line: c.lineNo, Msg: fmt.Sprintf("%s: order=%d is not a page order", traceEventNames[ev.kind], e.Order)}
-		}
-		ev.pfn, ev.order = e.PFN, uint8(e.Order)
 	}
 	c.rep.Events++
-	if ev.kind != evPageFree && ev.kind != evPageFreeBatched {
-		s.poolEvents++
-	}
+	s.poolEvents++
 	s.push(&ev)
 	return nil
 }
@@ -200,6 +195,19 @@ func (s *TraceStream) PutEvent(ts uint64, cpu int, flags uint8, dma uint64, sync
 	ev.pfn, ev.count, ev.direct = dma>>pageShift, sync, direct != 0
 	s.poolEvents++
 	s.push(&ev)
+}
+
+// FreeEvent takes mm_page_free (order: its order=) and mm_page_free_batched (order 0): what
+// the text parser takes from "page=%p pfn=0x%lx order=%d", with its range check.
+func (s *TraceStream) FreeEvent(kind EventKind, ts uint64, cpu int, flags uint8, pfn uint64, order uint32) error {
+	var ev traceEvent
+	s.begin(&ev, kind, ts, cpu, flags)
+	if order > 20 {
+		return &LineError{File: s.opts.File, Line: s.c.lineNo, Msg: fmt.Sprintf("%s: order=%d is not a page order", traceEventNames[ev.kind], order)}
+	}
+	ev.pfn, ev.order = pfn, uint8(order)
+	s.push(&ev)
+	return nil
 }
 
 // begin counts a decoded event of a kind the replay reads as a line and an event, and starts

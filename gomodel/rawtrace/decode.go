@@ -85,7 +85,8 @@ type decoder struct {
 	buf                    int // ftrace/print: offset of buf[]
 	hasOrder, isPrint, nop bool
 	// fixed: the fields Decoder.fast reads have the widths it reads them with (pool, pfn,
-	// addr, size: 8 bytes; count, dir, sync: 4; direct: 1), so it reads them without slot.get.
+	// addr, size: 8 bytes; count, dir, sync, order: 4; direct: 1), so it reads them without
+	// slot.get.
 	fixed bool
 }
 
@@ -224,6 +225,10 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 		dc.fixed = dc.addr.size == 8 && dc.length.size == 8 && dc.dir.size == 4
 	case gomodel.EventPut:
 		dc.fixed = dc.addr.size == 8 && dc.sync.size == 4 && dc.direct.size == 1
+	case gomodel.EventPageFree:
+		dc.fixed = dc.pfn.size == 8 && dc.hasOrder && dc.ord.size == 4
+	case gomodel.EventPageFreeBatched:
+		dc.fixed = dc.pfn.size == 8
 	}
 	for id >= len(d.decs) {
 		d.decs = append(d.decs, nil)
@@ -323,7 +328,7 @@ func (d *Decoder) feed(rec *Record, s *gomodel.TraceStream, ev *gomodel.Event) e
 }
 
 // fast replays a record (data, at ts on cpu) of the kinds most of a trace is made of, field
-// by field (TraceStream.PageEvent, SyncEvent, PutEvent): false, having done nothing, for any
+// by field (TraceStream.PageEvent, SyncEvent, PutEvent, FreeEvent): false, having done nothing, for any
 // other record, or one of an event id Decode has not met yet.
 func (d *Decoder) fast(cpu int, ts uint64, data []byte, s *gomodel.TraceStream) (bool, error) {
 	if len(data) < 4 {
@@ -347,6 +352,10 @@ func (d *Decoder) fast(cpu int, ts uint64, data []byte, s *gomodel.TraceStream) 
 		return true, s.SyncEvent(usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.addr.off:]), le.Uint64(data[dc.length.off:]), le.Uint32(data[dc.dir.off:]))
 	case gomodel.EventPut:
 		s.PutEvent(usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.addr.off:]), le.Uint32(data[dc.sync.off:]), data[dc.direct.off])
+	case gomodel.EventPageFree:
+		return true, s.FreeEvent(dc.kind, usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.pfn.off:]), le.Uint32(data[dc.ord.off:]))
+	case gomodel.EventPageFreeBatched:
+		return true, s.FreeEvent(dc.kind, usecs(ts), cpu, data[dc.flags.off], le.Uint64(data[dc.pfn.off:]), 0)
 	default:
 		return false, nil
 	}
