@@ -328,8 +328,8 @@ func (d *Decoder) feed(rec *Record, s *gomodel.TraceStream, ev *gomodel.Event) e
 }
 
 // fast replays a record (data, at ts on cpu) of the kinds most of a trace is made of, field
-// by field (TraceStream.PageEvent, SyncEvent, PutEvent, FreeEvent): false, having done nothing, for any
-// other record, or one of an event id Decode has not met yet.
+// by field (TraceStream.PageEvent, SyncEvent, PutEvent, FreeEvent): false, having done
+// nothing, for any other record, or one of an event id Decode has not met yet.
 func (d *Decoder) fast(cpu int, ts uint64, data []byte, s *gomodel.TraceStream) (bool, error) {
 	if len(data) < 4 {
 		return false, nil
