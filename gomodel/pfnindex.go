@@ -54,12 +54,13 @@ func (t *pfnTable) slot(pfn uint64) *pfnState {
 		return &ch[i&(pfnChunk-1)]
 	}
 	lo := pfn &^ (pfnChunk - 1)
-	switch hi := t.base + uint64(len(t.chunks))*pfnChunk; {
-	case len(t.chunks) > 0 && max(hi, lo+pfnChunk)-min(lo, t.base) <= maxDensePfns:
-		t.span(min(lo, t.base), max(hi, lo+pfnChunk))
+	switch hi, end := t.base+uint64(len(t.chunks))*pfnChunk, lo+pfnChunk; {
+	case end < lo: // the last chunk of the pfn space: not a guest's page
+	case len(t.chunks) > 0 && max(hi, end)-min(lo, t.base) <= maxDensePfns:
+		t.span(min(lo, t.base), max(hi, end))
 		return t.slot(pfn)
 	case len(t.chunks) == 0 || len(t.sparse) > t.inChunks && t.len() >= t.rebaseAt:
-		t.span(lo, lo+pfnChunk)
+		t.span(lo, end)
 		t.rebaseAt = 2 * t.len()
 		return t.slot(pfn)
 	}
