@@ -73,10 +73,11 @@ func (t *pfnTable) slot(pfn uint64) *pfnState {
 }
 
 // span makes the chunks cover lo..hi-1 (multiples of pfnChunk) and moves every known state
-// where it now belongs: the chunks inside the new span stay where they are.
+// where it now belongs: the chunks inside the new span stay where they are, uncounted again
+// (a guest's fresh pages come in rising pfns: a span grows a chunk at a time).
 func (t *pfnTable) span(lo, hi uint64) {
 	base, chunks, sparse := t.base, t.chunks, t.sparse
-	t.base, t.chunks, t.sparse, t.inChunks = lo, make([]*[pfnChunk]pfnState, (hi-lo)/pfnChunk), nil, 0
+	t.base, t.chunks, t.sparse = lo, make([]*[pfnChunk]pfnState, (hi-lo)/pfnChunk), nil
 	put := func(pfn uint64, st *pfnState) {
 		if i := pfn - t.base; i>>pfnChunkBits < uint64(len(t.chunks)) {
 			*t.slot(pfn) = *st
@@ -93,17 +94,13 @@ func (t *pfnTable) span(lo, hi uint64) {
 		}
 		first := base + uint64(k)*pfnChunk
 		if i := first - t.base; i>>pfnChunkBits < uint64(len(t.chunks)) {
-			t.chunks[i>>pfnChunkBits] = ch
-			for j := range ch {
-				if ch[j].flags&pfKnown != 0 {
-					t.inChunks++
-				}
-			}
+			t.chunks[i>>pfnChunkBits] = ch // its states stay counted in inChunks
 			continue
 		}
 		for j := range ch {
 			if ch[j].flags&pfKnown != 0 {
 				st := ch[j]
+				t.inChunks--
 				put(first+uint64(j), &st)
 			}
 		}

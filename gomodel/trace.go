@@ -1131,8 +1131,11 @@ func (c *traceChecker) replay(ev *traceEvent) {
 			c.rep.Figures.HoldsInWindow++
 		}
 		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
-		known := c.pfns.get(ev.pfn) != nil
-		st := c.pfn(ev.pfn, true)
+		st := c.pfns.get(ev.pfn)
+		known := st != nil
+		if !known {
+			st = c.pfns.add(ev.pfn)
+		}
 		st.record(ev)
 		// page_pool's slow path maps the page and syncs it for the device before the hold
 		// (__page_pool_alloc_pages_slow(), PP_FLAG_DMA_SYNC_DEV): a synced first page says the

@@ -21,7 +21,7 @@ func threadCPU() time.Duration {
 }
 
 // steadyState is one cycle of a busy RX queue with the return hook, as gomodel's
-// BenchmarkTraceReplay has it (256 pages held, each returned through the hook 30 times, then
+// BenchmarkTraceReplay has it (256 pages held, each returned through the hook 240 times, then
 // released and freed, with unrelated page frees), over two CPUs in turns of a NAPI poll's
 // budget of 64 packets (a packet's events come from the CPU that polled it), with the events a
 // procedure traces (tests/procedure's TraceEvents and gomodel.KprobeEvents): each return is
