@@ -241,16 +241,11 @@ func (r *Repo) CheckApplies(ctx context.Context, base string, s *Series) error {
 // SeriesTree is CheckApplies that also writes the result: the tree object of base with the
 // series applied, in the repository's object store (no ref, branch or work tree changes).
 func (r *Repo) SeriesTree(ctx context.Context, base string, s *Series) (string, error) {
-	idx, err := os.CreateTemp("", "ppkit-index-")
+	priv, done, err := r.privateIndex(ctx, base)
 	if err != nil {
 		return "", err
 	}
-	idx.Close()
-	defer os.Remove(idx.Name())
-	priv := &Repo{Dir: r.Dir, Env: append(append([]string{}, r.Env...), "GIT_INDEX_FILE="+idx.Name())}
-	if _, err := priv.git(ctx, "read-tree", base); err != nil {
-		return "", fmt.Errorf("read tree of %s: %w", base, err)
-	}
+	defer done()
 	for _, name := range s.Patches {
 		path, _ := filepath.Abs(s.PatchPath(name))
 		data, err := os.ReadFile(path)
@@ -261,35 +256,94 @@ func (r *Repo) SeriesTree(ctx context.Context, base string, s *Series) (string, 
 		if err != nil {
 			return "", fmt.Errorf("patch %s (%s): %w; is it an 'stg export' patch file?", name, path, err)
 		}
-		_, err = priv.git(ctx, "apply", "--cached", "--whitespace=nowarn", path)
-		if err == nil {
-			continue
-		}
-		var ce *CommandError
-		if !errors.As(err, &ce) {
+		if err := priv.applyCached(ctx, name, path, pf); err != nil {
 			return "", err
 		}
-		ae := &ApplyError{Patch: name, Git: (&CommandError{Args: ce.Args, Stderr: ce.Stderr, Err: ce.Err}).Error()}
-		ae.Git = strings.TrimPrefix(ae.Git, "git apply: ")
-		if m := patchFailed.FindStringSubmatch(ce.Stderr); m != nil {
-			ae.File = m[1]
-			line, _ := strconv.Atoi(m[2])
-			for i := range pf.Hunks {
-				if h := pf.Hunks[i]; h.File == m[1] && h.OldStart == line {
-					ae.Hunk = &h
-					break
-				}
-			}
-		} else if m := fileError.FindStringSubmatch(ce.Stderr); m != nil {
-			ae.File, ae.Git = m[1], m[2]
-		}
-		return "", ae
 	}
 	tree, err := priv.git(ctx, "write-tree")
 	if err != nil {
 		return "", fmt.Errorf("write the tree of %s with the series: %w", base, err)
 	}
 	return strings.TrimSpace(tree), nil
+}
+
+// PatchTree is the tree object of tree (a tree or commit of the repository) with one patch
+// applied, given as its text: what a program applies on top of a series without making it
+// part of the series (the harness's trace events). An *ApplyError names a rejected hunk.
+func (r *Repo) PatchTree(ctx context.Context, tree, name string, patch []byte) (string, error) {
+	pf, err := ParsePatchFile(patch)
+	if err != nil {
+		return "", fmt.Errorf("patch %s: %w", name, err)
+	}
+	f, err := os.CreateTemp("", "ppkit-patch-")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(patch)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	priv, done, err := r.privateIndex(ctx, tree)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	if err := priv.applyCached(ctx, name, f.Name(), pf); err != nil {
+		return "", err
+	}
+	out, err := priv.git(ctx, "write-tree")
+	if err != nil {
+		return "", fmt.Errorf("write the tree of %s with %s: %w", tree, name, err)
+	}
+	return strings.TrimSpace(out), nil
+}
+
+// privateIndex is r working on an index file of its own that holds tree; done removes it.
+func (r *Repo) privateIndex(ctx context.Context, tree string) (*Repo, func(), error) {
+	idx, err := os.CreateTemp("", "ppkit-index-")
+	if err != nil {
+		return nil, nil, err
+	}
+	idx.Close()
+	done := func() { os.Remove(idx.Name()) }
+	priv := &Repo{Dir: r.Dir, Env: append(append([]string{}, r.Env...), "GIT_INDEX_FILE="+idx.Name())}
+	if _, err := priv.git(ctx, "read-tree", tree); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("read tree of %s: %w", tree, err)
+	}
+	return priv, done, nil
+}
+
+// applyCached applies the patch file at path (parsed: pf) to r's index; a patch that does not
+// apply is an *ApplyError with git's rejected hunk.
+func (r *Repo) applyCached(ctx context.Context, name, path string, pf *PatchFile) error {
+	_, err := r.git(ctx, "apply", "--cached", "--whitespace=nowarn", path)
+	if err == nil {
+		return nil
+	}
+	var ce *CommandError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	ae := &ApplyError{Patch: name, Git: (&CommandError{Args: ce.Args, Stderr: ce.Stderr, Err: ce.Err}).Error()}
+	ae.Git = strings.TrimPrefix(ae.Git, "git apply: ")
+	if m := patchFailed.FindStringSubmatch(ce.Stderr); m != nil {
+		ae.File = m[1]
+		line, _ := strconv.Atoi(m[2])
+		for i := range pf.Hunks {
+			if h := pf.Hunks[i]; h.File == m[1] && h.OldStart == line {
+				ae.Hunk = &h
+				break
+			}
+		}
+	} else if m := fileError.FindStringSubmatch(ce.Stderr); m != nil {
+		ae.File, ae.Git = m[1], m[2]
+	}
+	return ae
 }
 
 // Apply imports the series on top of the stack of the checked-out branch (created by
