@@ -16,8 +16,8 @@ const (
 	EventSkbReturn                 // page_pool_skb_return (the series)
 	EventPageFree                  // mm_page_free
 	EventPageFreeBatched           // mm_page_free_batched
-	EventDMASync                   // the kprobe event ppkit/arch_sync_dma_for_device (KprobeEvents)
-	EventPut                       // the kprobe event ppkit/page_pool_put_page (KprobeEvents)
+	EventDMASync                   // ppkit/arch_sync_dma_for_device (TraceEventsSystem)
+	EventPut                       // ppkit/page_pool_put_page (TraceEventsSystem)
 	EventMarker                    // ftrace/print, the text's tracing_mark_write (trace_marker)
 	EventLost                      // the ring buffer dropped Lost events here
 )
@@ -54,7 +54,7 @@ type Event struct {
 	Cnt      uint64
 	Order    uint32
 	Marker   []byte
-	// The kprobe events' fetchargs (KprobeEvents): Addr is arch_sync_dma_for_device's paddr=
+	// The fields of TraceEventsSystem's events: Addr is arch_sync_dma_for_device's paddr=
 	// or page_pool_put_page's dma=; Size and Dir are the sync's size= and dir=; Sync and
 	// Direct are the put's sync= (dma_sync_size) and direct= (allow_direct).
 	Addr   uint64
@@ -168,8 +168,8 @@ func (s *TraceStream) PageEvent(kind EventKind, ts uint64, cpu int, flags uint8,
 	s.push(&ev)
 }
 
-// SyncEvent takes the kprobe event of arch_sync_dma_for_device (EventDMASync): what the text
-// parser takes from "paddr=0x%Lx size=%Lu dir=%u" (parse in trace.go), with its range checks.
+// SyncEvent takes the event ppkit/arch_sync_dma_for_device (EventDMASync): what the text
+// parser takes from "paddr=0x%llx size=%llu dir=%u" (parse in trace.go), with its range checks.
 func (s *TraceStream) SyncEvent(ts uint64, cpu int, flags uint8, paddr, size uint64, dir uint32) error {
 	var ev traceEvent
 	s.begin(&ev, EventDMASync, ts, cpu, flags)
@@ -187,7 +187,7 @@ func (s *TraceStream) SyncEvent(ts uint64, cpu int, flags uint8, paddr, size uin
 	return nil
 }
 
-// PutEvent takes the kprobe event of page_pool_put_page (EventPut): the page's DMA address,
+// PutEvent takes the event ppkit/page_pool_put_page (EventPut): the page's DMA address,
 // dma_sync_size and allow_direct.
 func (s *TraceStream) PutEvent(ts uint64, cpu int, flags uint8, dma uint64, sync uint32, direct uint8) {
 	var ev traceEvent

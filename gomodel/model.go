@@ -320,7 +320,7 @@ const (
 	// is not the NAPI poll owning that pool (page_pool_put_page() with allow_direct from another
 	// softirq: TX completion, net_tx_action, another queue's poll): a data race on the cache.
 	DirectRecycleOutsideNAPI = "direct-recycle-outside-napi"
-	// NotSyncedForDevice (traces with KprobeEvents): a pool page is handed to the NIC — by the
+	// NotSyncedForDevice (traces with TraceEventsSystem's events): a pool page is handed to the NIC — by the
 	// slow path, or again after it came back to its pool — without arch_sync_dma_for_device of
 	// the page since the CPU last used it. page_pool maps with DMA_ATTR_SKIP_CPU_SYNC and owns
 	// the syncs (PP_FLAG_DMA_SYNC_DEV); on a device that is not DMA-coherent (the Espressobin's

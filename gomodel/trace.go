@@ -22,8 +22,8 @@ const (
 	evSkbReturn                  // page_pool_skb_return: page_pool=%p page=%p pfn=%lu (the series)
 	evPageFree                   // mm_page_free: page=%p pfn=%lu order=%d (5.10; later kernels print pfn=0x%lx)
 	evPageFreeBatched            // mm_page_free_batched: page=%p pfn=%lu order=0
-	evDMASync                    // kprobe arch_sync_dma_for_device: (SYM) paddr=0x%Lx size=%Lu dir=%u (KprobeEvents)
-	evPut                        // kprobe page_pool_put_page: (SYM) dma=0x%Lx sync=%u direct=%u (KprobeEvents)
+	evDMASync                    // ppkit/arch_sync_dma_for_device: paddr=0x%llx size=%llu dir=%u (TraceEventsSystem)
+	evPut                        // ppkit/page_pool_put_page: dma=0x%llx sync=%u direct=%u (TraceEventsSystem)
 	evLost                       // ftrace's "CPU:N [LOST M EVENTS]": not an event, a gap
 	evMarker                     // tracing_mark_write of TraceOptions.Procedure's begin (count 1) or end (count 2) marker
 )
@@ -32,39 +32,22 @@ var traceEventNames = [...]string{"", "page_pool_state_hold", "page_pool_state_r
 	"page_pool_update_nid", "page_pool_skb_return", "mm_page_free", "mm_page_free_batched",
 	"arch_sync_dma_for_device", "page_pool_put_page", "[LOST EVENTS]", "tracing_mark_write"}
 
-// KprobeEvents are the kprobe events (tracefs kprobe_events, group ppkit) whose lines the
-// checker reads beside the tracepoints, for a kernel of design v; `ppkit test` defines them.
-// Registers are arm64's argument registers (AAPCS64: x0, x1, ... in declaration order),
-// checked against 5.10:
+// TraceEventsSystem is the tracefs event system of the two events ppkit adds to every kernel it
+// builds (harness/config/trace-events.patch), which the checker reads beside the tracepoints:
 //   - arch_sync_dma_for_device(phys_addr_t paddr, size_t size, enum dma_data_direction dir)
-//     (arch/arm64/mm/dma-mapping.c): the cache maintenance dma_sync_single_for_device() and
-//     dma_map_page() do for a device that is not DMA-coherent (kernel/dma/direct.h);
+//     (arch/arm64/mm/dma-mapping.c), at its entry: the cache maintenance
+//     dma_sync_single_for_device() and dma_map_page() do for a device that is not DMA-coherent
+//     (kernel/dma/direct.h);
 //   - page_pool_put_page(struct page_pool *pool, struct page *page, unsigned int
-//     dma_sync_size, bool allow_direct) (net/core/page_pool.c): every page handed back to a
-//     pool (page_pool_put_full_page() is an inline wrapper). %p pointers in the tracepoints
-//     are hashed and cannot be matched, so the probe reads page->dma_addr[0]
-//     (DMAAddrOffset(v)), which on the emulated board (no IOMMU, no dma-ranges) is the
-//     physical address: pfn = dma >> 12.
-func KprobeEvents(v Variant) []string {
-	return []string{
-		"p:ppkit/arch_sync_dma_for_device arch_sync_dma_for_device paddr=%x0:x64 size=%x1:u64 dir=%x2:u32",
-		fmt.Sprintf("p:ppkit/page_pool_put_page page_pool_put_page dma=+%d(%%x1):x64 sync=%%x2:u32 direct=%%x3:u8", DMAAddrOffset(v)),
-	}
-}
-
-// DMAAddrOffset is the offset of dma_addr[0] in struct page (arm64, include/linux/mm_types.h)
-// for a kernel of design v: after flags, the first word of the page_pool member of the union
-// in 5.10 (8); after pp_magic, pp and _pp_mapping_pad in the upstream design (5.14's layout,
-// which V2 of the series backports: 32).
-func DMAAddrOffset(v Variant) int {
-	if v == VariantUpstream {
-		return 32
-	}
-	return 8
-}
-
-// KprobeGroup is the tracefs event group of KprobeEvents.
-const KprobeGroup = "ppkit"
+//     dma_sync_size, bool allow_direct) (net/core/page_pool.c), at its entry: every page handed
+//     back to a pool (page_pool_put_full_page() is an inline wrapper), with
+//     page_pool_get_dma_addr(page) as dma= because %p pointers in the tracepoints are hashed
+//     and cannot be matched; on the emulated board (no IOMMU, no dma-ranges) the DMA address is
+//     the physical address: pfn = dma >> 12.
+//
+// Traces made before they were tracepoints have them as kprobe events of the same group, names
+// and fields, which also print the probed function first; both read the same.
+const TraceEventsSystem = "ppkit"
 
 // pageShift is the guest's PAGE_SHIFT (arm64 with 4 KiB pages, the kernel config's default).
 const pageShift = 12
@@ -197,7 +180,7 @@ type TraceReport struct {
 	SlowPathPer1k float64     `json:"slow_path_allocs_per_1000_packets,omitempty"`
 	ReturnsPer1k  float64     `json:"skb_returns_per_1000_packets,omitempty"`
 	Passed        bool        `json:"passed"` // no violation
-	// The kprobe events (KprobeEvents): DMA syncs for the device, pages handed back to a pool,
+	// The events of TraceEventsSystem: DMA syncs for the device, pages handed back to a pool,
 	// and those handed back with allow_direct.
 	DMASyncs   int `json:"dma_syncs_for_device,omitempty"`
 	Puts       int `json:"page_pool_puts,omitempty"`
@@ -313,8 +296,8 @@ func (e *NotATraceError) Error() string {
 
 // CheckTrace replays a text ftrace (the format of /sys/kernel/tracing/trace) of
 // page_pool_state_hold, page_pool_state_release, page_pool_release, page_pool_update_nid,
-// page_pool_skb_return, mm_page_free, mm_page_free_batched and the kprobe events of
-// KprobeEvents, and reports violations:
+// page_pool_skb_return, mm_page_free, mm_page_free_batched and the events of
+// TraceEventsSystem, and reports violations:
 //   - dma-mapped-page-freed: the page allocator frees (or hands out again) a page a pool still
 //     holds (a hold without a release);
 //   - foreign-page-returned: a pool releases, or the return hook hands it, a page it does not hold;
@@ -322,9 +305,9 @@ func (e *NotATraceError) Error() string {
 //   - use-after-free: a pool releases, or is handed, a page already freed;
 //   - inflight-leak: a pool's last page_pool_release event, after page_pool_destroy, shows
 //     inflight != 0;
-//   - not-synced-for-device (with the kprobe events, KprobeEvents): a pool page is handed to
+//   - not-synced-for-device (with TraceEventsSystem's events): a pool page is handed to
 //     the NIC (slow path, or again after a return) without arch_sync_dma_for_device of it;
-//   - direct-recycle-outside-napi (kprobe events): page_pool_put_page(allow_direct) in
+//   - direct-recycle-outside-napi (TraceEventsSystem's events): page_pool_put_page(allow_direct) in
 //     softirq on a CPU other than the one where the pool allocates in softirq.
 //
 // Other events are ignored. A malformed line of a known event is a *LineError. Capture the
@@ -476,17 +459,18 @@ func (s *TraceStream) Finish() (*TraceReport, error) {
 	return rep, nil
 }
 
-// ProbeError is a trace whose page_pool_put_page probe events name no page any pool holds,
-// while the pools held pages: the probe (KprobeEvents) reads page->dma_addr at an offset the
-// kernel's struct page does not have, because the series' design (the variant it says it
-// implements) is not the kernel's.
+// ProbeError is a trace whose page_pool_put_page events name no page any pool holds, while the
+// pools held pages: their dma= is not the page's physical address (an IOMMU or dma-ranges on
+// the board), or, in a trace of the kprobe events that came before TraceEventsSystem, the
+// probe read struct page at an offset of another design. The checks that read the puts
+// would then pass whatever the kernel does.
 type ProbeError struct {
 	File string
 	Puts int
 }
 
 func (e *ProbeError) Error() string {
-	return fmt.Sprintf("%s: none of the %d page_pool_put_page probe events names a page a pool holds: the probe reads struct page at the wrong offset; check the design the series says it implements (its model-variant file)", e.File, e.Puts)
+	return fmt.Sprintf("%s: none of the %d page_pool_put_page events names a page a pool holds: their dma= is not the page's physical address (does the board map DMA through an IOMMU or dma-ranges?)", e.File, e.Puts)
 }
 
 func (c *traceChecker) replayPending(p pendingEvent) {
@@ -861,9 +845,10 @@ func (f *fieldParser) next(key string) []byte {
 
 func (f *fieldParser) ptr(key string) []byte { return f.next(key) }
 
-// probedSymbol reads the "(SYMBOL+0xOFF/0xSIZE)" a kprobe event prints before its arguments.
+// probedSymbol reads the "(SYMBOL+0xOFF/0xSIZE)" a kprobe event printed before its arguments,
+// when there is one: traces made before the events were tracepoints (TraceEventsSystem).
 func (f *fieldParser) probedSymbol() {
-	if f.err != nil {
+	if f.err != nil || len(f.b) == 0 || f.b[0] != '(' {
 		return
 	}
 	b := f.b
@@ -977,8 +962,8 @@ var traceFormats = map[string]string{
 	"page_pool_skb_return":     "page_pool=%p page=%p pfn=%lu",
 	"mm_page_free":             "page=%p pfn=%lu order=%d",
 	"mm_page_free_batched":     "page=%p pfn=%lu order=0",
-	"arch_sync_dma_for_device": "(SYMBOL+0xOFF/0xSIZE) paddr=0x%Lx size=%Lu dir=%u",
-	"page_pool_put_page":       "(SYMBOL+0xOFF/0xSIZE) dma=0x%Lx sync=%u direct=%u",
+	"arch_sync_dma_for_device": "paddr=0x%llx size=%llu dir=%u (kprobe events: after (SYMBOL+0xOFF/0xSIZE))",
+	"page_pool_put_page":       "dma=0x%llx sync=%u direct=%u (kprobe events: after (SYMBOL+0xOFF/0xSIZE))",
 }
 
 // intern maps a pointer to the current pool with that address.

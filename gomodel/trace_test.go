@@ -156,7 +156,7 @@ func TestTraceMalformed(t *testing.T) {
 		{"inflight", ctx + "page_pool_release: page_pool=00000000aa inflight=x hold=1 release=1 cnt=1", "inflight=x is not a 32-bit integer"},
 		{"order", ctx + "mm_page_free: page=00000000bb pfn=1 order=99", "not a page order"},
 		{"no prefix", "page_pool_state_hold: page_pool=00000000aa page=00000000bb pfn=1 hold=1", "without the ftrace prefix"},
-		{"kprobe without its symbol", ctx + "arch_sync_dma_for_device: paddr=0x4a3c1100 size=3776 dir=2", "want the probed function"},
+		{"kprobe symbol unclosed", ctx + "arch_sync_dma_for_device: (arch_sync_dma_for_device+0x0/0x20 paddr=0x4a3c1100 size=3776 dir=2", "want the probed function"},
 		{"kprobe wraps", ctx + "arch_sync_dma_for_device: (arch_sync_dma_for_device+0x0/0x20) paddr=0xffffffffffffff00 size=3776 dir=2", "wraps around"},
 		{"kprobe direct", ctx + "page_pool_put_page: (page_pool_put_page+0x0/0x1a0) dma=0x4a3c1000 sync=1 direct=256", "direct=256 does not fit in 8 bits"},
 		{"empty value", ctx + "page_pool_state_hold: page_pool= page=00000000bb pfn=1 hold=1", "empty page_pool="},

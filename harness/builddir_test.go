@@ -101,7 +101,7 @@ func TestBuildDirPerHeaderState(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		prev, tree, err := prepareWorkTree(ctx, work, src, series, nil)
+		prev, tree, err := prepareWorkTree(ctx, work, src, series, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,6 +27,18 @@ var ppkitConfig []byte
 //go:embed config/debug.config
 var debugConfig []byte
 
+// traceEventsPatch adds the trace events ppkit/arch_sync_dma_for_device and
+// ppkit/page_pool_put_page, which the reference model reads beside the page_pool and kmem
+// tracepoints. It is applied after the series to every kernel ppkit builds and is never part
+// of a series: as tracepoints, not kprobes, they cost the traffic a ring-buffer write instead of
+// two exceptions a hit (the patch's message has the figures).
+//
+//go:embed config/trace-events.patch
+var traceEventsPatch []byte
+
+// traceEventsFile is traceEventsPatch's path in ppkit's source, for error messages.
+const traceEventsFile = "harness/config/trace-events.patch"
+
 // kernelRecipe changes whenever the way ppkit builds a kernel changes, invalidating cached builds.
 const kernelRecipe = "ppkit-kernel-1 arm64 tinyconfig+fragment Image"
 
@@ -133,6 +145,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		}
 		key.add("patch", data)
 	}
+	key.add("trace-events", traceEventsPatch)
 	k := &Kernel{Key: keySum(), Patches: patches, Debug: opts.Debug}
 	k.Dir = filepath.Join(cache, "kernel", k.Key)
 	k.Image = filepath.Join(k.Dir, "Image")
@@ -162,7 +175,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		k.Elapsed = time.Since(start)
 		return k, nil
 	}
-	prev, tree, err := prepareWorkTree(ctx, work, src, series, progress)
+	prev, tree, err := prepareWorkTree(ctx, work, src, series, traceEventsPatch, progress)
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
@@ -201,7 +214,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if err := b.configure(fragment, opts.BaseConfig, opts.BoardModules); err != nil {
 		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
 	}
-	fmt.Fprintf(progress, "kernel: building %s with %d patches in %s\n", src.id, len(patches), buildDir)
+	fmt.Fprintf(progress, "kernel: building %s with %d patches and ppkit's trace events in %s\n", src.id, len(patches), buildDir)
 	if err := b.make("Image"); err != nil {
 		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
 	}

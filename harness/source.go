@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -176,12 +177,13 @@ func tarballDigest(cache, tarball string) (string, error) {
 }
 
 // prepareWorkTree makes ppkit's own work tree work (a shared clone of src, created on first use)
-// hold exactly src.commit plus the series, and returns the tree it held before (prev, "" for a
-// new work tree) and the one it holds now. Only files whose content changes are rewritten, so
+// hold exactly src.commit plus the series and then the patch traceEvents (traceEventsPatch; nil:
+// none), and returns the tree it held before (prev, "" for a new work tree) and the one it
+// holds now. Only files whose content changes are rewritten, so
 // the out-of-tree build stays incremental: going from a prefix of a series to the next one
 // rewrites the files of that one patch, not every file the series touches (make would rebuild
 // everything that includes mm_types.h or skbuff.h). The caller holds the work tree lock.
-func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *stgit.Series, progress io.Writer) (prev, tree string, err error) {
+func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series *stgit.Series, traceEvents []byte, progress io.Writer) (prev, tree string, err error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -203,6 +205,14 @@ func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series
 		if tree, err = stgit.OwnRepo(work).SeriesTree(ctx, src.commit, series); err != nil {
 			return "", "", err
 		}
+	}
+	if traceEvents == nil {
+	} else if tree, err = stgit.OwnRepo(work).PatchTree(ctx, tree, "trace-events", traceEvents); err != nil {
+		if ae := (*stgit.ApplyError)(nil); errors.As(err, &ae) && ae.File != "" {
+			return "", "", fmt.Errorf("ppkit's trace events (%s) do not apply after the series: %s rejected; the series changed the lines they hook (the opening of page_pool_put_page() and of arch_sync_dma_for_device(), and page_pool.c's trace include): keep those lines, or update %[1]s",
+				traceEventsFile, ae.File)
+		}
+		return "", "", fmt.Errorf("ppkit's trace events (%s): %w", traceEventsFile, err)
 	}
 	if err := switchWorkTree(ctx, work, src.commit, tree); err != nil {
 		return "", "", err

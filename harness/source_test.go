@@ -99,7 +99,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	work := cache
-	if _, _, err := prepareWorkTree(ctx, work, src, series, nil); err != nil {
+	if _, _, err := prepareWorkTree(ctx, work, src, series, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(filepath.Join(work, "net/core/page_pool.c"))
@@ -124,7 +124,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 		t.Helper()
 		before := mtimes()
 		time.Sleep(20 * time.Millisecond)
-		if _, _, err := prepareWorkTree(ctx, cache, src, s, nil); err != nil {
+		if _, _, err := prepareWorkTree(ctx, cache, src, s, nil, nil); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		after := mtimes()
@@ -174,7 +174,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := prepareWorkTree(ctx, cache, src, bad, nil); err == nil || !strings.Contains(err.Error(), "bad.patch") {
+	if _, _, err := prepareWorkTree(ctx, cache, src, bad, nil, nil); err == nil || !strings.Contains(err.Error(), "bad.patch") {
 		t.Errorf("bad patch: err = %v, want one naming bad.patch", err)
 	}
 
@@ -187,7 +187,7 @@ func TestWorkTreeFollowsTheSeriesAndSparesTheUserTree(t *testing.T) {
 	if err != nil || src2.commit == src.commit || src2.id != src.id {
 		t.Fatalf("after a commit: %+v, %v (was %+v)", src2, err, src)
 	}
-	if _, _, err := prepareWorkTree(ctx, cache, src2, nil, nil); err != nil {
+	if _, _, err := prepareWorkTree(ctx, cache, src2, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(untouched); string(got) != "int skb2;\n" {
@@ -284,5 +284,75 @@ func TestCommitImportIgnoresCallerEnvironment(t *testing.T) {
 	}
 	if gotSHA, _ := git(ctx, got, "rev-parse", "HEAD"); gotSHA != wantSHA || wantSHA == "" {
 		t.Errorf("import commit %s, want %s (patches/README.md's recipe)", gotSHA, wantSHA)
+	}
+}
+
+// The trace events patch applies after the series to the lines it hooks wherever the series
+// moved them, and names itself, not the series, when those lines are gone.
+func TestTraceEventsPatchFollowsTheSeries(t *testing.T) {
+	ctx := context.Background()
+	user := fakeKernelTree(t)
+	hooked := map[string]string{
+		"arch/arm64/mm/dma-mapping.c": "// SPDX-License-Identifier: GPL-2.0-only\n/*\n * Copyright (C) 2012 ARM Ltd.\n */\n\n" +
+			"#include <linux/gfp.h>\n#include <linux/cache.h>\n#include <linux/dma-map-ops.h>\n#include <linux/dma-iommu.h>\n" +
+			"#include <xen/xen.h>\n#include <xen/swiotlb-xen.h>\n\n#include <asm/cacheflush.h>\n\n" +
+			"void arch_sync_dma_for_device(phys_addr_t paddr, size_t size,\n\t\tenum dma_data_direction dir)\n{\n" +
+			"\t__dma_map_area(phys_to_virt(paddr), size, dir);\n}\n\n",
+		"net/core/page_pool.c": "#include <linux/types.h>\nint pool;\n#include <linux/poison.h>\n\n#include <trace/events/page_pool.h>\n\n" +
+			"#define DEFER_TIME (msecs_to_jiffies(1000))\n#define DEFER_WARN_INTERVAL (60 * HZ)\n\n" +
+			"void page_pool_put_page(struct page_pool *pool, struct page *page,\n\t\t\tunsigned int dma_sync_size, bool allow_direct)\n{\n" +
+			"\t/* This allocator is optimized for the XDP mode that uses\n\t * one-frame-per-page.\n\t */\n}\n",
+	}
+	for name, body := range hooked {
+		os.MkdirAll(filepath.Dir(filepath.Join(user, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(user, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := git(ctx, user, "add", "."); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := git(ctx, user, "commit", "-q", "-m", "hooked lines"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := userKernelSource(ctx, user, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The series moves page_pool_put_page down by a line; the patch follows it.
+	moves := strings.Replace(probePatch, "@@ -1,2 +1,3 @@\n #include <linux/types.h>\n int pool;\n+int probe;\n",
+		"@@ -1,3 +1,4 @@\n #include <linux/types.h>\n int pool;\n+int probe;\n #include <linux/poison.h>\n", 1)
+	series, err := stgit.ReadSeries(writeSeries(t, map[string]string{"probe.patch": moves}, "probe.patch"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(t.TempDir(), "work")
+	if _, _, err := prepareWorkTree(ctx, work, src, series, traceEventsPatch, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ file, want string }{
+		{"net/core/page_pool.c", "int pool;\nint probe;\n"},
+		{"net/core/page_pool.c", "#include <trace/events/page_pool.h>\n#include <trace/events/ppkit.h>\n"},
+		{"net/core/page_pool.c", "{\n\ttrace_page_pool_put_page(page_pool_get_dma_addr(page), dma_sync_size,\n"},
+		{"arch/arm64/mm/dma-mapping.c", "#define CREATE_TRACE_POINTS\n#include <trace/events/ppkit.h>\n"},
+		{"arch/arm64/mm/dma-mapping.c", "{\n\ttrace_arch_sync_dma_for_device(paddr, size, dir);\n"},
+		{"include/trace/events/ppkit.h", "TRACE_EVENT(page_pool_put_page,"},
+	} {
+		got, err := os.ReadFile(filepath.Join(work, c.file))
+		if err != nil || !strings.Contains(string(got), c.want) {
+			t.Errorf("%s lacks %q (%v):\n%s", c.file, c.want, err, got)
+		}
+	}
+
+	// A tree without the hooked lines: the error names the patch and the file, and the work
+	// tree keeps what it had.
+	bare := fakeKernelTree(t)
+	src2, err := userKernelSource(ctx, bare, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = prepareWorkTree(ctx, filepath.Join(t.TempDir(), "work"), src2, nil, traceEventsPatch, nil)
+	if err == nil || !strings.Contains(err.Error(), traceEventsFile) || !strings.Contains(err.Error(), "do not apply after the series") {
+		t.Fatalf("error %v, want one naming %s", err, traceEventsFile)
 	}
 }

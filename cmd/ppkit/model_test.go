@@ -173,7 +173,7 @@ func TestModelCheckTrace(t *testing.T) {
 // A ppkit test artifact directory of the raw transport (cpuN.raw, formats.tar made inside the
 // board's events directory) replays like its text: a real capture's pages give its report.
 func TestModelCheckTracePages(t *testing.T) {
-	const capture = "../../gomodel/rawtrace/testdata/multicast-kprobes"
+	const capture = "../../gomodel/rawtrace/testdata/multicast-tracepoints"
 	dir := t.TempDir()
 	for _, cpu := range []string{"cpu0.raw", "cpu1.raw"} {
 		os.WriteFile(filepath.Join(dir, cpu), testfile.Gunzip(t, filepath.Join(capture, cpu+".gz")), 0o644)

@@ -13,11 +13,12 @@ import (
 
 // modelEvents are the events gomodel replays, by format name, with the fields it takes from
 // each (the fields of the TP_printk format the text parser reads). The text names an event
-// without its system, and so does this table. The kprobe events are gomodel.KprobeEvents:
-// their format (kprobe_event_define_fields(), kernel/trace/trace_kprobe.c) is __probe_ip, the
-// probed address, then one field per fetcharg (traceprobe_define_arg_fields(),
-// trace_probe.c) of the fetch type's size, named as the definition names it, packed in
-// definition order without alignment.
+// without its system, and so does this table. arch_sync_dma_for_device and page_pool_put_page
+// are ppkit's own (gomodel.TraceEventsSystem); traces made before they were tracepoints have
+// them as kprobe events of the same names and fields, whose format
+// (kprobe_event_define_fields(), kernel/trace/trace_kprobe.c) starts with __probe_ip, the
+// probed address, then has one field per fetcharg of the fetch type's size, packed without
+// alignment: the decoder reads fields by name, so both decode the same.
 var modelEvents = map[string]struct {
 	kind   gomodel.EventKind
 	fields []string
@@ -29,14 +30,14 @@ var modelEvents = map[string]struct {
 	"page_pool_skb_return":     {gomodel.EventSkbReturn, []string{"pool", "page", "pfn"}},
 	"mm_page_free":             {gomodel.EventPageFree, []string{"pfn", "order"}},
 	"mm_page_free_batched":     {gomodel.EventPageFreeBatched, []string{"pfn"}},
-	"arch_sync_dma_for_device": {gomodel.EventDMASync, []string{"__probe_ip", "paddr", "size", "dir"}},
-	"page_pool_put_page":       {gomodel.EventPut, []string{"__probe_ip", "dma", "sync", "direct"}},
+	"arch_sync_dma_for_device": {gomodel.EventDMASync, []string{"paddr", "size", "dir"}},
+	"page_pool_put_page":       {gomodel.EventPut, []string{"dma", "sync", "direct"}},
 }
 
-// kprobeArgs are the fetchargs of gomodel.KprobeEvents the decoder reads, with the size of
-// their fetch type (x64 and u64: 8, u32: 4, u8: 1): a definition with other types is not
-// the one gomodel's text parser and this decoder were checked against.
-var kprobeArgs = map[string]int{"paddr": 8, "size": 8, "dir": 4, "dma": 8, "sync": 4, "direct": 1}
+// probeArgs are the fields of gomodel.TraceEventsSystem's events, with their sizes (u64: 8,
+// u32: 4, u8: 1; the kprobe events' x64, u64, u32, u8): other types are not what gomodel's
+// text parser and this decoder were checked against.
+var probeArgs = map[string]int{"paddr": 8, "size": 8, "dir": 4, "dma": 8, "sync": 4, "direct": 1}
 
 // slot is where one field sits in a record.
 type slot struct {
@@ -80,7 +81,7 @@ type decoder struct {
 	inflight, hold, rel    slot
 	cnt                    slot
 	page, poolNid, newNid  slot // for the text only (WriteText)
-	addr, length, dir      slot // kprobes: paddr or dma, size, dir
+	addr, length, dir      slot // DMA sync or put: paddr or dma, size, dir
 	sync, direct           slot
 	buf                    int // ftrace/print: offset of buf[]
 	hasOrder, isPrint, nop bool
@@ -164,6 +165,10 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 			"pool_nid": {&dc.poolNid, []int{4}}, "new_nid": {&dc.newNid, []int{4}},
 			"inflight": {&dc.inflight, []int{4}}, "cnt": {&dc.cnt, []int{8}},
 		}
+		if f.Field("__probe_func") != nil {
+			// A kretprobe's fetchargs are read when the function returns, not at its entry.
+			return nil, fmt.Errorf("event %s/%s (id %d) is a kretprobe (field __probe_func): its fields are read at the function's return, gomodel needs them at its entry", f.System, f.Name, id)
+		}
 		for _, name := range me.fields {
 			var s slot
 			if p, ok := plain[name]; ok {
@@ -188,13 +193,10 @@ func (d *Decoder) decoder(id int) (*decoder, error) {
 			case "order":
 				s, err = field(name, 4)
 				dc.ord, dc.hasOrder = s, true
-			case "__probe_ip":
-				// Not read: it says the event is a kprobe (a kretprobe has __probe_func).
-				_, err = field(name, 8)
-			default: // a kprobe's fetcharg
-				s, err = field(name, kprobeArgs[name])
+			default: // a field of gomodel.TraceEventsSystem's events
+				s, err = field(name, probeArgs[name])
 				if err == nil && s.signed {
-					err = fmt.Errorf("event %s/%s (id %d): field %s is signed (%s), want the unsigned type of gomodel.KprobeEvents", f.System, f.Name, id, name, f.Field(name).Type)
+					err = fmt.Errorf("event %s/%s (id %d): field %s is signed (%s), want the unsigned type of harness/config/trace-events.patch", f.System, f.Name, id, name, f.Field(name).Type)
 				}
 				switch name {
 				case "paddr", "dma":

@@ -309,11 +309,12 @@ func TestGoldenReport(t *testing.T) {
 					header++
 				}
 			}
-			// A capture with the kprobe events (gomodel.KprobeEvents) must show both, or it
-			// tests nothing of their decoding; sameReport compares their counts.
+			// A capture with the events of gomodel.TraceEventsSystem (or the kprobe events of
+			// that group before them) must show both, or it tests nothing of their decoding;
+			// sameReport compares their counts.
 			for _, f := range c.fm.byID {
-				if f != nil && f.System == gomodel.KprobeGroup && (got.DMASyncs == 0 || got.Puts == 0) {
-					t.Errorf("the capture has the kprobe formats but %d syncs and %d puts", got.DMASyncs, got.Puts)
+				if f != nil && f.System == gomodel.TraceEventsSystem && (got.DMASyncs == 0 || got.Puts == 0) {
+					t.Errorf("the capture has the %s formats but %d syncs and %d puts", f.System, got.DMASyncs, got.Puts)
 					break
 				}
 			}

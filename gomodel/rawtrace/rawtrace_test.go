@@ -482,18 +482,19 @@ func TestFormatErrors(t *testing.T) {
 	if err := ParseHeaderEvent(strings.NewReader(strings.Replace(headerEvent510, "== 29", "== 30", 1)), "he"); err == nil || !strings.Contains(err.Error(), "padding : type == 29") {
 		t.Fatalf("header_event: %v", err)
 	}
-	// A kprobe event whose format is not gomodel.KprobeEvents' is an error when it is decoded:
-	// the records are those of the right format.
+	// An event of gomodel.TraceEventsSystem whose format is not the one gomodel reads (here
+	// the kprobe events of older traces) is an error when it is decoded: the records are those
+	// of the right format.
 	good := pages(testFormatSet(t), []tev{{ts: 1, name: "page_pool_put_page"}, {ts: 2, name: "arch_sync_dma_for_device"}}, nil)
 	for _, c := range []struct{ name, path, old, new, want string }{
 		{"direct of 4 bytes", "ppkit/page_pool_put_page", "u8 direct;\toffset:28;\tsize:1", "u32 direct;\toffset:28;\tsize:4",
 			"event ppkit/page_pool_put_page (id 1501): field direct is 4 bytes (u32), want [1]"},
 		{"a kretprobe", "ppkit/page_pool_put_page", "__probe_ip", "__probe_func",
-			"event ppkit/page_pool_put_page (id 1501) has no field __probe_ip, which gomodel reads"},
+			"event ppkit/page_pool_put_page (id 1501) is a kretprobe (field __probe_func)"},
 		{"another fetcharg name", "ppkit/arch_sync_dma_for_device", "u64 paddr;", "u64 addr;",
 			"event ppkit/arch_sync_dma_for_device (id 1500) has no field paddr, which gomodel reads"},
 		{"signed dir", "ppkit/arch_sync_dma_for_device", "s32 dir;\toffset:32;\tsize:4;\tsigned:1", "",
-			"field dir is signed (s32), want the unsigned type of gomodel.KprobeEvents"},
+			"field dir is signed (s32), want the unsigned type of harness/config/trace-events.patch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fm := testFormatSet(t)

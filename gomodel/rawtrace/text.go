@@ -15,7 +15,7 @@ import (
 // irq-info, timestamp, event: fields) with these differences: the task is "<...>", because
 // the task names live in the kernel's saved_cmdlines and not in the pages; a page free's
 // page= is "?" (the kernel prints vmemmap + pfn, and the pages do not say where vmemmap is);
-// a kprobe event's probed function is its event's name; an event gomodel does not read
+// the kprobe events of older traces print no probed function; an event gomodel does not read
 // shows its name only. gomodel's text parser reads it back to the same
 // report (the golden tests check that).
 func WriteText(w io.Writer, streams []io.Reader, fm *Formats) error {
@@ -82,9 +82,9 @@ func appendText(b []byte, ev *gomodel.Event, name string) []byte {
 	case gomodel.EventPageFree, gomodel.EventPageFreeBatched:
 		b = fmt.Appendf(b, " page=? pfn=%d order=%d", ev.PFN, ev.Order)
 	case gomodel.EventDMASync:
-		b = fmt.Appendf(b, " (%s) paddr=%#x size=%d dir=%d", name, ev.Addr, ev.Size, ev.Dir)
+		b = fmt.Appendf(b, " paddr=%#x size=%d dir=%d", ev.Addr, ev.Size, ev.Dir)
 	case gomodel.EventPut:
-		b = fmt.Appendf(b, " (%s) dma=%#x sync=%d direct=%d", name, ev.Addr, ev.Sync, ev.Direct)
+		b = fmt.Appendf(b, " dma=%#x sync=%d direct=%d", ev.Addr, ev.Sync, ev.Direct)
 	case gomodel.EventMarker:
 		// The kernel prints a marker as written, newlines inside it too; here an event stays
 		// one line (line N is the replay's line N), so those are spaces.

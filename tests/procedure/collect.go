@@ -20,8 +20,8 @@ const tracefs = "/sys/kernel/tracing"
 
 // TraceEvents are the tracepoints enabled during a procedure, relative to tracefs/events.
 // page_pool/ covers 5.10's events and the series' page_pool_skb_return; kmem's page-free events
-// let the model see a pool page reach the page allocator while still DMA-mapped. The kprobe
-// events gomodel.KprobeEvents (group gomodel.KprobeGroup) are defined and enabled beside them.
+// let the model see a pool page reach the page allocator while still DMA-mapped. The events of
+// gomodel.TraceEventsSystem, which ppkit adds to every kernel it builds, are enabled beside them.
 // Only events the model reads are traced: each one costs the guest (the skb/ group, one or two
 // events a packet that nothing read, took 3 % of multicast's throughput).
 var TraceEvents = []string{"page_pool", "kmem/mm_page_free", "kmem/mm_page_free_batched"}
@@ -39,17 +39,14 @@ const RawTraceBufferKB = 32768
 
 // tracingSetupScript resets tracefs and enables TraceEvents (without starting the clock), with
 // a per-CPU ring of bufferKB.
-func tracingSetupScript(bufferKB int, design gomodel.Variant) string {
+func tracingSetupScript(bufferKB int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -e; [ -d %[1]s/events ] || mount -t tracefs nodev %[1]s; cd %[1]s\n", tracefs)
 	b.WriteString("echo 0 > tracing_on; echo 0 > events/enable; echo > trace\n")
-	// The kprobe events (gomodel.KprobeEvents): the DMA syncs for the device page_pool owns, and
-	// every page_pool_put_page with its allow_direct. Defined anew (events are all off now).
-	fmt.Fprintf(&b, "[ -e kprobe_events ] || { echo \"no kprobe_events in %s: the guest kernel needs CONFIG_KPROBE_EVENTS\" >&2; exit 3; }\n", tracefs)
-	b.WriteString("echo > kprobe_events\n")
-	for _, k := range gomodel.KprobeEvents(design) {
-		fmt.Fprintf(&b, "echo %[1]s >> kprobe_events || { echo \"cannot define the kprobe event %[2]s (is the function inlined or missing from kallsyms?)\" >&2; exit 3; }\n", shellQuote(k), strings.Fields(k)[1])
-	}
+	// ppkit's own events (gomodel.TraceEventsSystem): the DMA syncs for the device page_pool
+	// owns, and every page_pool_put_page with its allow_direct.
+	fmt.Fprintf(&b, "[ -e events/%[1]s/page_pool_put_page/enable ] || { echo \"no %[1]s/page_pool_put_page in %[2]s/events: the guest kernel was not built by ppkit, which adds the event (%[3]s)\" >&2; exit 3; }\n",
+		gomodel.TraceEventsSystem, tracefs, "harness/config/trace-events.patch")
 	for _, e := range TraceEvents {
 		if strings.HasPrefix(e, "kmem/") {
 			fmt.Fprintf(&b, "echo 0 > events/%s/filter\n", e)
@@ -60,7 +57,7 @@ func tracingSetupScript(bufferKB int, design gomodel.Variant) string {
 		fmt.Fprintf(&b, "[ -e events/%[1]s/enable ] || { echo \"no tracepoint %[1]s in %[2]s/events: the guest kernel needs CONFIG_FTRACE and CONFIG_PAGE_POOL\" >&2; exit 3; }\n", e, tracefs)
 		fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", e)
 	}
-	fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", gomodel.KprobeGroup)
+	fmt.Fprintf(&b, "echo 1 > events/%s/enable\n", gomodel.TraceEventsSystem)
 	b.WriteString("echo 1 > tracing_on\n")
 	return b.String()
 }
@@ -74,8 +71,7 @@ type collector struct {
 	trace  string        // host path of the trace as text, once there is one
 	ports  tracePorts    // the raw transport, when the board has trace ports
 	raw    *verdict.RawTrace
-	off    bool            // an untraced run: no tracepoints, no markers
-	design gomodel.Variant // the kernel's design: where its probes read (gomodel.KprobeEvents)
+	off    bool // an untraced run: no tracepoints, no markers
 }
 
 // startTracing takes the test NIC down (destroying pools created before the trace), enables
@@ -92,9 +88,9 @@ func (c *collector) startTracing(ctx context.Context) error {
 	pb, raw := b.(TracePortBoard)
 	raw = raw && len(pb.TracePorts()) > 0
 	if raw {
-		return c.startPorts(ctx, pb.TracePorts(), tracingSetupScript(RawTraceBufferKB, c.design))
+		return c.startPorts(ctx, pb.TracePorts(), tracingSetupScript(RawTraceBufferKB))
 	}
-	if _, err := b.Run(ctx, tracingSetupScript(TraceBufferKB, c.design)); err != nil {
+	if _, err := b.Run(ctx, tracingSetupScript(TraceBufferKB)); err != nil {
 		return fmt.Errorf("enable tracepoints: %w", err)
 	}
 	r, err := startGuestAfter(ctx, c.env, "trace", readerFilterScript(), "cat "+tracefs+"/trace_pipe")

@@ -17,7 +17,7 @@ import (
 // consuming the ring buffer, then saves the same buffer twice: the text of tracefs's trace
 // file (the iterator does not consume) and the binary pages of every per_cpu/cpuN/
 // trace_pipe_raw (which does), with the per-CPU stats and the format files of the traced
-// systems and kprobe events (gomodel.KprobeGroup). gomodel/rawtrace's golden tests replay
+// systems and ppkit's own events (gomodel.TraceEventsSystem). gomodel/rawtrace's golden tests replay
 // both and require the same events and the same report. "multicast-overrun" runs multicast
 // into a ring of a few pages, so that the kernel overwrites events and flags the pages that
 // follow (RB_MISSED_EVENTS). Each procedure runs for 1 s at 2 Mbit/s with a 64 MiB ring per CPU.

@@ -145,11 +145,7 @@ func captureRaw(t *testing.T, k Kernel, procName string, bufferKB int, opts Opti
 		env.Helpers[name] = remote
 	}
 	run("link down", "ip link set dev "+shellQuote(b.Interface())+" down")
-	design, err := k.Variant()
-	if err != nil {
-		t.Fatal(err)
-	}
-	run("tracing", tracingSetupScript(TraceBufferKB, design))
+	run("tracing", tracingSetupScript(TraceBufferKB))
 	run("buffer size", fmt.Sprintf("echo %d > %s/buffer_size_kb", bufferKB, tracefs))
 	if err := topologyUp(ctx, env); err != nil {
 		t.Fatal(err)
@@ -179,7 +175,7 @@ cat trace > $D/trace.txt
 for c in per_cpu/cpu*; do n=${c#per_cpu/}; cat $c/stats > $D/$n.stats; timeout 5 dd if=$c/trace_pipe_raw of=$D/$n.raw bs=4096 2>/dev/null || true; done
 cp events/header_page events/header_event $D/events/
 for s in page_pool skb kmem ftrace %[3]s; do for e in events/$s/*/; do [ -f $e/format ] || continue; mkdir -p $D/$e; cat $e/format > $D/$e/format; done; done
-cd /tmp; tar czf rawtrace.tgz rawtrace`, tracefs, guestDir, gomodel.KprobeGroup))
+cd /tmp; tar czf rawtrace.tgz rawtrace`, tracefs, guestDir, gomodel.TraceEventsSystem))
 	tgz := filepath.Join(dir, "rawtrace.tgz")
 	if err := b.CopyFrom(ctx, "/tmp/rawtrace.tgz", tgz); err != nil {
 		t.Fatal(err)

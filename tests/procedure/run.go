@@ -69,8 +69,8 @@ func Run(ctx context.Context, cfg Config) (*verdict.Summary, error) {
 	if cfg.Options.Seed == 0 {
 		cfg.Options.Seed = NewSeed()
 	}
-	// Each kernel's design decides its probes (gomodel.KprobeEvents): read once, here; a series
-	// that does not say it is bad input, said before anything boots.
+	// Each kernel's design goes with its results: read once, here; a series that does not say
+	// it is bad input, said before anything boots.
 	cfg.Compare = append([]Kernel(nil), cfg.Compare...)
 	for _, k := range append([]*Kernel{&cfg.Kernel}, kernelPtrs(cfg.Compare)...) {
 		v, err := k.Variant()
@@ -258,12 +258,6 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 	}
 	ev := verdict.Evidence{DrainWait: PoolDrainTimeout}
 	c := &collector{env: env, name: p.Name(), off: pc.Untraced}
-	design, err := pc.Kernel.Variant()
-	if err != nil {
-		verdict.Judge(res, verdict.Evidence{InfraError: err})
-		return
-	}
-	c.design = design
 	defer func() {
 		if c.ports.stop != nil {
 			c.ports.stop()
@@ -347,6 +341,7 @@ func RunProcedure(ctx context.Context, tb Testbed, p Procedure, res *verdict.Res
 		return
 	}
 	var notes []string
+	var err error
 	// The begin marker follows the counters, in the same board command.
 	if ev.Before, notes, err = c.snapshot(ctx, "before", "", c.markCmd("begin")); err != nil {
 		ev.InfraError = err

@@ -165,11 +165,11 @@ type tracePorts struct {
 }
 
 // rawTraceFormats are the events directories whose formats the host needs to decode the pages
-// (glob patterns below tracefs/events): TraceEvents', ftrace's print (trace_marker) and the
-// kprobe group's.
+// (glob patterns below tracefs/events): TraceEvents', ftrace's print (trace_marker) and
+// gomodel.TraceEventsSystem's.
 func rawTraceFormats() []string {
 	var out []string
-	for _, e := range append(append([]string{}, TraceEvents...), "ftrace/print", gomodel.KprobeGroup) {
+	for _, e := range append(append([]string{}, TraceEvents...), "ftrace/print", gomodel.TraceEventsSystem) {
 		if strings.Contains(e, "/") {
 			out = append(out, e)
 		} else {

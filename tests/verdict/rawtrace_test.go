@@ -12,11 +12,11 @@ import (
 	"github.com/ppkit/ppkit/internal/testfile"
 )
 
-// A real capture (gomodel/rawtrace/testdata/multicast-kprobes: one buffer saved as the kernel's
+// A real capture (gomodel/rawtrace/testdata/multicast-tracepoints: one buffer saved as the kernel's
 // text and as its pages) judged from the pages gives the model report and the figures of its
 // text, and the text the pages are written as gives them again.
 func TestCheckTraceWithModelRaw(t *testing.T) {
-	const capture = "../../gomodel/rawtrace/testdata/multicast-kprobes"
+	const capture = "../../gomodel/rawtrace/testdata/multicast-tracepoints"
 	dir := t.TempDir()
 	raw := &RawTrace{}
 	for _, cpu := range []string{"cpu0.raw", "cpu1.raw"} {

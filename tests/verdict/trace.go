@@ -34,7 +34,7 @@ type TraceFigures struct {
 	// replay counts them.
 	gomodel.TraceFigures
 	Lines int64 `json:"lines"`
-	// DMASyncs and Puts count the kprobe events (gomodel.KprobeEvents): arch_sync_dma_for_device
+	// DMASyncs and Puts count the events of gomodel.TraceEventsSystem: arch_sync_dma_for_device
 	// and page_pool_put_page, DirectPuts those with allow_direct.
 	DMASyncs   int64 `json:"dma_syncs,omitempty"`
 	Puts       int64 `json:"puts,omitempty"`
