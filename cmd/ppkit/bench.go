@@ -30,7 +30,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return runBenchThroughput(ctx, args[1:], stdout, stderr)
 		}
 	}
-	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...] | ppkit bench trace [--time T] [PROCEDURE...] | ppkit bench throughput --compare baseline|DIR [--rounds N] [--time T] [PROCEDURE...]")
+	return usageErrorf("usage: ppkit bench boot [-n N] [--json] | ppkit bench nic [flags] | ppkit bench test [--time T] [PROCEDURE...] | ppkit bench trace [--rounds N] [--time T] [PROCEDURE...] | ppkit bench throughput --compare baseline|DIR [--rounds N] [--time T] [PROCEDURE...]")
 }
 
 // runBenchBoot is `ppkit bench boot`: the median boot-to-SSH-ready over N boots, and the time of

@@ -32,6 +32,7 @@ func TestHarnessCommandUsageErrors(t *testing.T) {
 		{[]string{"bench", "throughput", "--series", "../../patches", "--compare", "baseline", "--rounds", "0"}, "--rounds 0: want at least 1"},
 		{[]string{"bench", "throughput", "--series", "../../patches", "--compare", "baseline", "nosuch"}, "nosuch"},
 		{[]string{"bench", "trace", "--series", "/nonexistent"}, "no stg series in /nonexistent"},
+		{[]string{"bench", "trace", "--series", "../../patches", "--rounds", "0"}, "--rounds 0: want at least 1"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out, errb bytes.Buffer
