@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // LinkState is what moving an interface into another namespace loses and Restore puts back:
@@ -104,7 +105,7 @@ func MoveInterface(iface string) (*MovedInterface, error) {
 		return nil, err
 	}
 	if out, err := exec.Command("ip", "link", "set", "dev", iface, "netns", name).CombinedOutput(); err != nil {
-		exec.Command("ip", "netns", "del", name).Run()
+		deleteNetns(name)
 		return nil, fmt.Errorf("move %s into a client namespace: %w: %s", iface, err, strings.TrimSpace(string(out)))
 	}
 	return &MovedInterface{Before: st, netns: name}, nil
@@ -119,7 +120,10 @@ func (m *MovedInterface) Restore() error {
 	ns := m.netns
 	var errs []error
 	run := func(argv ...string) {
-		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		// A group of its own: the terminal's Ctrl-C to ppkit's group must not stop a restore.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if out, err := cmd.CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out))))
 		}
 	}
@@ -140,7 +144,9 @@ func (m *MovedInterface) Restore() error {
 	for _, r := range m.Before.Routes {
 		run(append([]string{"ip", "route", "replace"}, append(r, "dev", name)...)...)
 	}
-	run("ip", "netns", "del", ns)
+	if err := deleteNetns(ns); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("restore %s: %w", name, errors.Join(errs...))
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -83,9 +82,7 @@ func RemoveLeftovers(progress io.Writer) {
 			var err error
 			switch l.Kind {
 			case "netns":
-				if out, e := exec.Command("ip", "netns", "del", l.Path).CombinedOutput(); e != nil {
-					err = fmt.Errorf("%w: %s", e, strings.TrimSpace(string(out)))
-				}
+				err = deleteNetns(l.Path)
 			case "dir":
 				err = os.RemoveAll(l.Path)
 			}
@@ -147,7 +144,7 @@ func Abandon() []string {
 	}
 	if ents, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range ents {
-			if mine(e.Name()) && exec.Command("ip", "netns", "del", e.Name()).Run() == nil {
+			if mine(e.Name()) && deleteNetns(e.Name()) == nil {
 				done = append(done, "network namespace "+e.Name())
 			}
 		}

@@ -71,10 +71,26 @@ func (t *testNet) addNetns() error {
 func addOwnedNetns() (string, error) {
 	name := owned.Name("net")
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		deleteNetns(name) // ip may have been interrupted after creating the file
 		return "", fmt.Errorf("ip netns add %s: %w: %s (test NICs need root or CAP_NET_ADMIN)", name, err, strings.TrimSpace(string(out)))
 	}
 	created.add(&created.netns, name)
 	return name, nil
+}
+
+// deleteNetns removes the named network namespace as `ip netns del` does (iproute2's
+// delete_namespace(): a lazy unmount of its bind mount in /run/netns, then the file), in
+// ppkit's own process. A clean-up must not be a child process: a terminal's Ctrl-C goes to
+// ppkit's whole process group, and an `ip netns del` that got it while ppkit was finishing left
+// the namespace behind (TestInterruptTestMulticast, SIGINT to the group in the drain).
+// A namespace that is already gone is no error.
+func deleteNetns(name string) error {
+	path := "/run/netns/" + name
+	unix.Unmount(path, unix.MNT_DETACH) // fails when nothing is mounted there: unlink decides
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete network namespace %s: %w", name, err)
+	}
+	return nil
 }
 
 // netnsOf is the namespace holding tap i.
@@ -134,10 +150,8 @@ func (t *testNet) close() error {
 	t.releaseFiles()
 	var errs []error
 	for _, name := range t.names {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			if _, statErr := os.Stat("/run/netns/" + name); statErr == nil {
-				errs = append(errs, fmt.Errorf("ip netns del %s: %w: %s", name, err, strings.TrimSpace(string(out))))
-			}
+		if err := deleteNetns(name); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -58,3 +58,39 @@ func TestTestNetOwnNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteNetns: deleteNetns (no child process, so that the Ctrl-C a terminal sends to
+// ppkit's group cannot stop it; TestInterruptTestMulticast sends it) removes a namespace; one
+// that is gone is no error, and a file in /run/netns with nothing mounted on it (an
+// interrupted `ip netns add`) is removed.
+func TestDeleteNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("network namespaces need root")
+		}
+		t.Skip("network namespaces need root")
+	}
+	name, err := addOwnedNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := deleteNetns(name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + name); !os.IsNotExist(err) {
+		t.Fatalf("namespace %s still there: %v", name, err)
+	}
+	if err := deleteNetns(name); err != nil {
+		t.Errorf("a namespace that is gone: %v", err)
+	}
+	half := owned.Name("net")
+	if err := os.WriteFile("/run/netns/"+half, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := deleteNetns(half); err != nil {
+		t.Errorf("a namespace file with nothing mounted: %v", err)
+	}
+	if _, err := os.Stat("/run/netns/" + half); !os.IsNotExist(err) {
+		t.Errorf("%s still there", half)
+	}
+}
