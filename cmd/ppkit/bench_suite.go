@@ -186,9 +186,15 @@ func runBenchTrace(ctx context.Context, args []string, stdout, stderr io.Writer)
 		for _, r := range c.Rounds {
 			traced, untraced = append(traced, r.Traced.BitsPerSecond/1e6), append(untraced, r.Untraced.BitsPerSecond/1e6)
 		}
+		if c.Missing > 0 {
+			goal += fmt.Sprintf(" (%d of %d rounds measured nothing)", c.Missing, len(c.Rounds))
+		}
 		fmt.Fprintf(stdout, "%-10s %6.2f %5.2f–%-5.2f  %-28s %-28s ≥ %.1f %s\n", c.Procedure, c.Ratio, c.Min, c.Max,
 			mbitList(traced), mbitList(untraced), benchTraceGoal, goal)
 		pass = pass && c.Pass
+		if c.Missing == len(c.Rounds) {
+			return failf("%s: no round measured a throughput on both sides", c.Procedure)
+		}
 	}
 	if !pass {
 		return failf("a traced run did not pass: the figures are not a valid measurement")

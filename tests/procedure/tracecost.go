@@ -16,10 +16,12 @@ import (
 type TraceCost struct {
 	Procedure string           `json:"procedure"`
 	Rounds    []TraceCostRound `json:"rounds"`
-	// Ratio is the median of the rounds' ratios, Min and Max their range.
-	Ratio float64 `json:"ratio"`
-	Min   float64 `json:"min"`
-	Max   float64 `json:"max"`
+	// Ratio is the median of the rounds' ratios, Min and Max their range; Missing counts the
+	// rounds in which a run measured nothing (no rate and no packets), which have no ratio.
+	Ratio   float64 `json:"ratio"`
+	Missing int     `json:"missing,omitempty"`
+	Min     float64 `json:"min"`
+	Max     float64 `json:"max"`
 	// Pass: every traced run passed; a cost measured on a failing run means little.
 	Pass bool `json:"pass"`
 }
@@ -47,8 +49,8 @@ func MeasureTraceCost(ctx context.Context, cfg Config, rounds int) ([]TraceCost,
 	}
 	var out []TraceCost
 	for _, p := range procs {
-		c := TraceCost{Procedure: p.Name(), Pass: true}
-		var ratios []float64
+		var rs []TraceCostRound
+		pass := true
 		for round := 0; round < rounds; round++ {
 			var traced, untraced *verdict.Result
 			for i := 0; i < 2; i++ {
@@ -71,15 +73,31 @@ func MeasureTraceCost(ctx context.Context, cfg Config, rounds int) ([]TraceCost,
 					traced = s.Results[0]
 				}
 			}
-			r := TraceCostRound{Traced: traced.Traffic, Untraced: untraced.Traffic,
-				TracedPackets: traced.Figures.Packets, UntracedPackets: untraced.Figures.Packets}
-			r.Ratio = throughputRatio(r.Traced, r.Untraced, r.TracedPackets, r.UntracedPackets)
-			c.Rounds = append(c.Rounds, r)
-			ratios = append(ratios, r.Ratio)
-			c.Pass = c.Pass && traced.Pass
+			rs = append(rs, TraceCostRound{Traced: traced.Traffic, Untraced: untraced.Traffic,
+				TracedPackets: traced.Figures.Packets, UntracedPackets: untraced.Figures.Packets})
+			pass = pass && traced.Pass
 		}
-		c.Ratio, c.Min, c.Max = median(ratios), slices.Min(ratios), slices.Max(ratios)
-		out = append(out, c)
+		out = append(out, judgeTraceCost(p.Name(), rs, pass))
 	}
 	return out, nil
+}
+
+// judgeTraceCost is a procedure's cost from its rounds: each round's ratio, and the median and
+// range of those that measured something on both sides.
+func judgeTraceCost(procedure string, rounds []TraceCostRound, pass bool) TraceCost {
+	c := TraceCost{Procedure: procedure, Rounds: rounds, Pass: pass}
+	var ratios []float64
+	for i := range c.Rounds {
+		r := &c.Rounds[i]
+		r.Ratio = throughputRatio(r.Traced, r.Untraced, r.TracedPackets, r.UntracedPackets)
+		if r.Ratio == 0 || (r.Traced.BitsPerSecond == 0) != (r.Untraced.BitsPerSecond == 0) {
+			c.Missing++ // as roundRatio: no figure, or a rate against a packet count
+			continue
+		}
+		ratios = append(ratios, r.Ratio)
+	}
+	if len(ratios) > 0 {
+		c.Ratio, c.Min, c.Max = median(ratios), slices.Min(ratios), slices.Max(ratios)
+	}
+	return c
 }
