@@ -36,8 +36,8 @@ var debugConfig []byte
 //go:embed config/trace-events.patch
 var traceEventsPatch []byte
 
-// traceEventsFile is traceEventsPatch's path in ppkit's source, for error messages.
-const traceEventsFile = "harness/config/trace-events.patch"
+// TraceEventsFile is the path of the trace events patch in ppkit's source, for messages.
+const TraceEventsFile = "harness/config/trace-events.patch"
 
 // kernelRecipe changes whenever the way ppkit builds a kernel changes, invalidating cached builds.
 const kernelRecipe = "ppkit-kernel-1 arm64 tinyconfig+fragment Image"

@@ -210,9 +210,9 @@ func prepareWorkTree(ctx context.Context, work string, src *kernelSource, series
 		if tree, err = stgit.OwnRepo(work).PatchTree(ctx, tree, "trace-events", traceEvents); err != nil {
 			if ae := (*stgit.ApplyError)(nil); errors.As(err, &ae) && ae.File != "" {
 				return "", "", fmt.Errorf("ppkit's trace events (%s) do not apply after the series: %s rejected; the series changed the lines they hook (the opening of page_pool_put_page() and of arch_sync_dma_for_device(), and page_pool.c's trace include): keep those lines, or update %[1]s",
-					traceEventsFile, ae.File)
+					TraceEventsFile, ae.File)
 			}
-			return "", "", fmt.Errorf("ppkit's trace events (%s): %w", traceEventsFile, err)
+			return "", "", fmt.Errorf("ppkit's trace events (%s): %w", TraceEventsFile, err)
 		}
 	}
 	if err := switchWorkTree(ctx, work, src.commit, tree); err != nil {

@@ -352,7 +352,7 @@ func TestTraceEventsPatchFollowsTheSeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = prepareWorkTree(ctx, filepath.Join(t.TempDir(), "work"), src2, nil, traceEventsPatch, nil)
-	if err == nil || !strings.Contains(err.Error(), traceEventsFile) || !strings.Contains(err.Error(), "do not apply after the series") {
-		t.Fatalf("error %v, want one naming %s", err, traceEventsFile)
+	if err == nil || !strings.Contains(err.Error(), TraceEventsFile) || !strings.Contains(err.Error(), "do not apply after the series") {
+		t.Fatalf("error %v, want one naming %s", err, TraceEventsFile)
 	}
 }

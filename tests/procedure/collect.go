@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ppkit/ppkit/gomodel"
+	"github.com/ppkit/ppkit/harness"
 	"github.com/ppkit/ppkit/tests/verdict"
 )
 
@@ -46,7 +47,7 @@ func tracingSetupScript(bufferKB int) string {
 	// ppkit's own events (gomodel.TraceEventsSystem): the DMA syncs for the device page_pool
 	// owns, and every page_pool_put_page with its allow_direct.
 	fmt.Fprintf(&b, "[ -e events/%[1]s/page_pool_put_page/enable ] || { echo \"no %[1]s/page_pool_put_page in %[2]s/events: the guest kernel was not built by ppkit, which adds the event (%[3]s)\" >&2; exit 3; }\n",
-		gomodel.TraceEventsSystem, tracefs, "harness/config/trace-events.patch")
+		gomodel.TraceEventsSystem, tracefs, harness.TraceEventsFile)
 	for _, e := range TraceEvents {
 		if strings.HasPrefix(e, "kmem/") {
 			fmt.Fprintf(&b, "echo 0 > events/%s/filter\n", e)
