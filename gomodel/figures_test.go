@@ -3,6 +3,8 @@ package gomodel
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,8 +138,17 @@ func FuzzTraceStream(f *testing.F) {
 			holds += int64(p.Holds)
 			releases += int64(p.Releases)
 			skb += int64(p.SKBReturns)
-			if len(p.Timeline) < int(p.Holds+p.Releases) {
-				t.Fatalf("pool %s: %d timeline points for %d holds and %d releases", p.Pool, len(p.Timeline), p.Holds, p.Releases)
+			if p.Holds+p.Releases > 0 && len(p.Timeline) == 0 {
+				t.Fatalf("pool %s: no timeline points for %d holds and %d releases", p.Pool, p.Holds, p.Releases)
+			}
+			// Three points a step at most; an event replayed late, out of the trace's order,
+			// may open its step again and come back to the one it interrupted.
+			perStep := map[int64]int{}
+			for _, pt := range p.Timeline {
+				step := int64(math.Round(pt.Time*1e9)) / int64(TimelineStep)
+				if perStep[step]++; perStep[step] > 3*(1+2*rep.Reordered) {
+					t.Fatalf("pool %s: %d timeline points in the step of %v s: %v", p.Pool, perStep[step], pt.Time, p.Timeline)
+				}
 			}
 		}
 		fg := rep.Figures
@@ -216,6 +227,37 @@ func TestReleaseCounterAcrossCPUs(t *testing.T) {
 		lost := strings.Contains(strings.Join(rep.Notes, "\n"), "release counter jumps from 1 to 3 (1 values never came): events were lost")
 		if lost != tc.lost || rep.Pools[0].ReleaseCounter != 3 {
 			t.Errorf("%s: notes %q, release counter %d", tc.name, rep.Notes, rep.Pools[0].ReleaseCounter)
+		}
+	}
+}
+
+// TestTimelineSteps: of each TimelineStep the Timeline keeps the lowest, the highest and the
+// last point, in trace order, each once.
+func TestTimelineSteps(t *testing.T) {
+	ms := uint64(TimelineStep)
+	for _, tc := range []struct {
+		name string
+		in   []stepPoint
+		want []InflightPoint
+	}{
+		{"one point", []stepPoint{{5 * ms, 1}}, []InflightPoint{{0.005, 1}}},
+		{"low, high and last of a step", []stepPoint{{ms + 1e5, 1}, {ms + 2e5, 5}, {ms + 3e5, 0}, {ms + 4e5, 2}},
+			[]InflightPoint{{0.0012, 5}, {0.0013, 0}, {0.0014, 2}}},
+		{"the first of equal lows and highs", []stepPoint{{0, 3}, {1, 3}, {2, 4}, {3, 4}, {4, 3}},
+			[]InflightPoint{{0, 3}, {2e-9, 4}, {4e-9, 3}}},
+		{"the last is the high", []stepPoint{{0, 3}, {1, 2}, {2, 4}}, []InflightPoint{{1e-9, 2}, {2e-9, 4}}},
+		{"steps apart", []stepPoint{{0, 1}, {ms, 2}, {ms + 1, 1}, {3 * ms, 0}},
+			[]InflightPoint{{0, 1}, {0.001, 2}, {0.001000001, 1}, {0.003, 0}}},
+		{"a late point opens its step again", []stepPoint{{2 * ms, 4}, {ms, 3}, {2*ms + 1, 5}},
+			[]InflightPoint{{0.002, 4}, {0.001, 3}, {0.002000001, 5}}},
+	} {
+		var p poolTraceState
+		for _, pt := range tc.in {
+			p.inflight(pt.ts, pt.inflight)
+		}
+		p.flushStep()
+		if fmt.Sprint(p.Timeline) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: timeline %v, want %v", tc.name, p.Timeline, tc.want)
 		}
 	}
 }

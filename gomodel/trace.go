@@ -144,7 +144,9 @@ type PoolTrace struct {
 	// deferred retries), if any.
 	LastRelease *PoolReleaseEvent `json:"last_release,omitempty"`
 	// Timeline is the pool's inflight over trace time: holds − releases the trace shows after
-	// each hold or release, and the kernel's own inflight at each page_pool_release.
+	// each hold or release, and the kernel's own inflight at each page_pool_release. Of each
+	// TimelineStep of trace time it keeps the points with the step's lowest and highest
+	// inflight (the first of each) and its last point, in trace order.
 	Timeline []InflightPoint `json:"-"`
 }
 
@@ -213,6 +215,57 @@ type poolTraceState struct {
 	culprit              uint64 // a pfn freed while held
 	hasCulp              bool
 	preTraced            int
+	// stepN is the number + 1 of the Timeline's step being replayed (0: none); stepLo,
+	// stepHi and stepLast its lowest, highest and last point so far.
+	stepN                    uint64
+	stepLo, stepHi, stepLast stepPoint
+}
+
+// TimelineStep is the trace time of which PoolTrace.Timeline keeps three points at most. A
+// pool takes a page for most packets in the slow path, and a point a page is 16 bytes: the
+// whole timeline of a procedure was the replay's largest allocation and a quarter of its time
+// (BenchmarkCapture/forward), for a chart a few hundred pixels wide over seconds.
+const TimelineStep = time.Millisecond
+
+type stepPoint struct {
+	ts       uint64
+	inflight int64
+}
+
+// inflight adds a point to the pool's Timeline: at ts, v pages inflight.
+func (p *poolTraceState) inflight(ts uint64, v int64) {
+	pt := stepPoint{ts, v}
+	if n := ts/uint64(TimelineStep) + 1; n != p.stepN {
+		p.flushStep()
+		p.stepN, p.stepLo, p.stepHi, p.stepLast = n, pt, pt, pt
+		return
+	}
+	if v < p.stepLo.inflight {
+		p.stepLo = pt
+	} else if v > p.stepHi.inflight {
+		p.stepHi = pt
+	}
+	p.stepLast = pt
+}
+
+// flushStep appends the step being replayed to the Timeline: its lowest, highest and last
+// point in trace order, each once.
+func (p *poolTraceState) flushStep() {
+	if p.stepN == 0 {
+		return
+	}
+	a, b := p.stepLo, p.stepHi
+	if b.ts < a.ts {
+		a, b = b, a
+	}
+	p.Timeline = append(p.Timeline, InflightPoint{seconds(a.ts), a.inflight})
+	if b != a {
+		p.Timeline = append(p.Timeline, InflightPoint{seconds(b.ts), b.inflight})
+	}
+	if l := p.stepLast; l != a && l != b {
+		p.Timeline = append(p.Timeline, InflightPoint{seconds(l.ts), l.inflight})
+	}
+	p.stepN = 0
 }
 
 // histEntry is one event of a page's history: its line (bits 0-31), its kind (32-39) and
@@ -1115,7 +1168,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		if c.inWindow {
 			c.rep.Figures.HoldsInWindow++
 		}
-		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
+		p.inflight(ev.ts, int64(p.Holds)-int64(p.Releases))
 		st := c.pfns.get(ev.pfn)
 		known := st != nil
 		if !known {
@@ -1169,7 +1222,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 			p.ReleaseCounter = ev.count
 		}
 		c.rep.Figures.Releases++
-		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(p.Holds) - int64(p.Releases)})
+		p.inflight(ev.ts, int64(p.Holds)-int64(p.Releases))
 		st := c.pfn(ev.pfn, p.Complete)
 		if st == nil { // a page held before tracing started
 			p.preTraced++
@@ -1228,7 +1281,7 @@ func (c *traceChecker) replay(ev *traceEvent) {
 		p.Destroyed = true
 		p.LastRelease = &PoolReleaseEvent{Line: int(ev.line), Inflight: ev.inflight, Hold: ev.hold, Release: ev.release, Cnt: ev.cnt}
 		p.HoldCounter, p.ReleaseCounter = ev.hold, ev.release
-		p.Timeline = append(p.Timeline, InflightPoint{seconds(ev.ts), int64(ev.inflight)})
+		p.inflight(ev.ts, int64(ev.inflight))
 		if ev.inflight == 0 {
 			p.Freed = true
 		}
@@ -1369,6 +1422,7 @@ func (c *traceChecker) finish() *TraceReport {
 	})
 	for _, i := range order {
 		p := &c.pools[i]
+		p.flushStep()
 		p.Inflight = int64(int32(p.HoldCounter - p.ReleaseCounter))
 		holds += p.Holds
 		returns += p.SKBReturns
