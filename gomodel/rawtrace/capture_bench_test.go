@@ -1,6 +1,7 @@
 package rawtrace
 
 import (
+	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
@@ -16,11 +17,13 @@ import (
 var benchArtifact = flag.String("rawtrace.artifact", "", "BenchmarkCapture also replays this ppkit test artifact directory (cpuN.raw, formats.tar: ppkit test PROCEDURE --report DIR keeps them in DIR/series/PROCEDURE)")
 
 // BenchmarkCapture is the issue's measure of decoding and checking: Replay of whole
-// procedures' traces as the guest's ring buffers hand them out, from memory (a bytes.Reader
-// stands for the read of the files), in events per second of the benchmark's thread and of
-// its CPU time. testdata/bench holds two (README.md there): tcp, the default set's common
-// case (a packet is a return through the hook, its put and its sync, runs on one CPU) and
-// forward, the slow path's (a hold, a release and a page free for most packets).
+// procedures' traces, in events per second of the benchmark's thread and of its CPU time.
+// testdata/bench holds two (README.md there): tcp, the default set's common case (a packet is
+// a return through the hook, its put and its sync, runs on one CPU) and forward, the slow
+// path's (a hold, a release and a page free for most packets). Each is replayed twice:
+// memory, the pages in memory decoded in place (decoding and checking alone), and files, the
+// pages read from files as ppkit reads them (tests/verdict: a bufio.Reader of each file, its
+// pages decoded in its buffer), which adds the read(2) copy.
 func BenchmarkCapture(b *testing.B) {
 	dirs, _ := filepath.Glob("testdata/bench/*")
 	if len(dirs) == 0 {
@@ -33,26 +36,50 @@ func BenchmarkCapture(b *testing.B) {
 		b.Run(filepath.Base(dir), func(b *testing.B) {
 			fm, cpus := readArtifact(b, dir)
 			var size int64
-			for _, c := range cpus {
+			var files []string
+			for i, c := range cpus {
 				size += int64(len(c))
-			}
-			streams := func() []io.Reader {
-				var rs []io.Reader
-				for _, c := range cpus {
-					rs = append(rs, bytes.NewReader(c))
-				}
-				return rs
-			}
-			rep, st, err := Replay(streams(), fm, gomodel.TraceOptions{File: dir})
-			if err != nil || !rep.Passed || st.Events < 100000 || st.Gaps != 0 {
-				b.Fatalf("%s: %v; %d events, %d gaps: not a whole passing procedure's trace", dir, err, st.Events, st.Gaps)
-			}
-			b.SetBytes(size)
-			eventRate(b, st.Events, func() {
-				if _, _, err := Replay(streams(), fm, gomodel.TraceOptions{File: dir}); err != nil {
+				files = append(files, filepath.Join(b.TempDir(), fmt.Sprintf("cpu%d.raw", i)))
+				if err := os.WriteFile(files[i], c, 0o644); err != nil {
 					b.Fatal(err)
 				}
-			})
+			}
+			memory := func() (*gomodel.TraceReport, Stats, error) {
+				var rs []io.Reader
+				for _, c := range cpus {
+					rs = append(rs, &memPages{b: c})
+				}
+				return Replay(rs, fm, gomodel.TraceOptions{File: dir})
+			}
+			fromFiles := func() (*gomodel.TraceReport, Stats, error) {
+				var rs []io.Reader
+				for _, name := range files {
+					f, err := os.Open(name)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer f.Close()
+					rs = append(rs, bufio.NewReaderSize(f, 1<<20))
+				}
+				return Replay(rs, fm, gomodel.TraceOptions{File: dir})
+			}
+			for _, m := range []struct {
+				name   string
+				replay func() (*gomodel.TraceReport, Stats, error)
+			}{{"memory", memory}, {"files", fromFiles}} {
+				b.Run(m.name, func(b *testing.B) {
+					rep, st, err := m.replay()
+					if err != nil || !rep.Passed || st.Events < 100000 || st.Gaps != 0 {
+						b.Fatalf("%s: %v; %d events, %d gaps: not a whole passing procedure's trace", dir, err, st.Events, st.Gaps)
+					}
+					b.SetBytes(size)
+					eventRate(b, st.Events, func() {
+						if _, _, err := m.replay(); err != nil {
+							b.Fatal(err)
+						}
+					})
+				})
+			}
 		})
 	}
 }

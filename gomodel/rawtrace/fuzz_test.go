@@ -3,8 +3,10 @@ package rawtrace
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -114,6 +116,11 @@ func FuzzPages(f *testing.F) {
 		}
 		// Through the model: a report, or one of the typed errors.
 		rep, st, err := Replay(readers(cpu0, cpu1), fm, gomodel.TraceOptions{Procedure: "multicast"})
+		// Pages decoded in place give the same.
+		rep2, st2, err2 := Replay(inPlace(cpu0, cpu1), fm, gomodel.TraceOptions{Procedure: "multicast"})
+		if fmt.Sprint(err) != fmt.Sprint(err2) || st != st2 || !reflect.DeepEqual(rep, rep2) {
+			t.Fatalf("in place: %v, %+v, %+v; copied: %v, %+v, %+v", err2, st2, rep2, err, st, rep)
+		}
 		var pe *PageError
 		var de *DecodeError
 		var le *gomodel.LineError
@@ -154,7 +161,8 @@ func FuzzPages(f *testing.F) {
 }
 
 // checkMerger compares Merger's records with a merge of CPUReader.Next's, the smallest
-// timestamp first and the lower CPU on a tie: the same records, the same end or error.
+// timestamp first and the lower CPU on a tie: the same records, the same end or error. The
+// CPUReaders copy their pages, the merger's decode them in place (inPlace).
 func checkMerger(t *testing.T, fm *Formats, streams ...[]byte) {
 	t.Helper()
 	type head struct {
@@ -167,7 +175,7 @@ func checkMerger(t *testing.T, fm *Formats, streams ...[]byte) {
 	for i, b := range streams {
 		heads[i] = &head{r: NewCPUReader(i, bytes.NewReader(b), &fm.Page)}
 	}
-	m := NewMerger(readers(streams...), &fm.Page)
+	m := NewMerger(inPlace(streams...), &fm.Page)
 	for n := 0; ; n++ {
 		var want *head
 		for _, h := range heads {

@@ -51,13 +51,16 @@ type Record struct {
 
 // CPUReader decodes one CPU's stream of ring-buffer pages, as per_cpu/cpuN/trace_pipe_raw
 // hands them out (ring_buffer_read_page(): each page a struct buffer_data_page of
-// HeaderPage.PageSize() bytes).
+// HeaderPage.PageSize() bytes). A reader with bufio.Reader's Peek and Discard (a bufio.Reader,
+// a mapped file) has its pages decoded in place, without a copy into the CPUReader's buffer.
 type CPUReader struct {
 	cpu   int
 	r     io.Reader
+	pr    peeker // r, when it can hand out its pages in place
+	held  int    // bytes pr handed out for the page being decoded, to discard before the next
 	h     HeaderPage
-	buf   []byte
-	page  int // index of the page in buf; -1 before the first
+	buf   []byte // the page being decoded
+	page  int    // index of the page in buf; -1 before the first
 	data  []byte
 	off   int
 	ts    uint64
@@ -66,9 +69,49 @@ type CPUReader struct {
 	pages int
 }
 
+// peeker is bufio.Reader's way of handing out bytes in place.
+type peeker interface {
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
 // NewCPUReader reads the pages of one CPU from r.
 func NewCPUReader(cpu int, r io.Reader, h *HeaderPage) *CPUReader {
-	return &CPUReader{cpu: cpu, r: r, h: *h, buf: make([]byte, h.PageSize()), page: -1}
+	c := &CPUReader{cpu: cpu, r: r, h: *h, page: -1}
+	if pr, ok := r.(peeker); ok {
+		c.pr = pr
+	} else {
+		c.buf = make([]byte, h.PageSize())
+	}
+	return c
+}
+
+// readPage makes c.buf the next page: n bytes of it, and what the reader said.
+func (c *CPUReader) readPage() (int, error) {
+	if c.pr == nil {
+		return io.ReadFull(c.r, c.buf)
+	}
+	if c.held > 0 {
+		n, err := c.pr.Discard(c.held)
+		c.held = 0
+		if err != nil {
+			return 0, fmt.Errorf("after %d of the page's %d bytes: %w", n, c.h.PageSize(), err)
+		}
+	}
+	size := c.h.PageSize()
+	b, err := c.pr.Peek(size)
+	c.buf, c.held = b, len(b)
+	switch {
+	case len(b) == size:
+		return size, nil
+	case len(b) == 0 && err == io.EOF:
+		return 0, io.EOF
+	case err == io.EOF:
+		return len(b), io.ErrUnexpectedEOF
+	case err == nil: // a Peek that breaks its contract
+		err = io.ErrShortBuffer
+	}
+	return len(b), err
 }
 
 // Pages is the number of pages read so far.
@@ -80,13 +123,13 @@ func (c *CPUReader) fail(off int, format string, args ...any) error {
 
 // nextPage reads and checks the next page's header; io.EOF at the end of the stream.
 func (c *CPUReader) nextPage() error {
-	n, err := io.ReadFull(c.r, c.buf)
+	n, err := c.readPage()
 	c.page++
 	switch {
 	case err == io.EOF:
 		return io.EOF
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return c.fail(-1, "truncated page: %d of %d bytes", n, len(c.buf))
+		return c.fail(-1, "truncated page: %d of %d bytes", n, c.h.PageSize())
 	case err != nil:
 		return c.fail(-1, "read: %v", err)
 	}

@@ -2,6 +2,7 @@ package rawtrace
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -212,6 +213,50 @@ func readers(b ...[]byte) []io.Reader {
 		rs = append(rs, bytes.NewReader(x))
 	}
 	return rs
+}
+
+// inPlace is readers whose pages CPUReader decodes in place (Peek and Discard): every second
+// one a bufio.Reader of one page's size, the rest memPages.
+func inPlace(b ...[]byte) []io.Reader {
+	var rs []io.Reader
+	for i, x := range b {
+		if i%2 == 1 {
+			rs = append(rs, bufio.NewReaderSize(bytes.NewReader(x), 4096))
+		} else {
+			rs = append(rs, &memPages{b: x})
+		}
+	}
+	return rs
+}
+
+// memPages is a CPU's pages in memory with bufio.Reader's Peek and Discard, without a buffer
+// to fill: CPUReader decodes them where they are.
+type memPages struct{ b []byte }
+
+func (m *memPages) Read(p []byte) (int, error) {
+	if len(m.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b)
+	m.b = m.b[n:]
+	return n, nil
+}
+
+func (m *memPages) Peek(n int) ([]byte, error) {
+	if len(m.b) < n {
+		return m.b, io.EOF
+	}
+	return m.b[:n:n], nil
+}
+
+func (m *memPages) Discard(n int) (int, error) {
+	if len(m.b) < n {
+		k := len(m.b)
+		m.b = nil
+		return k, io.EOF
+	}
+	m.b = m.b[n:]
+	return n, nil
 }
 
 // replayBoth replays a synthetic run twice: its text through gomodel's parser (want) and its two
@@ -450,9 +495,12 @@ func TestPageErrors(t *testing.T) {
 		{"record shorter than its format", mod(func(p []byte) { p[16] = 2 }), "event kmem/mm_page_free (id 410) is 8 bytes, its format needs 20"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			rep, _, err := Replay(readers(c.raw), fm, gomodel.TraceOptions{})
-			if err == nil || !strings.Contains(err.Error(), c.want) || rep != nil {
-				t.Fatalf("got %v (report %v), want an error with %q", err, rep != nil, c.want)
+			buffered := []io.Reader{bufio.NewReaderSize(bytes.NewReader(c.raw), 1<<16)}
+			for _, rs := range [][]io.Reader{readers(c.raw), inPlace(c.raw), buffered} {
+				rep, _, err := Replay(rs, fm, gomodel.TraceOptions{})
+				if err == nil || !strings.Contains(err.Error(), c.want) || rep != nil {
+					t.Fatalf("%T: got %v (report %v), want an error with %q", rs[len(rs)-1], err, rep != nil, c.want)
+				}
 			}
 		})
 	}
