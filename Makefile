@@ -5,7 +5,7 @@ BIN     := bin/ppkit
 # without it stays fast.
 E2E_TIMEOUT ?= 85m
 
-.PHONY: all deps build check unit test run clean
+.PHONY: all deps build check unit test run pgo clean
 
 all: build
 
@@ -36,6 +36,14 @@ test: deps check build
 # Installs what is missing, builds, and runs `ppkit test` on the shipped series.
 run: deps build
 	./$(BIN) test
+
+# cmd/ppkit/default.pgo is the CPU profile `go build` optimises ppkit with (PGO, -pgo=auto): the
+# replay of two procedures' raw traces (gomodel/rawtrace's BenchmarkCapture), ppkit's hottest
+# loop. Regenerate it after a change to gomodel or gomodel/rawtrace; a stale profile only
+# optimises less.
+pgo:
+	$(GO) test -run '^$$' -bench 'Capture/.*/memory' -benchtime 5s -o $${TMPDIR:-/tmp}/ppkit-pgo.test \
+	  -cpuprofile cmd/ppkit/default.pgo ./gomodel/rawtrace
 
 clean:
 	rm -rf bin
