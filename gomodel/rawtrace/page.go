@@ -51,8 +51,9 @@ type Record struct {
 
 // CPUReader decodes one CPU's stream of ring-buffer pages, as per_cpu/cpuN/trace_pipe_raw
 // hands them out (ring_buffer_read_page(): each page a struct buffer_data_page of
-// HeaderPage.PageSize() bytes). A reader with bufio.Reader's Peek and Discard (a bufio.Reader,
-// a mapped file) has its pages decoded in place, without a copy into the CPUReader's buffer.
+// HeaderPage.PageSize() bytes). A reader with bufio.Reader's Peek and Discard (ppkit reads a
+// trace's files through a bufio.Reader) has its pages decoded in its buffer, without a copy
+// into the CPUReader's own.
 type CPUReader struct {
 	cpu   int
 	r     io.Reader
@@ -60,7 +61,7 @@ type CPUReader struct {
 	held  int    // bytes pr handed out for the page being decoded, to discard before the next
 	h     HeaderPage
 	buf   []byte // the page being decoded
-	page  int    // index of the page in buf; -1 before the first
+	page  int    // index of the page in the stream; -1 before the first
 	data  []byte
 	off   int
 	ts    uint64
