@@ -1036,15 +1036,12 @@ func (c *traceChecker) intern(ptr []byte) int32 {
 	return id
 }
 
-// firstReplayed notes the replay of ev for its pool (the pool it names after the replay: a
-// hold may have started a new pool at a reused address).
+// firstReplayed notes ev as the first event replayed for its pool (the pool it names after
+// the replay: a hold may have started a new pool at a reused address); replay calls it once a
+// pool.
 func (c *traceChecker) firstReplayed(ev *traceEvent) {
-	if ev.pool < 0 || int(ev.pool) >= len(c.pools) {
-		return
-	}
-	if p := &c.pools[ev.pool]; !p.replayed {
-		p.replayed, p.first = true, [2]uint64{ev.ts, uint64(ev.line)}
-	}
+	p := &c.pools[ev.pool]
+	p.replayed, p.first = true, [2]uint64{ev.ts, uint64(ev.line)}
 }
 
 func (c *traceChecker) newPool(ptr string) int32 {
