@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -313,7 +312,7 @@ func modelCheckPages(dir string, opts gomodel.TraceOptions) (*gomodel.TraceRepor
 			break
 		}
 		defer f.Close()
-		streams = append(streams, bufio.NewReaderSize(f, 1<<20))
+		streams = append(streams, rawtrace.NewFileReader(f))
 	}
 	if len(streams) == 0 {
 		return nil, usageErrorf("%s: no cpu0.raw: give a trace file, or a ppkit test artifact directory with cpuN.raw and formats.tar", dir)

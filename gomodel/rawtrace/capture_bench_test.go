@@ -1,7 +1,6 @@
 package rawtrace
 
 import (
-	"bufio"
 	"bytes"
 	"flag"
 	"fmt"
@@ -59,7 +58,7 @@ func BenchmarkCapture(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer f.Close()
-					rs = append(rs, bufio.NewReaderSize(f, 1<<20))
+					rs = append(rs, NewFileReader(f))
 				}
 				return Replay(rs, fm, gomodel.TraceOptions{File: dir})
 			}

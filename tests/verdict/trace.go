@@ -1,7 +1,6 @@
 package verdict
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -130,7 +129,7 @@ func (r *RawTrace) open(ctx context.Context) (streams []io.Reader, done func(), 
 			return nil, nil, fmt.Errorf("raw trace: %w", err)
 		}
 		files = append(files, f)
-		streams = append(streams, bufio.NewReaderSize(ctxReader{ctx, f}, 1<<20))
+		streams = append(streams, rawtrace.NewFileReader(ctxReader{ctx, f}))
 	}
 	return streams, done, nil
 }
