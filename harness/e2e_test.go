@@ -428,10 +428,7 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 		defer logf.Close()
 		// The pristine repository is a full tree; configuring out of tree only reads it.
 		b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
-		if err := b.configure(KernelConfigFragment(debug), base, mods); err != nil {
-			t.Fatal(err)
-		}
-		data, err := os.ReadFile(filepath.Join(b.dir, ".config"))
+		data, err := b.configure(KernelConfigFragment(debug), base, mods)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,6 +441,30 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 	for _, debug := range []bool{false, true} {
 		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) { configure(t, debug, nil, nil) })
 	}
+	// Build directories are named by the resolved .config: a board whose config is the one
+	// ppkit's kernel was built with (the deploy tests' board) builds in that kernel's directory.
+	t.Run("own config is a fixed point", func(t *testing.T) {
+		logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
+		tiny, err := b.configure(KernelConfigFragment(false), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := b.configure(KernelConfigFragment(false), tiny, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, tiny) {
+			t.Errorf("ppkit's .config as a board's config resolves to another .config (%d bytes, want %d)", len(again), len(tiny))
+		}
+		if err := b.useConfig(tiny); err != nil { // olddefconfig leaves it as it is
+			t.Error(err)
+		}
+	})
 	// A real board's config (`ppkit test --board`): its own, with the modules it has loaded
 	// built in by localyesconfig, ppkit's fragment on top.
 	t.Run("board config", func(t *testing.T) {
@@ -452,15 +473,16 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 		for sym, val := range tiny {
 			fmt.Fprintf(&board, "%s=%s\n", sym, val)
 		}
-		// The board's distribution kernel: modules, virtio-blk and ext4 among them.
-		board.WriteString("CONFIG_MODULES=y\nCONFIG_BLOCK=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=m\nCONFIG_MVNETA=m\n")
-		lsmod := []byte("virtio_blk 20480 0 - Live 0xffff800008f00000\n")
+		// The board's distribution kernel: modules, a CD-ROM file system and a NAND flash driver
+		// among them.
+		board.WriteString("CONFIG_MODULES=y\nCONFIG_ISO9660_FS=m\nCONFIG_MTD=m\nCONFIG_MVNETA=m\n")
+		lsmod := []byte("mtd 61440 0 - Live 0xffff800008f00000\n")
 		got := configure(t, false, board.Bytes(), lsmod)
 		for sym, want := range map[string]string{
-			"CONFIG_VIRTIO_BLK": "y", // loaded on the board: built in
-			"CONFIG_EXT4_FS":    "n", // not loaded: localyesconfig drops it
+			"CONFIG_MTD":        "y", // loaded on the board: built in
+			"CONFIG_ISO9660_FS": "n", // not loaded: localyesconfig drops it
 			"CONFIG_MVNETA":     "y", // ppkit's fragment
-			"CONFIG_BLOCK":      "y", // the board's own
+			"CONFIG_MODULES":    "y", // the board's own
 		} {
 			if got[sym] != want {
 				t.Errorf("%s=%q, want %q", sym, got[sym], want)

@@ -131,7 +131,7 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	cfgKey.add("source", []byte(src.id))
 	cfgKey.add("fragment", fragment)
 	addBoardConfig(cfgKey, opts)
-	buildPrefix := filepath.Join(cache, "build", src.id+"-"+cfgSum())
+	configInputs := cfgSum()
 
 	key, keySum := newHasher()
 	key.add("recipe", []byte(kernelRecipe))
@@ -183,18 +183,6 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build kernel: %w", err)
 	}
-	buildDir := buildPrefix + "-" + state
-	os.RemoveAll(buildPrefix) // the one build directory of every state, before builddir.go
-	done, err := readyBuildDir(ctx, work, src.commit, prev, tree, buildDir, buildPrefix+"-*")
-	if err != nil {
-		return nil, fmt.Errorf("build kernel: build directory: %w", err)
-	}
-	built := false
-	defer func() {
-		if err := done(built); err != nil {
-			fmt.Fprintf(progress, "kernel: build directory %s: %v\n", buildDir, err)
-		}
-	}()
 	stage, err := os.MkdirTemp(filepath.Join(cache, "kernel"), ".build-")
 	if err != nil {
 		if err := os.MkdirAll(filepath.Join(cache, "kernel"), 0o755); err != nil {
@@ -210,8 +198,28 @@ func BuildKernel(ctx context.Context, opts KernelOptions) (*Kernel, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	b := &kernelBuild{ctx: ctx, work: work, dir: buildDir, cache: cache, jobs: opts.Jobs, log: logf, progress: progress}
-	if err := b.configure(fragment, opts.BaseConfig, opts.BoardModules); err != nil {
+	// Build directories are named by the .config they build with, not by its inputs: a
+	// board's config that resolves to ppkit's own (the deploy test's board, a board deployed
+	// from the config in its /boot) builds beside ppkit's kernels instead of from nothing.
+	b := &kernelBuild{ctx: ctx, work: work, dir: work + "-config", cache: cache, jobs: opts.Jobs, log: logf, progress: progress}
+	config, err := b.resolvedConfig(filepath.Join(cache, "build", "config-"+configInputs), fragment, opts.BaseConfig, opts.BoardModules)
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
+	}
+	buildPrefix := filepath.Join(cache, "build", src.id+"-"+configSum(config))
+	buildDir := buildPrefix + "-" + state
+	done, err := readyBuildDir(ctx, work, src.commit, prev, tree, buildDir, buildPrefix+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("build kernel: build directory: %w", err)
+	}
+	built := false
+	defer func() {
+		if err := done(built); err != nil {
+			fmt.Fprintf(progress, "kernel: build directory %s: %v\n", buildDir, err)
+		}
+	}()
+	b.dir = buildDir
+	if err := b.useConfig(config); err != nil {
 		return nil, fmt.Errorf("build kernel: %w (log: %s)", err, b.keepLog(k))
 	}
 	fmt.Fprintf(progress, "kernel: building %s with %d patches and ppkit's trace events in %s\n", src.id, len(patches), buildDir)
@@ -306,75 +314,114 @@ func addBoardConfig(h *hasher, opts KernelOptions) {
 	}
 }
 
-// configure writes the build directory's .config once per (source, fragment, base): tinyconfig
-// or the board's config (with its loaded modules built in), the fragment merged in,
-// olddefconfig, then the check that every wanted setting survived.
-func (b *kernelBuild) configure(fragment, boardConfig, boardModules []byte) error {
-	stamp := filepath.Join(b.dir, ".ppkit-config-fragment")
-	stampData := fragment
-	if len(boardConfig) > 0 {
-		h, sum := newHasher()
-		addBoardConfig(h, KernelOptions{BaseConfig: boardConfig, BoardModules: boardModules})
-		stampData = append(append([]byte(nil), fragment...), "\n# board config "+sum()+"\n"...)
+// resolvedConfig returns the .config of a kernel configured from these inputs: read from file,
+// or configured in b.dir (a scratch directory) and saved there.
+func (b *kernelBuild) resolvedConfig(file string, fragment, boardConfig, boardModules []byte) ([]byte, error) {
+	if data, err := os.ReadFile(file); err == nil {
+		return data, nil
 	}
-	if old, err := os.ReadFile(stamp); err == nil && string(old) == string(stampData) {
-		return nil
+	data, err := b.configure(fragment, boardConfig, boardModules)
+	if err != nil {
+		return nil, err
 	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return nil, err
+	}
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return nil, err
+	}
+	return data, os.Rename(tmp, file)
+}
+
+// configSum names a resolved .config.
+func configSum(config []byte) string {
+	h, sum := newHasher()
+	h.add("config", config)
+	return sum()
+}
+
+// configure writes b.dir's .config from its inputs and returns it: tinyconfig or the board's
+// config (with its loaded modules built in), the fragment merged in, olddefconfig, then the
+// check that every wanted setting survived.
+func (b *kernelBuild) configure(fragment, boardConfig, boardModules []byte) ([]byte, error) {
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	dotconfig := filepath.Join(b.dir, ".config")
 	if len(boardConfig) == 0 {
 		fmt.Fprintf(b.progress, "kernel: configuring (tinyconfig + harness/config fragment)\n")
 		if err := b.make("tinyconfig"); err != nil {
-			return err
+			return nil, err
 		}
 	} else {
 		fmt.Fprintf(b.progress, "kernel: configuring (the board's config + harness/config fragment)\n")
 		if err := os.WriteFile(dotconfig, boardConfig, 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		if len(bytes.TrimSpace(boardModules)) > 0 {
 			lsmod := filepath.Join(b.dir, "board-modules")
 			if err := os.WriteFile(lsmod, boardModules, 0o644); err != nil {
-				return err
+				return nil, err
 			}
 			b.env = []string{"LSMOD=" + lsmod}
 			err := b.make("localyesconfig")
 			b.env = nil
 			if err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
 	base, err := os.ReadFile(dotconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	merged, err := MergeKconfig(base, fragment)
 	if err != nil {
-		return fmt.Errorf("config fragment: %w", err)
+		return nil, fmt.Errorf("config fragment: %w", err)
 	}
 	if err := os.WriteFile(dotconfig, merged, 0o644); err != nil {
+		return nil, err
+	}
+	if err := b.make("olddefconfig"); err != nil {
+		return nil, err
+	}
+	final, err := os.ReadFile(dotconfig)
+	if err != nil {
+		return nil, err
+	}
+	want, _ := ParseKconfig(fragment)
+	got, err := ParseKconfig(final)
+	if err != nil {
+		return nil, err
+	}
+	if missing := MissingKconfig(want, got); len(missing) > 0 {
+		return nil, fmt.Errorf("Kconfig dropped %d wanted option(s) (unmet dependencies; fix harness/config): %s",
+			len(missing), strings.Join(missing, ", "))
+	}
+	return final, nil
+}
+
+// useConfig makes config (resolved by configure) the build directory's .config. olddefconfig
+// writes what Kbuild derives from it and must leave it as it is.
+func (b *kernelBuild) useConfig(config []byte) error {
+	dotconfig := filepath.Join(b.dir, ".config")
+	if old, err := os.ReadFile(dotconfig); err == nil && bytes.Equal(old, config) {
+		return nil
+	}
+	if err := os.MkdirAll(b.dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dotconfig, config, 0o644); err != nil {
 		return err
 	}
 	if err := b.make("olddefconfig"); err != nil {
 		return err
 	}
-	final, err := os.ReadFile(dotconfig)
-	if err != nil {
-		return err
+	if final, err := os.ReadFile(dotconfig); err != nil || !bytes.Equal(final, config) {
+		return fmt.Errorf("olddefconfig changed the resolved .config in %s (%v)", b.dir, err)
 	}
-	want, _ := ParseKconfig(fragment)
-	got, err := ParseKconfig(final)
-	if err != nil {
-		return err
-	}
-	if missing := MissingKconfig(want, got); len(missing) > 0 {
-		return fmt.Errorf("Kconfig dropped %d wanted option(s) (unmet dependencies; fix harness/config): %s",
-			len(missing), strings.Join(missing, ", "))
-	}
-	return os.WriteFile(stamp, stampData, 0o644)
+	return nil
 }
 
 // make runs one kernel make target, niced, with ccache when present, copying its output to the
