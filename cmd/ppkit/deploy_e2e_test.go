@@ -30,9 +30,6 @@ import (
 // uBoot is Debian's U-Boot for QEMU's arm64 virt board (harness/install-deps.sh installs it).
 const uBoot = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 
-// diskConfig is what a board that boots from a disk has beside ppkit's options.
-const diskConfig = "CONFIG_BLOCK=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_EXT4_FS=y\nCONFIG_MSDOS_PARTITION=y\n"
-
 // diskBoard is a booted board with /boot on its disk, and what it was made of.
 type diskBoard struct {
 	vm      *harness.VM
@@ -61,8 +58,8 @@ func bootDiskBoard(t *testing.T, tap string, spareMiB int, stale bool) *diskBoar
 	spec := (&procedure.HarnessLauncher{}).Spec(procedure.Kernel{Series: patches}, testWriter{t})
 	spec.Boot.NICs = spec.Boot.NICs[:1]
 	spec.Boot.Ports = nil
-	// The board's own config: ppkit's emulated-board config with a disk and ext4, as a
-	// distribution's kernel has them.
+	// The board's own config: ppkit's emulated-board config, which has the disk and ext4 the
+	// board's /boot needs (harness/config/ppkit.config), as a distribution's kernel has them.
 	ppkitKernel, err := harness.BuildKernel(ctx, spec.Kernel)
 	if err != nil {
 		t.Fatal(err)
@@ -71,9 +68,16 @@ func bootDiskBoard(t *testing.T, tap string, spareMiB int, stale bool) *diskBoar
 	if err != nil {
 		t.Fatal(err)
 	}
-	if spec.Kernel.BaseConfig, err = harness.MergeKconfig(cfg, []byte(diskConfig)); err != nil {
+	v, err := harness.ParseKconfig(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
+	for _, sym := range []string{"CONFIG_BLOCK", "CONFIG_VIRTIO_BLK", "CONFIG_EXT4_FS", "CONFIG_MSDOS_PARTITION"} {
+		if v[sym] != "y" {
+			t.Fatalf("ppkit's kernel config has %s=%q: the board's /boot is an ext4 partition of a virtio disk", sym, v[sym])
+		}
+	}
+	spec.Kernel.BaseConfig = cfg
 	spec.Kernel.Upto = len(series.Patches) - 1 // another kernel than the one under test
 	part := 1
 	if stale {
