@@ -106,15 +106,18 @@ func readmeFirstSteps(t *testing.T) []string {
 	return lines
 }
 
-// emptyPrefixCache returns a PPKIT_CACHE with no built kernel: every series prefix is applied
-// to the work tree and built again, which is where a relative patch path broke (a cached
-// prefix is never applied). It shares the real cache's import of linux-source-5.10, its work
-// tree and build directory (under their lock; the builds stay incremental, so the test costs
-// one rebuild per patch, not six cold builds) and ccache.
-func emptyPrefixCache(t *testing.T) string {
+// prefixCache returns a PPKIT_CACHE in which the whole series has no built kernel: series
+// check applies every patch to the work tree and builds it, which is where a relative patch
+// path broke (a cached kernel is never applied). The shorter prefixes are the real cache's
+// (built there first when they are not yet: `ppkit ci`'s series check builds the same ones), so
+// the test costs one rebuild, not seven. It shares the real cache's import of linux-source-5.10,
+// its work tree and build directories (under their lock; the build stays incremental) and ccache.
+func prefixCache(t *testing.T, root string) string {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := harness.LinuxSourceTree(ctx, "", os.Stderr); err != nil { // import once, into the real cache
+	patches := filepath.Join(root, "patches", "series")
+	s, err := stgit.ReadSeries(patches)
+	if err != nil {
 		t.Fatal(err)
 	}
 	real, err := cachedir.Root()
@@ -128,12 +131,24 @@ func emptyPrefixCache(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
+	if err := os.Mkdir(filepath.Join(cache, "kernel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for upto := 1; upto < len(s.Patches); upto++ {
+		k, err := harness.BuildKernel(ctx, harness.KernelOptions{Series: patches, Upto: upto, Progress: testWriter{t}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(k.Dir, filepath.Join(cache, "kernel", k.Key)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return cache
 }
 
 // TestREADMEFirstSteps runs every line of the README's First steps block as a newcomer types
 // it: through sh, from the checkout root, with relative paths. A cached machine cannot hide a
-// broken default: `series check` gets an empty prefix-build cache.
+// broken default: `series check` finds the whole series unbuilt.
 func TestREADMEFirstSteps(t *testing.T) {
 	needBoard(t)
 	root := checkoutRoot(t)
@@ -151,7 +166,7 @@ func TestREADMEFirstSteps(t *testing.T) {
 			cmd.Dir = root
 			cmd.Env = os.Environ()
 			if strings.HasPrefix(line, "bin/ppkit series check") {
-				cmd.Env = append(cmd.Env, "PPKIT_CACHE="+emptyPrefixCache(t))
+				cmd.Env = append(cmd.Env, "PPKIT_CACHE="+prefixCache(t, root))
 			}
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
