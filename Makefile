@@ -26,7 +26,7 @@ unit:
 
 # The longest end-to-end packages start first (go test runs packages in the order given, two at a
 # time here): `tests/procedure` after `ci` rather than last, where it ran alone on a CPU half idle
-# for the last ten minutes of a cold run; then `stgit` and `harness` (6 and 4 minutes cold),
+# for the last ten minutes of a cold run; then `stgit` and `harness` (7 and 6 minutes cold),
 # which came last in alphabetical order and ran on one CPU while the other idled.
 E2E_FIRST := ./ci ./cmd/ppkit ./tests/procedure ./stgit ./harness
 
