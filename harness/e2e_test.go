@@ -418,20 +418,27 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cache, src := testKernelSource(ctx, t)
-	// configure configures a build directory of its own and returns its .config.
-	configure := func(t *testing.T, debug bool, base, mods []byte) KconfigValues {
-		t.Helper()
+	// newBuild is a build in a directory of its own. The pristine repository is a full tree;
+	// configuring out of tree only reads it.
+	newBuild := func(t *testing.T) *kernelBuild {
 		logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer logf.Close()
-		// The pristine repository is a full tree; configuring out of tree only reads it.
-		b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
-		data, err := b.configure(KernelConfigFragment(debug), base, mods)
+		t.Cleanup(func() { logf.Close() })
+		return &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
+	}
+	// configure configures a build directory of its own and returns its .config.
+	configure := func(t *testing.T, debug bool, base, mods []byte) []byte {
+		t.Helper()
+		data, err := newBuild(t).configure(KernelConfigFragment(debug), base, mods)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return data
+	}
+	values := func(t *testing.T, data []byte) KconfigValues {
+		t.Helper()
 		v, err := ParseKconfig(data)
 		if err != nil {
 			t.Fatal(err)
@@ -444,31 +451,18 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 	// Build directories are named by the resolved .config: a board whose config is the one
 	// ppkit's kernel was built with (the deploy tests' board) builds in that kernel's directory.
 	t.Run("own config is a fixed point", func(t *testing.T) {
-		logf, err := os.Create(filepath.Join(t.TempDir(), "log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		b := &kernelBuild{ctx: ctx, work: src.repo, dir: t.TempDir(), cache: cache, log: logf, progress: testLog{t}}
-		tiny, err := b.configure(KernelConfigFragment(false), nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		again, err := b.configure(KernelConfigFragment(false), tiny, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(again, tiny) {
+		tiny := configure(t, false, nil, nil)
+		if again := configure(t, false, tiny, nil); !bytes.Equal(again, tiny) {
 			t.Errorf("ppkit's .config as a board's config resolves to another .config (%d bytes, want %d)", len(again), len(tiny))
 		}
-		if err := b.useConfig(tiny); err != nil { // olddefconfig leaves it as it is
+		if err := newBuild(t).useConfig(tiny); err != nil { // olddefconfig leaves it as it is
 			t.Error(err)
 		}
 	})
 	// A real board's config (`ppkit test --board`): its own, with the modules it has loaded
 	// built in by localyesconfig, ppkit's fragment on top.
 	t.Run("board config", func(t *testing.T) {
-		tiny := configure(t, false, nil, nil)
+		tiny := values(t, configure(t, false, nil, nil))
 		var board bytes.Buffer
 		for sym, val := range tiny {
 			fmt.Fprintf(&board, "%s=%s\n", sym, val)
@@ -477,7 +471,7 @@ func TestConfigFragmentsSurviveKconfig(t *testing.T) {
 		// among them.
 		board.WriteString("CONFIG_MODULES=y\nCONFIG_ISO9660_FS=m\nCONFIG_MTD=m\nCONFIG_MVNETA=m\n")
 		lsmod := []byte("mtd 61440 0 - Live 0xffff800008f00000\n")
-		got := configure(t, false, board.Bytes(), lsmod)
+		got := values(t, configure(t, false, board.Bytes(), lsmod))
 		for sym, want := range map[string]string{
 			"CONFIG_MTD":        "y", // loaded on the board: built in
 			"CONFIG_ISO9660_FS": "n", // not loaded: localyesconfig drops it
