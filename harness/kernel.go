@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ppkit/ppkit/internal/atomicfile"
 	"github.com/ppkit/ppkit/internal/cachedir"
 	"github.com/ppkit/ppkit/internal/child"
 	"github.com/ppkit/ppkit/stgit"
@@ -324,14 +325,7 @@ func (b *kernelBuild) resolvedConfig(file string, fragment, boardConfig, boardMo
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-		return nil, err
-	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return nil, err
-	}
-	return data, os.Rename(tmp, file)
+	return data, atomicfile.Write(file, data, 0o644)
 }
 
 // configSum names a resolved .config.
@@ -418,8 +412,12 @@ func (b *kernelBuild) useConfig(config []byte) error {
 	if err := b.make("olddefconfig"); err != nil {
 		return err
 	}
-	if final, err := os.ReadFile(dotconfig); err != nil || !bytes.Equal(final, config) {
-		return fmt.Errorf("olddefconfig changed the resolved .config in %s (%v)", b.dir, err)
+	final, err := os.ReadFile(dotconfig)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(final, config) {
+		return fmt.Errorf("olddefconfig changed the resolved .config in %s", b.dir)
 	}
 	return nil
 }
